@@ -80,9 +80,8 @@ def load_clip_tokenizer(path: str | os.PathLike | None = None):
     from transformers import CLIPTokenizer
 
     d = Path(path) if path is not None else ASSET_DIR
-    return CLIPTokenizer(
-        vocab_file=str(d / "vocab.json"), merges_file=str(d / "merges.txt"), model_max_length=77
-    )
+    # from_pretrained reads vocab.json + merges.txt on both transformers 4.x and 5.x
+    return CLIPTokenizer.from_pretrained(str(d), model_max_length=77)
 
 
 def main(argv: list[str] | None = None) -> None:

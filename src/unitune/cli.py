@@ -1,0 +1,212 @@
+"""The `unitune` command: a thin typed layer over the library.
+
+Bad input exits with status 2 and one line on stderr naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import fields, replace
+from pathlib import Path
+
+from .config import EditConfig, GridConfig, TuneConfig
+from .errors import UnituneWarning, UserError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 512x768, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
+    if not grid:
+        p.add_argument("--checkpoint", type=int, default=d.checkpoint, help="step (0 = pretrained)")
+        p.add_argument("--t0", type=float, default=d.t0, help="SDEdit start in [0,1]; 1 = noise")
+        p.add_argument("--seeds", type=_ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
+    p.add_argument("--cfg", type=float, default=d.cfg, help="CFG weight (paper: 32)")
+    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
+    p.add_argument("--sampler", choices=["ddim", "dpm++"], default=d.sampler)
+    p.add_argument("--negative-prompt", default=d.negative_prompt)
+    p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
+    p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
+    p.add_argument("--mask", help="PNG, white = may change (in-painting)")
+    p.add_argument("--interpolate", action="store_true", help="pixel interpolation (§3.4)")
+    p.add_argument("--interp-window", type=int, default=d.interp_window)
+    p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
+    p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
+    p.add_argument("--method", choices=["unitune", "sine"], default=d.method)
+    p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
+    p.add_argument("--v", dest="sine_v", type=float, default=d.sine_v, help="SINE pretrained weight")
+    p.add_argument("--size", type=_size, default=d.size, help="HxW output size")
+    p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
+    p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="unitune", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tune", help="fine-tune a model on one image")
+    td = TuneConfig()
+    t.add_argument("image")
+    t.add_argument("--out", required=True, help="tune folder (resumed if it exists)")
+    t.add_argument("--model", default="world", help="hub id, diffusers folder, .safetensors")
+    t.add_argument("--model-config", help="diffusers folder giving the config of a single file")
+    t.add_argument("--steps", type=int, default=td.steps, help="fine-tuning steps")
+    t.add_argument("--save-at", type=_ints, default=td.save_at, help="comma list of steps")
+    t.add_argument("--batch-size", type=int, default=td.batch_size)
+    t.add_argument("--lr", type=float, default=td.lr, help="default 1e-4 (full), 3e-4 (lora)")
+    t.add_argument("--method", choices=["full", "lora"], default=td.method)
+    t.add_argument("--lora-rank", type=int, default=td.lora_rank)
+    t.add_argument("--lora-conv", action="store_true", help="LoRA on ResNet convs too")
+    t.add_argument("--rare-token", default=td.rare_token)
+    t.add_argument("--base-prompt", default=td.base_prompt, help="tune on '<rare> <base prompt>'")
+    t.add_argument("--class-noun", default=td.class_noun, help="SINE: 'a photo of a <rare> <noun>'")
+    t.add_argument("--seed", type=int, default=td.seed)
+    t.add_argument("--resize", choices=["crop", "pad"], default=td.resize)
+    t.add_argument("--resolution", type=int, default=td.resolution)
+    t.add_argument("--mixed-precision", choices=["auto", "no", "bf16"], default=td.mixed_precision)
+    t.add_argument(
+        "--gradient-checkpointing", choices=["auto", "on", "off"], default=td.gradient_checkpointing
+    )
+    t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
+    _add_common(t)
+
+    e = sub.add_parser("edit", help="sample edits from a tune folder")
+    e.add_argument("tune")
+    e.add_argument("prompt", nargs="?", help="edit prompt (the rare token is prepended)")
+    e.add_argument("--out", default="edits", help="output folder")
+    e.add_argument("--params", metavar="PNG", help="reproduce an earlier output from its sidecar")
+    _add_edit_flags(e, EditConfig())
+    _add_common(e)
+
+    g = sub.add_parser("grid", help="contact sheet over checkpoints x t0 (x seeds)")
+    gd = GridConfig()
+    g.add_argument("tune")
+    g.add_argument("prompt")
+    g.add_argument("--checkpoints", type=_ints, default=gd.checkpoints)
+    g.add_argument("--t0", type=_floats, default=gd.t0s, help="comma list")
+    g.add_argument("--seeds", type=_ints, default=gd.seeds)
+    g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")
+    g.add_argument("--out", default="grid.png")
+    _add_edit_flags(g, EditConfig(), grid=True)
+    _add_common(g)
+    return ap
+
+
+def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
+    names = {f.name for f in fields(EditConfig)}
+    vals = {k: v for k, v in vars(args).items() if k in names}
+    vals["rare_token"] = not args.no_rare_token
+    vals.update(over)
+    return replace(EditConfig(), **vals)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from .tune import tune
+
+    names = {f.name for f in fields(TuneConfig)}
+    cfg = replace(TuneConfig(), **{k: v for k, v in vars(args).items() if k in names})
+    folder = tune(
+        args.image,
+        args.out,
+        cfg,
+        model=args.model,
+        device=args.device,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        model_config=args.model_config,
+    )
+    ck = folder.manifest["checkpoints"]
+    losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))
+    print(f"tune folder: {folder.path}  checkpoints (mean loss): {losses or 'none'}")
+
+
+def cmd_edit(args: argparse.Namespace) -> None:
+    from .edit import Editor, edit_config_from_params
+    from .outputs import save_edit
+    from .pngmeta import read_sidecar
+
+    if args.params:
+        prompt, cfg, mask = edit_config_from_params(read_sidecar(args.params))
+    else:
+        if not args.prompt:
+            raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
+        prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
+    ed = Editor(args.tune, args.device)
+    res = ed.edit(prompt, cfg, mask=mask, progress=not args.quiet)
+    for img, p in zip(res.images, res.params, strict=True):
+        print(save_edit(img, p, Path(args.out)))
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from .edit import Editor
+    from .outputs import render_grid
+
+    cfg = _edit_config(args)
+    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0, seeds=args.seeds, cell=args.cell)
+    ed = Editor(args.tune, args.device)
+    path = render_grid(ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet)
+    print(path)
+
+
+COMMANDS = {"tune": cmd_tune, "edit": cmd_edit, "grid": cmd_grid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    default_show = warnings.showwarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UnituneWarning):
+            print(f"unitune: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_warning
+    try:
+        COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"unitune: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unitune: interrupted (checkpoints written so far are intact)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The one set of typed defaults, shared by the library, the CLI and the web UI.
+
+Every field carries a comment; the CLI builds its flags from these defaults and passes a
+``dataclasses.replace``-d copy to the library. Paper values are marked (UniTune §3.2-3.3;
+SINE §3.2 / §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RARE_TOKEN = "beikkpic"  # UniTune's rare-token string (3 rare tokens in T5; 4 BPE pieces in CLIP)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """How to fine-tune a model on one image (UniTune §3.2)."""
+
+    steps: int = 128  # fine-tuning steps of ONE run (paper: 128)
+    save_at: tuple[int, ...] = (16, 32, 64, 128)  # steps at which checkpoints are saved (paper)
+    batch_size: int = 4  # copies of the base latent, each with its own noise and timestep (paper)
+    lr: float | None = None  # None -> 1e-4 for method full (paper, Adafactor), 3e-4 for lora
+    method: str = "full"  # "full": the whole UNet (paper); "lora": PEFT LoRA adapters on the UNet
+    lora_rank: int = 16  # LoRA rank (method lora)
+    lora_conv: bool = False  # also put LoRA on the ResNet convs (method lora)
+    rare_token: str = RARE_TOKEN  # the token string the image is bound to
+    base_prompt: str | None = None  # paper's variant: tune on "<rare> <base prompt>"
+    class_noun: str | None = None  # SINE template: tune on "a photo of a <rare> <class noun>"
+    seed: int = 0  # seeds the noise and timesteps of every step (bit-exact resume)
+    resize: str = "crop"  # "crop" (center-crop to the model's aspect) or "pad" (white bars)
+    resolution: int | None = None  # None -> the model's native size (unet sample_size * vae factor)
+    mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no" / "bf16"
+    gradient_checkpointing: str = "auto"  # "auto": on for CUDA, off on CPU; or "on" / "off"
+    max_grad_norm: float | None = None  # optional gradient clipping (paper: none)
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1e-4 if self.method == "full" else 3e-4
+
+    def prompt(self) -> str:
+        """The fine-tuning prompt the image is paired with."""
+        if self.class_noun:
+            return f"a photo of a {self.rare_token} {self.class_noun}"
+        if self.base_prompt:
+            return f"{self.rare_token} {self.base_prompt}"
+        return self.rare_token
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """How to sample an edit from a tune folder (UniTune §3.3, SINE §3.2)."""
+
+    checkpoint: int | None = None  # fine-tuning step to use; None -> the last one saved
+    cfg: float = 7.5  # classifier-free guidance weight w (paper: 32; SD's usual default 7.5)
+    t0: float = 1.0  # SDEdit start in [0, 1]; 1.0 = pure noise, <= 0.8 mostly reproduces input
+    steps: int = 50  # sampling steps
+    sampler: str = "ddim"  # "ddim" or "dpm++" (DPMSolverMultistep, 2nd order)
+    seeds: tuple[int, ...] = (0,)  # one image per seed, sampled in one batched call
+    negative_prompt: str = ""  # replaces the empty unconditional prompt in CFG
+    rare_token: bool = True  # prepend the tune's rare token to the edit prompt
+    prompt_guidance: str | None = None  # base prompt: eps = eps(base) + w (eps(edit) - eps(base))
+    interpolate: bool = False  # blend toward the original where neighbourhoods agree (§3.4)
+    interp_window: int = 5  # interpolation window (pixels, odd)
+    interp_threshold: float = 0.1  # mean |diff| in [0,1] units above which a pixel is left edited
+    lora_scale: float = 1.0  # LoRA tunes: 0 = pretrained model, 1 = tuned
+    method: str = "unitune"  # "unitune" (CFG on the tuned model) or "sine" (model-based guidance)
+    sine_K: int = 400  # SINE: model-based guidance for timesteps t > K (0..1000 scale; paper 400)
+    sine_v: float = 0.7  # SINE: weight v of the pretrained model's edit prediction (paper 0.7)
+    size: tuple[int, int] | None = None  # (H, W) output size; None -> the tune's resolution
+    paste_back: bool = False  # paste the edit back into the original photo at its size
+    eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The paper's figure-10 view: checkpoints x t0 (x seeds)."""
+
+    checkpoints: tuple[int, ...] = (16, 32, 64, 128)  # rows
+    t0s: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0)  # columns
+    seeds: tuple[int, ...] = (0,)  # extra columns per t0
+    cell: int = 128  # cell size in pixels on the sheet (images are upscaled, never downscaled)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits."""
+
+    max_megapixels: float = 40.0  # refuse larger images (decompression bombs)
+    refused_suffixes: tuple[str, ...] = field(
+        default=(".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
+    )  # pickle-based weight files are never loaded

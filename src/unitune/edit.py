@@ -1,0 +1,275 @@
+"""UniTune editing (§3.3): sample "<rare> <edit prompt>" from a tune folder's checkpoint with CFG,
+optional SDEdit start t0, prompt guidance, in-painting mask, pixel interpolation, paste-back."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+from torch import Tensor
+
+from . import __version__, adapters
+from .config import EditConfig, TuneConfig
+from .errors import UserError
+from .guidance import cfg as cfg_mix
+from .guidance import latent_mask
+from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
+from .interpolate import interpolate
+from .models import Components, decode_latents, encode_image, encode_prompts, load_components
+from .sampling import SAMPLERS, GuidedFn, make_scheduler, sample
+from .tunefolder import TuneFolder
+
+# (x (B, C, h, w), t, embeddings (B, 77, D)) -> model output (B, C, h, w)
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def unet_denoiser(unet) -> Denoiser:
+    """Adapter: a diffusers UNet2DConditionModel as a denoiser callable."""
+
+    def den(x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+        return unet(x, t, encoder_hidden_states=emb).sample
+
+    return den
+
+
+def cfg_guided(den: Denoiser, emb_base: Tensor, emb_cond: Tensor, w: float) -> GuidedFn:
+    """CFG (or prompt guidance when emb_base is a base prompt) with ONE batched forward pass:
+    [baseline x B ; conditional x B]."""
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        b = x.shape[0]
+        if w == 1.0:  # pure conditional: the baseline would be multiplied by zero
+            return den(x, t, emb_cond.expand(b, -1, -1))
+        embs = torch.cat([emb_base.expand(b, -1, -1), emb_cond.expand(b, -1, -1)])
+        out = den(torch.cat([x, x]), t, embs)
+        base, cond = out.chunk(2)
+        return cfg_mix(base, cond, w)
+
+    return guided
+
+
+def validate(cfg: EditConfig) -> None:
+    if not (0.0 <= cfg.t0 <= 1.0) or math.isnan(cfg.t0):
+        raise UserError(f"--t0 must be in [0, 1], got {cfg.t0}", "e.g. --t0 0.9 (1.0 = pure noise)")
+    if cfg.cfg < 0 or math.isnan(cfg.cfg):
+        raise UserError(f"--cfg must be >= 0, got {cfg.cfg}", "e.g. --cfg 7.5 (paper: 32)")
+    if cfg.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {cfg.steps}", "e.g. --steps 50")
+    if cfg.sampler not in SAMPLERS:
+        raise UserError(f"unknown --sampler {cfg.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+    if not cfg.seeds:
+        raise UserError("no seeds given", "pass e.g. --seeds 0,1,2,3")
+    if cfg.interp_window < 1 or cfg.interp_window % 2 == 0:
+        raise UserError(f"--interp-window must be odd, got {cfg.interp_window}", "e.g. 5")
+    if cfg.interp_threshold <= 0:
+        raise UserError("--interp-threshold must be > 0", "e.g. 0.1")
+    if cfg.method not in ("unitune", "sine"):
+        raise UserError(f"unknown --method {cfg.method!r}", "use unitune or sine")
+
+
+@dataclass
+class EditResult:
+    images: list[Image.Image]
+    params: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Editor:
+    """A tune folder with its model loaded; switches checkpoints without reloading the model."""
+
+    def __init__(
+        self, tune_dir: str | Path, device: str = "auto", comp: Components | None = None
+    ) -> None:
+        self.folder = TuneFolder.open(tune_dir)
+        m = self.folder.manifest
+        self.tune_cfg = TuneConfig(
+            **{**m["settings"], "save_at": tuple(m["settings"]["save_at"])}
+        )
+        self.comp = comp or load_components(m["model_path"], device)
+        self.placement = Placement.from_dict(m["placement"])
+        self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
+        self._original: Image.Image | None = None
+        self._pretrained: dict[str, Tensor] | None = None  # CPU copy, made before a delta lands
+        self._dirty = False  # UNet weights currently hold a full-tune delta
+        self.step: int | None = None
+
+    @property
+    def original(self) -> Image.Image:
+        if self._original is None:
+            self._original = Image.open(self.folder.path / "original.png").convert("RGB")
+        return self._original
+
+    @torch.no_grad()
+    def use_checkpoint(self, step: int | None) -> int:
+        """Load a checkpoint (None = last, 0 = pretrained) onto the pretrained UNet."""
+        step = self.folder.resolve_checkpoint(step)
+        if step == self.step:
+            return step
+        unet = self.comp.unet
+        if adapters.has_lora(unet):
+            unet.delete_adapters("unitune")
+        if self._dirty and self._pretrained is not None:
+            for n, p in unet.named_parameters():
+                p.copy_(self._pretrained[n].to(p.device))
+            self._dirty = False
+        if step > 0:
+            tensors, meta = self.folder.load_checkpoint(step)
+            if meta.get("kind") != "lora" and self._pretrained is None:
+                self._pretrained = {n: p.detach().cpu().clone() for n, p in unet.named_parameters()}
+            adapters.apply_checkpoint(unet, tensors, meta)
+            self._dirty = meta.get("kind") != "lora"
+        unet.eval()
+        self.step = step
+        return step
+
+    def base_latents(self, hw: tuple[int, int]) -> Tensor:
+        """(1, C, h, w) scaled base latents at output size hw (re-encoded if it differs)."""
+        res = tuple(self.folder.manifest["resolution"])
+        if hw == res:
+            return self.folder.base_latents().to(self.comp.device, self.comp.dtype)
+        fitted, _ = fit_image(self.original, hw, self.tune_cfg.resize)
+        return encode_image(self.comp, pil_to_tensor(fitted))
+
+    def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
+        return f"{self.tune_cfg.rare_token} {prompt}".strip() if cfg.rare_token else prompt
+
+    @torch.no_grad()
+    def edit(
+        self,
+        prompt: str,
+        cfg: EditConfig = EditConfig(),
+        mask: str | Path | None = None,
+        progress: bool = True,
+    ) -> EditResult:
+        validate(cfg)
+        comp = self.comp
+        step = self.use_checkpoint(cfg.checkpoint)
+        if adapters.has_lora(comp.unet):
+            adapters.set_lora_scale(comp.unet, cfg.lora_scale)
+        res = tuple(self.folder.manifest["resolution"])
+        hw = tuple(cfg.size) if cfg.size else res
+        vs = comp.vae_scale
+        if hw[0] % vs or hw[1] % vs:
+            raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {vs}", "round it")
+        text = self.full_prompt(prompt, cfg)
+        need_x0 = cfg.t0 < 1.0 or mask is not None
+        x0 = self.base_latents(hw) if need_x0 else None
+        pix_mask = lat_mask = None
+        if mask is not None:
+            pix_mask = load_mask(mask, hw, self.placement).to(comp.device)[None]  # (1,1,H,W)
+            lat_mask = latent_mask(pix_mask, (hw[0] // vs, hw[1] // vs))
+        if cfg.method == "sine":
+            from .sine import sine_guided
+
+            guided = sine_guided(self, prompt, cfg)
+        else:
+            base_text = cfg.negative_prompt
+            if cfg.prompt_guidance is not None:
+                base_text = self.full_prompt(cfg.prompt_guidance, cfg)
+            emb_base, emb_cond = encode_prompts(comp, [base_text, text]).chunk(2)
+            guided = cfg_guided(unet_denoiser(comp.unet), emb_base, emb_cond, cfg.cfg)
+        # one CPU generator per seed: the same noise on any device and in any batch
+        lat_shape = (1, comp.unet.config.in_channels, hw[0] // vs, hw[1] // vs)
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.seeds]
+        noise = torch.cat(
+            [randn_tensor(lat_shape, generator=g, device=comp.device, dtype=comp.dtype) for g in gens]
+        )
+        sched = make_scheduler(cfg.sampler, comp.scheduler_config)
+        latents = sample(
+            guided,
+            sched,
+            noise,
+            steps=cfg.steps,
+            t0=cfg.t0,
+            x0=x0,
+            mask=lat_mask,
+            generator=gens[0] if len(gens) == 1 else None,
+            eta=cfg.eta,
+            progress=progress,
+        )
+        pixels = (decode_latents(comp, latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
+        base = None
+        if pix_mask is not None or cfg.interpolate:
+            base_img = self.base_image if hw == res else fit_image(self.original, hw, "crop")[0]
+            base = (pil_to_tensor(base_img).to(pixels.device) / 2 + 0.5).clamp(0, 1)
+        if pix_mask is not None:  # outside the mask the output IS the input, in pixel space too
+            pixels = pix_mask * pixels + (1 - pix_mask) * base
+        if cfg.interpolate:
+            pixels = interpolate(pixels, base, cfg.interp_window, cfg.interp_threshold)
+        images = tensor_to_pil(pixels * 2 - 1)
+        if cfg.paste_back:
+            images = [paste_back(im, self.placement, self.original) for im in images]
+        params = [self._params(prompt, text, cfg, step, s, hw, mask) for s in cfg.seeds]
+        return EditResult(images, params)
+
+    def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:
+        m = self.folder.manifest
+        return {
+            "prompt": text,
+            "negative_prompt": cfg.negative_prompt,
+            "steps": cfg.steps,
+            "sampler": cfg.sampler,
+            "cfg_scale": cfg.cfg,
+            "seed": int(seed),
+            "size": f"{hw[1]}x{hw[0]}",
+            "model": m["model"],
+            "tune": str(self.folder.path),
+            "tune_method": self.tune_cfg.method,
+            "image_sha256": m["image"]["sha256"],
+            "edit_prompt": prompt,
+            "edit_config": {**asdict(cfg), "checkpoint": step, "seeds": [int(seed)]},
+            "mask": str(mask) if mask is not None else None,
+            "unitune": __version__,
+        }
+
+
+def edit_config_from_params(params: dict[str, Any]) -> tuple[str, EditConfig, str | None]:
+    """(edit prompt, EditConfig, mask) recorded in an output's sidecar JSON, to reproduce it."""
+    ec = dict(params["edit_config"])
+    ec["seeds"] = tuple(ec["seeds"])
+    if ec.get("size") is not None:
+        ec["size"] = tuple(ec["size"])
+    return params["edit_prompt"], EditConfig(**ec), params.get("mask")
+
+
+def output_name(prompt: str, params: dict[str, Any]) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "edit"
+    ec = params["edit_config"]
+    return f"{slug}_c{ec['checkpoint']}_t{ec['t0']:g}_w{ec['cfg']:g}_s{params['seed']}.png"
+
+
+def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
+    """The A1111-style key order for the PNG `parameters` chunk."""
+    ec = p["edit_config"]
+    out = {
+        "prompt": p["prompt"],
+        "negative_prompt": p["negative_prompt"],
+        "Steps": p["steps"],
+        "Sampler": p["sampler"],
+        "CFG scale": p["cfg_scale"],
+        "Seed": p["seed"],
+        "Size": p["size"],
+        "Model": p["model"],
+        "Tune": p["tune"],
+        "Checkpoint": ec["checkpoint"],
+        "t0": ec["t0"],
+        "Method": ec["method"],
+    }
+    if ec.get("prompt_guidance"):
+        out["Prompt guidance"] = ec["prompt_guidance"]
+    if ec["method"] == "sine":
+        out["SINE K"], out["SINE v"] = ec["sine_K"], ec["sine_v"]
+    if p.get("mask"):
+        out["Mask"] = p["mask"]
+    if ec["interpolate"]:
+        out["Interpolate"] = f"window {ec['interp_window']}, threshold {ec['interp_threshold']}"
+    if p["tune_method"] == "lora":
+        out["LoRA scale"] = ec["lora_scale"]
+    out["Version"] = f"unitune {p['unitune']}"
+    return out

@@ -1,0 +1,66 @@
+"""Writing edits to disk: PNGs with A1111 `parameters` + JSON sidecars, and the figure-10 grid."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .config import EditConfig, GridConfig
+from .edit import Editor, a1111_params, output_name
+from .fileio import atomic_write
+from .grid import contact_sheet
+from .pngmeta import save_png
+
+
+def save_edit(img: Image.Image, params: dict[str, Any], out_dir: Path) -> Path:
+    """Write one edit; the PNG chunk holds the A1111 text, the sidecar the full typed params."""
+    path = out_dir / output_name(params["edit_prompt"], params)
+    return save_png(img, path, params, text_params=a1111_params(params))
+
+
+def render_grid(
+    editor: Editor,
+    prompt: str,
+    cfg: EditConfig,
+    grid: GridConfig,
+    out: Path,
+    mask: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Rows = checkpoints, columns = t0 x seeds; each cell's seeds are sampled in one batch."""
+    rows: list[list[Image.Image | None]] = []
+    row_labels: list[str] = []
+    jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]
+    bar = tqdm(total=len(jobs), desc="grid", disable=not progress)
+    for c in grid.checkpoints:
+        editor.folder.resolve_checkpoint(c)  # errors early, naming the saved steps
+        row: list[Image.Image | None] = []
+        for t0 in grid.t0s:
+            res = editor.edit(
+                prompt, replace(cfg, checkpoint=c, t0=t0, seeds=grid.seeds), mask, progress=False
+            )
+            row.extend(res.images)
+            bar.update(1)
+        rows.append(row)
+        row_labels.append(f"{c} steps" if c else "pretrained")
+    bar.close()
+    col_labels = [
+        f"t0={t0:g}" + (f" s{s}" if len(grid.seeds) > 1 else "") for t0 in grid.t0s for s in grid.seeds
+    ]
+    title = f'"{editor.full_prompt(prompt, cfg)}"  CFG {cfg.cfg:g}, {cfg.steps} {cfg.sampler} steps'
+    sheet = contact_sheet(
+        rows,
+        row_labels,
+        col_labels,
+        row_title="checkpoint",
+        col_title="SDEdit start t0",
+        title=title,
+        cell_size=grid.cell,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
+    return out

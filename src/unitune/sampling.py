@@ -1,0 +1,106 @@
+"""The sampling loop: a guided denoiser callable + a diffusers scheduler -> latents.
+
+Mirrors diffusers' img2img / txt2img step bookkeeping (so that with the same scheduler, noise and
+strength it reproduces StableDiffusionImg2ImgPipeline) but takes any ``GuidedFn``, which is how
+CFG, prompt guidance, SINE and multi-model guidance compose with SDEdit and in-painting.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .guidance import blend_known
+
+# guided(x_t (B, C, h, w) already scaled by the scheduler, t scalar tensor) -> model output
+GuidedFn = Callable[[Tensor, Tensor], Tensor]
+
+SAMPLERS = ("ddim", "dpm++")
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh scheduler of the requested kind built from the model's own scheduler config
+    (keeps its betas, prediction type and timestep spacing)."""
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2
+        )
+    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def start_index(steps: int, t0: float) -> int:
+    """Index of the first timestep for an SDEdit start at t0 (diffusers' img2img `strength`)."""
+    init = min(int(steps * t0), steps)
+    return max(steps - init, 0)
+
+
+def _step_kwargs(scheduler, generator: torch.Generator | None, eta: float) -> dict:
+    params = set(inspect.signature(scheduler.step).parameters)
+    kw = {}
+    if "eta" in params:
+        kw["eta"] = eta
+    if "generator" in params:
+        kw["generator"] = generator
+    return kw
+
+
+@torch.no_grad()
+def sample(
+    guided: GuidedFn,
+    scheduler,
+    noise: Tensor,
+    *,
+    steps: int,
+    t0: float = 1.0,
+    x0: Tensor | None = None,
+    mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+    progress: bool = True,
+    on_step: Callable[[int, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """Run the reverse process and return clean latents (B, C, h, w).
+
+    noise: (B, C, h, w) one slice per seed. x0: (1 or B, C, h, w) scaled base latents, needed for
+    t0 < 1 (SDEdit start: x0 noised to the first kept timestep) and for ``mask`` (1 or B, 1, h, w),
+    where 1 = may change: after every step the region outside the mask is reset to x0 noised to
+    the next timestep with the same noise, so the known content is exactly x0 at the end.
+    """
+    if not 0.0 <= t0 <= 1.0:
+        raise ValueError(f"t0 must be in [0, 1], got {t0}")
+    if (t0 < 1.0 or mask is not None) and x0 is None:
+        raise ValueError("t0 < 1 and in-painting need the base latents x0")
+    b = noise.shape[0]
+    scheduler.set_timesteps(steps, device=noise.device)
+    if t0 >= 1.0:
+        timesteps = scheduler.timesteps
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        first = start_index(steps, t0) * scheduler.order
+        timesteps = scheduler.timesteps[first:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        if len(timesteps) == 0:  # t0 so small that no step is left: the input itself
+            return x0.expand(b, -1, -1, -1).clone()
+        latents = scheduler.add_noise(x0, noise, timesteps[:1].repeat(b))
+    kw = _step_kwargs(scheduler, generator, eta)
+    for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
+        model_in = scheduler.scale_model_input(latents, t)
+        out = guided(model_in, t)
+        latents = scheduler.step(out, t, latents, **kw, return_dict=False)[0]
+        if mask is not None:
+            if i + 1 < len(timesteps):
+                known = scheduler.add_noise(x0, noise, timesteps[i + 1 : i + 2].repeat(b))
+            else:
+                known = x0.expand_as(latents)
+            latents = blend_known(latents, known, mask)
+        if on_step is not None:
+            on_step(i, t, latents)
+    return latents

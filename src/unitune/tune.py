@@ -1,0 +1,248 @@
+"""UniTune fine-tuning (§3.2): pairs (base image, rare-token prompt), one run, several checkpoints.
+
+The base image is VAE-encoded once and the prompt text-encoded once; each step is a batch of the
+same latent with independent noise and timesteps. Weights are checkpointed at ``save_at`` steps;
+an exact training state (fp32 weights, Adafactor state, RNG) rides along so an interrupted run
+resumes bit-for-bit from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+from transformers.optimization import Adafactor
+
+from . import adapters
+from .config import TuneConfig
+from .errors import UserError
+from .fileio import atomic_save_safetensors
+from .images import fit_image, image_sha256, load_image, pil_to_tensor
+from .models import Components, encode_image, encode_prompts, load_components
+from .tunefolder import (
+    MANIFEST,
+    TuneFolder,
+    load_resume_state,
+    save_resume_state,
+    versions,
+)
+
+
+def validate(cfg: TuneConfig) -> None:
+    if cfg.steps < 0:
+        raise UserError(f"--steps must be >= 0, got {cfg.steps}", "pass e.g. --steps 128")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}", "pass e.g. 4")
+    if cfg.method not in ("full", "lora"):
+        raise UserError(f"unknown --method {cfg.method!r}", "use --method full or --method lora")
+    if cfg.resize not in ("crop", "pad"):
+        raise UserError(f"unknown --resize {cfg.resize!r}", "use --resize crop or --resize pad")
+    if not cfg.save_at or any(s <= 0 for s in cfg.save_at):
+        raise UserError(f"--save-at must list positive steps, got {cfg.save_at}", "e.g. 16,32,64")
+    if cfg.learning_rate() <= 0 or not math.isfinite(cfg.learning_rate()):
+        raise UserError(f"--lr must be a positive number, got {cfg.lr}", "e.g. --lr 1e-4")
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> (tensors, JSON scalars) so it can live in safetensors (no pickle)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{idx}.{k}"] = v
+            else:
+                scalars["state"].setdefault(str(idx), {})[k] = v
+    return tensors, scalars
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, scalars: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, idx, k = key.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for idx, st in scalars["state"].items():
+        state.setdefault(int(idx), {}).update(st)
+    groups = scalars["param_groups"]
+    for g in groups:  # JSON turned tuples into lists; Adafactor indexes eps[0], eps[1] only
+        if isinstance(g.get("eps"), list):
+            g["eps"] = tuple(g["eps"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _prepare_folder(out: Path, overwrite: bool) -> TuneFolder | None:
+    """Existing tune folder to resume, None to start fresh; refuses to clobber other folders."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file", "pass a folder path")
+    is_tune = (out / MANIFEST).is_file()
+    if not is_tune and any(out.iterdir()):
+        raise UserError(
+            f"--out {str(out)!r} exists and is not a tune folder",
+            "pass a new or empty folder (it is never deleted)",
+        )
+    if overwrite and is_tune:
+        shutil.rmtree(out)
+        return None
+    return TuneFolder.open(out) if is_tune else None
+
+
+def tune(
+    image: str | Path,
+    out: str | Path,
+    cfg: TuneConfig = TuneConfig(),
+    model: str = "world",
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    comp: Components | None = None,
+    model_config: str | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TuneFolder:
+    """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists."""
+    validate(cfg)
+    out = Path(out)
+    folder = _prepare_folder(out, overwrite)
+    img = load_image(image)  # validates before any model is loaded
+    comp = comp or load_components(model, device, model_config=model_config)
+    res = cfg.resolution or comp.resolution
+    fitted, placement = fit_image(img, (res, res), cfg.resize)
+    sha = image_sha256(img)
+    settings = asdict(cfg)
+
+    if folder is not None:
+        m = folder.manifest
+        if m["image"]["sha256"] != sha or m["settings"] != settings or m["model"] != model:
+            raise UserError(
+                f"{out} holds a tune of a different image, model or settings",
+                "pass --overwrite to start fresh, or another --out",
+            )
+    else:
+        folder = TuneFolder.create(
+            out,
+            {
+                "model": model,
+                "model_path": comp.model_ref,
+                "image": {"source": str(image), "sha256": sha, "size": list(img.size)},
+                "placement": placement.to_dict(),
+                "resolution": [res, res],
+                "prompt": cfg.prompt(),
+                "settings": settings,
+                "versions": versions(),
+                "status": "running",
+                "checkpoints": {},
+                "loss_history": [],
+            },
+        )
+        img.save(out / "original.png")
+        fitted.save(out / "base.png")
+        latents = encode_image(comp, pil_to_tensor(fitted))
+        atomic_save_safetensors({"latents": latents.cpu()}, out / "base_latents.safetensors")
+
+    _train(folder, comp, cfg, progress, on_step)
+    return folder
+
+
+def _train(
+    folder: TuneFolder,
+    comp: Components,
+    cfg: TuneConfig,
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> None:
+    dev = comp.device
+    cuda = dev.type == "cuda"
+    latent = folder.base_latents().to(dev, comp.dtype)  # (1, 4, h, w)
+    emb = encode_prompts(comp, [cfg.prompt()])  # (1, 77, D), text encoder frozen
+    unet = comp.unet
+    trainable = adapters.make_trainable(unet, cfg)
+    opt = Adafactor(
+        trainable,
+        lr=cfg.learning_rate(),
+        scale_parameter=False,
+        relative_step=False,
+        warmup_init=False,
+    )
+    noise_sched = DDPMScheduler.from_config(comp.scheduler_config)
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
+    start = 0
+    history: list[float] = list(folder.manifest.get("loss_history", []))
+    resume = load_resume_state(folder)
+    if resume is not None:
+        start, tensors, scalars = resume
+        adapters.load_trainable_state(unet, cfg, tensors)
+        _restore_optimizer(opt, tensors, scalars)
+        gen.set_state(tensors["rng"])
+        history = history[:start]
+    # checkpoints past --steps are dropped; the last step is always saved
+    save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
+    if folder.manifest.get("status") == "complete" or start >= cfg.steps:
+        folder.manifest["status"] = "complete"
+        folder.save_manifest()
+        return
+    grad_ckpt = cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and cuda)
+    if grad_ckpt and hasattr(unet, "enable_gradient_checkpointing"):
+        unet.enable_gradient_checkpointing()
+    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and cuda)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    base_state = adapters.base_snapshot(unet, cfg)  # for full tunes' compact deltas
+    unet.train()
+    b = cfg.batch_size
+    t_max = noise_sched.config.num_train_timesteps
+    bar = tqdm(range(start, cfg.steps), desc="tuning", disable=not progress, initial=start)
+    bar.total = cfg.steps
+    since = time.time()
+    for step in bar:
+        noise = torch.randn((b, *latent.shape[1:]), generator=gen).to(dev, comp.dtype)
+        t = torch.randint(0, t_max, (b,), generator=gen).to(dev)
+        x0 = latent.expand(b, -1, -1, -1)
+        noisy = noise_sched.add_noise(x0, noise, t)
+        if comp.prediction_type == "v_prediction":
+            target = noise_sched.get_velocity(x0, noise, t)
+        else:
+            target = noise
+        with amp:
+            pred = unet(noisy, t, encoder_hidden_states=emb.expand(b, -1, -1)).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        loss.backward()
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        history.append(float(loss))
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+        done = step + 1
+        if on_step is not None:
+            on_step(done, float(loss))
+        if done in save_at:
+            prev = max([s for s in save_at if s < done], default=0)
+            record = {
+                "loss": sum(history[prev:done]) / (done - prev),  # mean since the previous ckpt
+                "seconds": round(time.time() - since, 2),
+            }
+            weights, meta = adapters.checkpoint_tensors(unet, cfg, base_state)
+            folder.manifest["loss_history"] = history
+            folder.save_checkpoint(done, weights, meta, record)
+            state = adapters.trainable_state(unet, cfg)
+            opt_t, scalars = _flatten_optimizer(opt)
+            save_resume_state(folder, done, {**state, **opt_t, "rng": gen.get_state()}, scalars)
+    unet.eval()
+    if grad_ckpt and hasattr(unet, "disable_gradient_checkpointing"):
+        unet.disable_gradient_checkpointing()
+    folder.manifest["status"] = "complete"
+    folder.manifest["loss_history"] = history
+    folder.save_manifest()
+    resume_file = folder.path / "checkpoints" / "resume.safetensors"
+    if resume_file.exists():
+        resume_file.unlink()  # exact state is only needed while a run can still be resumed

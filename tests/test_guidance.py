@@ -1,0 +1,70 @@
+"""Guidance math on hand-built tensors (no model)."""
+
+import pytest
+import torch
+
+from unitune.guidance import (
+    blend_known,
+    cfg,
+    latent_mask,
+    multi_guidance,
+    prompt_guidance,
+    sine_active,
+    sine_mix,
+)
+
+
+def t(*vals):
+    return torch.tensor(vals, dtype=torch.float32).view(1, len(vals), 1, 1)
+
+
+def test_cfg_values_and_ends():
+    u, c = t(1.0, 2.0), t(3.0, -2.0)
+    assert torch.equal(cfg(u, c, 0.0), u)
+    assert torch.equal(cfg(u, c, 1.0), c)
+    assert torch.allclose(cfg(u, c, 32.0), t(1 + 32 * 2, 2 + 32 * -4))
+
+
+def test_prompt_guidance_is_cfg_against_base():
+    base, edit = t(0.5), t(1.5)
+    assert torch.allclose(prompt_guidance(base, edit, 7.5), t(0.5 + 7.5))
+
+
+def test_sine_mix_formula_and_ends():
+    u, pre, ft = t(1.0), t(2.0), t(5.0)
+    w, v = 7.5, 0.7
+    expected = 1.0 + w * (v * 2.0 + (1 - v) * 5.0 - 1.0)
+    assert torch.allclose(sine_mix(u, pre, ft, w, v), t(expected))
+    # v = 1: plain CFG on the pretrained model
+    assert torch.allclose(sine_mix(u, pre, ft, w, 1.0), cfg(u, pre, w))
+    # v = 0: fine-tuned conditional guided against the pretrained unconditional
+    assert torch.allclose(sine_mix(u, pre, ft, w, 0.0), cfg(u, ft, w))
+
+
+def test_sine_switch_at_K():
+    assert sine_active(401, 400) and not sine_active(400, 400)
+    assert sine_active(torch.tensor(999), 400) and not sine_active(torch.tensor(1), 400)
+
+
+def test_multi_guidance_sums_deltas():
+    u = t(1.0)
+    out = multi_guidance(u, [t(2.0), t(0.0)], [3.0, 2.0])
+    assert torch.allclose(out, t(1.0 + 3.0 * 1.0 + 2.0 * -1.0))
+    with pytest.raises(ValueError):
+        multi_guidance(u, [t(2.0)], [1.0, 2.0])
+
+
+def test_blend_known_keeps_outside_mask():
+    x, known = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    m = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    out = blend_known(x, known, m)
+    assert torch.equal(out[:, :, 0, 0], x[:, :, 0, 0]) and torch.equal(out[:, :, 0, 1], known[:, :, 0, 1])
+
+
+def test_latent_mask_dilates_by_one_cell():
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., 12:14, 12:14] = 1.0  # a 2x2 pixel spot lies in latent cell (3, 3) at factor 4
+    lm = latent_mask(m, (8, 8))
+    assert lm.shape == (1, 1, 8, 8)
+    assert lm[0, 0, 3, 3] == 1 and lm[0, 0, 2, 2] == 1 and lm[0, 0, 4, 4] == 1
+    assert lm.sum() == 9
