@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from . import patches
 from .config import TuneConfig
 
 LORA_ATTN = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
@@ -39,11 +40,14 @@ def add_lora(unet, config: dict[str, Any]) -> None:
 
 def make_trainable(unet, cfg: TuneConfig) -> list[torch.nn.Parameter]:
     """Mark what trains, return those parameters (fp32 masters)."""
+    pos_params: list[torch.nn.Parameter] = []
+    if cfg.patches:
+        pos_params = list(patches.install(unet, cfg.pos_freqs).pos_proj.parameters())
     if cfg.method == "lora":
         if not getattr(unet, "_hf_peft_config_loaded", False):
             torch.manual_seed(cfg.seed)  # LoRA init must be reproducible for bit-exact resume
             add_lora(unet, lora_config_dict(cfg))
-        params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        params = [p for n, p in unet.named_parameters() if "lora_" in n] + pos_params
     else:
         unet.requires_grad_(True)
         params = list(unet.parameters())
@@ -74,7 +78,11 @@ def base_snapshot(unet, cfg: TuneConfig) -> dict[str, torch.Tensor] | None:
     """Pretrained weights kept on the CPU for full-tune deltas (None for LoRA)."""
     if cfg.method != "full":
         return None
-    return {n: p.detach().float().cpu().clone() for n, p in unet.named_parameters()}
+    return {n: p.detach().float().cpu().clone() for n, p in unet.named_parameters() if _in_delta(n)}
+
+
+def _in_delta(name: str) -> bool:
+    return "pos_proj" not in name  # the positional module is new: stored whole, in fp32
 
 
 def checkpoint_tensors(
@@ -84,18 +92,27 @@ def checkpoint_tensors(
         from peft.utils import get_peft_model_state_dict
 
         sd = get_peft_model_state_dict(unet, adapter_name="unitune")
-        return {k: v.float() for k, v in sd.items()}, {
-            "kind": "lora",
-            "lora_config": lora_config_dict(cfg),
-        }
+        out = {k: v.float() for k, v in sd.items()} | patches.state(unet)
+        return out, {"kind": "lora", "lora_config": lora_config_dict(cfg), **_pos_meta(cfg)}
     assert base is not None
-    delta = {n: (p.detach().float().cpu() - base[n]).half() for n, p in unet.named_parameters()}
-    return delta, {"kind": "delta-fp16"}
+    delta = {
+        n: (p.detach().float().cpu() - base[n]).half()
+        for n, p in unet.named_parameters()
+        if _in_delta(n)
+    }
+    return delta | patches.state(unet), {"kind": "delta-fp16", **_pos_meta(cfg)}
+
+
+def _pos_meta(cfg: TuneConfig) -> dict[str, Any]:
+    return {"patches": cfg.patches, "pos_freqs": cfg.pos_freqs}
 
 
 @torch.no_grad()
 def apply_checkpoint(unet, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Load a saved checkpoint onto a freshly loaded pretrained UNet."""
+    if meta.get("patches"):
+        patches.load_state(unet, tensors, meta.get("pos_freqs", 6))
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("pos.")}
     if meta.get("kind") == "lora":
         from peft.utils import set_peft_model_state_dict
 

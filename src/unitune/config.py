@@ -32,6 +32,9 @@ class TuneConfig:
     mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no" / "bf16"
     gradient_checkpointing: str = "auto"  # "auto": on for CUDA, off on CPU; or "on" / "off"
     max_grad_norm: float | None = None  # optional gradient clipping (paper: none)
+    patches: bool = False  # SINE patch-based fine-tuning with a positional embedding of the crop
+    patch_min_frac: float = 0.1  # SINE: crop sides uniform in [min_frac, 1] x the image's sides
+    pos_freqs: int = 6  # SINE: Fourier frequencies per coordinate in the positional embedding
 
     def learning_rate(self) -> float:
         if self.lr is not None:

@@ -15,7 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
-from . import __version__, adapters
+from . import __version__, adapters, patches
 from .config import EditConfig, TuneConfig
 from .errors import UserError
 from .guidance import cfg as cfg_mix
@@ -78,6 +78,7 @@ def validate(cfg: EditConfig) -> None:
 class EditResult:
     images: list[Image.Image]
     params: list[dict[str, Any]] = field(default_factory=list)
+    pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
 
 
 class Editor:
@@ -92,6 +93,8 @@ class Editor:
             **{**m["settings"], "save_at": tuple(m["settings"]["save_at"])}
         )
         self.comp = comp or load_components(m["model_path"], device)
+        if self.tune_cfg.patches:  # zero-initialised: step 0 is still the pretrained model
+            patches.install(self.comp.unet, self.tune_cfg.pos_freqs)
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
@@ -206,7 +209,7 @@ class Editor:
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]
         params = [self._params(prompt, text, cfg, step, s, hw, mask) for s in cfg.seeds]
-        return EditResult(images, params)
+        return EditResult(images, params, pixels)
 
     def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:
         m = self.folder.manifest

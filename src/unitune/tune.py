@@ -22,7 +22,7 @@ from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
-from . import adapters
+from . import adapters, patches
 from .config import TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors
@@ -150,7 +150,7 @@ def tune(
         latents = encode_image(comp, pil_to_tensor(fitted))
         atomic_save_safetensors({"latents": latents.cpu()}, out / "base_latents.safetensors")
 
-    _train(folder, comp, cfg, progress, on_step)
+    _train(folder, comp, cfg, img, progress, on_step)
     return folder
 
 
@@ -158,6 +158,7 @@ def _train(
     folder: TuneFolder,
     comp: Components,
     cfg: TuneConfig,
+    original,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
 ) -> None:
@@ -203,10 +204,19 @@ def _train(
     bar = tqdm(range(start, cfg.steps), desc="tuning", disable=not progress, initial=start)
     bar.total = cfg.steps
     since = time.time()
+    pos = patches.get(unet)
+    res = tuple(folder.manifest["resolution"])
+    oh, ow = original.height, original.width
     for step in bar:
+        if cfg.patches:  # SINE: b random crops of the full-resolution image, encoded this step
+            boxes = [patches.sample_box(gen, oh, ow, cfg.patch_min_frac) for _ in range(b)]
+            crops = [pil_to_tensor(patches.crop_patch(original, bx, res)) for bx in boxes]
+            x0 = encode_image(comp, torch.cat(crops)).to(comp.dtype)
+            pos.box = torch.tensor([patches.normalize_box(bx, oh, ow) for bx in boxes])
+        else:
+            x0 = latent.expand(b, -1, -1, -1)
         noise = torch.randn((b, *latent.shape[1:]), generator=gen).to(dev, comp.dtype)
         t = torch.randint(0, t_max, (b,), generator=gen).to(dev)
-        x0 = latent.expand(b, -1, -1, -1)
         noisy = noise_sched.add_noise(x0, noise, t)
         if comp.prediction_type == "v_prediction":
             target = noise_sched.get_velocity(x0, noise, t)
@@ -238,6 +248,8 @@ def _train(
             opt_t, scalars = _flatten_optimizer(opt)
             save_resume_state(folder, done, {**state, **opt_t, "rng": gen.get_state()}, scalars)
     unet.eval()
+    if pos is not None:
+        pos.box = None  # back to "the whole image"
     if grad_ckpt and hasattr(unet, "disable_gradient_checkpointing"):
         unet.disable_gradient_checkpointing()
     folder.manifest["status"] = "complete"

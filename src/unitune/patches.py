@@ -1,0 +1,122 @@
+"""SINE patch-based fine-tuning (§3.3): random crops + a positional embedding of the crop box.
+
+Each training step crops a box v = [h1, w1, h2, w2] of the full-resolution image (height and
+width uniform in [0.1 H, H] x [0.1 W, W]), resizes it to the training resolution, and tells the
+UNet where the patch came from. The box is normalised to [0, 1] by the image size and turned into
+a per-latent-pixel coordinate map (the normalised image coordinates of each latent cell's
+centre), Fourier-embedded, projected by a zero-initialised 1x1 conv and ADDED to the features
+after the UNet's input convolution. Zero init means the untrained module leaves the pretrained
+model unchanged. At sampling time the box is the whole image [0, 0, 1, 1] spread over whatever
+latent grid is sampled, so a 64x96 latent still "knows" it covers the image once, left to right.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+FULL_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+def sample_box(gen: torch.Generator, h: int, w: int, min_frac: float = 0.1) -> tuple[int, ...]:
+    """A crop box (h1, w1, h2, w2) in pixels with size uniform in [min_frac*H, H] x [..W]."""
+    u = torch.rand(4, generator=gen).tolist()
+    ch = max(1, round(h * (min_frac + (1 - min_frac) * u[0])))
+    cw = max(1, round(w * (min_frac + (1 - min_frac) * u[1])))
+    h1 = min(int(u[2] * (h - ch + 1)), h - ch)
+    w1 = min(int(u[3] * (w - cw + 1)), w - cw)
+    return h1, w1, h1 + ch, w1 + cw
+
+
+def crop_patch(img: Image.Image, box: tuple[int, ...], res: tuple[int, int]) -> Image.Image:
+    """Crop box (h1, w1, h2, w2) of img and resize to res (H, W): aspect is NOT kept, as in SINE."""
+    h1, w1, h2, w2 = box
+    return img.crop((w1, h1, w2, h2)).resize((res[1], res[0]), Image.LANCZOS)
+
+
+def normalize_box(box: tuple[int, ...], h: int, w: int) -> tuple[float, ...]:
+    h1, w1, h2, w2 = box
+    return h1 / h, w1 / w, h2 / h, w2 / w
+
+
+def coord_map(boxes: Tensor, h: int, w: int) -> Tensor:
+    """boxes (B, 4) normalised [h1, w1, h2, w2] -> (B, 2, h, w) image coordinates in [0, 1] of
+    each latent cell's centre."""
+    iy = (torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5) / h  # (h,)
+    ix = (torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5) / w  # (w,)
+    y = boxes[:, 0, None] + iy[None] * (boxes[:, 2, None] - boxes[:, 0, None])  # (B, h)
+    x = boxes[:, 1, None] + ix[None] * (boxes[:, 3, None] - boxes[:, 1, None])  # (B, w)
+    return torch.stack(
+        [y[:, :, None].expand(-1, h, w), x[:, None, :].expand(-1, h, w)], dim=1
+    )  # (B, 2, h, w)
+
+
+def fourier(coords: Tensor, n_freq: int) -> Tensor:
+    """(B, 2, h, w) in [0, 1] -> (B, 4 n_freq, h, w): sin/cos at frequencies 2^k pi, k < n_freq."""
+    freqs = (2.0 ** torch.arange(n_freq, device=coords.device, dtype=coords.dtype)) * math.pi
+    ang = coords[:, :, None] * freqs[None, None, :, None, None]  # (B, 2, F, h, w)
+    emb = torch.cat([ang.sin(), ang.cos()], dim=2)  # (B, 2, 2F, h, w)
+    return emb.flatten(1, 2)
+
+
+class PositionalConvIn(nn.Module):
+    """Wraps ``unet.conv_in``: conv(x) + proj(fourier(coords(box))). Set ``box`` (B, 4) before a
+    forward pass; None = the whole image. ``enabled = False`` gives the pretrained behaviour
+    (used when one UNet serves as both models in SINE guidance)."""
+
+    def __init__(self, conv: nn.Conv2d, n_freq: int = 6) -> None:
+        super().__init__()
+        self.conv = conv
+        self.n_freq = n_freq
+        self.pos_proj = nn.Conv2d(4 * n_freq, conv.out_channels, kernel_size=1)
+        nn.init.zeros_(self.pos_proj.weight)
+        nn.init.zeros_(self.pos_proj.bias)
+        self.box: Tensor | None = None
+        self.enabled = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        if not self.enabled:
+            return y
+        b, _, h, w = y.shape
+        box = self.box
+        if box is None:
+            box = torch.tensor([FULL_BOX], device=y.device, dtype=torch.float32)
+        box = box.to(y.device, torch.float32)
+        if box.shape[0] != b:  # CFG doubles the batch: the same boxes for each half
+            box = box.repeat(b // box.shape[0], 1)
+        emb = fourier(coord_map(box, h, w), self.n_freq).to(self.pos_proj.weight.dtype)
+        return y + self.pos_proj(emb).to(y.dtype)
+
+
+def install(unet, n_freq: int = 6) -> PositionalConvIn:
+    """Put the positional module on a UNet (idempotent); returns it."""
+    if isinstance(unet.conv_in, PositionalConvIn):
+        return unet.conv_in
+    dev = unet.conv_in.weight.device
+    unet.conv_in = PositionalConvIn(unet.conv_in, n_freq).to(dev)
+    return unet.conv_in
+
+
+def get(unet) -> PositionalConvIn | None:
+    return unet.conv_in if isinstance(unet.conv_in, PositionalConvIn) else None
+
+
+def state(unet) -> dict[str, Tensor]:
+    """The positional module's weights, prefixed ``pos.`` for checkpoints."""
+    mod = get(unet)
+    if mod is None:
+        return {}
+    return {f"pos.{k}": v.detach().float().cpu() for k, v in mod.pos_proj.state_dict().items()}
+
+
+@torch.no_grad()
+def load_state(unet, tensors: dict[str, Tensor], n_freq: int) -> None:
+    pos = {k[4:]: v for k, v in tensors.items() if k.startswith("pos.")}
+    if not pos:
+        return
+    mod = install(unet, n_freq)
+    mod.pos_proj.load_state_dict({k: v.to(mod.pos_proj.weight.device) for k, v in pos.items()})
