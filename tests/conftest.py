@@ -12,7 +12,12 @@ TINY_RES = 32  # pixels; UNet sample_size 8 x VAE factor 4
 
 
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from unitune.clip_vocab import load_clip_tokenizer
@@ -41,6 +46,9 @@ def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=TINY_RES,
+        # random encoder latents have std ~0.18: scale them to ~unit variance, as SD's 0.18215
+        # does for its trained VAE, so the diffusion sees a signal and not only noise
+        scaling_factor=5.0,
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(

@@ -141,12 +141,12 @@ def test_not_a_tune_folder(tmp_path, capsys):
 
 
 def test_long_prompt_warns_where_cut(tuned, tmp_path, capsys):
-    long = "a cat " + " ".join(f"word{i}" for i in range(80)) + " THE-END"
+    long = "a cat " + " ".join(f"word{i}" for i in range(80)) + " THEEND"
     code, _, err = run(capsys, "edit", tuned, long, "--steps", 1, "--out", tmp_path / "e",
                        "--device", "cpu", "--quiet")  # fmt: skip
     assert code == 0
     warn = [ln for ln in err.splitlines() if ln.startswith("unitune: warning:")]
-    assert warn and "cut after" in warn[0] and "the-end" in warn[0].lower()
+    assert warn and "cut after" in warn[0] and "theend" in warn[0].lower()
 
 
 def test_entry_point_has_no_traceback(tmp_path):

@@ -61,18 +61,18 @@ def test_finetune_lowers_loss_and_reproduces_base(tiny_model, photo, tmp_path):
     assert ck["128"]["loss"] < ck["16"]["loss"]
 
     ed = Editor(out, "cpu")
-    # the VAE is random, so the reachable target is the base latent decoded, not the photo
-    base = (ed.comp.vae.decode(ed.folder.base_latents() / ed.comp.scaling_factor).sample / 2 + 0.5)
-    base = base.clamp(0, 1)
+    # The VAE is random (its decoder saturates almost any latent to a similar picture), so the
+    # image the UNet learns is the base LATENT: PSNR is measured there, peak = its max |value|.
+    z = ed.folder.base_latents()
+    peak = z.abs().max().item()
 
     def psnr(step: int) -> float:
         ec = EditConfig(checkpoint=step, t0=1.0, cfg=1.0, steps=20, seeds=(0, 1, 2, 3))
-        px = ed.edit("", ec, progress=False).pixels
-        mse = ((px - base) ** 2).mean().item()
-        return 10 * np.log10(1.0 / mse)
+        lat = ed.edit("", ec, progress=False).latents
+        return 10 * np.log10(peak**2 / ((lat - z) ** 2).mean().item())
 
-    p0, p128 = psnr(0), psnr(128)
-    assert p128 > p0 + 3.0, (p0, p128)
+    p0, p64, p128 = psnr(0), psnr(64), psnr(128)
+    assert p128 > p64 > p0 and p128 > p0 + 6.0, (p0, p64, p128)
 
 
 def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
@@ -88,7 +88,9 @@ def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
             raise Boom
 
     with pytest.raises(Boom):
-        tune(photo, tmp_path / "b", cfg, model=tiny_model, device="cpu", progress=False, on_step=die)
+        tune(
+            photo, tmp_path / "b", cfg, model=tiny_model, device="cpu", progress=False, on_step=die
+        )
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert sorted(map(int, m["checkpoints"])) == [2, 4] and m["status"] == "running"
     assert (tmp_path / "b" / "checkpoints" / "resume.safetensors").exists()

@@ -58,7 +58,9 @@ def test_blend_known_keeps_outside_mask():
     x, known = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
     m = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 1, 2, 2)
     out = blend_known(x, known, m)
-    assert torch.equal(out[:, :, 0, 0], x[:, :, 0, 0]) and torch.equal(out[:, :, 0, 1], known[:, :, 0, 1])
+    assert torch.equal(out[:, :, 0, 0], x[:, :, 0, 0]) and torch.equal(
+        out[:, :, 0, 1], known[:, :, 0, 1]
+    )
 
 
 def test_latent_mask_dilates_by_one_cell():

@@ -59,9 +59,7 @@ def make_trainable(unet, cfg: TuneConfig) -> list[torch.nn.Parameter]:
 def trainable_state(unet, cfg: TuneConfig) -> dict[str, torch.Tensor]:
     """Exact fp32 trainable weights (for resume)."""
     return {
-        f"w.{n}": p.detach().float().cpu()
-        for n, p in unet.named_parameters()
-        if p.requires_grad
+        f"w.{n}": p.detach().float().cpu() for n, p in unet.named_parameters() if p.requires_grad
     }
 
 

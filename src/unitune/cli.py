@@ -19,7 +19,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of integers, got {text!r}"
+        ) from None
     if not vals:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return vals
@@ -29,7 +31,9 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         vals = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of numbers, got {text!r}"
+        ) from None
     if not vals:
         raise argparse.ArgumentTypeError("expected at least one number")
     return vals
@@ -68,7 +72,9 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
     p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
     p.add_argument("--method", choices=["unitune", "sine"], default=d.method)
     p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
-    p.add_argument("--v", dest="sine_v", type=float, default=d.sine_v, help="SINE pretrained weight")
+    p.add_argument(
+        "--v", dest="sine_v", type=float, default=d.sine_v, help="SINE pretrained weight"
+    )
     p.add_argument("--size", type=_size, default=d.size, help="HxW output size")
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
@@ -178,7 +184,9 @@ def cmd_grid(args: argparse.Namespace) -> None:
     cfg = _edit_config(args)
     gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0, seeds=args.seeds, cell=args.cell)
     ed = Editor(args.tune, args.device)
-    path = render_grid(ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet)
+    path = render_grid(
+        ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
+    )
     print(path)
 
 

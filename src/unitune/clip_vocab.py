@@ -86,7 +86,9 @@ def load_clip_tokenizer(path: str | os.PathLike | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", nargs="?", help="open-clip-torch wheel or bpe .gz (default: installed)")
+    ap.add_argument(
+        "source", nargs="?", help="open-clip-torch wheel or bpe .gz (default: installed)"
+    )
     ap.add_argument("--out", default=str(ASSET_DIR))
     args = ap.parse_args(argv)
     out = write_tokenizer_files(read_bpe_gz(args.source), args.out)

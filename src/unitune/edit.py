@@ -79,6 +79,7 @@ class EditResult:
     images: list[Image.Image]
     params: list[dict[str, Any]] = field(default_factory=list)
     pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
+    latents: Tensor | None = None  # (B, C, h, w) final scaled latents, before decoding
 
 
 class Editor:
@@ -89,9 +90,7 @@ class Editor:
     ) -> None:
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
-        self.tune_cfg = TuneConfig(
-            **{**m["settings"], "save_at": tuple(m["settings"]["save_at"])}
-        )
+        self.tune_cfg = TuneConfig(**{**m["settings"], "save_at": tuple(m["settings"]["save_at"])})
         self.comp = comp or load_components(m["model_path"], device)
         if self.tune_cfg.patches:  # zero-initialised: step 0 is still the pretrained model
             patches.install(self.comp.unet, self.tune_cfg.pos_freqs)
@@ -181,7 +180,10 @@ class Editor:
         lat_shape = (1, comp.unet.config.in_channels, hw[0] // vs, hw[1] // vs)
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.seeds]
         noise = torch.cat(
-            [randn_tensor(lat_shape, generator=g, device=comp.device, dtype=comp.dtype) for g in gens]
+            [
+                randn_tensor(lat_shape, generator=g, device=comp.device, dtype=comp.dtype)
+                for g in gens
+            ]
         )
         sched = make_scheduler(cfg.sampler, comp.scheduler_config)
         latents = sample(
@@ -209,7 +211,7 @@ class Editor:
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]
         params = [self._params(prompt, text, cfg, step, s, hw, mask) for s in cfg.seeds]
-        return EditResult(images, params, pixels)
+        return EditResult(images, params, pixels, latents)
 
     def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:
         m = self.folder.manifest

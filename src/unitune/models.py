@@ -28,7 +28,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UserError(f"unknown device {device!r}", "use --device cpu, cuda or auto")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible", "use --device cpu")
+        raise UserError(
+            "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu"
+        )
     return torch.device(device)
 
 
@@ -90,7 +92,9 @@ def _load_pipeline(ref: str, dtype: torch.dtype, model_config: str | None):
     path = Path(ref)
     if path.suffix.lower() == ".safetensors":
         if not path.is_file():
-            raise UserError(f"model file {ref!r} does not exist", "check the path to the .safetensors")
+            raise UserError(
+                f"model file {ref!r} does not exist", "check the path to the .safetensors"
+            )
         try:
             kw = {"config": model_config} if model_config else {}
             return StableDiffusionPipeline.from_single_file(str(path), **common, **kw)

@@ -49,7 +49,9 @@ def render_grid(
         row_labels.append(f"{c} steps" if c else "pretrained")
     bar.close()
     col_labels = [
-        f"t0={t0:g}" + (f" s{s}" if len(grid.seeds) > 1 else "") for t0 in grid.t0s for s in grid.seeds
+        f"t0={t0:g}" + (f" s{s}" if len(grid.seeds) > 1 else "")
+        for t0 in grid.t0s
+        for s in grid.seeds
     ]
     title = f'"{editor.full_prompt(prompt, cfg)}"  CFG {cfg.cfg:g}, {cfg.steps} {cfg.sampler} steps'
     sheet = contact_sheet(

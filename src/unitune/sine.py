@@ -72,14 +72,20 @@ def pretrained_and_tuned(editor: Editor, lora_scale: float) -> tuple[Denoiser, D
 def sine_guided(editor: Editor, prompt: str, cfg: EditConfig) -> GuidedFn:
     """The SINE guided denoiser for one edit prompt (the rare token is NOT added to it)."""
     pre, tuned = pretrained_and_tuned(editor, cfg.lora_scale)
-    c_hat = editor.folder.manifest["prompt"]  # the fine-tuning prompt, e.g. "a photo of a beikkpic cat"
-    emb_u, emb_edit, emb_hat = encode_prompts(editor.comp, [cfg.negative_prompt, prompt, c_hat]).chunk(3)
+    c_hat = editor.folder.manifest[
+        "prompt"
+    ]  # the fine-tuning prompt, e.g. "a photo of a beikkpic cat"
+    emb_u, emb_edit, emb_hat = encode_prompts(
+        editor.comp, [cfg.negative_prompt, prompt, c_hat]
+    ).chunk(3)
     w, v, K = cfg.cfg, cfg.sine_v, cfg.sine_K
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         b = x.shape[0]
         # one batched pass of the pretrained model for [eps_u ; eps_pre]
-        both = pre(torch.cat([x, x]), t, torch.cat([emb_u.expand(b, -1, -1), emb_edit.expand(b, -1, -1)]))
+        both = pre(
+            torch.cat([x, x]), t, torch.cat([emb_u.expand(b, -1, -1), emb_edit.expand(b, -1, -1)])
+        )
         eps_u, eps_pre = both.chunk(2)
         if not sine_active(t, K):
             return cfg_mix(eps_u, eps_pre, w)

@@ -8,6 +8,7 @@ resumes bit-for-bit from its last checkpoint.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -119,7 +120,7 @@ def tune(
     res = cfg.resolution or comp.resolution
     fitted, placement = fit_image(img, (res, res), cfg.resize)
     sha = image_sha256(img)
-    settings = asdict(cfg)
+    settings = json.loads(json.dumps(asdict(cfg)))  # as the manifest stores it (tuples -> lists)
 
     if folder is not None:
         m = folder.manifest
@@ -179,6 +180,8 @@ def _train(
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
     start = 0
     history: list[float] = list(folder.manifest.get("loss_history", []))
+    # full tunes store deltas against the PRETRAINED weights: snapshot before a resume loads
+    base_state = adapters.base_snapshot(unet, cfg)
     resume = load_resume_state(folder)
     if resume is not None:
         start, tensors, scalars = resume
@@ -192,12 +195,13 @@ def _train(
         folder.manifest["status"] = "complete"
         folder.save_manifest()
         return
-    grad_ckpt = cfg.gradient_checkpointing == "on" or (cfg.gradient_checkpointing == "auto" and cuda)
+    grad_ckpt = cfg.gradient_checkpointing == "on" or (
+        cfg.gradient_checkpointing == "auto" and cuda
+    )
     if grad_ckpt and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
     bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and cuda)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    base_state = adapters.base_snapshot(unet, cfg)  # for full tunes' compact deltas
     unet.train()
     b = cfg.batch_size
     t_max = noise_sched.config.num_train_timesteps
@@ -230,11 +234,12 @@ def _train(
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        history.append(float(loss))
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        lv = loss.item()
+        history.append(lv)
+        bar.set_postfix(loss=f"{lv:.4f}")
         done = step + 1
         if on_step is not None:
-            on_step(done, float(loss))
+            on_step(done, lv)
         if done in save_at:
             prev = max([s for s in save_at if s < done], default=0)
             record = {

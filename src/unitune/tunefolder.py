@@ -75,9 +75,7 @@ class TuneFolder:
         try:
             manifest = json.loads(mf.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise UserError(
-                f"{mf} is unreadable ({e})", "re-run `unitune tune --overwrite`"
-            ) from e
+            raise UserError(f"{mf} is unreadable ({e})", "re-run `unitune tune --overwrite`") from e
         if manifest.get("format") != FORMAT:
             raise UserError(f"{mf} is not a unitune manifest", "pass a tune folder")
         return cls(p, manifest)

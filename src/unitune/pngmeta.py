@@ -1,0 +1,115 @@
+"""PNG metadata: the A1111 `parameters` text chunk plus a JSON sidecar with the typed params.
+
+A1111 layout (what civitai, A1111 and ComfyUI readers parse):
+
+    <prompt>
+    Negative prompt: <negative>
+    Steps: 50, Sampler: ddim, CFG scale: 7.5, Seed: 0, Size: 512x512, Model: ..., t0: 0.9
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from .errors import UserError
+from .fileio import atomic_write, atomic_write_json
+
+
+def _quote(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    # A1111 quotes values that would break the "k: v, k: v" line
+    return json.dumps(s) if any(c in s for c in ',:"\n') else s
+
+
+def format_parameters(params: dict[str, Any]) -> str:
+    """A1111 text from an ordered dict whose first keys are prompt and negative_prompt."""
+    rest = {k: v for k, v in params.items() if k not in ("prompt", "negative_prompt")}
+    lines = [str(params.get("prompt", ""))]
+    if params.get("negative_prompt"):
+        lines.append(f"Negative prompt: {params['negative_prompt']}")
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in rest.items() if v is not None))
+    return "\n".join(lines)
+
+
+def _split_kv(line: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    i, n = 0, len(line)
+    while i < n:
+        j = line.find(": ", i)
+        if j < 0:
+            break
+        key = line[i:j].strip()
+        i = j + 2
+        if i < n and line[i] == '"':  # quoted value: JSON string
+            dec = json.JSONDecoder()
+            val, end = dec.raw_decode(line, i)
+            i = end
+        else:
+            end = line.find(", ", i)
+            end = n if end < 0 else end
+            val, i = line[i:end], end
+        out[key] = val
+        i = line.find(", ", i)
+        i = n if i < 0 else i + 2
+    return out
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Inverse of format_parameters (values come back as strings)."""
+    lines = text.split("\n")
+    kv_line = lines[-1] if len(lines) > 1 else ""
+    body = lines[:-1] if len(lines) > 1 else lines
+    neg = [ln for ln in body if ln.startswith("Negative prompt: ")]
+    prompt = "\n".join(ln for ln in body if not ln.startswith("Negative prompt: "))
+    out = {"prompt": prompt, "negative_prompt": neg[0][len("Negative prompt: ") :] if neg else ""}
+    out.update(_split_kv(kv_line))
+    return out
+
+
+def sidecar_path(png: str | Path) -> Path:
+    return Path(png).with_suffix(".json")
+
+
+def save_png(
+    img: Image.Image,
+    path: str | Path,
+    params: dict[str, Any],
+    text_params: dict[str, Any] | None = None,
+) -> Path:
+    """Write PNG (atomically) with a `parameters` chunk, and its JSON sidecar next to it."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", format_parameters(text_params or params))
+    info.add_text("unitune", json.dumps(params))
+    atomic_write_json(sidecar_path(path), params)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
+    return path
+
+
+def read_png_parameters(path: str | Path) -> dict[str, str]:
+    with Image.open(path) as im:
+        return parse_parameters(im.text.get("parameters", ""))
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """Full typed params of an output: the sidecar JSON, else the PNG's own `unitune` chunk."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--params {path} does not exist", "pass a PNG written by unitune edit")
+    side = path if path.suffix == ".json" else sidecar_path(path)
+    try:
+        if side.exists():
+            return json.loads(side.read_text())
+        with Image.open(path) as im:
+            raw = im.text.get("unitune")
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read parameters from {path} ({e})", "pass a unitune PNG") from None
+    if not raw:
+        raise UserError(
+            f"{path} carries no unitune parameters", "pass a PNG written by unitune edit"
+        )
+    return json.loads(raw)
