@@ -11,7 +11,7 @@ import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .config import EditConfig, GridConfig, TuneConfig
+from .config import TUNE_PRESETS, EditConfig, GridConfig, TuneConfig, tune_preset
 from .errors import UnituneWarning, UserError
 
 
@@ -73,7 +73,13 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
     p.add_argument("--method", choices=["unitune", "sine"], default=d.method)
     p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
     p.add_argument(
-        "--v", dest="sine_v", type=float, default=d.sine_v, help="SINE pretrained weight"
+        "--v",
+        dest="sine_v",
+        type=float,
+        default=d.sine_v,
+        help="SINE weight v of the PRETRAINED model's edit prediction (paper eq. 3, default 0.7);"
+        " the fine-tuned model gets 1-v. NB the official code's --model_based_guidance_scale "
+        "and multi-model --beta weight the fine-tuned model instead (= 1-v)",
     )
     p.add_argument("--size", type=_size, default=d.size, help="HxW output size")
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
@@ -90,15 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="tune folder (resumed if it exists)")
     t.add_argument("--model", default="world", help="hub id, diffusers folder, .safetensors")
     t.add_argument("--model-config", help="diffusers folder giving the config of a single file")
-    t.add_argument("--steps", type=int, default=td.steps, help="fine-tuning steps")
-    t.add_argument("--save-at", type=_ints, default=td.save_at, help="comma list of steps")
-    t.add_argument("--batch-size", type=int, default=td.batch_size)
-    t.add_argument("--lr", type=float, default=td.lr, help="default 1e-4 (full), 3e-4 (lora)")
+    # flags a preset sets default to SUPPRESS: absent from args unless given, so they win over it
+    keep = argparse.SUPPRESS
+    t.add_argument(
+        "--preset",
+        choices=sorted(TUNE_PRESETS),
+        default="unitune",
+        help="defaults of a paper: unitune (128 steps, batch 4, lr 1e-4) or sine (800 steps, "
+        "batch 1, lr 1e-6; 10000 steps with --patches; needs --class-noun)",
+    )
+    t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
+    t.add_argument("--save-at", type=_ints, default=keep, help="comma list of steps")
+    t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
+    t.add_argument("--lr", type=float, default=keep, help="default 1e-4 (full), 3e-4 (lora)")
     t.add_argument("--method", choices=["full", "lora"], default=td.method)
     t.add_argument("--lora-rank", type=int, default=td.lora_rank)
     t.add_argument("--lora-conv", action="store_true", help="LoRA on ResNet convs too")
     t.add_argument("--rare-token", default=td.rare_token)
-    t.add_argument("--base-prompt", default=td.base_prompt, help="tune on '<rare> <base prompt>'")
+    t.add_argument(
+        "--base-prompt",
+        default=td.base_prompt,
+        help="tune on '<rare> <base prompt>' (as is if it has <rare>)",
+    )
     t.add_argument("--class-noun", default=td.class_noun, help="SINE: 'a photo of a <rare> <noun>'")
     t.add_argument("--seed", type=int, default=td.seed)
     t.add_argument("--resize", choices=["crop", "pad"], default=td.resize)
@@ -107,14 +126,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--gradient-checkpointing", choices=["auto", "on", "off"], default=td.gradient_checkpointing
     )
+    t.add_argument(
+        "--patches",
+        action="store_true",
+        default=keep,
+        help="SINE patch-based fine-tuning: random crops + a positional embedding of the crop",
+    )
+    t.add_argument(
+        "--patch-min-frac",
+        type=float,
+        default=keep,
+        help=f"--patches: crop sides uniform in [FRAC, 1] x the image's ({td.patch_min_frac})",
+    )
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
     _add_common(t)
 
     e = sub.add_parser("edit", help="sample edits from a tune folder")
     e.add_argument("tune")
-    e.add_argument("prompt", nargs="?", help="edit prompt (the rare token is prepended)")
+    e.add_argument(
+        "prompt",
+        nargs="?",
+        help="edit prompt (unitune: the rare token is prepended; sine: as is, to the pretrained model)",
+    )
     e.add_argument("--out", default="edits", help="output folder")
     e.add_argument("--params", metavar="PNG", help="reproduce an earlier output from its sidecar")
+    e.add_argument(
+        "--guide",
+        dest="guides",
+        action="append",
+        metavar="TUNE_DIR:PROMPT:WEIGHT",
+        help="multi-model guidance, repeatable: add WEIGHT x (eps(TUNE_DIR's tuned model, PROMPT)"
+        " - eps_u) to the primary; TUNE_DIR may be 'pretrained' or end in @STEP; PROMPT verbatim",
+    )
     _add_edit_flags(e, EditConfig())
     _add_common(e)
 
@@ -136,6 +179,7 @@ def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
     names = {f.name for f in fields(EditConfig)}
     vals = {k: v for k, v in vars(args).items() if k in names}
     vals["rare_token"] = not args.no_rare_token
+    vals["guides"] = tuple(vals.get("guides") or ())  # --guide is only on `edit`
     vals.update(over)
     return replace(EditConfig(), **vals)
 
@@ -144,7 +188,27 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from .tune import tune
 
     names = {f.name for f in fields(TuneConfig)}
-    cfg = replace(TuneConfig(), **{k: v for k, v in vars(args).items() if k in names})
+    given = {k: v for k, v in vars(args).items() if k in names}
+    td = TuneConfig()
+    over = tune_preset(
+        args.preset,
+        patches=given.get("patches", td.patches),
+        method=given.get("method", td.method),
+    )
+    cfg = replace(td, **{**over, **given})
+    # SINE's template needs a class noun; a --base-prompt placing the rare token itself (a style
+    # or content-removal tune) is the whole prompt and also does
+    if args.preset == "sine" and not cfg.class_noun and cfg.prompt() != cfg.base_prompt:
+        raise UserError(
+            f"--preset sine needs --class-noun (SINE tunes on 'a photo of a {cfg.rare_token} "
+            "<class noun>')",
+            "pass e.g. --class-noun dog (or --base-prompt with a full prompt that contains "
+            f"{cfg.rare_token!r})",
+        )
+    if not 0.0 < cfg.patch_min_frac <= 1.0:
+        raise UserError(
+            f"--patch-min-frac must be in (0, 1], got {cfg.patch_min_frac}", "e.g. 0.1 (SINE)"
+        )
     folder = tune(
         args.image,
         args.out,
@@ -171,6 +235,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
         if not args.prompt:
             raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
+    if cfg.guides:  # bad specs fail before any model loads
+        from .multi import parse_guide
+
+        for g in cfg.guides:
+            parse_guide(g)
     ed = Editor(args.tune, args.device)
     res = ed.edit(prompt, cfg, mask=mask, progress=not args.quiet)
     for img, p in zip(res.images, res.params, strict=True):

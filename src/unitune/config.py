@@ -7,7 +7,9 @@ SINE §3.2 / §4).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 RARE_TOKEN = "beikkpic"  # UniTune's rare-token string (3 rare tokens in T5; 4 BPE pieces in CLIP)
 
@@ -24,7 +26,7 @@ class TuneConfig:
     lora_rank: int = 16  # LoRA rank (method lora)
     lora_conv: bool = False  # also put LoRA on the ResNet convs (method lora)
     rare_token: str = RARE_TOKEN  # the token string the image is bound to
-    base_prompt: str | None = None  # paper's variant: tune on "<rare> <base prompt>"
+    base_prompt: str | None = None  # tune on "<rare> <base prompt>"; verbatim if it has <rare>
     class_noun: str | None = None  # SINE template: tune on "a photo of a <rare> <class noun>"
     seed: int = 0  # seeds the noise and timesteps of every step (bit-exact resume)
     resize: str = "crop"  # "crop" (center-crop to the model's aspect) or "pad" (white bars)
@@ -46,6 +48,10 @@ class TuneConfig:
         if self.class_noun:
             return f"a photo of a {self.rare_token} {self.class_noun}"
         if self.base_prompt:
+            # a base prompt that already places the rare token is the whole prompt, e.g.
+            # "a beikkpic dog with a flower in its mouth" or "a painting in the beikkpic style"
+            if re.search(rf"(?<!\w){re.escape(self.rare_token)}(?!\w)", self.base_prompt):
+                return self.base_prompt
             return f"{self.rare_token} {self.base_prompt}"
         return self.rare_token
 
@@ -73,6 +79,31 @@ class EditConfig:
     size: tuple[int, int] | None = None  # (H, W) output size; None -> the tune's resolution
     paste_back: bool = False  # paste the edit back into the original photo at its size
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
+    guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
+
+
+# `unitune tune --preset NAME`: TuneConfig field overrides, applied under the flags given explicitly.
+TUNE_PRESETS: dict[str, dict[str, Any]] = {
+    # UniTune §3.2: the TuneConfig defaults (128 steps, batch 4, Adafactor 1e-4, saves 16..128)
+    "unitune": {},
+    # SINE §4 implementation details: batch size 1, base learning rate 1e-6, 800 optimisation
+    # steps without patch-based fine-tuning (their optimiser: LDM's AdamW; ours: Adafactor at the
+    # same rate). Tunes on "a photo of a <rare> <class noun>" (--class-noun is required).
+    "sine": {"steps": 800, "save_at": (200, 400, 600, 800), "batch_size": 1, "lr": 1e-6},
+}
+# SINE §4: 10,000 optimisation steps WITH patch-based fine-tuning (--preset sine --patches)
+SINE_PATCH_OVERRIDES: dict[str, Any] = {"steps": 10_000, "save_at": (2500, 5000, 7500, 10_000)}
+
+
+def tune_preset(name: str, *, patches: bool = False, method: str = "full") -> dict[str, Any]:
+    """The TuneConfig field overrides of preset ``name`` for a run with these choices."""
+    over = dict(TUNE_PRESETS[name])
+    if name == "sine":
+        if patches:
+            over.update(SINE_PATCH_OVERRIDES)
+        if method == "lora":  # 1e-6 is SINE's full-UNet rate: an adapter would barely move
+            over.pop("lr")  # keep the LoRA default (3e-4)
+    return over
 
 
 @dataclass(frozen=True)

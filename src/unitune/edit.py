@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
-from . import __version__, adapters, patches
+from . import __version__, adapters, patches, sine
 from .config import EditConfig, TuneConfig
 from .errors import UserError
 from .guidance import cfg as cfg_mix
@@ -114,8 +114,8 @@ class Editor:
         if step == self.step:
             return step
         unet = self.comp.unet
-        if adapters.has_lora(unet):
-            unet.delete_adapters("unitune")
+        if sine.has_adapter(unet, sine.ADAPTER):  # multi-model guides may hold other adapters
+            unet.delete_adapters(sine.ADAPTER)
         if self._dirty and self._pretrained is not None:
             for n, p in unet.named_parameters():
                 p.copy_(self._pretrained[n].to(p.device))
@@ -152,24 +152,27 @@ class Editor:
         validate(cfg)
         comp = self.comp
         step = self.use_checkpoint(cfg.checkpoint)
-        if adapters.has_lora(comp.unet):
-            adapters.set_lora_scale(comp.unet, cfg.lora_scale)
+        sine.set_home(comp.unet, cfg.lora_scale)  # own adapter at lora_scale, any guide's off
         res = tuple(self.folder.manifest["resolution"])
         hw = tuple(cfg.size) if cfg.size else res
         vs = comp.vae_scale
         if hw[0] % vs or hw[1] % vs:
             raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {vs}", "round it")
-        text = self.full_prompt(prompt, cfg)
+        # SINE feeds the edit prompt to the PRETRAINED model: no rare token (multi.py, sine.py)
+        text = prompt if cfg.method == "sine" else self.full_prompt(prompt, cfg)
         need_x0 = cfg.t0 < 1.0 or mask is not None
         x0 = self.base_latents(hw) if need_x0 else None
         pix_mask = lat_mask = None
         if mask is not None:
             pix_mask = load_mask(mask, hw, self.placement).to(comp.device)[None]  # (1,1,H,W)
             lat_mask = latent_mask(pix_mask, (hw[0] // vs, hw[1] // vs))
-        if cfg.method == "sine":
-            from .sine import sine_guided
+        if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
+            from .multi import guide_strings, multi_guided
 
-            guided = sine_guided(self, prompt, cfg)
+            cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
+            guided = multi_guided(self, prompt, cfg)
+        elif cfg.method == "sine":
+            guided = sine.sine_guided(self, prompt, cfg)
         else:
             base_text = cfg.negative_prompt
             if cfg.prompt_guidance is not None:
@@ -240,6 +243,7 @@ def edit_config_from_params(params: dict[str, Any]) -> tuple[str, EditConfig, st
     ec["seeds"] = tuple(ec["seeds"])
     if ec.get("size") is not None:
         ec["size"] = tuple(ec["size"])
+    ec["guides"] = tuple(ec.get("guides") or ())
     return params["edit_prompt"], EditConfig(**ec), params.get("mask")
 
 
@@ -270,6 +274,8 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         out["Prompt guidance"] = ec["prompt_guidance"]
     if ec["method"] == "sine":
         out["SINE K"], out["SINE v"] = ec["sine_K"], ec["sine_v"]
+    if ec.get("guides"):
+        out["Guides"] = " | ".join(ec["guides"])
     if p.get("mask"):
         out["Mask"] = p["mask"]
     if ec["interpolate"]:

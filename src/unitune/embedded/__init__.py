@@ -1,0 +1,1 @@
+"""The embedded default text-to-image model: architecture, training and evaluation."""

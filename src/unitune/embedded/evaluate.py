@@ -1,0 +1,151 @@
+"""Measure the embedded model with the oracle on held-out captions (never used in training).
+
+    python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --out docs/world_eval.json
+
+256 fixed scenes from the held-out split (96 with one object, 96 with two, 64 with three),
+their full captions, one sample each (seed = index), DDIM 50 steps, through unitune's own
+sampling loop (the same code path as `unitune edit`, t0 = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..edit import unet_denoiser
+from ..fileio import atomic_write_json
+from ..models import decode_latents, encode_prompts, load_components
+from ..sampling import make_scheduler, sample
+from ..world.oracle import match, read
+from ..world.scene import FULL, caption, sample_scene
+
+COUNTS = {1: 96, 2: 96, 3: 64}
+
+
+def eval_set(seed: int = 1234) -> list[tuple]:
+    """[(scene, caption)] — fixed, from the held-out split."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, k in COUNTS.items():
+        for _ in range(k):
+            s = sample_scene(rng, n_objects=n, split="eval")
+            out.append((s, caption(s, rng, FULL)))
+    return out
+
+
+@torch.no_grad()
+def generate(comp, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
+             seed0: int = 0, progress: bool = True) -> torch.Tensor:  # fmt: skip
+    """(N, 3, H, W) in [0, 1]; sample i uses seed seed0 + i."""
+    h = comp.unet.config.sample_size
+    out = []
+    for i in tqdm(range(0, len(prompts), batch), desc=f"cfg {w:g}", disable=not progress):
+        ps = prompts[i : i + batch]
+        embs = encode_prompts(comp, [""] + ps, warn=False)
+        noise = torch.cat(
+            [
+                torch.randn(
+                    (1, comp.unet.config.in_channels, h, h),
+                    generator=torch.Generator().manual_seed(seed0 + i + j),
+                )
+                for j in range(len(ps))
+            ]  # fmt: skip
+        ).to(comp.device, comp.dtype)
+        den = unet_denoiser(comp.unet)
+
+        def guided(x, t, embs=embs, den=den):
+            return _batched(den, x, t, embs[:1].expand(x.shape[0], -1, -1), embs[1:], w)
+
+        lat = sample(guided, make_scheduler("ddim", comp.scheduler_config), noise, steps=steps,
+                     t0=1.0, progress=False)  # fmt: skip
+        out.append((decode_latents(comp, lat).float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
+def _batched(den, x, t, base, cond, w):
+    # per-sample conditions (cfg_guided shares one prompt across the batch)
+    if w == 1.0:
+        return den(x, t, cond)
+    u, c = den(torch.cat([x, x]), t, torch.cat([base, cond])).chunk(2)
+    return u + w * (c - u)
+
+
+def score(items: list[tuple], images: torch.Tensor) -> dict:
+    """Oracle accuracies (fractions) over the eval set."""
+    acc: dict[str, list[float]] = {}
+
+    def add(k: str, ok: bool) -> None:
+        acc.setdefault(k, []).append(float(ok))
+
+    for (scene, _), img in zip(items, images):
+        r = read(img)
+        n = len(scene.objects)
+        add("background", r.background == scene.background)
+        add(f"count_{n}", len(r.objects) == n)
+        m = match(scene, r)
+        if n == 1:
+            o, s = scene.objects[0], m[0]
+            for attr in ("colour", "shape", "pos", "size", "style"):
+                add(f"single_{attr}", s is not None and getattr(s, attr) == getattr(o, attr))
+        else:
+            both = all(s is not None and s.colour == o.colour and s.shape == o.shape
+                       for o, s in zip(scene.objects, m))  # fmt: skip
+            add(f"multi{n}_all_colour_shape", both)
+            for o, s in zip(scene.objects, m):
+                add(f"multi{n}_colour", s is not None and s.colour == o.colour)
+                add(f"multi{n}_shape", s is not None and s.shape == o.shape)
+    return {k: round(float(np.mean(v)), 4) for k, v in sorted(acc.items())}
+
+
+def evaluate(model: str = "world", cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
+             steps: int = 50, progress: bool = True, sheet: str | None = None) -> dict:  # fmt: skip
+    comp = load_components(model, device)
+    items = eval_set()
+    prompts = [c for _, c in items]
+    res = {"model": model, "n": len(items), "steps": steps, "sampler": "ddim", "by_cfg": {}}
+    for w in cfgs:
+        t = time.time()
+        imgs = generate(comp, prompts, w, steps, progress=progress)
+        res["by_cfg"][str(w)] = {**score(items, imgs), "seconds": round(time.time() - t, 1)}
+        if sheet and w == cfgs[-1]:
+            _sheet(imgs[:32], prompts[:32], sheet)
+    return res
+
+
+def _sheet(imgs: torch.Tensor, prompts: list[str], path: str) -> None:
+    from ..grid import contact_sheet
+    from ..images import tensor_to_pil
+
+    pil = tensor_to_pil(imgs * 2 - 1)
+    rows = [pil[i : i + 8] for i in range(0, len(pil), 8)]
+    sheet = contact_sheet(rows, [f"{i}-{i + 7}" for i in range(0, len(pil), 8)],
+                          [str(j) for j in range(8)], title="held-out captions, first 32")  # fmt: skip
+    sheet.save(path)
+    Path(path).with_suffix(".txt").write_text("\n".join(f"{i}: {p}" for i, p in enumerate(prompts)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unitune.embedded.evaluate", description=__doc__)
+    ap.add_argument("--model", default="world")
+    ap.add_argument("--cfg", default="1,3,7.5,15", help="comma list of CFG weights")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", help="write the results JSON here")
+    ap.add_argument("--sheet", help="write a contact sheet of 32 samples (last CFG) here")
+    a = ap.parse_args(argv)
+    res = evaluate(a.model, tuple(float(x) for x in a.cfg.split(",")), a.device, a.steps,
+                   sheet=a.sheet)  # fmt: skip
+    print(json.dumps(res, indent=2))
+    if a.out:
+        atomic_write_json(a.out, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

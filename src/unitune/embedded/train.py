@@ -1,0 +1,370 @@
+"""Train the embedded world model: (1) the VAE on rendered scenes, (2) the UNet and the text
+encoder together on (scene, caption) pairs, (3) export an fp16 diffusers folder.
+
+    python -m unitune.embedded.train --work runs/world --out src/unitune/assets/world-model
+
+Seeded, resumable (``--work`` holds safetensors training states; rerun the same command to go
+on), progress bar with the loss, and a loss log (work/log.jsonl). Scenes are rendered on the
+training device from parameters drawn in data-loader workers, so the GPU never waits for PIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ..clip_vocab import load_clip_tokenizer
+from ..fileio import atomic_save_safetensors, atomic_write_text
+from ..world.render import render
+from ..world.scene import sample_scene, training_caption
+from .arch import TINY, ArchConfig, build_text_encoder, build_unet, build_vae, scheduler_config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    seed: int = 0  # seeds weights, scenes, noise and timesteps
+    vae_steps: int = 3000  # VAE optimisation steps
+    vae_batch: int = 128
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6  # tiny, as SD's VAE: latents stay detailed, scale set from data
+    steps: int = 30000  # UNet + text encoder steps
+    batch: int = 256
+    lr: float = 4e-4  # AdamW, linear warm-up then cosine to 10%
+    warmup: int = 500
+    ema: float = 0.9995  # EMA of the weights; the EMA is what gets exported
+    p_empty: float = 0.1  # empty-caption drop-out for classifier-free guidance
+    save_every: int = 1000  # steps between resumable states
+    workers: int = 0  # data-loader processes (0 = in the main process)
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Endless (token ids (B, 77), texture noise (B, 3, R, R), scenes) batches."""
+
+    def __init__(self, cfg: TrainConfig, batch: int, start: int, with_text: bool = True):
+        self.cfg, self.batch, self.start, self.with_text = cfg, batch, start, with_text
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        rng = np.random.default_rng([self.cfg.seed, self.start, wid])
+        torch.set_num_threads(1)  # many workers: one thread each
+        tok = load_clip_tokenizer() if self.with_text else None
+        while True:
+            scenes = [sample_scene(rng) for _ in range(self.batch)]
+            ids = torch.zeros(0)
+            if tok is not None:
+                caps = [training_caption(s, rng, self.cfg.p_empty) for s in scenes]
+                ids = tok(caps, padding="max_length", max_length=77, truncation=True,
+                          return_tensors="pt").input_ids  # fmt: skip
+            std = torch.tensor([s.noise for s in scenes])  # texture noise is drawn on the device
+            yield ids, std, scenes
+
+
+def _loader(cfg: TrainConfig, batch: int, start: int, with_text: bool):
+    ds = Batches(cfg, batch, start, with_text)
+    return iter(
+        torch.utils.data.DataLoader(
+            ds,
+            batch_size=None,
+            num_workers=cfg.workers,
+            collate_fn=lambda x: x,
+            prefetch_factor=4 if cfg.workers else None,
+            persistent_workers=False,
+        )
+    )
+
+
+def _images(batch, cfg: TrainConfig, dev, gen: torch.Generator) -> torch.Tensor:
+    ids, std, scenes = batch
+    r = cfg.arch.resolution
+    noise = torch.randn((len(scenes), 3, r, r), generator=gen, device=dev)
+    noise = noise * std.to(dev).view(-1, 1, 1, 1)
+    return render(scenes, r, dev, noise) * 2 - 1
+
+
+def _opt_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _load_opt(opt: torch.optim.Optimizer, t: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in t.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+
+
+def _prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def _unprefix(prefix: str, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in t.items() if k.startswith(prefix + ".")}
+
+
+def _log(work: Path, rec: dict) -> None:
+    line = json.dumps(rec)
+    print(line, flush=True)
+    with open(work / "log.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+def _init_from(init: Path, work: Path) -> None:
+    """Warm start: seed the work folder with an exported model's VAE and (EMA) diffusion
+    weights; the optimiser and the learning-rate schedule start afresh."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if (work / "vae.safetensors").exists():
+        return
+    vae = AutoencoderKL.from_pretrained(init / "vae", torch_dtype=torch.float32)
+    sf = torch.tensor(float(vae.config.scaling_factor))
+    atomic_save_safetensors(
+        {**_prefixed("vae", vae), "scaling_factor": sf}, work / "vae.safetensors"
+    )
+    unet = UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
+    te = CLIPTextModel.from_pretrained(init / "text_encoder", dtype=torch.float32)
+    params = list(unet.parameters()) + list(te.parameters())
+    t = {**_prefixed("unet", unet), **_prefixed("te", te), "step": torch.tensor(0)}
+    t.update({f"ema.{i}": p.detach().clone() for i, p in enumerate(params)})
+    atomic_save_safetensors(t, work / "warm.safetensors")
+
+
+def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = True):
+    """Stage 1. Returns the trained VAE with its scaling factor set from data."""
+    done = work / "vae.safetensors"
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg.arch).to(dev)
+    if done.exists():
+        t = load_file(done)
+        vae.load_state_dict(_unprefix("vae", t))
+        vae.register_to_config(scaling_factor=float(t["scaling_factor"]))
+        return vae
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    data = _loader(cfg, cfg.vae_batch, 0, with_text=False)
+    gen = torch.Generator(dev).manual_seed(cfg.seed)
+    bar = tqdm(range(cfg.vae_steps), desc="vae", disable=not progress)
+    for step in bar:
+        x = _images(next(data), cfg, dev, gen)
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / cfg.vae_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        l1 = (rec - x).abs().mean()
+        loss = l1 + F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(l1=f"{l1.item():.4f}")
+        if step % 100 == 0:
+            _log(work, {"stage": "vae", "step": step, "l1": l1.item(), "loss": loss.item()})
+    vae.eval()
+    with torch.no_grad():  # scale latents to unit variance, as SD's 0.18215 does for its VAE
+        zs = torch.cat(
+            [vae.encode(_images(next(data), cfg, dev, gen)).latent_dist.mean for _ in range(8)]
+        )
+    sf = float(1.0 / zs.std())
+    vae.register_to_config(scaling_factor=sf)
+    atomic_save_safetensors({**_prefixed("vae", vae), "scaling_factor": torch.tensor(sf)}, done)
+    _log(work, {"stage": "vae", "done": True, "scaling_factor": sf, "l1": l1.item()})
+    return vae
+
+
+def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progress: bool = True,
+                    time_limit: float | None = None):  # fmt: skip
+    """Stage 2: UNet + text encoder from scratch; resumes from work/diffusion.safetensors."""
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(cfg.seed + 1)
+    unet, te = build_unet(cfg.arch).to(dev), build_text_encoder(cfg.arch).to(dev)
+    params = list(unet.parameters()) + list(te.parameters())
+    emb_w = te.get_input_embeddings().weight
+    # no weight decay on the token table: rows of tokens captions never use must stay put
+    groups = [
+        {"params": [p for p in params if p is not emb_w], "weight_decay": 0.01},
+        {"params": [emb_w], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    ema = [p.detach().clone().float() for p in params]
+    state_file = work / "diffusion.safetensors"
+    start = 0
+    warm = work / "warm.safetensors"
+    src = state_file if state_file.exists() else (warm if warm.exists() else None)
+    if src is not None:
+        t = load_file(src, device=str(dev))
+        unet.load_state_dict(_unprefix("unet", t))
+        te.load_state_dict(_unprefix("te", t), strict=False)
+        ema = [t[f"ema.{i}"].float() for i in range(len(params))]
+        if src == state_file:
+            _load_opt(opt, t)
+            start = int(t["step"])
+    if start >= cfg.steps:
+        return unet, te, ema
+    sched = DDPMScheduler.from_config(scheduler_config())
+    sf = vae.config.scaling_factor
+    data = _loader(cfg, cfg.batch, start, with_text=True)
+    gen = torch.Generator(dev).manual_seed(cfg.seed * 1000003 + start)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+    bar = tqdm(range(start, cfg.steps), desc="unet+text", disable=not progress, initial=start,
+               total=cfg.steps)  # fmt: skip
+    t_begin, run_loss = time.time(), []
+
+    def save(step: int) -> None:
+        tensors = {**_prefixed("unet", unet), **_prefixed("te", te), **_opt_state(opt)}
+        tensors.update({f"ema.{i}": e for i, e in enumerate(ema)})
+        tensors["step"] = torch.tensor(step)
+        atomic_save_safetensors(tensors, state_file)
+
+    step = start
+    for step in bar:
+        batch = next(data)
+        ids = batch[0]
+        with torch.no_grad():
+            x = _images(batch, cfg, dev, gen)
+            z = vae.encode(x).latent_dist.sample(generator=gen) * sf
+        frac = min(1.0, (step + 1) / cfg.warmup)
+        cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * frac * cos
+        noise = torch.randn(z.shape, generator=gen, device=dev)
+        t = torch.randint(0, 1000, (z.shape[0],), generator=gen, device=dev)
+        noisy = sched.add_noise(z, noise, t)
+        with amp or torch.autocast("cpu", enabled=False):
+            emb = te(ids.to(dev))[0]  # last_hidden_state, exactly what SD pipelines feed
+            pred = unet(noisy, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(cfg.ema, (1 + step) / (10 + step))  # short warm-up of the EMA
+            torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - d)
+        run_loss.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(run_loss[-50:]):.4f}")
+        if (step + 1) % 200 == 0:
+            _log(work, {"stage": "diffusion", "step": step + 1, "loss": float(np.mean(run_loss)),
+                        "sec": round(time.time() - t_begin, 1)})  # fmt: skip
+            run_loss = []
+        if (step + 1) % cfg.save_every == 0:
+            save(step + 1)
+        if time_limit and time.time() - t_begin > time_limit:
+            break
+    save(step + 1)
+    return unet, te, ema
+
+
+def export(cfg: TrainConfig, vae, unet, te, ema, out: Path) -> Path:
+    """Write the EMA weights as an fp16 StableDiffusionPipeline folder (safetensors)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    with torch.no_grad():
+        for p, e in zip(list(unet.parameters()) + list(te.parameters()), ema):
+            p.copy_(e)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=te, tokenizer=load_clip_tokenizer(), unet=unet,
+        scheduler=DDIMScheduler(**scheduler_config()), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.to("cpu", torch.float16)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(out, safe_serialization=True)
+    _portable(out)
+    meta = {
+        "arch": asdict(cfg.arch),
+        "train": {k: v for k, v in asdict(cfg).items() if k != "arch"},
+    }
+    atomic_write_text(out / "unitune_world.json", json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def _portable(out: Path) -> None:
+    """Weights stay fp16 on disk, but every component loads as fp32 by default (CPU-safe):
+    transformers 5 would otherwise keep the text encoder in the saved dtype while diffusers
+    upcasts the UNet, and a plain ``from_pretrained(path)`` would mix dtypes. The tokenizer is
+    stored as CLIP's own vocab.json + merges.txt (smaller than tokenizer.json, any version)."""
+    import shutil
+
+    from ..clip_vocab import ASSET_DIR
+
+    cfg_path = out / "text_encoder" / "config.json"
+    c = json.loads(cfg_path.read_text())
+    c["dtype"] = c["torch_dtype"] = "float32"
+    atomic_write_text(cfg_path, json.dumps(c, indent=2, sort_keys=True) + "\n")
+    tok = out / "tokenizer"
+    for f in tok.iterdir():
+        if f.name != "tokenizer_config.json":
+            f.unlink()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(ASSET_DIR / name, tok / name)
+
+
+def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: str = "auto",
+          progress: bool = True, time_limit: float | None = None,
+          init_from: str | Path | None = None) -> Path | None:  # fmt: skip
+    """All stages; rerun to resume. Exports to ``out`` once the diffusion stage is complete
+    (or when stopped by ``time_limit``, so a partial model can be inspected)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))  # fmt: skip
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if init_from:
+        _init_from(Path(init_from), work)
+    vae = train_vae(cfg, work, dev, progress)
+    vae.requires_grad_(False).eval()
+    unet, te, ema = train_diffusion(cfg, work, vae, dev, progress, time_limit)
+    return export(cfg, vae, unet, te, ema, Path(out)) if out else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unitune.embedded.train", description=__doc__)
+    ap.add_argument("--work", required=True, help="training state folder (resumable)")
+    ap.add_argument("--out", help="export the fp16 diffusers model here")
+    ap.add_argument("--steps", type=int, help="UNet+text steps (default 30000)")
+    ap.add_argument("--vae-steps", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--time-limit", type=float, help="seconds of diffusion training this run")
+    ap.add_argument("--tiny", action="store_true", help="tiny architecture (smoke tests)")
+    ap.add_argument("--init-from", help="warm start from an exported model folder")
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = TrainConfig(arch=TINY) if a.tiny else TrainConfig()
+    over = {"steps": a.steps, "vae_steps": a.vae_steps, "batch": a.batch, "workers": a.workers,
+            "lr": a.lr, "warmup": a.warmup}  # fmt: skip
+    cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
+    out = train(cfg, a.work, a.out, a.device, not a.quiet, a.time_limit, a.init_from)
+    if out:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
