@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="grid.png")
     _add_edit_flags(g, EditConfig(), grid=True)
     _add_common(g)
+
+    d = sub.add_parser(
+        "demo", help="offline: tune the embedded model on a bundled scene, edit it, judge the edits"
+    )
+    d.add_argument("--out", default="unitune-demo", help="output folder (default unitune-demo)")
+    d.add_argument("--method", choices=["full", "lora"], default=TuneConfig().method)
+    d.add_argument("--seeds", type=_ints, default=None, help="edit seeds (default 0,1,2,3)")
+    _add_common(d)
     return ap
 
 
@@ -259,7 +267,21 @@ def cmd_grid(args: argparse.Namespace) -> None:
     print(path)
 
 
-COMMANDS = {"tune": cmd_tune, "edit": cmd_edit, "grid": cmd_grid}
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import DEMO_EDIT, print_summary, run_demo
+
+    edit_cfg = replace(DEMO_EDIT, seeds=args.seeds) if args.seeds else DEMO_EDIT
+    summary = run_demo(
+        args.out,
+        device=args.device,
+        progress=not args.quiet,
+        tune_cfg=replace(TuneConfig(), method=args.method),
+        edit_cfg=edit_cfg,
+    )
+    print_summary(summary)
+
+
+COMMANDS = {"tune": cmd_tune, "edit": cmd_edit, "grid": cmd_grid, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,7 +218,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
             _load_opt(opt, t)
             start = int(t["step"])
     if start >= cfg.steps:
-        return unet, te, ema
+        return unet, te, ema, start
     sched = DDPMScheduler.from_config(scheduler_config())
     sf = vae.config.scaling_factor
     data = _loader(cfg, cfg.batch, start, with_text=True)
@@ -271,10 +271,10 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         if time_limit and time.time() - t_begin > time_limit:
             break
     save(step + 1)
-    return unet, te, ema
+    return unet, te, ema, step + 1
 
 
-def export(cfg: TrainConfig, vae, unet, te, ema, out: Path) -> Path:
+def export(cfg: TrainConfig, vae, unet, te, ema, out: Path, done: dict | None = None) -> Path:
     """Write the EMA weights as an fp16 StableDiffusionPipeline folder (safetensors)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -293,6 +293,8 @@ def export(cfg: TrainConfig, vae, unet, te, ema, out: Path) -> Path:
     meta = {
         "arch": asdict(cfg.arch),
         "train": {k: v for k, v in asdict(cfg).items() if k != "arch"},
+        # what actually ran (a --time-limit can stop before cfg.steps; --init-from warm-starts)
+        "done": done or {},
     }
     atomic_write_text(out / "unitune_world.json", json.dumps(meta, indent=2) + "\n")
     return out
@@ -336,8 +338,9 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: st
         _init_from(Path(init_from), work)
     vae = train_vae(cfg, work, dev, progress)
     vae.requires_grad_(False).eval()
-    unet, te, ema = train_diffusion(cfg, work, vae, dev, progress, time_limit)
-    return export(cfg, vae, unet, te, ema, Path(out)) if out else None
+    unet, te, ema, steps = train_diffusion(cfg, work, vae, dev, progress, time_limit)
+    done = {"diffusion_steps": steps, "init_from": str(init_from) if init_from else None}
+    return export(cfg, vae, unet, te, ema, Path(out), done) if out else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,82 @@
+"""The embedded default model: the training smoke test and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from unitune.embedded.arch import TINY
+from unitune.embedded.train import TrainConfig, train
+from unitune.models import SHORT_NAMES, load_components
+
+SHIPPED = SHORT_NAMES["world"]
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def _sd_pipeline(path: Path):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(path, safety_checker=None)
+
+
+def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
+    cfg = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=2, batch=4, save_every=1)
+    out = train(cfg, tmp_path / "work", tmp_path / "export", device="cpu", progress=False)
+    work = tmp_path / "work"
+    assert {"vae.safetensors", "diffusion.safetensors", "log.jsonl", "config.json"} <= {
+        p.name for p in work.iterdir()
+    }
+    state = load_file(work / "diffusion.safetensors")
+    assert int(state["step"]) == 2 and any(k.startswith("ema.") for k in state)
+    log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert any(r["stage"] == "vae" and r.get("done") for r in log)
+    # the export is a plain diffusers folder, fp16 safetensors only, with the real CLIP tokenizer
+    assert {p.name for p in out.iterdir()} >= {*COMPONENTS, "model_index.json"}
+    weights = list(out.rglob("*.safetensors"))
+    assert len(weights) == 3 and not list(out.rglob("*.bin"))
+    for w in weights:
+        with safe_open(w, "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+    meta = json.loads((out / "unitune_world.json").read_text())
+    assert meta["done"]["diffusion_steps"] == 2 and meta["arch"]["resolution"] == 32
+    pipe = _sd_pipeline(out)
+    assert pipe.tokenizer.vocab_size == 49408
+    img = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
+    assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
+    # rerunning resumes: two more steps continue from step 2, the VAE is not retrained
+    cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1)
+    train(cfg3, work, None, device="cpu", progress=False)
+    assert int(load_file(work / "diffusion.safetensors")["step"]) == 4
+    log2 = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert sum(1 for r in log2 if r.get("done")) == 1
+
+
+def test_shipped_model_is_small_fp16_and_loads_through_diffusers():
+    weights = list(SHIPPED.rglob("*.safetensors"))
+    total = sum(w.stat().st_size for w in weights)
+    assert len(weights) == 3 and total <= 40e6, total  # <= 40 MB of weights
+    assert not [p for p in SHIPPED.rglob("*") if p.suffix in (".bin", ".ckpt", ".pt", ".pth")]
+    pipe = _sd_pipeline(SHIPPED)
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert pipe.vae.config.scaling_factor != pytest.approx(0.18215)  # set from data
+    g = torch.Generator().manual_seed(0)
+    img = pipe("a large red circle on the left, on a grey background", num_inference_steps=4,
+               generator=g, output_type="np").images  # fmt: skip
+    assert img.shape == (1, 64, 64, 3)
+
+
+def test_shipped_model_goes_through_unitunes_model_path():
+    comp = load_components("world", device="cpu")
+    assert comp.unet.config.sample_size * comp.vae_scale == 64
+    # the real CLIP BPE: the rare token is several sub-word pieces, as with Stable Diffusion
+    assert comp.tokenizer.vocab_size == 49408
+    assert len(comp.tokenizer("beikkpic").input_ids) - 2 >= 2
+    # the same folder by path and by short name is the same model
+    by_path = load_components(str(SHIPPED), device="cpu")
+    a, b = comp.unet.state_dict(), by_path.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
