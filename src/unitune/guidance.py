@@ -29,7 +29,8 @@ def sine_mix(eps_uncond: Tensor, eps_pre: Tensor, eps_ft: Tensor, w: float, v: f
 
     v weights the PRETRAINED model's edit prediction (paper default 0.7). v = 1 is plain CFG on
     the pretrained model; v = 0 the fine-tuned conditional prediction guided against the
-    pretrained unconditional one. (The official code's flag weights the other model: v_code = 1-v.)
+    pretrained unconditional one. (The official diffusers script's --model_based_guidance_scale
+    weights the fine-tuned model instead, i.e. 1 - v; see sine.py.)
     """
     mixed = v * eps_pre + (1.0 - v) * eps_ft
     return eps_uncond + w * (mixed - eps_uncond)

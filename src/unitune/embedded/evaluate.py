@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,11 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
             both = all(s is not None and s.colour == o.colour and s.shape == o.shape
                        for o, s in zip(scene.objects, m))  # fmt: skip
             add(f"multi{n}_all_colour_shape", both)
+            # the same, wherever the objects were drawn: the requested (colour, shape) pairs are
+            # all among the seen ones (position is scored on its own, in single_pos)
+            seen = Counter((s.colour, s.shape) for s in r.objects)
+            want = Counter((o.colour, o.shape) for o in scene.objects)
+            add(f"multi{n}_all_colour_shape_anywhere", not (want - seen))
             for o, s in zip(scene.objects, m):
                 add(f"multi{n}_colour", s is not None and s.colour == o.colour)
                 add(f"multi{n}_shape", s is not None and s.shape == o.shape)
