@@ -54,6 +54,8 @@ def render_grid(
         for s in grid.seeds
     ]
     title = f'"{editor.full_prompt(prompt, cfg)}"  CFG {cfg.cfg:g}, {cfg.steps} {cfg.sampler} steps'
+    if cfg.prompt_guidance:
+        title += f', prompt guidance "{editor.full_prompt(cfg.prompt_guidance, cfg)}"'
     sheet = contact_sheet(
         rows,
         row_labels,
