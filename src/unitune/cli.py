@@ -15,28 +15,24 @@ from .config import TUNE_PRESETS, EditConfig, GridConfig, TuneConfig, tune_prese
 from .errors import UnituneWarning, UserError
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def _comma_list(text: str, cast: type, what: str) -> tuple:
     try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
+        vals = tuple(cast(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a comma list of integers, got {text!r}"
+            f"expected a comma list of {what}s, got {text!r}"
         ) from None
     if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise argparse.ArgumentTypeError(f"expected at least one {what}")
     return vals
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return _comma_list(text, int, "integer")
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of numbers, got {text!r}"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return vals
+    return _comma_list(text, float, "number")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -180,7 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=["full", "lora"], default=TuneConfig().method)
     d.add_argument("--seeds", type=_ints, default=None, help="edit seeds (default 0,1,2,3)")
     _add_common(d)
+    _add_bench_parser(sub)
     return ap
+
+
+def _add_bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="benchmarks on the embedded world model (docs/BENCHMARKS.md)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    be = bsub.add_parser(
+        "edits",
+        help="the editing suite: SDEdit, UniTune (+interp, +prompt guidance), SINE; oracle-judged",
+    )
+    be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
+    be.add_argument("--out", default="bench-edits", help="tables and plots (default bench-edits)")
+    be.add_argument(
+        "--work", help="tunes and per-scene results, reused on rerun (default OUT/work)"
+    )
+    be.add_argument("--scenes", type=int, help="number of scenes (default: 4 quick, 40 full)")
+    _add_common(be)
 
 
 def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
@@ -281,7 +294,27 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print_summary(summary)
 
 
-COMMANDS = {"tune": cmd_tune, "edit": cmd_edit, "grid": cmd_grid, "demo": cmd_demo}
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .bench.edits import FULL, QUICK, run_bench
+    from .bench.report import format_summary
+
+    bc = QUICK if args.quick else FULL
+    if args.scenes is not None:
+        if args.scenes < 1:
+            raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")
+        bc = replace(bc, n_scenes=args.scenes)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    summary = run_bench(bc, args.out, args.work, device=args.device, log=log)
+    print(format_summary(summary))
+
+
+COMMANDS = {
+    "tune": cmd_tune,
+    "edit": cmd_edit,
+    "grid": cmd_grid,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,394 @@
+"""`unitune bench edits`: one fixed, seeded editing suite through every method, judged by the oracle.
+
+Suite (:func:`make_suite`): held-out world scenes with their per-image details, one edit of each
+kind with a known target. Runner (:func:`run_bench`): each scene is fine-tuned ONCE (checkpoints
+``save_at``) into ``WORK/<scene>/tune``; every method (``sdedit`` = checkpoint 0 without the rare
+token, ``unitune``, ``unitune+interp`` = the same samples interpolated afterwards, ``unitune+pg``,
+``sine``) samples from that folder with the same seeds. docs/BENCHMARKS.md has the grids.
+
+The tune is on "<rare> <caption of the source scene>" (``tune_prompt="caption"``, UniTune's
+base-prompt variant): that is also SINE's c_hat, the fine-tuning prompt that names the content
+(SINE's "a photo of a <rare> <class noun>"), and the prompt-guidance base equals the tuned prompt.
+``tune_prompt="rare"`` tunes on the rare token alone (UniTune's default; SINE's c_hat is then the
+rare token).
+
+Each sample gets the oracle's verdict (``world.edits.judge``) and LPIPS / PSNR to the base image
+over the keep mask (:func:`keep_mask`). A scene's records go to ``WORK/<scene>/results.json`` as
+soon as it is done; a rerun skips scenes whose results exist for the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import EditConfig, TuneConfig
+from ..fileio import atomic_write, atomic_write_json
+from ..world.edits import KINDS, Edit, judge, make_edit
+from ..world.oracle import Reading, match, read
+from ..world.render import CANVAS, OUTLINE, render, to_pil
+from ..world.scene import FULL as FULL_CAPTION
+from ..world.scene import Obj, Scene, caption, sample_scene
+
+BOX_RADIUS = 1.2  # every shape fits in a square of half-side 1.2 x its radius (any rotation)
+PSNR_CAP = 99.0  # dB; identical pixels (infinite PSNR) are recorded as this
+METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and grids of the editing benchmark. ``QUICK`` and ``FULL`` below are the presets."""
+
+    n_scenes: int = 40  # base scenes (x one edit of each kind)
+    suite_seed: int = 2024  # seeds the scene stream and every edit
+    kinds: tuple[str, ...] = KINDS
+    seeds: tuple[int, ...] = (0, 1, 2, 3)  # sampling seeds: one sample each per config and edit
+    steps: int = 25  # sampling steps (DDIM)
+    tune_steps: int = 128  # ONE fine-tuning run per scene (UniTune: 128)
+    save_at: tuple[int, ...] = (16, 32, 64, 128)  # its checkpoints (UniTune)
+    tune_prompt: str = "caption"  # "caption": tune on "<rare> <source caption>"; "rare": token only
+    sdedit_t0s: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    sdedit_cfgs: tuple[float, ...] = (7.5, 15.0)
+    unitune_checkpoints: tuple[int, ...] = (16, 32, 64, 128)
+    unitune_t0s: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0)
+    unitune_cfgs: tuple[float, ...] = (3.0, 7.5, 15.0, 32.0)
+    unitune_extra: tuple[tuple[int, float, float], ...] = ()  # more (checkpoint, t0, CFG) points
+    interp: bool = True  # also score every UniTune sample after pixel interpolation
+    interp_window: int = 5
+    interp_threshold: float = 0.1
+    pg_points: tuple[tuple[int, float, float], ...] = tuple(
+        product((64, 128), (0.9, 1.0), (3.0, 7.5, 15.0, 32.0))
+    )  # prompt guidance (checkpoint, t0, CFG)
+    sine_checkpoint: int = 128
+    sine_t0: float = 1.0
+    sine_cfg: float = 7.5
+    sine_Ks: tuple[int, ...] = (0, 200, 400, 600, 800)  # 0..1000 scale; model guidance for t > K
+    sine_vs: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # weight of the PRETRAINED model
+    mask_margin: float = 4.0  # world units (= pixels at 64 px) added around an edited object's box
+    background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
+    model: str = "world"
+
+    def checkpoints(self) -> set[int]:
+        return set(self.save_at) | {self.tune_steps}
+
+    def validate(self) -> None:
+        used = {c for c, _, _ in self.unitune_points() + list(self.pg_points)}
+        if self.sine_Ks:
+            used.add(self.sine_checkpoint)
+        bad = sorted(c for c in used if c not in self.checkpoints())
+        if bad:
+            raise ValueError(
+                f"checkpoints {bad} are not saved by the tune ({sorted(self.save_at)})"
+            )
+        if self.tune_prompt not in ("caption", "rare"):
+            raise ValueError(f"tune_prompt must be 'caption' or 'rare', not {self.tune_prompt!r}")
+        if self.background_mask not in ("objects", "full"):
+            raise ValueError(f"background_mask must be 'objects' or 'full', not {self.background_mask!r}")  # fmt: skip
+        if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
+            raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")
+
+    def unitune_points(self) -> list[tuple[int, float, float]]:
+        grid = product(self.unitune_checkpoints, self.unitune_t0s, self.unitune_cfgs)
+        return list(dict.fromkeys([*grid, *self.unitune_extra]))
+
+    def fingerprint(self) -> str:
+        """What a scene's results depend on (everything but the number of scenes)."""
+        d = {k: v for k, v in asdict(self).items() if k != "n_scenes"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Full size: >= 40 scenes, the issue's grids (checkpoints {16,32,64,128} x t0 x CFG {3,7.5,15,32}).
+FULL = BenchConfig()
+# --quick: 4 scenes, one 64-step tune each, 15 sampling steps, 2 seeds, 2+7+1+4 configs (the
+# interpolated UniTune samples are free): sized for < 10 min on 2 CPU cores (docs/BENCHMARKS.md).
+QUICK = BenchConfig(
+    n_scenes=4,
+    seeds=(0, 1),
+    steps=15,
+    tune_steps=64,
+    save_at=(16, 32, 64),
+    sdedit_t0s=(0.6, 0.8),
+    sdedit_cfgs=(7.5,),
+    unitune_checkpoints=(16, 64),
+    unitune_t0s=(0.8, 1.0),
+    unitune_cfgs=(7.5,),
+    unitune_extra=((64, 1.0, 3.0), (64, 1.0, 15.0), (64, 1.0, 32.0)),
+    pg_points=((64, 1.0, 7.5),),
+    sine_checkpoint=64,
+    sine_Ks=(200, 600),
+    sine_vs=(0.5, 0.9),
+)
+
+
+# --- the suite --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SceneItem:
+    sid: str  # "s000", ...
+    scene: Scene  # the base scene (held-out split, with per-image details)
+    caption: str  # its full caption: the base prompt (tune prompt and prompt-guidance base)
+    edits: tuple[Edit, ...]  # one per kind, in BenchConfig.kinds order
+
+
+def reads_back(scene: Scene, reading: Reading) -> bool:
+    """The oracle reads exactly this scene (background, object count, every attribute)."""
+    seen = match(scene, reading)
+    return (
+        reading.background == scene.background
+        and len(reading.objects) == len(scene.objects)
+        and all(s is not None and s.attrs() == o.attrs() for o, s in zip(scene.objects, seen))
+    )
+
+
+def base_image(scene: Scene, size: int = 64):
+    return to_pil(render([scene], size)[0])
+
+
+def make_suite(n: int, seed: int = FULL.suite_seed, kinds: tuple[str, ...] = KINDS) -> list[SceneItem]:  # fmt: skip
+    """The first ``n`` items of one seeded stream of held-out scenes (so a prefix of any longer
+    suite); scenes that cannot take every kind, or whose render the oracle misreads, are skipped."""
+    rng = np.random.default_rng(seed)
+    items: list[SceneItem] = []
+    while len(items) < n:
+        scene = sample_scene(rng, None, split="eval")
+        i = len(items)
+        edits = [make_edit(scene, k, np.random.default_rng([seed, i, KINDS.index(k)])) for k in kinds]  # fmt: skip
+        if any(e is None for e in edits) or not reads_back(scene, read(base_image(scene))):
+            continue
+        cap = caption(
+            scene, np.random.default_rng(0), FULL_CAPTION
+        )  # same draws as the edit prompts'
+        items.append(SceneItem(f"s{i:03d}", scene, cap, tuple(edits)))
+    return items
+
+
+def _box(o: Obj, pad: float, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    cx, cy = o.center()
+    r = BOX_RADIUS * o.radius() + OUTLINE / 2 + pad
+    return ((ys - cy).abs() <= r)[:, None] & ((xs - cx).abs() <= r)[None, :]
+
+
+def keep_mask(
+    source: Scene, edit: Edit, size: tuple[int, int], margin: float = 4.0,
+    background: str = "objects",
+) -> torch.Tensor:  # fmt: skip
+    """(1, 1, H, W) float mask, 1 = pixels the edit should NOT touch (where fidelity is measured).
+
+    Object edits (recolour, reshape, outline, add): everything outside the edited object's box,
+    the union of its source and target boxes (a square centred on the object, half-side
+    1.2 x radius + half an outline stroke, i.e. the whole shape at any rotation, dilated by
+    ``margin`` world units; for "add" only the target). Background edits change every background
+    pixel: with ``background="objects"`` the mask is the objects' (undilated) boxes, which should
+    keep their objects; with ``"full"`` it is the whole image (plain LPIPS / PSNR).
+    """
+    h, w = size
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * CANVAS / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * CANVAS / w
+    if edit.kind == "background":
+        if background == "full":
+            return torch.ones(1, 1, h, w)
+        keep = torch.zeros(h, w, dtype=torch.bool)
+        for o in edit.target.objects:
+            keep |= _box(o, 0.0, ys, xs)
+        return keep.float()[None, None]
+    objs = [edit.target.objects[edit.obj]]
+    if edit.kind != "add":
+        objs.append(source.objects[edit.obj])
+    region = torch.zeros(h, w, dtype=torch.bool)
+    for o in objs:
+        region |= _box(o, margin, ys, xs)
+    return (~region).float()[None, None]
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+def plan(bc: BenchConfig) -> list[tuple[str, dict]]:
+    """(method, EditConfig overrides) of every sampled config; unitune+interp is derived."""
+    runs = [("sdedit", dict(checkpoint=0, t0=t0, cfg=w, rare_token=False))
+            for t0, w in product(bc.sdedit_t0s, bc.sdedit_cfgs)]  # fmt: skip
+    runs += [("unitune", dict(checkpoint=c, t0=t0, cfg=w)) for c, t0, w in bc.unitune_points()]
+    runs += [("unitune+pg", dict(checkpoint=c, t0=t0, cfg=w)) for c, t0, w in bc.pg_points]
+    runs += [("sine", dict(checkpoint=bc.sine_checkpoint, t0=bc.sine_t0, cfg=bc.sine_cfg,
+                           method="sine", sine_K=K, sine_v=v))
+             for K, v in product(bc.sine_Ks, bc.sine_vs)]  # fmt: skip
+    return runs
+
+
+def label(method: str, ec: EditConfig) -> str:
+    t = f"t0={ec.t0:g} w={ec.cfg:g}"
+    if method == "sdedit":
+        return t
+    if method == "sine":
+        return f"c{ec.checkpoint} K={ec.sine_K} v={ec.sine_v:g} {t}"
+    return f"c{ec.checkpoint} {t}"
+
+
+def _tensor(img) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)  # fmt: skip
+
+
+def _restore(unet, pristine: dict[str, torch.Tensor]) -> None:
+    unet.load_state_dict(pristine)
+    unet.requires_grad_(False)
+    unet.eval()
+
+
+def _tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
+    base = item.caption if bc.tune_prompt == "caption" else None
+    return TuneConfig(steps=bc.tune_steps, save_at=bc.save_at, base_prompt=base)
+
+
+def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, comp, pristine) -> bool:  # fmt: skip
+    """Tune unless a complete tune with these settings exists (an interrupted one resumes)."""
+    from ..tune import tune
+    from ..tunefolder import MANIFEST
+
+    overwrite = False
+    if (tune_dir / MANIFEST).is_file():
+        m = json.loads((tune_dir / MANIFEST).read_text())
+        same = m.get("settings") == json.loads(json.dumps(asdict(tcfg))) and m.get("model") == bc.model  # fmt: skip
+        if same and m.get("status") == "complete":
+            return False
+        overwrite = not same
+    _restore(comp.unet, pristine)  # tune() trains comp.unet in place
+    tune(png, tune_dir, tcfg, model=bc.model, device=str(comp.device), overwrite=overwrite,
+         progress=False, comp=comp)  # fmt: skip
+    return True
+
+
+def _score(images, seeds, edit: Edit, before: Reading, base: torch.Tensor, mask: torch.Tensor,
+           lp, common: dict) -> list[dict]:  # fmt: skip
+    """One record per image: the oracle's verdict, LPIPS and PSNR to the base (masked, full)."""
+    from ..metrics import psnr
+
+    x = torch.stack([_tensor(im) for im in images])
+    y = base[None].expand_as(x)
+    dev = next(lp.parameters()).device
+    with torch.no_grad():
+        lm = lp(x.to(dev), y.to(dev), mask.to(dev)).cpu()
+        lf = lp(x.to(dev), y.to(dev)).cpu()
+    pm, pf = psnr(x, y, mask), psnr(x, y)
+    out = []
+    for j, im in enumerate(images):
+        v = judge(edit, before, read(im))
+        out.append({**common, "seed": int(seeds[j]), "success": v["success"],
+                    "edit_hit": v["edit_hit"], "count_ok": bool(v["count_ok"]),
+                    "preservation": round(float(v["preservation"]), 4),
+                    "lpips_masked": round(float(lm[j]), 5), "fidelity": round(1 - float(lm[j]), 5),
+                    "psnr_masked": round(min(float(pm[j]), PSNR_CAP), 3),
+                    "lpips_full": round(float(lf[j]), 5),
+                    "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3)})  # fmt: skip
+    return out
+
+
+def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) -> dict:
+    """Tune one scene (or reuse its tune), sample every config, score every sample."""
+    from ..edit import Editor
+    from ..interpolate import interpolate
+
+    d = work / item.sid
+    d.mkdir(parents=True, exist_ok=True)
+    png = d / "base.png"
+    img = base_image(item.scene)
+    atomic_write(png, lambda tmp: img.save(tmp, format="PNG"))
+    t0 = time.time()
+    tuned = _ensure_tune(png, d / "tune", _tune_config(bc, item), bc, comp, pristine)
+    t1 = time.time()
+    _restore(comp.unet, pristine)  # the Editor snapshots the pretrained weights from comp.unet
+    ed = Editor(d / "tune", str(comp.device), comp=comp)
+    base = _tensor(ed.base_image)  # what the tune saw, at the model's resolution
+    before = read(ed.base_image)
+    size = tuple(base.shape[-2:])
+    masks = {e.kind: keep_mask(item.scene, e, size, bc.mask_margin, bc.background_mask)
+             for e in item.edits}  # fmt: skip
+    records = []
+    for method, over in plan(bc):
+        for e in item.edits:
+            ec = replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds)), **over)
+            if method == "unitune+pg":
+                ec = replace(ec, prompt_guidance=item.caption)
+            res = ed.edit(e.prompt, ec, progress=False)
+            common = {"method": method, "label": label(method, ec), "scene": item.sid,
+                      "kind": e.kind, "checkpoint": ec.checkpoint, "t0": ec.t0, "cfg": ec.cfg,
+                      "sine_K": ec.sine_K if method == "sine" else None,
+                      "sine_v": ec.sine_v if method == "sine" else None,
+                      "prompt_guidance": method == "unitune+pg", "interpolate": False,
+                      "keep_frac": round(float(masks[e.kind].mean()), 4)}  # fmt: skip
+            records += _score(res.images, ec.seeds, e, before, base, masks[e.kind], lp, common)
+            if method == "unitune" and bc.interp:
+                pix = interpolate(res.pixels, base[None].to(res.pixels), bc.interp_window, bc.interp_threshold)  # fmt: skip
+                imgs = [to_pil(p) for p in pix]
+                common = {**common, "method": "unitune+interp", "interpolate": True}
+                records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
+    del ed
+    _restore(comp.unet, pristine)
+    for r in records:
+        r["base_read_ok"] = reads_back(item.scene, before)
+    return {"fingerprint": bc.fingerprint(), "scene": item.sid, "caption": item.caption,
+            "scene_dict": item.scene.to_dict(), "tuned_now": tuned,
+            "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
+            "records": records}  # fmt: skip
+
+
+def run_bench(
+    bc: BenchConfig = QUICK,
+    out: str | Path = "bench-edits",
+    work: str | Path | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Run the suite (resuming from ``work``), write tables and plots to ``out``; the summary."""
+    from ..metrics import get_lpips
+    from ..models import load_components
+    from . import report
+
+    bc.validate()
+    log = log or (lambda s: None)
+    out = Path(out)
+    work = Path(work) if work is not None else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    suite = make_suite(bc.n_scenes, bc.suite_seed, tuple(bc.kinds))
+    comp = None
+    per_scene, ran = [], []
+    for k, item in enumerate(suite):
+        f = work / item.sid / "results.json"
+        if f.is_file() and json.loads(f.read_text()).get("fingerprint") == bc.fingerprint():
+            per_scene.append(json.loads(f.read_text()))
+            log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
+            continue
+        if comp is None:
+            comp = load_components(bc.model, device)
+            pristine = {n: t.detach().clone() for n, t in comp.unet.state_dict().items()}
+            lp = get_lpips("alex", comp.device)
+        res = run_scene(item, bc, work, comp, pristine, lp)
+        atomic_write_json(f, res)
+        per_scene.append(res)
+        ran.append(res)
+        ok = np.mean([r["success"] for r in res["records"]])
+        log(f"[{k + 1}/{len(suite)}] {item.sid}: tune {res['seconds']['tune']} s, "
+            f"{len(res['records'])} samples in {res['seconds']['edit']} s, success {ok:.0%}")  # fmt: skip
+    records = [r for s in per_scene for r in s["records"]]
+    meta = {
+        "config": asdict(bc),
+        "scenes": [
+            {"scene": s["scene"], "caption": s["caption"], "seconds": s["seconds"]}
+            for s in per_scene
+        ],  # fmt: skip
+        "seconds": round(time.time() - start, 1),
+        "scenes_run": len(ran),  # the others' results were reused from WORK
+        "tune_seconds": round(sum(s["seconds"]["tune"] for s in ran), 1),
+        "edit_seconds": round(sum(s["seconds"]["edit"] for s in ran), 1),
+        "device": str(comp.device) if comp is not None else device,
+    }
+    return report.write_all(records, meta, out)

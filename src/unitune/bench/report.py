@@ -1,0 +1,192 @@
+"""Tables, plots and the printed summary of ``unitune bench edits`` (see docs/BENCHMARKS.md).
+
+Files written to OUT: ``results.csv`` / ``results.json`` (one row per sample; the JSON also holds
+the settings, the timings and the per-config table), ``configs.csv`` (one row per method and
+config: means over scenes x edits x seeds), ``frontier.png`` (success vs fidelity per method with
+each method's Pareto frontier) and ``sine_curves.png`` (SINE's success vs masked LPIPS as K and v
+vary).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+
+COLUMNS = ("method", "label", "scene", "kind", "seed", "checkpoint", "t0", "cfg", "sine_K",
+           "sine_v", "prompt_guidance", "interpolate", "success", "edit_hit", "count_ok",
+           "preservation", "lpips_masked", "fidelity", "psnr_masked", "lpips_full", "psnr_full",
+           "keep_frac", "base_read_ok")  # fmt: skip
+PARAMS = ("checkpoint", "t0", "cfg", "sine_K", "sine_v")
+MEANS = ("success", "edit_hit", "preservation", "lpips_masked", "fidelity", "psnr_masked",
+         "lpips_full", "psnr_full")  # fmt: skip
+ORDER = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
+COLOURS = {"sdedit": "tab:grey", "unitune": "tab:blue", "unitune+interp": "tab:green",
+           "unitune+pg": "tab:orange", "sine": "tab:red"}  # fmt: skip
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both maximised), sorted by
+    the first coordinate ascending (so the second descends). Of exact duplicates one is kept."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1], i))
+    front, best_y = [], -np.inf
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front[::-1]
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """One row per (method, label): its parameters, the sample count and the means of MEANS."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["label"]), []).append(r)
+    rows = []
+    for (method, lab), rs in groups.items():
+        row = {"method": method, "label": lab, **{p: rs[0][p] for p in PARAMS}, "n": len(rs)}
+        for m in MEANS:
+            row[m] = round(float(np.mean([float(r[m]) for r in rs])), 4)
+        rows.append(row)
+    rank = {m: i for i, m in enumerate(ORDER)}
+    rows.sort(key=lambda r: (rank.get(r["method"], 99), r["label"]))
+    return rows
+
+
+def frontiers(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per method: its configs on the success-vs-fidelity Pareto frontier (fidelity ascending)."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        out[method] = [mine[i] for i in pareto_front([(r["fidelity"], r["success"]) for r in mine])]
+    return out
+
+
+def _csv(rows: list[dict], cols: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(cols), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r[k] for k in cols})
+    return buf.getvalue()
+
+
+def plot_frontier(rows: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for method, front in frontiers(rows).items():
+        mine = [r for r in rows if r["method"] == method]
+        c = COLOURS.get(method)
+        ax.scatter([r["fidelity"] for r in mine], [r["success"] for r in mine], s=14, alpha=0.35, color=c)  # fmt: skip
+        ax.plot([r["fidelity"] for r in front], [r["success"] for r in front], "-o", ms=4,
+                color=c, label=f"{method} ({len(mine)} configs)")  # fmt: skip
+    ax.set_xlabel("fidelity = 1 - LPIPS to the base over the keep mask")
+    ax.set_ylabel("edit success rate (oracle)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_sine(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Two panels of success vs masked LPIPS: one line per v (over K), one line per K (over v)."""
+    sine = [r for r in rows if r["method"] == "sine"]
+    if not sine:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120, sharey=True)
+    for ax, (line, along) in zip(axes, (("sine_v", "sine_K"), ("sine_K", "sine_v"))):
+        for val in sorted({r[line] for r in sine}):
+            pts = sorted((r for r in sine if r[line] == val), key=lambda r: r[along])
+            xs, ys = [r["lpips_masked"] for r in pts], [r["success"] for r in pts]
+            ax.plot(xs, ys, "-o", ms=4, label=f"{line[5:]}={val:g}")
+            for r, x, y in zip(pts, xs, ys):
+                ax.annotate(f"{along[5:]}={r[along]:g}", (x, y), fontsize=6, alpha=0.7)
+        ax.set_xlabel("LPIPS to the base over the keep mask (lower = more faithful)")
+        ax.set_title(f"lines: fixed {line[5:]}, points: {along[5:]} varies", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("edit success rate (oracle)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_all(records: list[dict], meta: dict, out: str | Path) -> dict:
+    """Write every table and plot; return the summary (what ``format_summary`` prints)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(records)
+    fronts = frontiers(rows)
+    n_scenes = len({r["scene"] for r in records})
+    seeds = len({r["seed"] for r in records})
+    title = (f"{n_scenes} scenes x {len({r['kind'] for r in records})} edit kinds x {seeds} seeds, "
+             f"{meta['config']['steps']} sampling steps")  # fmt: skip
+    atomic_write_text(out / "results.csv", _csv(records, COLUMNS))
+    atomic_write_text(out / "configs.csv", _csv(rows, ("method", "label", *PARAMS, "n", *MEANS)))
+    files = {"results_csv": out / "results.csv", "configs_csv": out / "configs.csv",
+             "results_json": out / "results.json"}  # fmt: skip
+    if rows:
+        files["frontier_png"] = plot_frontier(rows, out / "frontier.png", title)
+        sine = plot_sine(rows, out / "sine_curves.png", title + ", SINE")
+        if sine is not None:
+            files["sine_png"] = sine
+    summary = {
+        **meta,
+        "title": title,
+        "n_samples": len(records),
+        "methods": {
+            m: {
+                "configs": sum(r["method"] == m for r in rows),
+                "success": round(
+                    float(np.mean([r["success"] for r in records if r["method"] == m])), 4
+                ),  # fmt: skip
+                "fidelity": round(
+                    float(np.mean([r["fidelity"] for r in records if r["method"] == m])), 4
+                ),  # fmt: skip
+                "frontier": [
+                    {k: f[k] for k in ("label", "success", "fidelity", "preservation")}
+                    for f in fronts[m]
+                ],  # fmt: skip
+            }
+            for m in fronts
+        },
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    atomic_write_json(out / "results.json", {"summary": summary, "configs": rows, "records": records})  # fmt: skip
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"unitune bench edits: {s['title']}; {s['n_samples']} samples",
+             f"{'method':<15} {'configs':>7} {'success':>8} {'fidelity':>8}   Pareto frontier "
+             "(success / fidelity @ config)"]  # fmt: skip
+    for m, d in s["methods"].items():
+        front = "; ".join(f"{f['success']:.2f}/{f['fidelity']:.3f} @ {f['label']}" for f in d["frontier"])  # fmt: skip
+        lines.append(f"{m:<15} {d['configs']:>7} {d['success']:>8.2f} {d['fidelity']:>8.3f}   {front}")  # fmt: skip
+    lines.append(
+        "success / fidelity: means over every sample of the method (all seeds, none picked)"
+    )
+    lines.append(f"time: {s['seconds']} s total on {s['device']} ({s['scenes_run']} scenes run now: "
+                 f"tuning {s['tune_seconds']} s, sampling + scoring {s['edit_seconds']} s)")  # fmt: skip
+    for k, p in s["files"].items():
+        lines.append(f"{k:>13}: {p}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""`unitune bench edits`: the suite, the keep mask, the Pareto frontier, and a tiny end-to-end run
+on the tiny seeded model (tune, every method, tables, plots, resume, CLI)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_bench
+from unitune.bench.edits import FULL, QUICK, plan, reads_back
+from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
+from unitune.cli import build_parser
+from unitune.world.edits import KINDS
+from unitune.world.scene import Obj, Scene
+
+
+@pytest.fixture(scope="module")
+def suite3():
+    return make_suite(3)
+
+
+def test_suite_is_deterministic_and_a_prefix(suite3):
+    again = make_suite(2)
+    assert [i.sid for i in suite3] == ["s000", "s001", "s002"]
+    assert again == suite3[:2]  # frozen dataclasses: the same scenes, captions and edits
+    for item in suite3:
+        assert tuple(e.kind for e in item.edits) == KINDS
+        assert all(e.target != item.scene for e in item.edits)
+        assert item.caption and all(e.prompt != item.caption for e in item.edits)
+
+
+def test_presets_sizes_and_grids():
+    QUICK.validate()
+    FULL.validate()
+    assert FULL.n_scenes >= 40 and QUICK.n_scenes == 4 and len(QUICK.seeds) == 2
+    assert FULL.unitune_cfgs == (3.0, 7.5, 15.0, 32.0)
+    assert set(FULL.unitune_checkpoints) == {16, 32, 64, 128} == set(FULL.save_at)
+    methods = {m for m, _ in plan(QUICK)}
+    assert methods == {"sdedit", "unitune", "unitune+pg", "sine"}  # +interp is derived
+    assert all(o["checkpoint"] == 0 and not o["rare_token"] for m, o in plan(FULL) if m == "sdedit")
+    with pytest.raises(ValueError, match="not saved"):
+        replace(QUICK, unitune_checkpoints=(128,)).validate()
+    assert QUICK.fingerprint() == replace(QUICK, n_scenes=9).fingerprint() != FULL.fingerprint()
+
+
+def _scene_with(obj: Obj) -> Scene:
+    return Scene("grey", (obj,))
+
+
+def test_keep_mask_regions(suite3):
+    from unitune.world.edits import Edit
+
+    src = _scene_with(Obj("circle", "red", "small", "filled", "center"))  # centre (32, 32), r 6
+    tgt = _scene_with(Obj("circle", "blue", "small", "filled", "center"))
+    m = keep_mask(src, Edit("recolour", tgt, "", 0), (64, 64), margin=4.0)
+    assert m.shape == (1, 1, 64, 64) and set(m.unique().tolist()) == {0.0, 1.0}
+    half = 1.2 * 6 + 1.1 + 4.0  # 12.3 units = pixels at 64 px: pixel centres 20.5 .. 43.5
+    inside = m[0, 0] == 0
+    assert inside[32, 32] and inside[20, 20] and inside[43, 43] and not inside[19, 32]
+    assert int(inside.sum()) == 24 * 24 and abs(half - 12.3) < 1e-9
+    # the same mask at 32 px covers the same part of the canvas
+    assert abs(keep_mask(src, Edit("recolour", tgt, "", 0), (32, 32)).mean() - m.mean()) < 0.02
+    # add: only the target's new object; background: the objects kept ("objects") or all
+    item = suite3[0]
+    by = {e.kind: e for e in item.edits}
+    add = keep_mask(item.scene, by["add"], (64, 64))
+    new = by["add"].target.objects[by["add"].obj]
+    cx, cy = (int(v) for v in new.center())
+    assert add[0, 0, cy, cx] == 0 and 0.5 < add.mean() < 1
+    bg = keep_mask(item.scene, by["background"], (64, 64))
+    o = item.scene.objects[0]
+    assert bg[0, 0, int(o.center()[1]), int(o.center()[0])] == 1 and bg.mean() < 0.5
+    full = keep_mask(item.scene, by["background"], (64, 64), background="full")
+    assert torch.equal(full, torch.ones(1, 1, 64, 64))
+
+
+def test_pareto_front_on_hand_made_points():
+    pts = [(0.9, 0.1), (0.5, 0.5), (0.4, 0.4), (0.1, 0.9), (0.5, 0.5), (0.2, 0.9), (0.95, 0.0)]
+    # (0.4, 0.4) is dominated by (0.5, 0.5); (0.1, 0.9) by (0.2, 0.9); one duplicate is kept
+    assert pareto_front(pts) == [5, 1, 0, 6]
+    assert pareto_front([]) == [] and pareto_front([(0.3, 0.3)]) == [0]
+    rows = [{"method": "a", "label": str(i), "fidelity": x, "success": y} for i, (x, y) in enumerate(pts)]  # fmt: skip
+    assert [r["label"] for r in frontiers(rows)["a"]] == ["5", "1", "0", "6"]
+
+
+def test_reads_back_the_suite(suite3):
+    from unitune.bench.edits import base_image
+    from unitune.world.oracle import read
+
+    assert all(reads_back(i.scene, read(base_image(i.scene))) for i in suite3)
+
+
+def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
+    bc = BenchConfig(n_scenes=1, kinds=("recolour", "background"), seeds=(0, 1), steps=2,
+                     tune_steps=2, save_at=(1, 2), sdedit_t0s=(0.8,), sdedit_cfgs=(7.5,),
+                     unitune_checkpoints=(1, 2), unitune_t0s=(1.0,), unitune_cfgs=(7.5,),
+                     pg_points=((2, 0.9, 7.5),), sine_checkpoint=2, sine_Ks=(500,),
+                     sine_vs=(0.7,), model=tiny_model)  # fmt: skip
+    logs: list[str] = []
+    s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
+    assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2  # 7 configs x 2 edits x 2 seeds
+    assert set(s["methods"]) == {"sdedit", "unitune", "unitune+interp", "unitune+pg", "sine"}
+    out = tmp_path / "out"
+    for f in ("results.csv", "configs.csv", "results.json", "frontier.png", "sine_curves.png"):
+        assert (out / f).is_file(), f
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 28
+    for r in rows:
+        assert 0 <= float(r["lpips_masked"]) and 0 <= float(r["preservation"]) <= 1
+        assert r["success"] in ("True", "False") and float(r["keep_frac"]) > 0
+    sine = [r for r in rows if r["method"] == "sine"]
+    assert sine and all(r["sine_K"] == "500" and r["sine_v"] == "0.7" for r in sine)
+    assert all(r["sine_K"] == "" for r in rows if r["method"] != "sine")
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["configs"]) == 7 and data["configs"] == aggregate(data["records"])
+    assert "Pareto frontier" in format_summary(s)
+    # the interpolated samples are the UniTune ones pulled toward the base: never further away
+    u = {(r["label"], r["kind"], r["seed"]): r for r in data["records"] if r["method"] == "unitune"}
+    for r in (r for r in data["records"] if r["method"] == "unitune+interp"):
+        assert r["psnr_full"] >= u[(r["label"], r["kind"], r["seed"])]["psnr_full"] - 0.01
+    # rerun: the scene's results exist and are reused (no tuning, no sampling)
+    logs.clear()
+    s2 = run_bench(bc, out, device="cpu", log=logs.append)
+    assert s2["scenes_run"] == 0 and "skipped" in logs[0]
+    assert json.loads((out / "results.json").read_text())["records"] == data["records"]
+    # CLI wiring
+    args = build_parser().parse_args(["bench", "edits", "--quick", "--out", "o", "--device", "cpu"])
+    assert args.command == "bench" and args.bench == "edits" and args.quick and args.work is None
