@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_bench
-from unitune.bench.edits import FULL, QUICK, plan, reads_back
+from unitune.bench.edits import FULL, MEDIUM, QUICK, plan, reads_back
 from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
-from unitune.cli import build_parser
+from unitune.cli import build_parser, main
 from unitune.world.edits import KINDS
 from unitune.world.scene import Obj, Scene
 
@@ -36,6 +36,7 @@ def test_suite_is_deterministic_and_a_prefix(suite3):
 def test_presets_sizes_and_grids():
     QUICK.validate()
     FULL.validate()
+    MEDIUM.validate()
     assert FULL.n_scenes >= 40 and QUICK.n_scenes == 4 and len(QUICK.seeds) == 2
     assert FULL.unitune_cfgs == (3.0, 7.5, 15.0, 32.0)
     assert set(FULL.unitune_checkpoints) == {16, 32, 64, 128} == set(FULL.save_at)
@@ -102,13 +103,19 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
                      sine_vs=(0.7,), model=tiny_model)  # fmt: skip
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
-    assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2  # 7 configs x 2 edits x 2 seeds
+    # 7 configs x 2 edits x 2 seeds, + reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds
+    assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2 + 3 * 2 * 2
     assert set(s["methods"]) == {"sdedit", "unitune", "unitune+interp", "unitune+pg", "sine"}
     out = tmp_path / "out"
     for f in ("results.csv", "configs.csv", "results.json", "frontier.png", "sine_curves.png"):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert tuple(rows[0]) == COLUMNS and len(rows) == 28
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 40
+    rec = [r for r in rows if r["method"] == "reconstruct"]
+    assert len(rec) == 12 and {r["checkpoint"] for r in rec} == {"0", "1", "2"}
+    assert [r["label"] for r in s["reconstruction"]][:2] == ["c0 t0=1 w=1", "c0 t0=1 w=7.5"]
+    assert all((out / "work" / r["scene"] / r["file"]).is_file() for r in rows)  # every sample kept
+    rows = [r for r in rows if r["method"] != "reconstruct"]
     for r in rows:
         assert 0 <= float(r["lpips_masked"]) and 0 <= float(r["preservation"]) <= 1
         assert r["success"] in ("True", "False") and float(r["keep_frac"]) > 0
@@ -116,7 +123,7 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     assert sine and all(r["sine_K"] == "500" and r["sine_v"] == "0.7" for r in sine)
     assert all(r["sine_K"] == "" for r in rows if r["method"] != "sine")
     data = json.loads((out / "results.json").read_text())
-    assert len(data["configs"]) == 7 and data["configs"] == aggregate(data["records"])
+    assert len(data["configs"]) == 7 + 6 and data["configs"] == aggregate(data["records"])
     assert "Pareto frontier" in format_summary(s)
     # the interpolated samples are the UniTune ones pulled toward the base: never further away
     u = {(r["label"], r["kind"], r["seed"]): r for r in data["records"] if r["method"] == "unitune"}
@@ -130,3 +137,5 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     # CLI wiring
     args = build_parser().parse_args(["bench", "edits", "--quick", "--out", "o", "--device", "cpu"])
     assert args.command == "bench" and args.bench == "edits" and args.quick and args.work is None
+    assert main(["bench", "edits", "--quick", "--preset", "full"]) == 2
+    assert "--quick contradicts --preset full" in capsys.readouterr().err

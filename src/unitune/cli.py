@@ -188,6 +188,11 @@ def _add_bench_parser(sub) -> None:
         help="the editing suite: SDEdit, UniTune (+interp, +prompt guidance), SINE; oracle-judged",
     )
     be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
+    be.add_argument(
+        "--preset",
+        choices=["quick", "medium", "full"],
+        help="quick (= --quick), medium (8 scenes, one CPU session) or full (default: 40 scenes)",
+    )
     be.add_argument("--out", default="bench-edits", help="tables and plots (default bench-edits)")
     be.add_argument(
         "--work", help="tunes and per-scene results, reused on rerun (default OUT/work)"
@@ -295,10 +300,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .bench.edits import FULL, QUICK, run_bench
+    from .bench.edits import PRESETS, run_bench
     from .bench.report import format_summary
 
-    bc = QUICK if args.quick else FULL
+    if args.quick and args.preset not in (None, "quick"):
+        raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")
+    bc = PRESETS["quick" if args.quick else args.preset or "full"]
     if args.scenes is not None:
         if args.scenes < 1:
             raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")

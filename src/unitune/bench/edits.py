@@ -75,6 +75,8 @@ class BenchConfig:
     mask_margin: float = 4.0  # world units (= pixels at 64 px) added around an edited object's box
     background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
     model: str = "world"
+    recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
+    save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
 
     def checkpoints(self) -> set[int]:
         return set(self.save_at) | {self.tune_steps}
@@ -126,6 +128,23 @@ QUICK = BenchConfig(
     sine_Ks=(200, 600),
     sine_vs=(0.5, 0.9),
 )
+
+
+# What one CPU session can run (docs/BENCHMARKS.md has its time): FULL's checkpoints, CFG 1 (claim
+# 2) and the paper's 32, t0 {0.8, 1}, SINE around the paper's (K 400, v 0.7); 4 seeds for best-of-N.
+MEDIUM = replace(
+    FULL,
+    n_scenes=8,
+    steps=15,
+    sdedit_t0s=(0.6, 0.8, 0.9, 1.0),
+    sdedit_cfgs=(7.5,),
+    unitune_t0s=(0.8, 1.0),
+    unitune_cfgs=(1.0, 7.5, 32.0),
+    pg_points=((64, 1.0, 7.5), (128, 1.0, 7.5)),
+    sine_Ks=(200, 400, 600),
+    sine_vs=(0.3, 0.7),
+)
+PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL}
 
 
 # --- the suite --------------------------------------------------------------------------------
@@ -291,6 +310,52 @@ def _score(images, seeds, edit: Edit, before: Reading, base: torch.Tensor, mask:
     return out
 
 
+def _keep(bc: BenchConfig, d: Path, recs: list[dict], images) -> None:
+    """Save each sample as d/samples/<name>.png and record its path (relative to d)."""
+    if not bc.save_samples:
+        return
+    (d / "samples").mkdir(exist_ok=True)
+    for r, im in zip(recs, images, strict=True):
+        tag = f"{r['method']}_{r['label']}_{r['kind']}_s{r['seed']}"
+        name = "".join(c if c.isalnum() or c in "+.-" else "_" for c in tag) + ".png"
+        atomic_write(d / "samples" / name, lambda tmp, im=im: im.save(tmp, format="PNG"))
+        r["file"] = f"samples/{name}"
+
+
+def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp, d: Path) -> list[dict]:  # fmt: skip
+    """UniTune's claim (1): the tuned prompt alone (no edit), from pure noise, at every checkpoint
+    (0 = the pretrained model) and CFG in ``recon_cfgs``. ``success`` = the oracle reads back the
+    whole base scene; LPIPS / PSNR are over the full image."""
+    from ..metrics import psnr
+
+    text = item.caption if bc.tune_prompt == "caption" else ""
+    records = []
+    for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
+        ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), checkpoint=c, cfg=w, t0=1.0)
+        res = ed.edit(text, ec, progress=False)
+        x = torch.stack([_tensor(im) for im in res.images])
+        y = base[None].expand_as(x)
+        dev = next(lp.parameters()).device
+        with torch.no_grad():
+            lf = lp(x.to(dev), y.to(dev)).cpu()
+        pf = psnr(x, y)
+        for j, im in enumerate(res.images):
+            seen = read(im)
+            records.append({"method": "reconstruct", "label": f"c{c} t0=1 w={w:g}",
+                            "scene": item.sid, "kind": "none", "seed": int(ec.seeds[j]),
+                            "checkpoint": c, "t0": 1.0, "cfg": w, "sine_K": None, "sine_v": None,
+                            "prompt_guidance": False, "interpolate": False,
+                            "success": reads_back(item.scene, seen), "edit_hit": None,
+                            "count_ok": len(seen.objects) == len(before.objects),
+                            "preservation": None, "lpips_masked": round(float(lf[j]), 5),
+                            "fidelity": round(1 - float(lf[j]), 5),
+                            "psnr_masked": round(min(float(pf[j]), PSNR_CAP), 3),
+                            "lpips_full": round(float(lf[j]), 5),
+                            "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3), "keep_frac": 1.0})  # fmt: skip
+        _keep(bc, d, records[-len(res.images) :], res.images)
+    return records
+
+
 def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) -> dict:
     """Tune one scene (or reuse its tune), sample every config, score every sample."""
     from ..edit import Editor
@@ -311,7 +376,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     size = tuple(base.shape[-2:])
     masks = {e.kind: keep_mask(item.scene, e, size, bc.mask_margin, bc.background_mask)
              for e in item.edits}  # fmt: skip
-    records = []
+    records = _reconstruct(item, bc, ed, base, before, lp, d)
     for method, over in plan(bc):
         for e in item.edits:
             ec = replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds)), **over)
@@ -325,11 +390,13 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
                       "prompt_guidance": method == "unitune+pg", "interpolate": False,
                       "keep_frac": round(float(masks[e.kind].mean()), 4)}  # fmt: skip
             records += _score(res.images, ec.seeds, e, before, base, masks[e.kind], lp, common)
+            _keep(bc, d, records[-len(res.images) :], res.images)
             if method == "unitune" and bc.interp:
                 pix = interpolate(res.pixels, base[None].to(res.pixels), bc.interp_window, bc.interp_threshold)  # fmt: skip
                 imgs = [to_pil(p) for p in pix]
                 common = {**common, "method": "unitune+interp", "interpolate": True}
                 records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
+                _keep(bc, d, records[-len(imgs) :], imgs)
     del ed
     _restore(comp.unet, pristine)
     for r in records:

@@ -21,11 +21,12 @@ from ..fileio import atomic_write, atomic_write_json, atomic_write_text
 COLUMNS = ("method", "label", "scene", "kind", "seed", "checkpoint", "t0", "cfg", "sine_K",
            "sine_v", "prompt_guidance", "interpolate", "success", "edit_hit", "count_ok",
            "preservation", "lpips_masked", "fidelity", "psnr_masked", "lpips_full", "psnr_full",
-           "keep_frac", "base_read_ok")  # fmt: skip
+           "keep_frac", "base_read_ok", "file")  # fmt: skip
 PARAMS = ("checkpoint", "t0", "cfg", "sine_K", "sine_v")
 MEANS = ("success", "edit_hit", "preservation", "lpips_masked", "fidelity", "psnr_masked",
          "lpips_full", "psnr_full")  # fmt: skip
-ORDER = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
+# "reconstruct" samples the tuned prompt itself: not an edit, so it has no frontier
+ORDER = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine", "reconstruct")
 COLOURS = {"sdedit": "tab:grey", "unitune": "tab:blue", "unitune+interp": "tab:green",
            "unitune+pg": "tab:orange", "sine": "tab:red"}  # fmt: skip
 
@@ -50,8 +51,9 @@ def aggregate(records: list[dict]) -> list[dict]:
     rows = []
     for (method, lab), rs in groups.items():
         row = {"method": method, "label": lab, **{p: rs[0][p] for p in PARAMS}, "n": len(rs)}
-        for m in MEANS:
-            row[m] = round(float(np.mean([float(r[m]) for r in rs])), 4)
+        for m in MEANS:  # None = not defined for this method (e.g. preservation of reconstruct)
+            vals = [float(r[m]) for r in rs if r.get(m) is not None]
+            row[m] = round(float(np.mean(vals)), 4) if vals else None
         rows.append(row)
     rank = {m: i for i, m in enumerate(ORDER)}
     rows.sort(key=lambda r: (rank.get(r["method"], 99), r["label"]))
@@ -61,7 +63,7 @@ def aggregate(records: list[dict]) -> list[dict]:
 def frontiers(rows: list[dict]) -> dict[str, list[dict]]:
     """Per method: its configs on the success-vs-fidelity Pareto frontier (fidelity ascending)."""
     out = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "reconstruct"):
         mine = [r for r in rows if r["method"] == method]
         out[method] = [mine[i] for i in pareto_front([(r["fidelity"], r["success"]) for r in mine])]
     return out
@@ -83,6 +85,7 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    rows = [r for r in rows if r["method"] != "reconstruct"]
     for method, front in frontiers(rows).items():
         mine = [r for r in rows if r["method"] == method]
         c = COLOURS.get(method)
@@ -138,7 +141,8 @@ def write_all(records: list[dict], meta: dict, out: str | Path) -> dict:
     fronts = frontiers(rows)
     n_scenes = len({r["scene"] for r in records})
     seeds = len({r["seed"] for r in records})
-    title = (f"{n_scenes} scenes x {len({r['kind'] for r in records})} edit kinds x {seeds} seeds, "
+    kinds = {r["kind"] for r in records if r["method"] != "reconstruct"}
+    title = (f"{n_scenes} scenes x {len(kinds)} edit kinds x {seeds} seeds, "
              f"{meta['config']['steps']} sampling steps")  # fmt: skip
     atomic_write_text(out / "results.csv", _csv(records, COLUMNS))
     atomic_write_text(out / "configs.csv", _csv(rows, ("method", "label", *PARAMS, "n", *MEANS)))
@@ -169,6 +173,11 @@ def write_all(records: list[dict], meta: dict, out: str | Path) -> dict:
             }
             for m in fronts
         },
+        "reconstruction": [
+            {k: r[k] for k in ("label", "n", "success", "lpips_full", "psnr_full")}
+            for r in rows
+            if r["method"] == "reconstruct"
+        ],  # UniTune's claim (1): success = the oracle reads back the base scene
         "files": {k: str(v) for k, v in files.items()},
     }
     atomic_write_json(out / "results.json", {"summary": summary, "configs": rows, "records": records})  # fmt: skip
@@ -185,6 +194,10 @@ def format_summary(s: dict) -> str:
     lines.append(
         "success / fidelity: means over every sample of the method (all seeds, none picked)"
     )
+    if s.get("reconstruction"):
+        lines.append("reconstruction (the tuned prompt, t0 = 1): read-back rate / LPIPS / PSNR")
+        lines += [f"  {r['label']:<16} {r['success']:.2f} / {r['lpips_full']:.3f} / "
+                  f"{r['psnr_full']:.1f} dB" for r in s["reconstruction"]]  # fmt: skip
     lines.append(f"time: {s['seconds']} s total on {s['device']} ({s['scenes_run']} scenes run now: "
                  f"tuning {s['tune_seconds']} s, sampling + scoring {s['edit_seconds']} s)")  # fmt: skip
     for k, p in s["files"].items():
