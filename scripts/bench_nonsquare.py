@@ -86,7 +86,7 @@ def main() -> None:
                 "mean_source": float(np.mean([r["source"] for r in sel])),
             }
     out = {"command": "python scripts/bench_nonsquare.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(a).items()), "seconds": round(time.time() - t_start),
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()), "seconds": round(time.time() - t_start),
         "summary": summary, "rows": rows}  # fmt: skip
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     for k, v in summary.items():

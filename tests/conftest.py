@@ -3,6 +3,8 @@ the real CLIP tokenizer) saved as a diffusers folder — nothing downloads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,15 @@ def photo(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("img") / "chelsea.png"
     Image.fromarray(np.ascontiguousarray(arr)).save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tuned(tiny_model, photo, tmp_path_factory) -> Path:
+    """A 4-step tune of the tiny model (checkpoints 2 and 4) through the CLI; read-only."""
+    from unitune.cli import main
+
+    out = tmp_path_factory.mktemp("cli") / "tune"
+    code = main(["tune", photo, "--model", tiny_model, "--out", str(out), "--steps", "4",
+                 "--save-at", "2,4", "--device", "cpu", "--quiet"])  # fmt: skip
+    assert code == 0
+    return out

@@ -30,15 +30,6 @@ def assert_user_error(code: int, err: str, *words: str) -> None:
         assert w.lower() in lines[0].lower(), (w, lines[0])
 
 
-@pytest.fixture(scope="module")
-def tuned(tiny_model, photo, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "tune"
-    code = main(["tune", photo, "--model", tiny_model, "--out", str(out), "--steps", "4",
-                 "--save-at", "2,4", "--device", "cpu", "--quiet"])  # fmt: skip
-    assert code == 0
-    return out
-
-
 def test_tune_writes_manifest_and_checkpoints(tuned):
     m = json.loads((tuned / "manifest.json").read_text())
     assert m["status"] == "complete" and sorted(m["checkpoints"], key=int) == ["2", "4"]

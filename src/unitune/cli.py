@@ -51,11 +51,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
+    # absent unless given (EditConfig's defaults apply), so --fidelity can tell they were not
+    keep = argparse.SUPPRESS
     if not grid:
-        p.add_argument("--checkpoint", type=int, default=d.checkpoint, help="step (0 = pretrained)")
-        p.add_argument("--t0", type=float, default=d.t0, help="SDEdit start in [0,1]; 1 = noise")
+        p.add_argument("--checkpoint", type=int, default=keep, help="step (0 = pretrained; default last)")  # fmt: skip
+        p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
         p.add_argument("--seeds", type=_ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
-    p.add_argument("--cfg", type=float, default=d.cfg, help="CFG weight (paper: 32)")
+    p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
     p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
     p.add_argument("--sampler", choices=["ddim", "dpm++"], default=d.sampler)
     p.add_argument("--negative-prompt", default=d.negative_prompt)
@@ -155,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
         " - eps_u) to the primary; TUNE_DIR may be 'pretrained' or end in @STEP; PROMPT verbatim",
     )
     _add_edit_flags(e, EditConfig())
+    e.add_argument(
+        "--fidelity",
+        type=float,
+        help="one knob in [0,1] (0 = most expressive, 1 = most faithful) that sets --checkpoint, "
+        "--t0 and --cfg along the benchmark's measured frontier (assets/fidelity_map.json)",
+    )
+    e.add_argument(
+        "--best-of",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sample N seeds from the first of --seeds, save the one that best balances the edit "
+        "(a diffusion-classifier score) against LPIPS to the base outside the edit (unitune/rank.py)",
+    )
+    e.add_argument("--sweep-t0", type=_floats, help="--best-of: also sweep these t0 values")
+    e.add_argument(
+        "--sweep-checkpoints", type=_ints, help="--best-of: also sweep these checkpoints"
+    )
+    e.add_argument("--balance", type=float, default=1.0, help="--best-of: weight of fidelity (1)")
+    e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
     _add_common(e)
 
     g = sub.add_parser("grid", help="contact sheet over checkpoints x t0 (x seeds)")
@@ -255,8 +277,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from .outputs import save_edit
     from .pngmeta import read_sidecar
 
+    only_seed = None  # --params: keep only the recorded image of the re-run batch
     if args.params:
-        prompt, cfg, mask = edit_config_from_params(read_sidecar(args.params))
+        params = read_sidecar(args.params)
+        prompt, cfg, mask = edit_config_from_params(params)
+        only_seed = int(params["seed"])
     else:
         if not args.prompt:
             raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
@@ -266,10 +291,51 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
         for g in cfg.guides:
             parse_guide(g)
+    _check_best_of(args)
+    if args.fidelity is not None:
+        explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
+        if explicit or args.params:
+            what = ", ".join(explicit) or "--params"
+            raise UserError(f"--fidelity sets the checkpoint, t0 and CFG itself; {what} given too",
+                            "pass either --fidelity or those flags")  # fmt: skip
+        from .fidelity import apply_fidelity
+        from .tunefolder import TuneFolder
+
+        steps = {int(k) for k in TuneFolder.open(args.tune).manifest["checkpoints"]}
+        cfg = apply_fidelity(cfg, args.fidelity, steps)
+        print(f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
+              f"CFG {cfg.cfg:g}", file=sys.stderr)  # fmt: skip
     ed = Editor(args.tune, args.device)
+    out = Path(args.out)
+    if args.best_of:
+        from .rank import RankConfig, best_of
+
+        sweep = [{"t0": t} for t in args.sweep_t0 or ()]
+        if args.sweep_checkpoints:
+            sweep = [{**s, "checkpoint": c} for c in args.sweep_checkpoints for s in sweep or [{}]]
+        res, ranking, labels = best_of(ed, prompt, cfg, args.best_of, sweep, mask,
+                                       RankConfig(balance=args.balance), not args.quiet)  # fmt: skip
+        print(ranking.table(labels), file=sys.stderr)
+        picks = ranking.order if args.keep_all else ranking.order[:1]
+        for i in picks:
+            print(save_edit(res.images[i], res.params[i], out))
+        return
     res = ed.edit(prompt, cfg, mask=mask, progress=not args.quiet)
     for img, p in zip(res.images, res.params, strict=True):
-        print(save_edit(img, p, Path(args.out)))
+        if only_seed is None or p["seed"] == only_seed:
+            print(save_edit(img, p, out))
+
+
+def _check_best_of(args: argparse.Namespace) -> None:
+    if args.best_of < 0:
+        raise UserError(f"--best-of must be >= 1, got {args.best_of}", "e.g. --best-of 8")
+    if args.best_of and args.params:
+        raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
+    sweeping = args.sweep_t0 or args.sweep_checkpoints or args.keep_all or args.balance != 1.0
+    if sweeping and not args.best_of:
+        raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip
+    if args.balance < 0:
+        raise UserError(f"--balance must be >= 0, got {args.balance}", "e.g. --balance 1")
 
 
 def cmd_grid(args: argparse.Namespace) -> None:

@@ -231,14 +231,21 @@ class Editor:
             "tune_method": self.tune_cfg.method,
             "image_sha256": m["image"]["sha256"],
             "edit_prompt": prompt,
-            "edit_config": {**asdict(cfg), "checkpoint": step, "seeds": [int(seed)]},
+            # the whole batch: a UNet batch of N is not bit-identical to N batches of 1 (kernel
+            # choice depends on the batch), so --params re-runs this batch and keeps "seed"
+            "edit_config": {
+                **asdict(cfg),
+                "checkpoint": step,
+                "seeds": [int(x) for x in cfg.seeds],
+            },
             "mask": str(mask) if mask is not None else None,
             "unitune": __version__,
         }
 
 
 def edit_config_from_params(params: dict[str, Any]) -> tuple[str, EditConfig, str | None]:
-    """(edit prompt, EditConfig, mask) recorded in an output's sidecar JSON, to reproduce it."""
+    """(edit prompt, EditConfig, mask) recorded in an output's sidecar JSON, to reproduce it: the
+    config samples the output's whole batch (``cfg.seeds``); the output is the one of ``params["seed"]``."""
     ec = dict(params["edit_config"])
     ec["seeds"] = tuple(ec["seeds"])
     if ec.get("size") is not None:
@@ -263,6 +270,7 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         "Sampler": p["sampler"],
         "CFG scale": p["cfg_scale"],
         "Seed": p["seed"],
+        "Batch seeds": ",".join(str(x) for x in ec["seeds"]),
         "Size": p["size"],
         "Model": p["model"],
         "Tune": p["tune"],

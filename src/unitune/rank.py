@@ -1,0 +1,211 @@
+"""Best-of-N (beyond the papers): rank candidate edits by a score that weighs the edit against
+fidelity to the base image, with no CLIP and no oracle, so it works offline on any model.
+
+* Edit score, a diffusion classifier (Li et al. 2023, "Your diffusion model is secretly a zero-shot
+  classifier"): the PRETRAINED model's denoising error on the candidate under the reference prompt
+  (what the photo was) minus its error under the edit prompt. A candidate that shows the edit is
+  explained better by the edit prompt, so the score is higher. Every candidate and both prompts
+  share the same probe timesteps and noise (paired differences: the probe noise cancels).
+* Edit region, as DiffEdit (Couairon et al. 2022): on the BASE image's latents, where the
+  pretrained model's predictions under the two prompts differ (mean |difference| over the probes,
+  scaled to [0, 1] by its maximum, above ``threshold``). Fidelity = LPIPS to the base outside it.
+* Score = z(edit score) - balance * z(LPIPS), z-scores over the candidates of one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models import encode_image, encode_prompts
+
+Z_FLOOR = 1e-6  # std below which an axis does not separate the candidates (its z-scores are 0)
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """How best-of-N ranks candidates (``unitune edit --best-of N``)."""
+
+    balance: float = 1.0  # weight of fidelity (LPIPS z-score) against the edit score's z-score
+    probes: int = 8  # (timestep, noise) pairs of the diffusion classifier; cost: 2 x probes evals
+    t_lo: int = 100  # probe timesteps are evenly spaced in [t_lo, t_hi] (0..1000 scale): very low
+    t_hi: int = 900  # t says little about the prompt, very high t little about the image
+    threshold: float = (
+        0.5  # DiffEdit: a pixel is "edited" above this fraction of the max difference
+    )
+    min_keep: float = (
+        0.05  # if less than this fraction is left outside the region, use the whole image
+    )
+    seed: int = 0  # seeds the probe noise (the ranking is deterministic)
+
+
+def probe_timesteps(rc: RankConfig) -> Tensor:
+    return torch.linspace(rc.t_lo, rc.t_hi, rc.probes).round().long()
+
+
+def zscores(x: Tensor) -> Tensor:
+    """(N,) -> (N,) standardised over the candidates; 0 where they do not differ."""
+    sd = x.std(unbiased=False) if x.numel() > 1 else x.new_zeros(())
+    return (x - x.mean()) / sd if sd > Z_FLOOR else torch.zeros_like(x)
+
+
+def combine(edit_score: Tensor, lpips: Tensor, balance: float) -> Tensor:
+    """(N,), (N,) -> (N,) ranking score: higher = better edit AND more faithful."""
+    return zscores(edit_score) - balance * zscores(lpips)
+
+
+def edit_region(eps_edit: Tensor, eps_ref: Tensor, size: tuple[int, int], threshold: float) -> Tensor:  # fmt: skip
+    """DiffEdit mask. eps_*: (P, C, h, w) predictions on the base at P probes -> (1, 1, H, W) in
+    {0, 1}, 1 = the edit prompt moves the prediction there (the region the edit may change)."""
+    d = (eps_edit - eps_ref).abs().mean(dim=(0, 1))[None, None]  # (1, 1, h, w)
+    d = F.interpolate(d.float(), size=size, mode="bilinear", align_corners=False)
+    return (d >= threshold * d.max().clamp_min(1e-12)).float()
+
+
+@dataclass
+class Ranking:
+    order: list[int]  # candidate indices, best first
+    score: Tensor  # (N,) combine(edit_score, lpips)
+    edit_score: Tensor  # (N,) mean (ref error - edit error); higher = shows the edit more
+    lpips: Tensor  # (N,) LPIPS to the base over ``keep``
+    keep: Tensor  # (1, 1, H, W) where fidelity was measured (1 = outside the edit region)
+
+    def table(self, labels: Sequence[str]) -> str:
+        rows = [f"{'rank':>4}  {'score':>6}  {'edit':>8}  {'LPIPS':>6}  candidate"]
+        for r, i in enumerate(self.order, 1):
+            rows.append(f"{r:>4}  {float(self.score[i]):>6.2f}  {float(self.edit_score[i]):>8.5f}  "
+                        f"{float(self.lpips[i]):>6.3f}  {labels[i]}")  # fmt: skip
+        return "\n".join(rows)
+
+
+class Judge:
+    """Scores candidates of one edit: built once per (base image, edit prompt, reference prompt)."""
+
+    def __init__(self, editor, edit_prompt: str, ref_prompt: str, hw: tuple[int, int],
+                 rc: RankConfig = RankConfig(), lora_scale: float = 1.0) -> None:  # fmt: skip
+        from . import sine
+        from .images import pil_to_tensor
+        from .metrics import get_lpips
+
+        self.rc, self.comp = rc, editor.comp
+        # the pretrained model is the judge: the tuned one would favour the base image itself
+        self.den = sine.UNetView(
+            sine.pretrained_unet(editor), None, pos=None, home_scale=lora_scale
+        )
+        self.embs = encode_prompts(self.comp, [ref_prompt, edit_prompt], warn=False)  # (2, 77, D)
+        self.ts = probe_timesteps(rc).to(self.comp.device)
+        self.sched = editor_scheduler(editor)
+        x0 = editor.base_latents(hw)  # (1, C, h, w)
+        g = torch.Generator("cpu").manual_seed(rc.seed)
+        self.noise = torch.randn((rc.probes, *x0.shape[1:]), generator=g).to(x0)  # (P, C, h, w)
+        self.base_pix = (pil_to_tensor(editor_base(editor, hw)) / 2 + 0.5).clamp(0, 1)
+        pred, _ = self._predict(x0)  # (1, 2, P, C, h, w)
+        self.keep = 1 - edit_region(pred[0, 1], pred[0, 0], hw, rc.threshold)
+        if self.keep.mean() < rc.min_keep:  # a global edit: judge fidelity on the whole image
+            self.keep = torch.ones_like(self.keep)
+        self.lpips = get_lpips("alex", self.comp.device)
+
+    @torch.no_grad()
+    def _predict(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, C, h, w) -> predictions (N, 2 prompts, P, C, h, w) and their targets (N, P, C, h, w)."""
+        n, p = latents.shape[0], self.rc.probes
+        x = latents[:, None].expand(n, p, *latents.shape[1:]).reshape(n * p, *latents.shape[1:])
+        eps = self.noise.repeat(n, 1, 1, 1)
+        t = self.ts.repeat(n)
+        xt = self.sched.add_noise(x, eps, t)
+        target = eps
+        if self.sched.config.prediction_type == "v_prediction":
+            target = self.sched.get_velocity(x, eps, t)
+        emb = self.embs.repeat_interleave(n * p, dim=0)  # (2 N P, 77, D): [ref ; edit]
+        out = self.den(torch.cat([xt, xt]), torch.cat([t, t]), emb)
+        pred = out.reshape(2, n, p, *latents.shape[1:]).transpose(0, 1)
+        return pred, target.reshape(n, p, *latents.shape[1:])
+
+    @torch.no_grad()
+    def score(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 3, H, W) candidates in [0, 1] -> (edit score (N,), LPIPS over keep (N,))."""
+        dev = self.comp.device
+        lat = encode_image(self.comp, pixels.to(dev) * 2 - 1)
+        pred, target = self._predict(lat)
+        err = ((pred.float() - target[:, None].float()) ** 2).mean(dim=(3, 4, 5))  # (N, 2, P)
+        edit_score = (err[:, 0] - err[:, 1]).mean(dim=1)
+        y = self.base_pix.to(dev).expand_as(pixels)  # base_pix: (1, 3, H, W)
+        lp = self.lpips(pixels.to(dev).float(), y.float(), self.keep.to(dev))
+        return edit_score.cpu(), lp.cpu()
+
+    def rank(self, pixels: Tensor) -> Ranking:
+        es, lp = self.score(pixels)
+        sc = combine(es, lp, self.rc.balance)
+        order = sorted(range(len(sc)), key=lambda i: (-float(sc[i]), i))
+        return Ranking(order, sc, es, lp, self.keep.cpu())
+
+
+def editor_scheduler(editor):
+    """The model's training noise schedule (DDPM-style add_noise / get_velocity)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(editor.comp.scheduler_config)
+
+
+def editor_base(editor, hw: tuple[int, int]):
+    from .images import fit_image
+
+    res = tuple(editor.folder.manifest["resolution"])
+    return editor.base_image if tuple(hw) == res else fit_image(editor.original, hw, "crop")[0]
+
+
+def reference_prompt(editor, prompt_guidance: str | None = None) -> str:
+    """What the photo was, in words: the prompt-guidance base, else the tune's base prompt or
+    class noun (without the rare token the pretrained judge does not know), else empty."""
+    import re
+
+    if prompt_guidance:
+        return prompt_guidance
+    tc = editor.tune_cfg
+    if tc.class_noun:
+        return f"a photo of a {tc.class_noun}"
+    if tc.base_prompt:
+        return re.sub(
+            rf"\s*(?<!\w){re.escape(tc.rare_token)}(?!\w)\s*", " ", tc.base_prompt
+        ).strip()
+    return ""
+
+
+def best_of(editor, prompt: str, cfg, n: int, sweep: Sequence[dict] = (), mask=None,
+            rc: RankConfig = RankConfig(), progress: bool = True):  # fmt: skip
+    """Sample ``n`` seeds (cfg.seeds[0], +1, ...) at ``cfg`` or at each override in ``sweep``
+    (e.g. [{"t0": 0.9}, {"t0": 1.0}]), rank every candidate: (EditResult of all, Ranking, labels)."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from .edit import EditResult
+
+    if n < 1:
+        raise ValueError(f"best-of needs n >= 1, got {n}")
+    seeds = tuple(range(int(cfg.seeds[0]), int(cfg.seeds[0]) + n))
+    cfgs = [replace(cfg, seeds=seeds, **s) for s in sweep] or [replace(cfg, seeds=seeds)]
+    images, params, pixels, labels = [], [], [], []
+    for c in tqdm(cfgs, desc="best-of", disable=not progress or len(cfgs) == 1):
+        res = editor.edit(prompt, c, mask=mask, progress=progress)
+        images += res.images
+        params += res.params
+        pixels.append(res.pixels)
+        labels += [f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={c.cfg:g} seed {p['seed']}"
+                   for p in res.params]  # fmt: skip
+    pix = torch.cat(pixels)
+    hw = tuple(pix.shape[-2:])
+    edit_text = prompt  # the pretrained judge does not know the rare token
+    judge = Judge(editor, edit_text, reference_prompt(editor, cfg.prompt_guidance), hw, rc,
+                  cfg.lora_scale)  # fmt: skip
+    ranking = judge.rank(pix)
+    for r, i in enumerate(ranking.order, 1):
+        params[i]["best_of"] = {"rank": r, "of": len(params), "score": round(float(ranking.score[i]), 4),
+                                "edit_score": float(ranking.edit_score[i]),
+                                "lpips_outside_edit": round(float(ranking.lpips[i]), 5),
+                                "balance": rc.balance, "probes": rc.probes}  # fmt: skip
+    return EditResult(images, params, pix), ranking, labels
