@@ -35,12 +35,15 @@ def main() -> None:
     ap.add_argument("--out", default="docs/best_of.json")
     ap.add_argument("--balance", type=float, default=RankConfig().balance)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", help="comma list of methods to rank (default: every one)")
     a = ap.parse_args()
     bench, t_start = Path(a.bench), time.time()
     work = Path(a.work) if a.work else bench / "work"
     data = json.loads((bench / "results.json").read_text())
     bc = data["summary"]["config"]
-    recs = [r for r in data["records"] if r["method"] != "reconstruct" and r.get("file")]
+    keep = set(a.methods.split(",")) if a.methods else None
+    recs = [r for r in data["records"] if r["method"] != "reconstruct" and r.get("file")
+            and (keep is None or r["method"] in keep)]  # fmt: skip
     scenes = sorted({r["scene"] for r in recs})
     suite = {it.sid: it for it in make_suite(len(scenes), bc["suite_seed"], tuple(bc["kinds"]))}
     comp = load_components(bc["model"], a.device)
@@ -75,7 +78,8 @@ def main() -> None:
 
     by_method = {m: summarise([r for r in rows if r["method"] == m]) for m in dict.fromkeys(r["method"] for r in rows)}  # fmt: skip
     useful = [r for r in rows if 0 < r["random"] < 1]  # groups where the pick can matter
-    out = {"command": f"python scripts/bench_best_of.py {a.bench} --out {a.out}",
+    cmd = f"python scripts/bench_best_of.py {a.bench} --out {a.out}" + (f" --methods {a.methods}" if a.methods else "")  # fmt: skip
+    out = {"command": cmd,
            "seconds": round(time.time() - t_start), "rank_config": asdict(rc),
            "n_per_group": sorted({r["n"] for r in rows}), "scenes": scenes,
            "all": summarise(rows), "mixed_groups": summarise(useful) if useful else None,

@@ -212,8 +212,12 @@ def _add_bench_parser(sub) -> None:
     be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
     be.add_argument(
         "--preset",
-        choices=["quick", "medium", "full"],
-        help="quick (= --quick), medium (8 scenes, one CPU session) or full (default: 40 scenes)",
+        choices=["quick", "medium", "full", "tune-compare"],
+        help="quick (= --quick), medium (8 scenes, one CPU session), full (default: 40 scenes) or "
+        "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora)",
+    )
+    be.add_argument(
+        "--tune-method", choices=["full", "lora"], help="fine-tune the scenes with this method"
     )
     be.add_argument("--out", default="bench-edits", help="tables and plots (default bench-edits)")
     be.add_argument(
@@ -372,6 +376,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.quick and args.preset not in (None, "quick"):
         raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")
     bc = PRESETS["quick" if args.quick else args.preset or "full"]
+    if args.tune_method and args.tune_method != "full":
+        bc = replace(bc, tune_extra=(("method", args.tune_method),))
     if args.scenes is not None:
         if args.scenes < 1:
             raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")

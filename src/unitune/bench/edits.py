@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,6 +77,7 @@ class BenchConfig:
     background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
     model: str = "world"
     recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
+    tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
 
     def checkpoints(self) -> set[int]:
@@ -104,6 +106,8 @@ class BenchConfig:
     def fingerprint(self) -> str:
         """What a scene's results depend on (everything but the number of scenes)."""
         d = {k: v for k, v in asdict(self).items() if k != "n_scenes"}
+        if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
+            del d["tune_extra"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,7 +148,19 @@ MEDIUM = replace(
     sine_Ks=(200, 400, 600),
     sine_vs=(0.3, 0.7),
 )
-PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL}
+# LoRA vs full fine-tuning (--tune-method): a subset of MEDIUM's UniTune configs and seeds, so a
+# full-method run of it is MEDIUM's own samples (same scenes, seeds, noise)
+TUNE_COMPARE = replace(
+    MEDIUM,
+    n_scenes=4,
+    seeds=(0, 1),
+    sdedit_t0s=(),
+    unitune_checkpoints=(32, 64, 128),
+    unitune_cfgs=(7.5, 32.0),
+    sine_Ks=(),
+    recon_cfgs=(7.5,),
+)
+PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL, "tune-compare": TUNE_COMPARE}
 
 
 # --- the suite --------------------------------------------------------------------------------
@@ -257,14 +273,21 @@ def _tensor(img) -> torch.Tensor:
 
 
 def _restore(unet, pristine: dict[str, torch.Tensor]) -> None:
-    unet.load_state_dict(pristine)
+    """Back to the pretrained weights; LoRA tunes leave PEFT wrappers behind: drop their adapters
+    and restore the wrapped base layers (``x.base_layer.weight`` <- pristine ``x.weight``)."""
+    if getattr(unet, "peft_config", None):
+        unet.delete_adapters(list(unet.peft_config))
+    with torch.no_grad():
+        for k, t in unet.state_dict().items():
+            t.copy_(pristine[k.replace(".base_layer", "")])
     unet.requires_grad_(False)
     unet.eval()
 
 
 def _tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
     base = item.caption if bc.tune_prompt == "caption" else None
-    return TuneConfig(steps=bc.tune_steps, save_at=bc.save_at, base_prompt=base)
+    tc = TuneConfig(steps=bc.tune_steps, save_at=bc.save_at, base_prompt=base)
+    return replace(tc, **dict(bc.tune_extra))
 
 
 def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, comp, pristine) -> bool:  # fmt: skip
