@@ -36,14 +36,20 @@ def main() -> None:
     ap.add_argument("--balance", type=float, default=RankConfig().balance)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", help="comma list of methods to rank (default: every one)")
+    ap.add_argument("--cfg", type=float, help="only the configs at this CFG weight")
+    ap.add_argument("--resummarise", action="store_true", help="reuse the rows already in --out")
     a = ap.parse_args()
+    if a.resummarise:
+        old = json.loads(Path(a.out).read_text())
+        write(a, old["rows"], old["command"], old["seconds"], old["rank_config"], old["scenes"])
+        return
     bench, t_start = Path(a.bench), time.time()
     work = Path(a.work) if a.work else bench / "work"
     data = json.loads((bench / "results.json").read_text())
     bc = data["summary"]["config"]
     keep = set(a.methods.split(",")) if a.methods else None
     recs = [r for r in data["records"] if r["method"] != "reconstruct" and r.get("file")
-            and (keep is None or r["method"] in keep)]  # fmt: skip
+            and (keep is None or r["method"] in keep) and (a.cfg is None or r["cfg"] == a.cfg)]  # fmt: skip
     scenes = sorted({r["scene"] for r in recs})
     suite = {it.sid: it for it in make_suite(len(scenes), bc["suite_seed"], tuple(bc["kinds"]))}
     comp = load_components(bc["model"], a.device)
@@ -72,15 +78,30 @@ def main() -> None:
                              "mean_fidelity": float(np.mean([r["fidelity"] for r in rs]))})  # fmt: skip
         print(f"{sid} ranked ({time.time() - t_start:.0f} s)", flush=True)
 
-    def summarise(sel: list[dict]) -> dict:
-        keys = ("random", "top_score", "top_edit_only", "top_lpips_only", "any", "top_fidelity", "mean_fidelity")  # fmt: skip
-        return {"groups": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys}}  # fmt: skip
+    cmd = f"python scripts/bench_best_of.py {a.bench} --out {a.out}" + (f" --methods {a.methods}" if a.methods else "") + (f" --cfg {a.cfg:g}" if a.cfg else "")  # fmt: skip
+    write(a, rows, cmd, round(time.time() - t_start), asdict(rc), scenes)
 
+
+def summarise(sel: list[dict], boot: int = 2000) -> dict:
+    """Means over groups, and a 95% bootstrap interval over scenes of (top pick - random pick)."""
+    keys = ("random", "top_score", "top_edit_only", "top_lpips_only", "any", "top_fidelity", "mean_fidelity")  # fmt: skip
+    out = {"groups": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys}}
+    scenes = sorted({r["scene"] for r in sel})
+    per = {sc: [r["top_score"] - r["random"] for r in sel if r["scene"] == sc] for sc in scenes}
+    rng = np.random.default_rng(0)
+    gains = [
+        np.mean([g for sc in rng.choice(scenes, len(scenes)) for g in per[sc]]) for _ in range(boot)
+    ]
+    out["gain_ci95"] = [round(float(np.percentile(gains, q)), 4) for q in (2.5, 97.5)]
+    return out
+
+
+def write(
+    a, rows: list[dict], cmd: str, seconds: int, rank_config: dict, scenes: list[str]
+) -> None:
     by_method = {m: summarise([r for r in rows if r["method"] == m]) for m in dict.fromkeys(r["method"] for r in rows)}  # fmt: skip
     useful = [r for r in rows if 0 < r["random"] < 1]  # groups where the pick can matter
-    cmd = f"python scripts/bench_best_of.py {a.bench} --out {a.out}" + (f" --methods {a.methods}" if a.methods else "")  # fmt: skip
-    out = {"command": cmd,
-           "seconds": round(time.time() - t_start), "rank_config": asdict(rc),
+    out = {"command": cmd, "seconds": seconds, "rank_config": rank_config,
            "n_per_group": sorted({r["n"] for r in rows}), "scenes": scenes,
            "all": summarise(rows), "mixed_groups": summarise(useful) if useful else None,
            "by_method": by_method, "rows": rows}  # fmt: skip
@@ -89,7 +110,7 @@ def main() -> None:
     for name, s in [("all", out["all"]), ("mixed groups", out["mixed_groups"]), *by_method.items()]:
         if s:
             print(f"{name:<16} {s['groups']:>6} {s['random']:>7.3f} {s['top_score']:>6.3f} "
-                  f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}")  # fmt: skip
+                  f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}  gain CI {s['gain_ci95']}")  # fmt: skip
 
 
 if __name__ == "__main__":
