@@ -33,13 +33,11 @@ import torch
 
 from ..config import EditConfig, TuneConfig
 from ..fileio import atomic_write, atomic_write_json
-from ..world.edits import KINDS, Edit, judge, make_edit
-from ..world.oracle import Reading, match, read
-from ..world.render import CANVAS, OUTLINE, render, to_pil
-from ..world.scene import FULL as FULL_CAPTION
-from ..world.scene import Obj, Scene, caption, sample_scene
+from ..world.edits import KINDS, Edit, judge
+from ..world.oracle import Reading, read
+from ..world.render import to_pil
+from .suite import SUITE_SEED, SceneItem, base_image, keep_mask, make_suite, reads_back
 
-BOX_RADIUS = 1.2  # every shape fits in a square of half-side 1.2 x its radius (any rotation)
 PSNR_CAP = 99.0  # dB; identical pixels (infinite PSNR) are recorded as this
 METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
 
@@ -49,7 +47,7 @@ class BenchConfig:
     """Sizes and grids of the editing benchmark. ``QUICK`` and ``FULL`` below are the presets."""
 
     n_scenes: int = 40  # base scenes (x one edit of each kind)
-    suite_seed: int = 2024  # seeds the scene stream and every edit
+    suite_seed: int = SUITE_SEED  # seeds the scene stream and every edit
     kinds: tuple[str, ...] = KINDS
     seeds: tuple[int, ...] = (0, 1, 2, 3)  # sampling seeds: one sample each per config and edit
     steps: int = 25  # sampling steps (DDIM)
@@ -161,87 +159,6 @@ TUNE_COMPARE = replace(
     recon_cfgs=(7.5,),
 )
 PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL, "tune-compare": TUNE_COMPARE}
-
-
-# --- the suite --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SceneItem:
-    sid: str  # "s000", ...
-    scene: Scene  # the base scene (held-out split, with per-image details)
-    caption: str  # its full caption: the base prompt (tune prompt and prompt-guidance base)
-    edits: tuple[Edit, ...]  # one per kind, in BenchConfig.kinds order
-
-
-def reads_back(scene: Scene, reading: Reading) -> bool:
-    """The oracle reads exactly this scene (background, object count, every attribute)."""
-    seen = match(scene, reading)
-    return (
-        reading.background == scene.background
-        and len(reading.objects) == len(scene.objects)
-        and all(s is not None and s.attrs() == o.attrs() for o, s in zip(scene.objects, seen))
-    )
-
-
-def base_image(scene: Scene, size: int = 64):
-    return to_pil(render([scene], size)[0])
-
-
-def make_suite(n: int, seed: int = FULL.suite_seed, kinds: tuple[str, ...] = KINDS) -> list[SceneItem]:  # fmt: skip
-    """The first ``n`` items of one seeded stream of held-out scenes (so a prefix of any longer
-    suite); scenes that cannot take every kind, or whose render the oracle misreads, are skipped."""
-    rng = np.random.default_rng(seed)
-    items: list[SceneItem] = []
-    while len(items) < n:
-        scene = sample_scene(rng, None, split="eval")
-        i = len(items)
-        edits = [make_edit(scene, k, np.random.default_rng([seed, i, KINDS.index(k)])) for k in kinds]  # fmt: skip
-        if any(e is None for e in edits) or not reads_back(scene, read(base_image(scene))):
-            continue
-        cap = caption(
-            scene, np.random.default_rng(0), FULL_CAPTION
-        )  # same draws as the edit prompts'
-        items.append(SceneItem(f"s{i:03d}", scene, cap, tuple(edits)))
-    return items
-
-
-def _box(o: Obj, pad: float, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    cx, cy = o.center()
-    r = BOX_RADIUS * o.radius() + OUTLINE / 2 + pad
-    return ((ys - cy).abs() <= r)[:, None] & ((xs - cx).abs() <= r)[None, :]
-
-
-def keep_mask(
-    source: Scene, edit: Edit, size: tuple[int, int], margin: float = 4.0,
-    background: str = "objects",
-) -> torch.Tensor:  # fmt: skip
-    """(1, 1, H, W) float mask, 1 = pixels the edit should NOT touch (where fidelity is measured).
-
-    Object edits (recolour, reshape, outline, add): everything outside the edited object's box,
-    the union of its source and target boxes (a square centred on the object, half-side
-    1.2 x radius + half an outline stroke, i.e. the whole shape at any rotation, dilated by
-    ``margin`` world units; for "add" only the target). Background edits change every background
-    pixel: with ``background="objects"`` the mask is the objects' (undilated) boxes, which should
-    keep their objects; with ``"full"`` it is the whole image (plain LPIPS / PSNR).
-    """
-    h, w = size
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * CANVAS / h
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * CANVAS / w
-    if edit.kind == "background":
-        if background == "full":
-            return torch.ones(1, 1, h, w)
-        keep = torch.zeros(h, w, dtype=torch.bool)
-        for o in edit.target.objects:
-            keep |= _box(o, 0.0, ys, xs)
-        return keep.float()[None, None]
-    objs = [edit.target.objects[edit.obj]]
-    if edit.kind != "add":
-        objs.append(source.objects[edit.obj])
-    region = torch.zeros(h, w, dtype=torch.bool)
-    for o in objs:
-        region |= _box(o, margin, ys, xs)
-    return (~region).float()[None, None]
 
 
 # --- the runner -------------------------------------------------------------------------------
