@@ -139,6 +139,8 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     assert args.command == "bench" and args.bench == "edits" and args.quick and args.work is None
     assert main(["bench", "edits", "--quick", "--preset", "full"]) == 2
     assert "--quick contradicts --preset full" in capsys.readouterr().err
+    assert main(["bench", "edits", "--quick", "--lora-rank", "4"]) == 2
+    assert "--lora-rank needs --tune-method lora" in capsys.readouterr().err
 
 
 def test_lora_tunes_back_to_back(tiny_model, tmp_path):

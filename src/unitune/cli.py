@@ -219,6 +219,8 @@ def _add_bench_parser(sub) -> None:
     be.add_argument(
         "--tune-method", choices=["full", "lora"], help="fine-tune the scenes with this method"
     )
+    be.add_argument("--lora-rank", type=int, help="with --tune-method lora (default 16)")
+    be.add_argument("--tune-lr", type=float, help="fine-tuning learning rate (default per method)")
     be.add_argument("--out", default="bench-edits", help="tables and plots (default bench-edits)")
     be.add_argument(
         "--work", help="tunes and per-scene results, reused on rerun (default OUT/work)"
@@ -376,8 +378,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.quick and args.preset not in (None, "quick"):
         raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")
     bc = PRESETS["quick" if args.quick else args.preset or "full"]
+    extra = []
     if args.tune_method and args.tune_method != "full":
-        bc = replace(bc, tune_extra=(("method", args.tune_method),))
+        extra.append(("method", args.tune_method))
+    if args.lora_rank is not None:
+        if args.tune_method != "lora":
+            raise UserError("--lora-rank needs --tune-method lora", "add --tune-method lora")
+        extra.append(("lora_rank", args.lora_rank))
+    if args.tune_lr is not None:
+        extra.append(("lr", args.tune_lr))
+    if extra:
+        bc = replace(bc, tune_extra=tuple(extra))
     if args.scenes is not None:
         if args.scenes < 1:
             raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")
