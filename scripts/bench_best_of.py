@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unitune.bench.edits import make_suite
+from unitune.bench.edits import image_tensor, make_suite
 from unitune.edit import Editor
 from unitune.fileio import atomic_write_json
 from unitune.models import load_components
@@ -65,8 +65,7 @@ def main() -> None:
                     groups.setdefault((r["method"], r["label"]), []).append(r)
             for (method, label), rs in groups.items():
                 rs.sort(key=lambda r: r["seed"])
-                pix = torch.stack([torch.from_numpy(np.asarray(Image.open(work / sid / r["file"])
-                                   .convert("RGB"), np.float32) / 255).permute(2, 0, 1) for r in rs])  # fmt: skip
+                pix = torch.stack([image_tensor(Image.open(work / sid / r["file"])) for r in rs])
                 es, lp = judge.score(pix)
                 ok = [bool(r["success"]) for r in rs]
                 pick = {name: int(torch.argmax(s)) for name, s in (

@@ -37,6 +37,13 @@ def by(rs: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return out
 
 
+def table(rs: list[dict], keys: dict[str, str], cols: dict[str, str]) -> list[dict]:
+    """One row per value of the record fields ``keys`` (renamed), with n and the means of ``cols``
+    (output name -> record field)."""
+    groups = sorted(by(rs, *keys.values()).items())
+    return [{**dict(zip(keys, k)), "n": len(g), **{o: mean(g, f) for o, f in cols.items()}} for k, g in groups]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
@@ -50,18 +57,12 @@ def main() -> None:
                  "title": data["summary"]["title"], "scenes": len(scenes)}  # fmt: skip
 
     rec = [r for r in recs if r["method"] == "reconstruct"]
-    out["claim1_reconstruction"] = [
-        {"checkpoint": c, "cfg": w, "n": len(g), "lpips": mean(g, "lpips_full"),
-         "psnr": mean(g, "psnr_full"), "reads_back": mean(g, "success"),
-         "count_ok": mean(g, "count_ok")}
-        for (c, w), g in sorted(by(rec, "checkpoint", "cfg").items())]  # fmt: skip
+    out["claim1_reconstruction"] = table(rec, {"checkpoint": "checkpoint", "cfg": "cfg"},
+        {"lpips": "lpips_full", "psnr": "psnr_full", "reads_back": "success", "count_ok": "count_ok"})  # fmt: skip
 
     uni = [r for r in recs if r["method"] == "unitune"]
-    out["claim2_cfg"] = [
-        {"cfg": w, "t0": t0, "n": len(g), "success": mean(g, "success"),
-         "edit_hit": mean(g, "edit_hit"), "fidelity": mean(g, "fidelity"),
-         "preservation": mean(g, "preservation")}
-        for (w, t0), g in sorted(by(uni, "cfg", "t0").items())]  # fmt: skip
+    out["claim2_cfg"] = table(uni, {"cfg": "cfg", "t0": "t0"},
+        {m: m for m in ("success", "edit_hit", "fidelity", "preservation")})  # fmt: skip
 
     # per (scene, config) sums, so a bootstrap resample of scenes is a sum of rows
     configs = sorted({(r["method"], r["label"]) for r in recs if r["method"] != "reconstruct"})
@@ -97,10 +98,8 @@ def main() -> None:
     out["claim3_frontier"] = claim3
 
     sine = [r for r in recs if r["method"] == "sine"]
-    out["claim4_sine"] = [
-        {"K": K, "v": v, "n": len(g), "success": mean(g, "success"), "edit_hit": mean(g, "edit_hit"),
-         "lpips_masked": mean(g, "lpips_masked"), "preservation": mean(g, "preservation")}
-        for (K, v), g in sorted(by(sine, "sine_K", "sine_v").items())]  # fmt: skip
+    out["claim4_sine"] = table(sine, {"K": "sine_K", "v": "sine_v"},
+        {m: m for m in ("success", "edit_hit", "lpips_masked", "preservation")})  # fmt: skip
 
     out["per_kind"] = {f"{m} {lab}": {k: mean(g2, "success") for (k,), g2 in sorted(by(g, "kind").items())}
                        for (m, lab), g in by([r for r in recs if r["method"] != "reconstruct"], "method", "label").items()}  # fmt: skip

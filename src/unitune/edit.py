@@ -138,6 +138,11 @@ class Editor:
         fitted, _ = fit_image(self.original, hw, self.tune_cfg.resize)
         return encode_image(self.comp, pil_to_tensor(fitted))
 
+    def base_image_at(self, hw: tuple[int, int]) -> Image.Image:
+        """The base image at output size hw: the tune's own, or the original center-cropped."""
+        res = tuple(self.folder.manifest["resolution"])
+        return self.base_image if tuple(hw) == res else fit_image(self.original, hw, "crop")[0]
+
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
         return f"{self.tune_cfg.rare_token} {prompt}".strip() if cfg.rare_token else prompt
 
@@ -204,8 +209,7 @@ class Editor:
         pixels = (decode_latents(comp, latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
         base = None
         if pix_mask is not None or cfg.interpolate:
-            base_img = self.base_image if hw == res else fit_image(self.original, hw, "crop")[0]
-            base = (pil_to_tensor(base_img).to(pixels.device) / 2 + 0.5).clamp(0, 1)
+            base = (pil_to_tensor(self.base_image_at(hw)).to(pixels.device) / 2 + 0.5).clamp(0, 1)
         if pix_mask is not None:  # outside the mask the output IS the input, in pixel space too
             pixels = pix_mask * pixels + (1 - pix_mask) * base
         if cfg.interpolate:

@@ -102,7 +102,7 @@ class Judge:
         x0 = editor.base_latents(hw)  # (1, C, h, w)
         g = torch.Generator("cpu").manual_seed(rc.seed)
         self.noise = torch.randn((rc.probes, *x0.shape[1:]), generator=g).to(x0)  # (P, C, h, w)
-        self.base_pix = (pil_to_tensor(editor_base(editor, hw)) / 2 + 0.5).clamp(0, 1)
+        self.base_pix = (pil_to_tensor(editor.base_image_at(hw)) / 2 + 0.5).clamp(0, 1)
         pred, _ = self._predict(x0)  # (1, 2, P, C, h, w)
         self.keep = 1 - edit_region(pred[0, 1], pred[0, 0], hw, rc.threshold)
         if self.keep.mean() < rc.min_keep:  # a global edit: judge fidelity on the whole image
@@ -149,13 +149,6 @@ def editor_scheduler(editor):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(editor.comp.scheduler_config)
-
-
-def editor_base(editor, hw: tuple[int, int]):
-    from .images import fit_image
-
-    res = tuple(editor.folder.manifest["resolution"])
-    return editor.base_image if tuple(hw) == res else fit_image(editor.original, hw, "crop")[0]
 
 
 def reference_prompt(editor, prompt_guidance: str | None = None) -> str:

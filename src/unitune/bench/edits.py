@@ -185,8 +185,21 @@ def label(method: str, ec: EditConfig) -> str:
     return f"c{ec.checkpoint} {t}"
 
 
-def _tensor(img) -> torch.Tensor:
+def image_tensor(img) -> torch.Tensor:
+    """PIL image -> (3, H, W) float in [0, 1], exactly the saved 8-bit pixels."""
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)  # fmt: skip
+
+
+def _distances(images, base: torch.Tensor, lp, mask: torch.Tensor | None = None):
+    """(LPIPS (N,), PSNR (N,)) of the images to the base (3, H, W), over ``mask`` if given."""
+    from ..metrics import psnr
+
+    x = torch.stack([image_tensor(im) for im in images])
+    y = base[None].expand_as(x)
+    dev = next(lp.parameters()).device
+    with torch.no_grad():
+        lpips = lp(x.to(dev), y.to(dev), None if mask is None else mask.to(dev)).cpu()
+    return lpips, psnr(x, y, mask) if mask is not None else psnr(x, y)
 
 
 def _restore(unet, pristine: dict[str, torch.Tensor]) -> None:
@@ -228,15 +241,8 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, c
 def _score(images, seeds, edit: Edit, before: Reading, base: torch.Tensor, mask: torch.Tensor,
            lp, common: dict) -> list[dict]:  # fmt: skip
     """One record per image: the oracle's verdict, LPIPS and PSNR to the base (masked, full)."""
-    from ..metrics import psnr
-
-    x = torch.stack([_tensor(im) for im in images])
-    y = base[None].expand_as(x)
-    dev = next(lp.parameters()).device
-    with torch.no_grad():
-        lm = lp(x.to(dev), y.to(dev), mask.to(dev)).cpu()
-        lf = lp(x.to(dev), y.to(dev)).cpu()
-    pm, pf = psnr(x, y, mask), psnr(x, y)
+    lm, pm = _distances(images, base, lp, mask)
+    lf, pf = _distances(images, base, lp)
     out = []
     for j, im in enumerate(images):
         v = judge(edit, before, read(im))
@@ -266,19 +272,12 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
     """UniTune's claim (1): the tuned prompt alone (no edit), from pure noise, at every checkpoint
     (0 = the pretrained model) and CFG in ``recon_cfgs``. ``success`` = the oracle reads back the
     whole base scene; LPIPS / PSNR are over the full image."""
-    from ..metrics import psnr
-
     text = item.caption if bc.tune_prompt == "caption" else ""
     records = []
     for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
         ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), checkpoint=c, cfg=w, t0=1.0)
         res = ed.edit(text, ec, progress=False)
-        x = torch.stack([_tensor(im) for im in res.images])
-        y = base[None].expand_as(x)
-        dev = next(lp.parameters()).device
-        with torch.no_grad():
-            lf = lp(x.to(dev), y.to(dev)).cpu()
-        pf = psnr(x, y)
+        lf, pf = _distances(res.images, base, lp)
         for j, im in enumerate(res.images):
             seen = read(im)
             records.append({"method": "reconstruct", "label": f"c{c} t0=1 w={w:g}",
@@ -311,7 +310,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     t1 = time.time()
     _restore(comp.unet, pristine)  # the Editor snapshots the pretrained weights from comp.unet
     ed = Editor(d / "tune", str(comp.device), comp=comp)
-    base = _tensor(ed.base_image)  # what the tune saw, at the model's resolution
+    base = image_tensor(ed.base_image)  # what the tune saw, at the model's resolution
     before = read(ed.base_image)
     size = tuple(base.shape[-2:])
     masks = {e.kind: keep_mask(item.scene, e, size, bc.mask_margin, bc.background_mask)
