@@ -63,7 +63,8 @@ class Batches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
         rng = np.random.default_rng([self.cfg.seed, self.start, wid])
-        torch.set_num_threads(1)  # many workers: one thread each
+        if info is not None:
+            torch.set_num_threads(1)  # many workers: one thread each (not the main process)
         tok = load_clip_tokenizer() if self.with_text else None
         while True:
             scenes = [sample_scene(rng) for _ in range(self.batch)]
