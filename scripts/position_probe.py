@@ -3,8 +3,8 @@
     python scripts/position_probe.py --model world --out docs/position_probe.json
 
 Two measurements on 64 held-out single-object scenes (fixed seeds):
-  * text: the distance between the text encoder's states for "on the left" and "on the right"
-    (the position token), beside the distance for a colour swap ("red" -> "blue");
+  * text: how far apart the text encoder's token states are for "on the left" vs "on the
+    right", beside the same for a colour swap ("red" vs "blue");
   * denoising: the UNet's epsilon loss at t in {400, 600, 800, 900} with the true caption and
     with the same caption naming a wrong position (same noise). A model that reads position
     words predicts worse with the wrong one: rel_gap = (wrong - true) / true > 0.
@@ -13,6 +13,7 @@ Two measurements on 64 held-out single-object scenes (fixed seeds):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from diffusers import DDPMScheduler
 
 from unitune.embedded.arch import scheduler_config
 from unitune.fileio import atomic_write_json
-from unitune.models import encode_prompts, load_components
+from unitune.models import encode_prompts, load_components, resolve_model_ref
 from unitune.world.render import render
 from unitune.world.scene import FULL, caption, sample_scene
 
@@ -39,17 +40,21 @@ def _wrong_position(scene):
 @torch.no_grad()
 def probe(model: str, n: int = 64, seed: int = 5) -> dict:
     comp = load_components(model)
-    # token 7 is the first word after "a large red circle on the" (BOS at 0)
     e = encode_prompts(
         comp,
-        ["a large red circle on the left", "a large red circle on the right",
-         "a large blue circle on the left"],
+        [
+            "a large red circle on the left",
+            "a large red circle on the right",
+            "a large blue circle on the left",
+        ],
         warn=False,
-    ).float()  # fmt: skip
+    ).float()  # (3, 77, width): every token state, as the UNet's cross-attention sees them
+    # the causal encoder carries a word's meaning into every later token, padding included,
+    # so compare the largest per-token distance, not the word's own token
     text = {
-        "left_vs_right_position_token": round((e[0] - e[1]).norm(dim=-1)[7].item(), 3),
-        "red_vs_blue_colour_token": round((e[0] - e[2]).norm(dim=-1)[3].item(), 3),
-        "token_state_norm": round(e[0].norm(dim=-1)[7].item(), 3),
+        "max_token_distance_left_vs_right": round((e[0] - e[1]).norm(dim=-1).max().item(), 3),
+        "max_token_distance_red_vs_blue": round((e[0] - e[2]).norm(dim=-1).max().item(), 3),
+        "token_state_norm": round(e[0].norm(dim=-1).mean().item(), 3),
     }
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng, n_objects=1, split="eval") for _ in range(n)]
@@ -78,7 +83,14 @@ def probe(model: str, n: int = 64, seed: int = 5) -> dict:
             "wrong": round(wrong, 6),
             "rel_gap_percent": round(100 * (wrong - true) / true, 3),
         }
-    return {"model": model, "n": n, "text": text, "denoise": denoise}
+    return {"model": model, "unet_sha256": unet_sha256(model), "n": n, "text": text,
+            "denoise": denoise}  # fmt: skip
+
+
+def unet_sha256(model: str) -> str | None:
+    """First 16 hex digits of the UNet weights' sha256 (which model was probed), if a folder."""
+    f = Path(resolve_model_ref(model)) / "unet" / "diffusion_pytorch_model.safetensors"
+    return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.exists() else None
 
 
 def main() -> None:
