@@ -48,8 +48,10 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     assert pipe.tokenizer.vocab_size == 49408
     img = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
-    # rerunning resumes: two more steps continue from step 2, the VAE is not retrained
-    cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1)
+    # rerunning resumes (here with the weighted loss): two more steps continue from step 2, the
+    # VAE is not retrained
+    cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1,
+                       x0_cap=50.0)  # fmt: skip
     train(cfg3, work, None, device="cpu", progress=False)
     assert int(load_file(work / "diffusion.safetensors")["step"]) == 4
     log2 = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
@@ -80,3 +82,17 @@ def test_shipped_model_goes_through_unitunes_model_path():
     by_path = load_components(str(SHIPPED), device="cpu")
     a, b = comp.unet.state_dict(), by_path.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_weights_plain_v_and_capped():
+    from diffusers import DDPMScheduler
+
+    from unitune.embedded.arch import scheduler_config
+    from unitune.embedded.train import loss_weights
+
+    ab = DDPMScheduler.from_config(scheduler_config()).alphas_cumprod
+    t = torch.tensor([0, 300, 999])
+    assert torch.equal(loss_weights(ab, t, 0.0), torch.ones(3))
+    w = loss_weights(ab, t, 50.0)
+    assert w[0] == pytest.approx(1 / ab[0].item()) and w[1] == pytest.approx(1 / ab[300].item())
+    assert w[2] == 50.0 and 1 / ab[999].item() > 50  # the cap binds only at high t

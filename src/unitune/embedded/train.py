@@ -99,6 +99,16 @@ def _images(batch, cfg: TrainConfig, dev, gen: torch.Generator) -> torch.Tensor:
     return render(scenes, r, dev, noise) * 2 - 1
 
 
+def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, x0_cap: float) -> torch.Tensor:
+    """(B,) weights of the per-sample epsilon losses: min(1/alpha_bar_t, x0_cap), or 1 if 0.
+
+    An epsilon error e means an x0 error e * sqrt((1 - a) / a) (a = alpha_bar_t), so 1/a makes
+    the loss the v-prediction loss; capped, so the last ~15% of t do not dominate."""
+    if x0_cap <= 0:
+        return torch.ones(t.shape, device=t.device)
+    return (1 / alphas_cumprod[t]).clamp(max=x0_cap)
+
+
 def _opt_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, st in opt.state_dict()["state"].items():
@@ -258,9 +268,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
             emb = te(ids.to(dev))[0]  # last_hidden_state, exactly what SD pipelines feed
             pred = unet(noisy, t, encoder_hidden_states=emb).sample
         per = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
-        if cfg.x0_cap > 0:
-            per = per * (1 / sched.alphas_cumprod.to(dev)[t]).clamp(max=cfg.x0_cap)
-        loss = per.mean()
+        loss = (per * loss_weights(sched.alphas_cumprod.to(dev), t, cfg.x0_cap)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
