@@ -1,0 +1,64 @@
+"""The `unitune bench` subcommands: a thin layer over unitune.bench.edits."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..errors import UserError
+
+
+def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`unitune bench ...` under the main parser's subcommands (add_common: the shared flags)."""
+    b = sub.add_parser("bench", help="benchmarks on the embedded world model (docs/BENCHMARKS.md)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    be = bsub.add_parser(
+        "edits",
+        help="the editing suite: SDEdit, UniTune (+interp, +prompt guidance), SINE; oracle-judged",
+    )
+    be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
+    be.add_argument(
+        "--preset",
+        choices=["quick", "medium", "full", "tune-compare"],
+        help="quick (= --quick), medium (8 scenes, one CPU session), full (default: 40 scenes) or "
+        "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora)",
+    )
+    be.add_argument(
+        "--tune-method", choices=["full", "lora"], help="fine-tune the scenes with this method"
+    )
+    be.add_argument("--lora-rank", type=int, help="with --tune-method lora (default 16)")
+    be.add_argument("--tune-lr", type=float, help="fine-tuning learning rate (default per method)")
+    be.add_argument("--out", default="bench-edits", help="tables and plots (default bench-edits)")
+    be.add_argument(
+        "--work", help="tunes and per-scene results, reused on rerun (default OUT/work)"
+    )
+    be.add_argument("--scenes", type=int, help="number of scenes (default: 4 quick, 40 full)")
+    add_common(be)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from .edits import PRESETS, run_bench
+    from .report import format_summary
+
+    if args.quick and args.preset not in (None, "quick"):
+        raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")
+    bc = PRESETS["quick" if args.quick else args.preset or "full"]
+    extra = []
+    if args.tune_method and args.tune_method != "full":
+        extra.append(("method", args.tune_method))
+    if args.lora_rank is not None:
+        if args.tune_method != "lora":
+            raise UserError("--lora-rank needs --tune-method lora", "add --tune-method lora")
+        extra.append(("lora_rank", args.lora_rank))
+    if args.tune_lr is not None:
+        extra.append(("lr", args.tune_lr))
+    if extra:
+        bc = replace(bc, tune_extra=tuple(extra))
+    if args.scenes is not None:
+        if args.scenes < 1:
+            raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")
+        bc = replace(bc, n_scenes=args.scenes)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    summary = run_bench(bc, args.out, args.work, device=args.device, log=log)
+    print(format_summary(summary))
