@@ -23,13 +23,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
 
 
-__all__ = [
-    "FULL",
-    "QUICK",
-    "BenchConfig",
-    "SceneItem",
-    "keep_mask",
-    "make_suite",
-    "pareto_front",
-    "run_bench",
-]
+__all__ = sorted(_HOME)

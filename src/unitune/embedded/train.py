@@ -237,6 +237,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         return unet, te, ema, start
     sched = DDPMScheduler.from_config(scheduler_config())
     sf = vae.config.scaling_factor
+    alphas_cumprod = sched.alphas_cumprod.to(dev)  # (1000,), for the loss weights
     data = _loader(cfg, cfg.batch, start, with_text=True)
     gen = torch.Generator(dev).manual_seed(cfg.seed * 1000003 + start)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
@@ -268,7 +269,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
             emb = te(ids.to(dev))[0]  # last_hidden_state, exactly what SD pipelines feed
             pred = unet(noisy, t, encoder_hidden_states=emb).sample
         per = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
-        loss = (per * loss_weights(sched.alphas_cumprod.to(dev), t, cfg.x0_cap)).mean()
+        loss = (per * loss_weights(alphas_cumprod, t, cfg.x0_cap)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
