@@ -48,12 +48,16 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     assert pipe.tokenizer.vocab_size == 49408
     img = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
-    # rerunning resumes (here with the weighted loss): two more steps continue from step 2, the
-    # VAE is not retrained
+    # rerunning resumes: two more steps continue from step 2, the VAE is not retrained (here
+    # with the weighted loss
+    # and the layout read-out, which joins a state saved without it)
     cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1,
-                       x0_cap=50.0)  # fmt: skip
-    train(cfg3, work, None, device="cpu", progress=False)
-    assert int(load_file(work / "diffusion.safetensors")["step"]) == 4
+                       x0_cap=50.0, layout=0.5)  # fmt: skip
+    train(cfg3, work, tmp_path / "export3", device="cpu", progress=False)
+    state = load_file(work / "diffusion.safetensors")
+    assert int(state["step"]) == 4 and state["layout.queries"].shape == (9, TINY.text_width)
+    with safe_open(tmp_path / "export3" / "text_encoder" / "model.safetensors", "pt") as f:
+        assert not any("layout" in k for k in f.keys())  # training-only: never exported
     log2 = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert sum(1 for r in log2 if r.get("done")) == 1
 
@@ -96,3 +100,26 @@ def test_loss_weights_plain_v_and_capped():
     w = loss_weights(ab, t, 50.0)
     assert w[0] == pytest.approx(1 / ab[0].item()) and w[1] == pytest.approx(1 / ab[300].item())
     assert w[2] == 50.0 and 1 / ab[999].item() > 50  # the cap binds only at high t
+
+
+def test_layout_targets_and_a_bounded_read_out():
+    import numpy as np
+
+    from unitune.embedded import layout as L
+    from unitune.world.scene import Obj, Scene
+
+    scene = Scene("grey", (Obj("star", "red", "large", "filled", "left"),
+                           Obj("heart", "blue", "small", "outline", "top right")))  # fmt: skip
+    cap, cols, shps = L.layout_caption(scene, np.random.default_rng(0))
+    assert "left" in cap and "top right" in cap
+    assert cols[L.SLOTS.index("left")] == L.COLOUR_CLASSES.index("red")
+    assert shps[L.SLOTS.index("top right")] == L.SHAPE_CLASSES.index("heart")
+    assert sum(c > 0 for c in cols) == 2 and sum(s > 0 for s in shps) == 2
+    head = L.LayoutHead(16)
+    states = torch.randn(2, 77, 16, requires_grad=True)
+    lc, ls = head(states * 1000)  # cosine read-out: no scale of the states makes logits larger
+    assert lc.shape == (2, 9, 11) and ls.shape == (2, 9, 6)
+    assert lc.abs().max() <= L.TEMPERATURE + 1e-4 and ls.abs().max() <= L.TEMPERATURE + 1e-4
+    t = torch.tensor([cols, cols]), torch.tensor([shps, shps])
+    L.layout_loss(head, states, *t).backward()
+    assert states.grad.abs().sum() > 0  # the gradient reaches the text states

@@ -28,6 +28,8 @@ from ..fileio import atomic_save_safetensors, atomic_write_text
 from ..world.render import render
 from ..world.scene import sample_scene, training_caption
 from .arch import TINY, ArchConfig, build_text_encoder, build_unet, build_vae, scheduler_config
+from .layout import LayoutHead, layout_accuracy, layout_caption, layout_loss
+from .trainstate import load_opt_tensors, log_record, opt_tensors, prefixed, unprefixed, warm_start
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,16 @@ class TrainConfig:
     # where the layout is decided, it barely trains; 1/alpha_bar_t turns it into the
     # v-prediction loss (SD 2's), and the cap stops t ~ 1000 from dominating.
     x0_cap: float = 0.0
+    # Weight of the layout read-out loss on the text encoder (embedded/layout.py: per position
+    # slot, the colour and shape there); 0 = off. It gives position words a direct gradient.
+    layout: float = 0.0
     save_every: int = 1000  # steps between resumable states
     workers: int = 0  # data-loader processes (0 = in the main process)
 
 
 class Batches(torch.utils.data.IterableDataset):
-    """Endless (token ids (B, 77), texture noise (B, 3, R, R), scenes) batches."""
+    """Endless (token ids (B, 77), texture std (B,), scenes, layout) batches; layout is
+    (token ids (B, 77), colour ids (B, 9), shape ids (B, 9)) of other scenes, or None."""
 
     def __init__(self, cfg: TrainConfig, batch: int, start: int, with_text: bool = True):
         self.cfg, self.batch, self.start, self.with_text = cfg, batch, start, with_text
@@ -74,7 +80,14 @@ class Batches(torch.utils.data.IterableDataset):
                 ids = tok(caps, padding="max_length", max_length=77, truncation=True,
                           return_tensors="pt").input_ids  # fmt: skip
             std = torch.tensor([s.noise for s in scenes])  # texture noise is drawn on the device
-            yield ids, std, scenes
+            layout = None
+            if tok is not None and self.cfg.layout > 0:
+                caps, cols, shps = zip(*(layout_caption(sample_scene(rng), rng)
+                                         for _ in range(self.batch)))  # fmt: skip
+                lids = tok(list(caps), padding="max_length", max_length=77, truncation=True,
+                           return_tensors="pt").input_ids  # fmt: skip
+                layout = (lids, torch.tensor(cols), torch.tensor(shps))
+            yield ids, std, scenes, layout
 
 
 def _loader(cfg: TrainConfig, batch: int, start: int, with_text: bool):
@@ -92,7 +105,7 @@ def _loader(cfg: TrainConfig, batch: int, start: int, with_text: bool):
 
 
 def _images(batch, cfg: TrainConfig, dev, gen: torch.Generator) -> torch.Tensor:
-    ids, std, scenes = batch
+    ids, std, scenes, _ = batch
     r = cfg.arch.resolution
     noise = torch.randn((len(scenes), 3, r, r), generator=gen, device=dev)
     noise = noise * std.to(dev).view(-1, 1, 1, 1)
@@ -109,61 +122,6 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, x0_cap: float) -
     return (1 / alphas_cumprod[t]).clamp(max=x0_cap)
 
 
-def _opt_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def _load_opt(opt: torch.optim.Optimizer, t: dict[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict] = {}
-    for key, v in t.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-
-def _prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
-
-
-def _unprefix(prefix: str, t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in t.items() if k.startswith(prefix + ".")}
-
-
-def _log(work: Path, rec: dict) -> None:
-    line = json.dumps(rec)
-    print(line, flush=True)
-    with open(work / "log.jsonl", "a") as f:
-        f.write(line + "\n")
-
-
-def _init_from(init: Path, work: Path) -> None:
-    """Warm start: seed the work folder with an exported model's VAE and (EMA) diffusion
-    weights; the optimiser and the learning-rate schedule start afresh."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    if (work / "vae.safetensors").exists():
-        return
-    vae = AutoencoderKL.from_pretrained(init / "vae", torch_dtype=torch.float32)
-    sf = torch.tensor(float(vae.config.scaling_factor))
-    atomic_save_safetensors(
-        {**_prefixed("vae", vae), "scaling_factor": sf}, work / "vae.safetensors"
-    )
-    unet = UNet2DConditionModel.from_pretrained(init / "unet", torch_dtype=torch.float32)
-    te = CLIPTextModel.from_pretrained(init / "text_encoder", dtype=torch.float32)
-    params = list(unet.parameters()) + list(te.parameters())
-    t = {**_prefixed("unet", unet), **_prefixed("te", te), "step": torch.tensor(0)}
-    t.update({f"ema.{i}": p.detach().clone() for i, p in enumerate(params)})
-    atomic_save_safetensors(t, work / "warm.safetensors")
-
-
 def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = True):
     """Stage 1. Returns the trained VAE with its scaling factor set from data."""
     done = work / "vae.safetensors"
@@ -171,7 +129,7 @@ def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = 
     vae = build_vae(cfg.arch).to(dev)
     if done.exists():
         t = load_file(done)
-        vae.load_state_dict(_unprefix("vae", t))
+        vae.load_state_dict(unprefixed("vae", t))
         vae.register_to_config(scaling_factor=float(t["scaling_factor"]))
         return vae
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -192,7 +150,7 @@ def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = 
         opt.step()
         bar.set_postfix(l1=f"{l1.item():.4f}")
         if step % 100 == 0:
-            _log(work, {"stage": "vae", "step": step, "l1": l1.item(), "loss": loss.item()})
+            log_record(work, {"stage": "vae", "step": step, "l1": l1.item(), "loss": loss.item()})
     vae.eval()
     with torch.no_grad():  # scale latents to unit variance, as SD's 0.18215 does for its VAE
         zs = torch.cat(
@@ -200,8 +158,8 @@ def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = 
         )
     sf = float(1.0 / zs.std())
     vae.register_to_config(scaling_factor=sf)
-    atomic_save_safetensors({**_prefixed("vae", vae), "scaling_factor": torch.tensor(sf)}, done)
-    _log(work, {"stage": "vae", "done": True, "scaling_factor": sf, "l1": l1.item()})
+    atomic_save_safetensors({**prefixed("vae", vae), "scaling_factor": torch.tensor(sf)}, done)
+    log_record(work, {"stage": "vae", "done": True, "scaling_factor": sf, "l1": l1.item()})
     return vae
 
 
@@ -219,6 +177,10 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         {"params": [p for p in params if p is not emb_w], "weight_decay": 0.01},
         {"params": [emb_w], "weight_decay": 0.0},
     ]
+    # training-only read-out, appended last so older states' optimiser indices still match
+    head = LayoutHead(cfg.arch.text_width).to(dev) if cfg.layout > 0 else None
+    if head is not None:
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
     ema = [p.detach().clone().float() for p in params]
     state_file = work / "diffusion.safetensors"
@@ -227,11 +189,13 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
     src = state_file if state_file.exists() else (warm if warm.exists() else None)
     if src is not None:
         t = load_file(src, device=str(dev))
-        unet.load_state_dict(_unprefix("unet", t))
-        te.load_state_dict(_unprefix("te", t), strict=False)
+        unet.load_state_dict(unprefixed("unet", t))
+        te.load_state_dict(unprefixed("te", t), strict=False)
+        if head is not None and "layout.queries" in t:
+            head.load_state_dict(unprefixed("layout", t))
         ema = [t[f"ema.{i}"].float() for i in range(len(params))]
         if src == state_file:
-            _load_opt(opt, t)
+            load_opt_tensors(opt, t)
             start = int(t["step"])
     if start >= cfg.steps:
         return unet, te, ema, start
@@ -243,10 +207,12 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
     bar = tqdm(range(start, cfg.steps), desc="unet+text", disable=not progress, initial=start,
                total=cfg.steps)  # fmt: skip
-    t_begin, run_loss = time.time(), []
+    t_begin, run_loss, run_layout = time.time(), [], []
 
     def save(step: int) -> None:
-        tensors = {**_prefixed("unet", unet), **_prefixed("te", te), **_opt_state(opt)}
+        tensors = {**prefixed("unet", unet), **prefixed("te", te), **opt_tensors(opt)}
+        if head is not None:
+            tensors.update(prefixed("layout", head))
         tensors.update({f"ema.{i}": e for i, e in enumerate(ema)})
         tensors["step"] = torch.tensor(step)
         atomic_save_safetensors(tensors, state_file)
@@ -270,9 +236,15 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
             pred = unet(noisy, t, encoder_hidden_states=emb).sample
         per = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = (per * loss_weights(alphas_cumprod, t, cfg.x0_cap)).mean()
+        if head is not None:
+            lids, cols, shps = (v.to(dev) for v in batch[3])
+            with amp or torch.autocast("cpu", enabled=False):
+                states = te(lids)[0]
+            loss = loss + cfg.layout * layout_loss(head, states, cols, shps)
+            run_layout.append(layout_accuracy(head, states, cols, shps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
         with torch.no_grad():
             d = min(cfg.ema, (1 + step) / (10 + step))  # short warm-up of the EMA
@@ -281,9 +253,12 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(run_loss[-50:]):.4f}")
         if (step + 1) % 200 == 0:
-            _log(work, {"stage": "diffusion", "step": step + 1, "loss": float(np.mean(run_loss)),
-                        "sec": round(time.time() - t_begin, 1)})  # fmt: skip
-            run_loss = []
+            rec = {"stage": "diffusion", "step": step + 1, "loss": float(np.mean(run_loss)),
+                   "sec": round(time.time() - t_begin, 1)}  # fmt: skip
+            if run_layout:  # occupied slots read right (colour and shape) by the read-out
+                rec["layout_acc"] = round(float(np.mean(run_layout)), 4)
+            log_record(work, rec)
+            run_loss, run_layout = [], []
         if (step + 1) % cfg.save_every == 0:
             save(step + 1)
         if time_limit and time.time() - t_begin > time_limit:
@@ -353,7 +328,7 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: st
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if init_from:
-        _init_from(Path(init_from), work)
+        warm_start(Path(init_from), work)
     vae = train_vae(cfg, work, dev, progress)
     vae.requires_grad_(False).eval()
     unet, te, ema, steps = train_diffusion(cfg, work, vae, dev, progress, time_limit)
@@ -376,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int)
     ap.add_argument("--ema", type=float, help="EMA decay (default 0.9995; shorter runs: less)")
     ap.add_argument("--x0-cap", type=float, help="loss weight min(1/alpha_bar, cap); 0 = plain")
+    ap.add_argument("--layout", type=float, help="layout read-out loss weight; 0 = off")
     ap.add_argument("--save-every", type=int)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quiet", action="store_true")
@@ -383,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(arch=TINY) if a.tiny else TrainConfig()
     over = {"steps": a.steps, "vae_steps": a.vae_steps, "batch": a.batch, "workers": a.workers,
             "lr": a.lr, "warmup": a.warmup, "ema": a.ema, "x0_cap": a.x0_cap,
-            "save_every": a.save_every}  # fmt: skip
+            "save_every": a.save_every, "layout": a.layout}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
     out = train(cfg, a.work, a.out, a.device, not a.quiet, a.time_limit, a.init_from)
     if out:
