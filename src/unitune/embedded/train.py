@@ -180,7 +180,8 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
     # training-only read-out, appended last so older states' optimiser indices still match
     head = LayoutHead(cfg.arch.text_width).to(dev) if cfg.layout > 0 else None
     if head is not None:
-        groups.append({"params": list(head.parameters()), "weight_decay": 0.0})
+        # 10x lr: the read-out must find the slots before its gradient into the text means much
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": 10.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
     ema = [p.detach().clone().float() for p in params]
     state_file = work / "diffusion.safetensors"
@@ -227,7 +228,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         frac = min(1.0, (step + 1) / cfg.warmup)
         cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * frac * cos
+            g["lr"] = cfg.lr * frac * cos * g.get("lr_scale", 1.0)
         noise = torch.randn(z.shape, generator=gen, device=dev)
         t = torch.randint(0, 1000, (z.shape[0],), generator=gen, device=dev)
         noisy = sched.add_noise(z, noise, t)
