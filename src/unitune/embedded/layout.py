@@ -18,7 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..world.scene import OBJECT_COLOURS, POSITIONS, SHAPES, CaptionStyle, Scene, caption
+from ..world.scene import (
+    OBJECT_COLOURS,
+    POSITIONS,
+    SHAPES,
+    CaptionStyle,
+    Scene,
+    caption,
+    sample_scene,
+)  # fmt: skip
 
 SLOTS = tuple(POSITIONS.values())  # 9 slot names, row-major
 COLOUR_CLASSES = ("none",) + OBJECT_COLOURS  # class 0 = no object in the slot
@@ -37,6 +45,14 @@ def layout_caption(scene: Scene, rng: np.random.Generator) -> tuple[str, list[in
         colours[s] = COLOUR_CLASSES.index(o.colour)
         shapes[s] = SHAPE_CLASSES.index(o.shape)
     return caption(scene, rng, LAYOUT_STYLE), colours, shapes
+
+
+def layout_batch(tok, rng: np.random.Generator, n: int, split: str = "train"):
+    """n fresh scenes' layout captions as (token ids (n, 77), colour ids (n, 9), shape ids (n, 9))."""
+    caps, cols, shps = zip(*(layout_caption(sample_scene(rng, split=split), rng) for _ in range(n)))
+    ids = tok(list(caps), padding="max_length", max_length=77, truncation=True,
+              return_tensors="pt").input_ids  # fmt: skip
+    return ids, torch.tensor(cols), torch.tensor(shps)
 
 
 class LayoutHead(torch.nn.Module):
@@ -72,25 +88,27 @@ class LayoutHead(torch.nn.Module):
         return cos(self.colour), cos(self.shape)
 
 
-def layout_loss(head: LayoutHead, states: torch.Tensor, colours: torch.Tensor,
+def layout_loss(logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor,
                 shapes: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """Cross-entropy of the colour and the shape per slot, targets (B, 9) class ids; occupied
-    and empty slots weigh half each (7 of 9 slots are empty on average: unbalanced, the read-out
-    learns "none" everywhere and sends the text encoder no position signal)."""
-    lc, ls = head(states)
-    occ = (colours > 0).flatten().float()  # (B*9,)
+    """Cross-entropy of the colour and the shape per slot, for the head's (colour, shape) logits
+    and targets (B, 9) class ids; occupied and empty slots weigh half each (7 of 9 slots are
+    empty on average: unbalanced, the read-out learns "none" everywhere and sends the text
+    encoder no position signal)."""
+    lc, ls = logits
     per = F.cross_entropy(lc.flatten(0, 1), colours.flatten(), reduction="none")
-    per = per + F.cross_entropy(ls.flatten(0, 1), shapes.flatten(), reduction="none")
-    return 0.5 * (per * occ).sum() / occ.sum().clamp(min=1) + 0.5 * (per * (1 - occ)).sum() / (
-        1 - occ
-    ).sum().clamp(min=1)
+    per = per + F.cross_entropy(ls.flatten(0, 1), shapes.flatten(), reduction="none")  # (B*9,)
+    occ = (colours > 0).flatten().float()
+    emp = 1 - occ
+    return 0.5 * (
+        (per * occ).sum() / occ.sum().clamp(min=1) + (per * emp).sum() / emp.sum().clamp(min=1)
+    )
 
 
 @torch.no_grad()
-def layout_accuracy(head: LayoutHead, states: torch.Tensor, colours: torch.Tensor,
+def layout_accuracy(logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor,
                     shapes: torch.Tensor) -> float:  # fmt: skip
     """Fraction of occupied slots whose colour and shape are both read correctly."""
-    lc, ls = head(states)
+    lc, ls = logits
     occ = colours > 0
     ok = (lc.argmax(-1) == colours) & (ls.argmax(-1) == shapes)
     return float(ok[occ].float().mean())

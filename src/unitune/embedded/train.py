@@ -28,7 +28,7 @@ from ..fileio import atomic_save_safetensors, atomic_write_text
 from ..world.render import render
 from ..world.scene import sample_scene, training_caption
 from .arch import TINY, ArchConfig, build_text_encoder, build_unet, build_vae, scheduler_config
-from .layout import LayoutHead, layout_accuracy, layout_caption, layout_loss
+from .layout import LayoutHead, layout_accuracy, layout_batch, layout_loss
 from .trainstate import load_opt_tensors, log_record, opt_tensors, prefixed, unprefixed, warm_start
 
 
@@ -82,11 +82,7 @@ class Batches(torch.utils.data.IterableDataset):
             std = torch.tensor([s.noise for s in scenes])  # texture noise is drawn on the device
             layout = None
             if tok is not None and self.cfg.layout > 0:
-                caps, cols, shps = zip(*(layout_caption(sample_scene(rng), rng)
-                                         for _ in range(self.batch)))  # fmt: skip
-                lids = tok(list(caps), padding="max_length", max_length=77, truncation=True,
-                           return_tensors="pt").input_ids  # fmt: skip
-                layout = (lids, torch.tensor(cols), torch.tensor(shps))
+                layout = layout_batch(tok, rng, self.batch)
             yield ids, std, scenes, layout
 
 
@@ -241,8 +237,9 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
             lids, cols, shps = (v.to(dev) for v in batch[3])
             with amp or torch.autocast("cpu", enabled=False):
                 states = te(lids)[0]
-            loss = loss + cfg.layout * layout_loss(head, states, cols, shps)
-            run_layout.append(layout_accuracy(head, states, cols, shps))
+            logits = head(states)  # once: the loss and the logged accuracy share it
+            loss = loss + cfg.layout * layout_loss(logits, cols, shps)
+            run_layout.append(layout_accuracy(logits, cols, shps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
