@@ -1,6 +1,7 @@
 """How much of a caption's layout can be read from a world model's text encoder?
 
-    python scripts/layout_readout.py --model world --out docs/layout_readout_shipped.json
+    python scripts/layout_readout.py --model <v1 folder> --out docs/layout_readout_v1.json
+    python scripts/layout_readout.py --model world --out docs/layout_readout_v2.json
     python scripts/layout_readout.py --model world --train-text   # can the encoder learn it?
 
 Trains only the layout read-out of unitune.embedded.layout (per position slot: colour and

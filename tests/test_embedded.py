@@ -49,9 +49,11 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     img = pipe("a red circle", num_inference_steps=2, height=32, width=32, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
     # rerunning resumes: two more steps continue from step 2, the VAE is not retrained (here
-    # with the weighted loss and the layout read-out, which joins a state saved without it)
+    # with the weighted loss, the layout read-out, which joins a state saved without it, and
+    # the decoder-only stage)
     cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1,
-                       x0_cap=50.0, layout=0.5)  # fmt: skip
+                       x0_cap=50.0, layout=0.5, object_weight=10.0, decoder_steps=2,
+                       decoder_batch=2)  # fmt: skip
     train(cfg3, work, tmp_path / "export3", device="cpu", progress=False)
     state = load_file(work / "diffusion.safetensors")
     assert int(state["step"]) == 4 and state["layout.queries"].shape == (9, TINY.text_width)
@@ -59,6 +61,36 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
         assert not any("layout" in k for k in f.keys())  # training-only: never exported
     log2 = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert sum(1 for r in log2 if r.get("done")) == 1
+    # the decoder stage moved the decoder only: the encoder (the latent space) is the VAE's
+    vae0, dec = load_file(work / "vae.safetensors"), load_file(work / "decoder.safetensors")
+    assert int(dec["step"]) == 2
+    enc = [k for k in vae0 if k.startswith(("vae.encoder.", "vae.quant_conv."))]
+    assert enc and all(torch.equal(vae0[k], dec[k]) for k in enc)
+    assert any(not torch.equal(vae0[k], dec[k]) for k in vae0 if k.startswith("vae.decoder."))
+    meta3 = json.loads((tmp_path / "export3" / "unitune_world.json").read_text())
+    assert meta3["done"]["decoder_steps"] == 2 and meta3["train"]["object_weight"] == 10.0
+
+
+def test_object_weights_cover_objects_and_only_objects():
+    import numpy as np
+
+    from unitune.embedded.vae_train import scene_images
+    from unitune.world.scene import sample_scene
+
+    rng = np.random.default_rng(0)
+    scenes = [sample_scene(rng, n_objects=1) for _ in range(4)]
+    batch = (None, torch.tensor([s.noise for s in scenes]), scenes, None)
+    x, w = scene_images(batch, 64, "cpu", torch.Generator().manual_seed(0), object_weight=10.0)
+    assert x.shape == (4, 3, 64, 64) and w.shape == (4, 1, 64, 64)
+    assert set(w.unique().tolist()) == {1.0, 11.0}
+    frac = (w > 1).float().mean(dim=(1, 2, 3))  # one object: a few % of the canvas, never 0
+    assert (frac > 0.005).all() and (frac < 0.25).all(), frac
+    for s, wi in zip(scenes, w):  # canvas units are pixels at 64 x 64
+        o = s.objects[0]
+        cx, cy = o.center()
+        assert wi[0, 0, 0] == 1.0  # a corner is background
+        if o.style != "outline":  # an outline's centre is background too
+            assert wi[0, int(cy), int(cx)] == 11.0
 
 
 def test_shipped_model_is_small_fp16_and_loads_through_diffusers():

@@ -1,5 +1,6 @@
-"""Train the embedded world model: (1) the VAE on rendered scenes, (2) the UNet and the text
-encoder together on (scene, caption) pairs, (3) export an fp16 diffusers folder.
+"""Train the embedded world model: (1) the VAE on rendered scenes (vae_train.py; optionally
+(1b) a decoder-only fine-tune), (2) the UNet and the text encoder together on (scene, caption)
+pairs, (3) export an fp16 diffusers folder.
 
     python -m unitune.embedded.train --work runs/world --out src/unitune/assets/world-model
 
@@ -19,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..clip_vocab import load_clip_tokenizer
 from ..fileio import atomic_save_safetensors, atomic_write_text
-from ..world.render import render
 from ..world.scene import sample_scene, training_caption
-from .arch import TINY, ArchConfig, build_text_encoder, build_unet, build_vae, scheduler_config
+from .arch import TINY, ArchConfig, build_text_encoder, build_unet, scheduler_config
 from .layout import LayoutHead, layout_accuracy, layout_batch, layout_loss
 from .trainstate import load_opt_tensors, log_record, opt_tensors, prefixed, unprefixed, warm_start
+from .vae_train import finetune_decoder, scene_images, train_vae
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,12 @@ class TrainConfig:
     # Weight of the layout read-out loss on the text encoder (embedded/layout.py: per position
     # slot, the colour and shape there); 0 = off. It gives position words a direct gradient.
     layout: float = 0.0
+    # Loss weight on object pixels is 1 + object_weight (vae_train.py: objects are a few % of
+    # the pixels, and a plain per-pixel loss decodes them as blobs); 0 = plain, as in v1.
+    object_weight: float = 0.0
+    decoder_steps: int = 0  # stage 1b: decoder-only fine-tune, encoder frozen (0 = skip)
+    decoder_batch: int = 32
+    decoder_lr: float = 3e-4
     save_every: int = 1000  # steps between resumable states
     workers: int = 0  # data-loader processes (0 = in the main process)
 
@@ -100,14 +106,6 @@ def _loader(cfg: TrainConfig, batch: int, start: int, with_text: bool):
     )
 
 
-def _images(batch, cfg: TrainConfig, dev, gen: torch.Generator) -> torch.Tensor:
-    ids, std, scenes, _ = batch
-    r = cfg.arch.resolution
-    noise = torch.randn((len(scenes), 3, r, r), generator=gen, device=dev)
-    noise = noise * std.to(dev).view(-1, 1, 1, 1)
-    return render(scenes, r, dev, noise) * 2 - 1
-
-
 def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, x0_cap: float) -> torch.Tensor:
     """(B,) weights of the per-sample epsilon losses: min(1/alpha_bar_t, x0_cap), or 1 if 0.
 
@@ -116,47 +114,6 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, x0_cap: float) -
     if x0_cap <= 0:
         return torch.ones(t.shape, device=t.device)
     return (1 / alphas_cumprod[t]).clamp(max=x0_cap)
-
-
-def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, progress: bool = True):
-    """Stage 1. Returns the trained VAE with its scaling factor set from data."""
-    done = work / "vae.safetensors"
-    torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg.arch).to(dev)
-    if done.exists():
-        t = load_file(done)
-        vae.load_state_dict(unprefixed("vae", t))
-        vae.register_to_config(scaling_factor=float(t["scaling_factor"]))
-        return vae
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    data = _loader(cfg, cfg.vae_batch, 0, with_text=False)
-    gen = torch.Generator(dev).manual_seed(cfg.seed)
-    bar = tqdm(range(cfg.vae_steps), desc="vae", disable=not progress)
-    for step in bar:
-        x = _images(next(data), cfg, dev, gen)
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / cfg.vae_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        l1 = (rec - x).abs().mean()
-        loss = l1 + F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(l1=f"{l1.item():.4f}")
-        if step % 100 == 0:
-            log_record(work, {"stage": "vae", "step": step, "l1": l1.item(), "loss": loss.item()})
-    vae.eval()
-    with torch.no_grad():  # scale latents to unit variance, as SD's 0.18215 does for its VAE
-        zs = torch.cat(
-            [vae.encode(_images(next(data), cfg, dev, gen)).latent_dist.mean for _ in range(8)]
-        )
-    sf = float(1.0 / zs.std())
-    vae.register_to_config(scaling_factor=sf)
-    atomic_save_safetensors({**prefixed("vae", vae), "scaling_factor": torch.tensor(sf)}, done)
-    log_record(work, {"stage": "vae", "done": True, "scaling_factor": sf, "l1": l1.item()})
-    return vae
 
 
 def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progress: bool = True,
@@ -219,7 +176,7 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         batch = next(data)
         ids = batch[0]
         with torch.no_grad():
-            x = _images(batch, cfg, dev, gen)
+            x = scene_images(batch, cfg.arch.resolution, dev, gen)[0]
             z = vae.encode(x).latent_dist.sample(generator=gen) * sf
         frac = min(1.0, (step + 1) / cfg.warmup)
         cos = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
@@ -315,8 +272,9 @@ def _portable(out: Path) -> None:
 def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: str = "auto",
           progress: bool = True, time_limit: float | None = None,
           init_from: str | Path | None = None) -> Path | None:  # fmt: skip
-    """All stages; rerun to resume. Exports to ``out`` once the diffusion stage is complete
-    (or when stopped by ``time_limit``, so a partial model can be inspected)."""
+    """All stages; rerun to resume. ``time_limit`` applies to the decoder stage and then to
+    the diffusion stage. Exports to ``out`` once the diffusion stage is complete or stopped by
+    the time limit (so a partial model can be inspected); not while the decoder stage is."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))  # fmt: skip
     if dev.type == "cuda":
@@ -327,10 +285,18 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: st
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if init_from:
         warm_start(Path(init_from), work)
-    vae = train_vae(cfg, work, dev, progress)
+    vae = train_vae(cfg, work, dev, _loader(cfg, cfg.vae_batch, 0, False), progress)
     vae.requires_grad_(False).eval()
+    dec_steps = 0
+    if cfg.decoder_steps:
+        # its own scene stream, reseeded from the step it resumes at
+        data = lambda start: _loader(cfg, cfg.decoder_batch, 10**6 + start, False)  # noqa: E731
+        vae, dec_steps = finetune_decoder(cfg, work, vae, dev, data, progress, time_limit)
+        if dec_steps < cfg.decoder_steps:
+            return None  # stopped by the time limit: rerun to go on
     unet, te, ema, steps = train_diffusion(cfg, work, vae, dev, progress, time_limit)
-    done = {"diffusion_steps": steps, "init_from": str(init_from) if init_from else None}
+    done = {"diffusion_steps": steps, "decoder_steps": dec_steps,
+            "init_from": str(init_from) if init_from else None}  # fmt: skip
     return export(cfg, vae, unet, te, ema, Path(out), done) if out else None
 
 
@@ -350,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, help="EMA decay (default 0.9995; shorter runs: less)")
     ap.add_argument("--x0-cap", type=float, help="loss weight min(1/alpha_bar, cap); 0 = plain")
     ap.add_argument("--layout", type=float, help="layout read-out loss weight; 0 = off")
+    ap.add_argument("--object-weight", type=float, help="extra VAE loss weight on objects")
+    ap.add_argument("--decoder-steps", type=int, help="decoder-only fine-tune steps (stage 1b)")
     ap.add_argument("--save-every", type=int)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quiet", action="store_true")
@@ -357,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(arch=TINY) if a.tiny else TrainConfig()
     over = {"steps": a.steps, "vae_steps": a.vae_steps, "batch": a.batch, "workers": a.workers,
             "lr": a.lr, "warmup": a.warmup, "ema": a.ema, "x0_cap": a.x0_cap,
-            "save_every": a.save_every, "layout": a.layout}  # fmt: skip
+            "save_every": a.save_every, "layout": a.layout, "object_weight": a.object_weight,
+            "decoder_steps": a.decoder_steps}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
     out = train(cfg, a.work, a.out, a.device, not a.quiet, a.time_limit, a.init_from)
     if out:
