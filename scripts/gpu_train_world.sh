@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the embedded world model on a lent GPU machine (the `device` tool), resumably.
 # Usage there: bash scripts/gpu_train_world.sh STEPS TIME_LIMIT_S [extra train flags...]
-# Next retrain (README, "Why position fails"): fresh --work, e.g. 12000 560 --x0-cap 50 --layout 0.1,
+# Next retrain (README, "Why position fails" and "The VAE ceiling"): fresh --work, e.g.
+#   12000 560 --x0-cap 50 --layout 0.1 --object-weight 10,
 # then python scripts/position_probe.py --model runs/export after each call.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
