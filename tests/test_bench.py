@@ -167,3 +167,26 @@ def test_lora_tunes_back_to_back(tiny_model, tmp_path):
         return [(r["label"], r["lpips_full"]) for r in recs if r["scene"] == "s001"]
 
     assert scene2("a") == scene2("b") and len(scene2("a")) == 3 * 1 + 2
+
+
+def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
+    """--shard K/N: N workers on one work folder each run their scenes; a last run without a
+    shard reuses them all and reports every scene."""
+    bc = BenchConfig(n_scenes=2, kinds=("recolour",), seeds=(0,), steps=1, tune_steps=1,
+                     save_at=(1,), sdedit_t0s=(), unitune_checkpoints=(1,), unitune_t0s=(1.0,),
+                     unitune_cfgs=(7.5,), pg_points=(), sine_checkpoint=1, sine_Ks=(),
+                     recon_cfgs=(7.5,), model=tiny_model, save_samples=False)  # fmt: skip
+    s = run_bench(bc, tmp_path / "o", device="cpu", log=None, shard=(1, 2))
+    assert s["scenes_run"] == 1 and s["scenes_left"] == 1
+    recs = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
+    assert {r["scene"] for r in recs} == {"s001"}
+    assert "other shards" in format_summary(s)
+    assert not (tmp_path / "o" / "work" / "s000").exists()
+    s = run_bench(bc, tmp_path / "o", device="cpu", log=None)
+    assert s["scenes_run"] == 1 and s["scenes_left"] == 0
+    recs = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
+    assert {r["scene"] for r in recs} == {"s000", "s001"}
+    with pytest.raises(ValueError, match="shard"):
+        run_bench(bc, tmp_path / "o", device="cpu", log=None, shard=(2, 2))
+    assert main(["bench", "edits", "--quick", "--shard", "2/2"]) == 2
+    assert "--shard must be K/N" in capsys.readouterr().err

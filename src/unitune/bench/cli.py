@@ -34,6 +34,12 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         "--work", help="tunes and per-scene results, reused on rerun (default OUT/work)"
     )
     be.add_argument("--scenes", type=int, help="number of scenes (default: 4 quick, 40 full)")
+    be.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only scenes K, K+N, K+2N, ... (0 <= K < N): N processes with one --work split "
+        "the suite; a last run without --shard writes the tables over all scenes",
+    )
     add_common(be)
 
 
@@ -59,6 +65,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.scenes < 1:
             raise UserError(f"--scenes must be >= 1, got {args.scenes}", "e.g. --scenes 4")
         bc = replace(bc, n_scenes=args.scenes)
+    shard = None
+    if args.shard is not None:
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+            raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}", "e.g. --shard 0/2")  # fmt: skip
+        shard = (int(k), int(n))
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    summary = run_bench(bc, args.out, args.work, device=args.device, log=log)
+    summary = run_bench(bc, args.out, args.work, device=args.device, log=log, shard=shard)
     print(format_summary(summary))

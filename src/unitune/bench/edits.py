@@ -352,8 +352,13 @@ def run_bench(
     work: str | Path | None = None,
     device: str = "auto",
     log: Callable[[str], None] | None = print,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Run the suite (resuming from ``work``), write tables and plots to ``out``; the summary."""
+    """Run the suite (resuming from ``work``), write tables and plots to ``out``; the summary.
+
+    ``shard=(k, n)`` runs only the scenes whose index is k mod n (results of the others that
+    already exist in ``work`` are still reported): n processes sharing one ``work`` folder split
+    the suite, and a last run without a shard writes the tables over every scene."""
     from ..metrics import get_lpips
     from ..models import load_components
     from . import report
@@ -365,13 +370,18 @@ def run_bench(
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     suite = make_suite(bc.n_scenes, bc.suite_seed, tuple(bc.kinds))
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: need 0 <= k < n")
     comp = None
-    per_scene, ran = [], []
+    per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
         if f.is_file() and json.loads(f.read_text()).get("fingerprint") == bc.fingerprint():
             per_scene.append(json.loads(f.read_text()))
             log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
+            continue
+        if shard is not None and k % shard[1] != shard[0]:
+            left += 1  # another shard's scene, not done yet
             continue
         if comp is None:
             comp = load_components(bc.model, device)
@@ -393,6 +403,7 @@ def run_bench(
         ],  # fmt: skip
         "seconds": round(time.time() - start, 1),
         "scenes_run": len(ran),  # the others' results were reused from WORK
+        "scenes_left": left,  # other shards' scenes without results yet: not in the tables
         "tune_seconds": round(sum(s["seconds"]["tune"] for s in ran), 1),
         "edit_seconds": round(sum(s["seconds"]["edit"] for s in ran), 1),
         "device": str(comp.device) if comp is not None else device,

@@ -200,6 +200,9 @@ def format_summary(s: dict) -> str:
                   f"{r['psnr_full']:.1f} dB" for r in s["reconstruction"]]  # fmt: skip
     lines.append(f"time: {s['seconds']} s total on {s['device']} ({s['scenes_run']} scenes run now: "
                  f"tuning {s['tune_seconds']} s, sampling + scoring {s['edit_seconds']} s)")  # fmt: skip
+    if s.get("scenes_left"):
+        lines.append(f"{s['scenes_left']} scenes of other shards have no results yet: not in "
+                     "these tables (rerun without --shard when every shard is done)")  # fmt: skip
     for k, p in s["files"].items():
         lines.append(f"{k:>13}: {p}")
     return "\n".join(lines)
