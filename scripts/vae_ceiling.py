@@ -2,6 +2,7 @@
 held-out evaluation scenes (the same scenes and scores as unitune.embedded.evaluate).
 
     python scripts/vae_ceiling.py --model world --out docs/vae_ceiling.json
+    python scripts/vae_ceiling.py --model world --baseline OLD_MODEL --sheet docs/vae_v2_v3.png
 
 A generated sample is decoded by the same decoder, so attributes the decoder cannot draw from
 a real scene's latents are rarely drawn right from generated ones either. Also scores the
@@ -22,13 +23,18 @@ from unitune.world.render import render
 
 
 @torch.no_grad()
+def reconstruct(model: str, x: torch.Tensor) -> torch.Tensor:
+    """VAE reconstructions (N, 3, H, W) in [0, 1] of images x in [0, 1]."""
+    vae = load_components(model, device="cpu", dtype=torch.float32).vae
+    # the posterior mean: what a well-trained UNet's samples are closest to
+    z = vae.encode(x * 2 - 1).latent_dist.mean
+    return (vae.decode(z).sample / 2 + 0.5).clamp(0, 1)
+
+
 def ceiling(model: str) -> dict:
-    comp = load_components(model, device="cpu", dtype=torch.float32)
     items = eval_set()
     x = render([s for s, _ in items], 64)  # (256, 3, 64, 64) in [0, 1], with texture noise
-    # the posterior mean: what a well-trained UNet's samples are closest to
-    z = comp.vae.encode(x * 2 - 1).latent_dist.mean
-    y = (comp.vae.decode(z).sample / 2 + 0.5).clamp(0, 1)
+    y = reconstruct(model, x)
     return {
         "model": model,
         "n": len(items),
@@ -38,11 +44,40 @@ def ceiling(model: str) -> dict:
     }
 
 
+def sheet(model: str, baseline: str, path: str, n: int = 12) -> None:
+    """Rows: rendering, baseline's reconstruction, model's reconstruction; columns: the first n
+    single-object eval scenes whose object the oracle misreads (colour or shape) through the
+    baseline's VAE."""
+    from PIL import Image
+
+    from unitune.world.oracle import match, read
+    from unitune.world.render import to_pil
+
+    items = eval_set()
+    x = render([s for s, _ in items], 64)
+    old, new = reconstruct(baseline, x), reconstruct(model, x)
+    cols = []
+    for i, (scene, _) in enumerate(items):
+        if len(scene.objects) == 1 and len(cols) < n:
+            o, s = scene.objects[0], match(scene, read(old[i]))[0]
+            if s is None or (s.colour, s.shape) != (o.colour, o.shape):
+                cols.append(i)
+    im = Image.new("RGB", (len(cols) * 66, 3 * 66), "white")
+    for j, i in enumerate(cols):
+        for r, t in enumerate((x, old, new)):
+            im.paste(to_pil(t[i]), (j * 66, r * 66))
+    im.save(path, optimize=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="world")
     ap.add_argument("--out", help="write the JSON here")
+    ap.add_argument("--baseline", help="with --sheet: the model to compare against")
+    ap.add_argument("--sheet", help="write a PNG: renderings / baseline / model reconstructions")
     a = ap.parse_args()
+    if a.sheet:
+        sheet(a.model, a.baseline or "world", a.sheet)
     res = ceiling(a.model)
     print(json.dumps(res["reconstructed"], indent=1), "recon L1", res["recon_l1"])
     if a.out:
