@@ -31,10 +31,8 @@ def reconstruct(model: str, x: torch.Tensor) -> torch.Tensor:
     return (vae.decode(z).sample / 2 + 0.5).clamp(0, 1)
 
 
-def ceiling(model: str) -> dict:
-    items = eval_set()
-    x = render([s for s, _ in items], 64)  # (256, 3, 64, 64) in [0, 1], with texture noise
-    y = reconstruct(model, x)
+def ceiling(model: str, items: list[tuple], x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Oracle scores of the renderings x and their reconstructions y."""
     return {
         "model": model,
         "n": len(items),
@@ -44,18 +42,15 @@ def ceiling(model: str) -> dict:
     }
 
 
-def sheet(model: str, baseline: str, path: str, n: int = 12) -> None:
-    """Rows: rendering, baseline's reconstruction, model's reconstruction; columns: the first n
-    single-object eval scenes whose object the oracle misreads (colour or shape) through the
-    baseline's VAE."""
+def sheet(items: list[tuple], x: torch.Tensor, old: torch.Tensor, new: torch.Tensor, path: str,
+          n: int = 12) -> None:  # fmt: skip
+    """Rows: rendering x, baseline's reconstruction old, model's reconstruction new; columns: the
+    first n single-object eval scenes whose object the oracle misreads (colour or shape) in old."""
     from PIL import Image
 
     from unitune.world.oracle import match, read
     from unitune.world.render import to_pil
 
-    items = eval_set()
-    x = render([s for s, _ in items], 64)
-    old, new = reconstruct(baseline, x), reconstruct(model, x)
     cols = []
     for i, (scene, _) in enumerate(items):
         if len(scene.objects) == 1 and len(cols) < n:
@@ -76,9 +71,12 @@ def main() -> int:
     ap.add_argument("--baseline", help="with --sheet: the model to compare against")
     ap.add_argument("--sheet", help="write a PNG: renderings / baseline / model reconstructions")
     a = ap.parse_args()
+    items = eval_set()
+    x = render([s for s, _ in items], 64)  # (256, 3, 64, 64) in [0, 1], with texture noise
+    y = reconstruct(a.model, x)
     if a.sheet:
-        sheet(a.model, a.baseline or "world", a.sheet)
-    res = ceiling(a.model)
+        sheet(items, x, reconstruct(a.baseline or "world", x), y, a.sheet)
+    res = ceiling(a.model, items, x, y)
     print(json.dumps(res["reconstructed"], indent=1), "recon L1", res["recon_l1"])
     if a.out:
         atomic_write_json(a.out, res)
