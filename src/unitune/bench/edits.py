@@ -376,8 +376,9 @@ def run_bench(
     per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
-        if f.is_file() and json.loads(f.read_text()).get("fingerprint") == bc.fingerprint():
-            per_scene.append(json.loads(f.read_text()))
+        done = json.loads(f.read_text()) if f.is_file() else {}
+        if done.get("fingerprint") == bc.fingerprint():
+            per_scene.append(done)
             log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
             continue
         if shard is not None and k % shard[1] != shard[0]:
