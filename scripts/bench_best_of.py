@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unitune.bench.edits import image_tensor, make_suite
+from unitune.bench.edits import image_tensor
+from unitune.bench.suite import make_suite
 from unitune.edit import Editor
 from unitune.fileio import atomic_write_json
 from unitune.models import load_components

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_bench
-from unitune.bench.edits import FULL, MEDIUM, QUICK, plan, reads_back
+from unitune.bench.config import FULL, MEDIUM, QUICK
+from unitune.bench.edits import plan, reads_back
 from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
 from unitune.cli import build_parser, main
 from unitune.world.edits import KINDS

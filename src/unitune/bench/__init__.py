@@ -1,8 +1,8 @@
 """Benchmarks on the embedded world model, where an oracle reads every output back into a scene.
 
 ``unitune bench edits`` (:mod:`unitune.bench.edits`): a fixed, seeded editing suite run through
-SDEdit, UniTune (+ interpolation, + prompt guidance) and SINE; tables and plots are written by
-:mod:`unitune.bench.report`. See docs/BENCHMARKS.md.
+SDEdit, UniTune (+ interpolation, + prompt guidance) and SINE, sized by :mod:`unitune.bench.config`;
+tables and plots are written by :mod:`unitune.bench.report`. See docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 
 # Re-exports resolve on first use (PEP 562): `unitune --help` imports unitune.bench.cli, which
 # must not pull in torch through the benchmark modules.
-_HOME = {name: "edits" for name in ("FULL", "QUICK", "BenchConfig", "SceneItem", "keep_mask",
-                                    "make_suite", "run_bench")}  # fmt: skip
-_HOME["pareto_front"] = "report"
+_HOME = {"FULL": "config", "QUICK": "config", "BenchConfig": "config", "SceneItem": "suite",
+         "keep_mask": "suite", "make_suite": "suite", "run_bench": "edits",
+         "pareto_front": "report"}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

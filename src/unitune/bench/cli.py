@@ -44,7 +44,8 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from .edits import PRESETS, run_bench
+    from .config import PRESETS
+    from .edits import run_bench
     from .report import format_summary
 
     if args.quick and args.preset not in (None, "quick"):

@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--object-weight", type=float, help="extra VAE loss weight on objects")
     ap.add_argument("--decoder-steps", type=int, help="decoder-only fine-tune steps (stage 1b)")
     ap.add_argument("--save-every", type=int)
+    ap.add_argument("--seed", type=int, help="seeds the scene stream and noise (default 0)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     over = {"steps": a.steps, "vae_steps": a.vae_steps, "batch": a.batch, "workers": a.workers,
             "lr": a.lr, "warmup": a.warmup, "ema": a.ema, "x0_cap": a.x0_cap,
             "save_every": a.save_every, "layout": a.layout, "object_weight": a.object_weight,
-            "decoder_steps": a.decoder_steps}  # fmt: skip
+            "decoder_steps": a.decoder_steps, "seed": a.seed}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
     out = train(cfg, a.work, a.out, a.device, not a.quiet, a.time_limit, a.init_from)
     if out:

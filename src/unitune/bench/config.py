@@ -1,0 +1,135 @@
+"""Sizes and grids of ``unitune bench edits``: :class:`BenchConfig` and its presets.
+
+``FULL`` is the issue's size, ``QUICK`` the CI size, ``MEDIUM`` what one CPU session can run, and
+``TUNE_COMPARE`` the LoRA vs full subset; docs/BENCHMARKS.md has every grid and its run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from itertools import product
+from typing import Any
+
+from ..world.edits import KINDS
+from .suite import SUITE_SEED
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes and grids of the editing benchmark. ``QUICK`` and ``FULL`` below are the presets."""
+
+    n_scenes: int = 40  # base scenes (x one edit of each kind)
+    suite_seed: int = SUITE_SEED  # seeds the scene stream and every edit
+    kinds: tuple[str, ...] = KINDS
+    seeds: tuple[int, ...] = (0, 1, 2, 3)  # sampling seeds: one sample each per config and edit
+    steps: int = 25  # sampling steps (DDIM)
+    tune_steps: int = 128  # ONE fine-tuning run per scene (UniTune: 128)
+    save_at: tuple[int, ...] = (16, 32, 64, 128)  # its checkpoints (UniTune)
+    tune_prompt: str = "caption"  # "caption": tune on "<rare> <source caption>"; "rare": token only
+    sdedit_t0s: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    sdedit_cfgs: tuple[float, ...] = (7.5, 15.0)
+    unitune_checkpoints: tuple[int, ...] = (16, 32, 64, 128)
+    unitune_t0s: tuple[float, ...] = (0.7, 0.8, 0.9, 1.0)
+    unitune_cfgs: tuple[float, ...] = (3.0, 7.5, 15.0, 32.0)
+    unitune_extra: tuple[tuple[int, float, float], ...] = ()  # more (checkpoint, t0, CFG) points
+    interp: bool = True  # also score every UniTune sample after pixel interpolation
+    interp_window: int = 5
+    interp_threshold: float = 0.1
+    pg_points: tuple[tuple[int, float, float], ...] = tuple(
+        product((64, 128), (0.9, 1.0), (3.0, 7.5, 15.0, 32.0))
+    )  # prompt guidance (checkpoint, t0, CFG)
+    sine_checkpoint: int = 128
+    sine_t0: float = 1.0
+    sine_cfg: float = 7.5
+    sine_Ks: tuple[int, ...] = (0, 200, 400, 600, 800)  # 0..1000 scale; model guidance for t > K
+    sine_vs: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # weight of the PRETRAINED model
+    mask_margin: float = 4.0  # world units (= pixels at 64 px) added around an edited object's box
+    background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
+    model: str = "world"
+    recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
+    tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
+    save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
+
+    def checkpoints(self) -> set[int]:
+        return set(self.save_at) | {self.tune_steps}
+
+    def validate(self) -> None:
+        used = {c for c, _, _ in self.unitune_points() + list(self.pg_points)}
+        if self.sine_Ks:
+            used.add(self.sine_checkpoint)
+        bad = sorted(c for c in used if c not in self.checkpoints())
+        if bad:
+            raise ValueError(
+                f"checkpoints {bad} are not saved by the tune ({sorted(self.save_at)})"
+            )
+        if self.tune_prompt not in ("caption", "rare"):
+            raise ValueError(f"tune_prompt must be 'caption' or 'rare', not {self.tune_prompt!r}")
+        if self.background_mask not in ("objects", "full"):
+            raise ValueError(f"background_mask must be 'objects' or 'full', not {self.background_mask!r}")  # fmt: skip
+        if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
+            raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")
+
+    def unitune_points(self) -> list[tuple[int, float, float]]:
+        grid = product(self.unitune_checkpoints, self.unitune_t0s, self.unitune_cfgs)
+        return list(dict.fromkeys([*grid, *self.unitune_extra]))
+
+    def fingerprint(self) -> str:
+        """What a scene's results depend on (everything but the number of scenes)."""
+        d = {k: v for k, v in asdict(self).items() if k != "n_scenes"}
+        if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
+            del d["tune_extra"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Full size: >= 40 scenes, the issue's grids (checkpoints {16,32,64,128} x t0 x CFG {3,7.5,15,32}).
+FULL = BenchConfig()
+# --quick: 4 scenes, one 64-step tune each, 15 sampling steps, 2 seeds, 2+7+1+4 configs (the
+# interpolated UniTune samples are free): sized for < 10 min on 2 CPU cores (docs/BENCHMARKS.md).
+QUICK = BenchConfig(
+    n_scenes=4,
+    seeds=(0, 1),
+    steps=15,
+    tune_steps=64,
+    save_at=(16, 32, 64),
+    sdedit_t0s=(0.6, 0.8),
+    sdedit_cfgs=(7.5,),
+    unitune_checkpoints=(16, 64),
+    unitune_t0s=(0.8, 1.0),
+    unitune_cfgs=(7.5,),
+    unitune_extra=((64, 1.0, 3.0), (64, 1.0, 15.0), (64, 1.0, 32.0)),
+    pg_points=((64, 1.0, 7.5),),
+    sine_checkpoint=64,
+    sine_Ks=(200, 600),
+    sine_vs=(0.5, 0.9),
+)
+
+
+# What one CPU session can run (docs/BENCHMARKS.md has its time): FULL's checkpoints, CFG 1 (claim
+# 2) and the paper's 32, t0 {0.8, 1}, SINE around the paper's (K 400, v 0.7); 4 seeds for best-of-N.
+MEDIUM = replace(
+    FULL,
+    n_scenes=8,
+    steps=15,
+    sdedit_t0s=(0.6, 0.8, 0.9, 1.0),
+    sdedit_cfgs=(7.5,),
+    unitune_t0s=(0.8, 1.0),
+    unitune_cfgs=(1.0, 7.5, 32.0),
+    pg_points=((64, 1.0, 7.5), (128, 1.0, 7.5)),
+    sine_Ks=(200, 400, 600),
+    sine_vs=(0.3, 0.7),
+)
+# LoRA vs full fine-tuning (--tune-method): a subset of MEDIUM's UniTune configs and seeds, so a
+# full-method run of it is MEDIUM's own samples (same scenes, seeds, noise)
+TUNE_COMPARE = replace(
+    MEDIUM,
+    n_scenes=4,
+    seeds=(0, 1),
+    sdedit_t0s=(),
+    unitune_checkpoints=(32, 64, 128),
+    unitune_cfgs=(7.5, 32.0),
+    sine_Ks=(),
+    recon_cfgs=(7.5,),
+)
+PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL, "tune-compare": TUNE_COMPARE}
