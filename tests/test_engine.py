@@ -121,3 +121,24 @@ def test_lora_tune_is_small_and_scales(tiny_model, photo, tmp_path):
     pre = ed.edit("a cat", EditConfig(**{**ec.__dict__, "checkpoint": 0}), progress=False).pixels
     assert torch.allclose(off, pre, atol=1e-5)  # scale 0 = the pretrained model
     assert not torch.allclose(tuned, pre, atol=1e-4)
+
+
+def test_weights_digest_follows_the_weights_not_the_name(tiny_model, photo, tmp_path):
+    import shutil
+
+    from conftest import build_tiny_pipeline
+    from unitune.errors import UnituneWarning, UserError
+
+    a = load_components(tiny_model, "cpu")
+    assert load_components(tiny_model, "cpu", dtype=torch.float16).digest == a.digest
+    model = tmp_path / "model"  # one name (path), two sets of weights
+    shutil.copytree(tiny_model, model)
+    cfg = TuneConfig(steps=2, save_at=(2,))
+    tune(photo, tmp_path / "t", cfg, model=str(model), device="cpu", progress=False)
+    assert json.loads((tmp_path / "t" / "manifest.json").read_text())["model_digest"] == a.digest
+    build_tiny_pipeline(seed=1).save_pretrained(model, safe_serialization=True)
+    assert load_components(str(model), "cpu").digest != a.digest
+    with pytest.raises(UserError, match="different model weights"):
+        tune(photo, tmp_path / "t", cfg, model=str(model), device="cpu", progress=False)
+    with pytest.warns(UnituneWarning, match="tuned on other weights"):
+        Editor(tmp_path / "t", "cpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from . import __version__, adapters, patches, sine
 from .config import EditConfig, TuneConfig
-from .errors import UserError
+from .errors import UnituneWarning, UserError
 from .guidance import cfg as cfg_mix
 from .guidance import latent_mask
 from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
@@ -92,6 +93,15 @@ class Editor:
         m = self.folder.manifest
         self.tune_cfg = TuneConfig(**{**m["settings"], "save_at": tuple(m["settings"]["save_at"])})
         self.comp = comp or load_components(m["model_path"], device)
+        tuned_on = m.get("model_digest")  # absent in manifests written before it existed
+        if tuned_on and self.comp.digest and tuned_on != self.comp.digest:
+            warnings.warn(
+                f"{tune_dir} was tuned on other weights of {m['model']!r} (weights digest "
+                f"{tuned_on}, now {self.comp.digest}): its checkpoints are applied to the weights "
+                "loaded now, so edits will not match the tune — retune it with --overwrite",
+                UnituneWarning,
+                stacklevel=2,
+            )
         if self.tune_cfg.patches:  # zero-initialised: step 0 is still the pretrained model
             patches.install(self.comp.unet, self.tune_cfg.pos_freqs)
         self.placement = Placement.from_dict(m["placement"])

@@ -3,6 +3,7 @@ the embedded ``world`` model) and encoding prompts the way diffusers' pipelines 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
@@ -65,6 +66,7 @@ class Components:
     model_ref: str
     device: torch.device
     dtype: torch.dtype
+    digest: str = ""  # weights_digest() of the weights as loaded, before any tune touches them
 
     @property
     def vae_scale(self) -> int:
@@ -149,7 +151,27 @@ def load_components(
         model_ref=ref,
         device=dev,
         dtype=dtype,
+        digest=weights_digest(pipe.unet, pipe.vae, pipe.text_encoder),
     )
+
+
+@torch.no_grad()
+def weights_digest(unet, vae, text_encoder, samples: int = 64) -> str:
+    """A short id of the UNet, VAE and text encoder weights, so a tune (or a benchmark result)
+    made on one model is never silently reused with another that has the same name (the embedded
+    model changes between releases; a hub id can point at new weights). Hashes every tensor's
+    name, shape and ``samples`` evenly spaced values, O(number of tensors), not a full checksum.
+    Values are rounded to fp16 first: an fp16 checkpoint loaded in fp32 or fp16 gives one id.
+    load_components() takes it once, on the weights as loaded (``Components.digest``): tunes, LoRA
+    wrappers and patches change the modules later."""
+    h = hashlib.sha256()
+    for name, module in (("unet", unet), ("vae", vae), ("text", text_encoder)):
+        for k, t in sorted(module.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            idx = torch.linspace(0, max(flat.numel() - 1, 0), min(samples, flat.numel())).long()
+            vals = flat[idx.to(flat.device)].to("cpu", torch.float16).numpy().tobytes()
+            h.update(f"{name}.{k}:{tuple(t.shape)}:".encode() + vals)
+    return h.hexdigest()[:16]
 
 
 def check_prompt_length(tokenizer, prompt: str) -> str | None:

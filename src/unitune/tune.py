@@ -121,12 +121,18 @@ def tune(
     fitted, placement = fit_image(img, (res, res), cfg.resize)
     sha = image_sha256(img)
     settings = json.loads(json.dumps(asdict(cfg)))  # as the manifest stores it (tuples -> lists)
+    digest = comp.digest  # of the weights as loaded (models.weights_digest)
 
     if folder is not None:
         m = folder.manifest
-        if m["image"]["sha256"] != sha or m["settings"] != settings or m["model"] != model:
+        differ = [what for what, same in (
+            ("image", m["image"]["sha256"] == sha), ("settings", m["settings"] == settings),
+            ("model", m["model"] == model),
+            # absent in manifests written before it existed
+            ("model weights", m.get("model_digest", digest) == digest)) if not same]  # fmt: skip
+        if differ:
             raise UserError(
-                f"{out} holds a tune of a different image, model or settings",
+                f"{out} holds a tune of a different {' and '.join(differ)}",
                 "pass --overwrite to start fresh, or another --out",
             )
     else:
@@ -135,6 +141,7 @@ def tune(
             {
                 "model": model,
                 "model_path": comp.model_ref,
+                "model_digest": digest,  # models.weights_digest: the same name, other weights?
                 "image": {"source": str(image), "sha256": sha, "size": list(img.size)},
                 "placement": placement.to_dict(),
                 "resolution": [res, res],

@@ -100,6 +100,11 @@ def _tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
     return replace(tc, **dict(bc.tune_extra))
 
 
+def _fingerprint(bc: BenchConfig, comp) -> str:
+    """A scene's results are reused only for the same settings AND the same model weights."""
+    return f"{bc.fingerprint()}-{comp.digest}"
+
+
 def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, comp, pristine) -> bool:  # fmt: skip
     """Tune unless a complete tune with these settings exists (an interrupted one resumes)."""
     from ..tune import tune
@@ -108,7 +113,8 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, c
     overwrite = False
     if (tune_dir / MANIFEST).is_file():
         m = json.loads((tune_dir / MANIFEST).read_text())
-        same = m.get("settings") == json.loads(json.dumps(asdict(tcfg))) and m.get("model") == bc.model  # fmt: skip
+        same = (m.get("settings") == json.loads(json.dumps(asdict(tcfg))) and m.get("model") == bc.model
+                and m.get("model_digest") == comp.digest)  # fmt: skip
         if same and m.get("status") == "complete":
             return False
         overwrite = not same
@@ -220,7 +226,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     _restore(comp.unet, pristine)
     for r in records:
         r["base_read_ok"] = reads_back(item.scene, before)
-    return {"fingerprint": bc.fingerprint(), "scene": item.sid, "caption": item.caption,
+    return {"fingerprint": _fingerprint(bc, comp), "scene": item.sid, "caption": item.caption,
             "scene_dict": item.scene.to_dict(), "tuned_now": tuned,
             "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
             "records": records}  # fmt: skip
@@ -252,22 +258,20 @@ def run_bench(
     suite = make_suite(bc.n_scenes, bc.suite_seed, tuple(bc.kinds))
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {shard[0]}/{shard[1]}: need 0 <= k < n")
-    comp = None
+    comp = load_components(bc.model, device)  # its weights_digest is part of the fingerprint
+    pristine = {n: t.detach().clone() for n, t in comp.unet.state_dict().items()}
+    lp = get_lpips("alex", comp.device)
     per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
         done = json.loads(f.read_text()) if f.is_file() else {}
-        if done.get("fingerprint") == bc.fingerprint():
+        if done.get("fingerprint") == _fingerprint(bc, comp):
             per_scene.append(done)
             log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
             continue
         if shard is not None and k % shard[1] != shard[0]:
             left += 1  # another shard's scene, not done yet
             continue
-        if comp is None:
-            comp = load_components(bc.model, device)
-            pristine = {n: t.detach().clone() for n, t in comp.unet.state_dict().items()}
-            lp = get_lpips("alex", comp.device)
         res = run_scene(item, bc, work, comp, pristine, lp)
         atomic_write_json(f, res)
         per_scene.append(res)
@@ -287,6 +291,7 @@ def run_bench(
         "scenes_left": left,  # other shards' scenes without results yet: not in the tables
         "tune_seconds": round(sum(s["seconds"]["tune"] for s in ran), 1),
         "edit_seconds": round(sum(s["seconds"]["edit"] for s in ran), 1),
-        "device": str(comp.device) if comp is not None else device,
+        "device": str(comp.device),
+        "model_digest": comp.digest,
     }
     return report.write_all(records, meta, out)
