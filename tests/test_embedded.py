@@ -71,6 +71,17 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     assert meta3["done"]["decoder_steps"] == 2 and meta3["train"]["object_weight"] == 10.0
 
 
+def test_train_cli_passes_its_flags_into_the_config(tmp_path):
+    from unitune.embedded.train import main
+
+    work = tmp_path / "w"
+    assert main(["--work", str(work), "--tiny", "--steps", "1", "--vae-steps", "1", "--batch", "2",
+                 "--seed", "7", "--layout", "0.5", "--device", "cpu", "--quiet"]) == 0  # fmt: skip
+    cfg = json.loads((work / "config.json").read_text())
+    assert (cfg["seed"], cfg["steps"], cfg["batch"], cfg["layout"]) == (7, 1, 2, 0.5)
+    assert int(load_file(work / "diffusion.safetensors")["step"]) == 1
+
+
 def test_object_weights_cover_objects_and_only_objects():
     import numpy as np
 

@@ -1,10 +1,11 @@
 """Measure the embedded model with the oracle on held-out captions (never used in training).
 
-    python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --out docs/world_eval.json
+    python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --steps 25 --out docs/world_eval.json
 
 256 fixed scenes from the held-out split (96 with one object, 96 with two, 64 with three),
-their full captions, one sample each (seed = index), DDIM 50 steps, through unitune's own
-sampling loop (the same code path as `unitune edit`, t0 = 1).
+their full captions, one sample each (seed = index), DDIM (``--steps``, default 50; the README's
+table uses 25), through unitune's own sampling loop (the same code path as `unitune edit`,
+t0 = 1).
 """
 
 from __future__ import annotations
