@@ -142,3 +142,13 @@ def test_weights_digest_follows_the_weights_not_the_name(tiny_model, photo, tmp_
         tune(photo, tmp_path / "t", cfg, model=str(model), device="cpu", progress=False)
     with pytest.warns(UnituneWarning, match="tuned on other weights"):
         Editor(tmp_path / "t", "cpu")
+
+
+def test_weights_digest_samples_both_ends_of_large_tensors():
+    from unitune.models import weights_digest
+
+    m = torch.nn.Module()
+    m.register_buffer("w", torch.zeros(2**24 + 3))  # past float32's exact integers
+    d0 = weights_digest(m, m, m)
+    m.w[-1] = 1.0  # the last element is always sampled
+    assert weights_digest(m, m, m) != d0

@@ -168,7 +168,9 @@ def weights_digest(unet, vae, text_encoder, samples: int = 64) -> str:
     for name, module in (("unet", unet), ("vae", vae), ("text", text_encoder)):
         for k, t in sorted(module.state_dict().items()):
             flat = t.detach().reshape(-1)
-            idx = torch.linspace(0, max(flat.numel() - 1, 0), min(samples, flat.numel())).long()
+            k = min(samples, flat.numel())
+            # integer spacing: a float linspace rounds past the end above 2^24 elements
+            idx = torch.arange(k) * (flat.numel() - 1) // max(k - 1, 1)
             vals = flat[idx.to(flat.device)].to("cpu", torch.float16).numpy().tobytes()
             h.update(f"{name}.{k}:{tuple(t.shape)}:".encode() + vals)
     return h.hexdigest()[:16]
