@@ -152,3 +152,12 @@ def test_weights_digest_samples_both_ends_of_large_tensors():
     d0 = weights_digest(m, m, m)
     m.w[-1] = 1.0  # the last element is always sampled
     assert weights_digest(m, m, m) != d0
+
+
+def test_weights_digest_hashes_tensor_names():
+    from unitune.models import weights_digest
+
+    a, b = torch.nn.Module(), torch.nn.Module()
+    a.register_buffer("x", torch.ones(3))
+    b.register_buffer("y", torch.ones(3))  # same shape and values, another name
+    assert weights_digest(a, a, a) != weights_digest(b, b, b)

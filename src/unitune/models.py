@@ -168,9 +168,9 @@ def weights_digest(unet, vae, text_encoder, samples: int = 64) -> str:
     for name, module in (("unet", unet), ("vae", vae), ("text", text_encoder)):
         for k, t in sorted(module.state_dict().items()):
             flat = t.detach().reshape(-1)
-            k = min(samples, flat.numel())
+            n = min(samples, flat.numel())
             # integer spacing: a float linspace rounds past the end above 2^24 elements
-            idx = torch.arange(k) * (flat.numel() - 1) // max(k - 1, 1)
+            idx = torch.arange(n) * (flat.numel() - 1) // max(n - 1, 1)
             vals = flat[idx.to(flat.device)].to("cpu", torch.float16).numpy().tobytes()
             h.update(f"{name}.{k}:{tuple(t.shape)}:".encode() + vals)
     return h.hexdigest()[:16]
