@@ -261,11 +261,12 @@ def run_bench(
     comp = load_components(bc.model, device)  # its weights_digest is part of the fingerprint
     pristine = {n: t.detach().clone() for n, t in comp.unet.state_dict().items()}
     lp = get_lpips("alex", comp.device)
+    fingerprint = _fingerprint(bc, comp)
     per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
         done = json.loads(f.read_text()) if f.is_file() else {}
-        if done.get("fingerprint") == _fingerprint(bc, comp):
+        if done.get("fingerprint") == fingerprint:
             per_scene.append(done)
             log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
             continue
