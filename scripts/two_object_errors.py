@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from unitune.embedded.evaluate import COUNTS, eval_set, generate
+from unitune.embedded.evaluate import COUNTS, all_colour_shape_right, eval_set, generate
 from unitune.fileio import atomic_write_json
 from unitune.models import load_components
 from unitune.world.oracle import match, read
@@ -23,8 +23,7 @@ def kind(scene, reading) -> str:
     """One label per scene, the first that applies."""
     want = Counter((o.colour, o.shape) for o in scene.objects)
     seen = Counter((s.colour, s.shape) for s in reading.objects)
-    m = match(scene, reading)
-    if all(s is not None and (s.colour, s.shape) == (o.colour, o.shape) for o, s in zip(scene.objects, m)):  # fmt: skip
+    if all_colour_shape_right(scene, match(scene, reading)):
         return "right"
     if len(reading.objects) != len(scene.objects):
         return "wrong object count"

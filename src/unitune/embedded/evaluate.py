@@ -78,6 +78,13 @@ def _batched(den, x, t, base, cond, w):
     return u + w * (c - u)
 
 
+def all_colour_shape_right(scene, matched: list) -> bool:
+    """Every object of ``scene`` has the colour and shape asked for, where ``matched`` (the
+    oracle's ``match``) put it."""
+    return all(s is not None and s.colour == o.colour and s.shape == o.shape
+               for o, s in zip(scene.objects, matched))  # fmt: skip
+
+
 def score(items: list[tuple], images: torch.Tensor) -> dict:
     """Oracle accuracies (fractions) over the eval set."""
     acc: dict[str, list[float]] = {}
@@ -96,9 +103,7 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
             for attr in ("colour", "shape", "pos", "size", "style"):
                 add(f"single_{attr}", s is not None and getattr(s, attr) == getattr(o, attr))
         else:
-            both = all(s is not None and s.colour == o.colour and s.shape == o.shape
-                       for o, s in zip(scene.objects, m))  # fmt: skip
-            add(f"multi{n}_all_colour_shape", both)
+            add(f"multi{n}_all_colour_shape", all_colour_shape_right(scene, m))
             # the same, wherever the objects were drawn: the requested (colour, shape) pairs are
             # all among the seen ones (position is scored on its own, in single_pos)
             seen = Counter((s.colour, s.shape) for s in r.objects)
