@@ -108,7 +108,14 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2 + 3 * 2 * 2
     assert set(s["methods"]) == {"sdedit", "unitune", "unitune+interp", "unitune+pg", "sine"}
     out = tmp_path / "out"
-    for f in ("results.csv", "configs.csv", "results.json", "frontier.png", "sine_curves.png"):
+    for f in (
+        "results.csv",
+        "configs.csv",
+        "results.json",
+        "frontier.png",
+        "sine_curves.png",
+        "figure10.png",
+    ):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert tuple(rows[0]) == COLUMNS and len(rows) == 40
@@ -191,3 +198,33 @@ def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
         run_bench(bc, tmp_path / "o", device="cpu", log=None, shard=(2, 2))
     assert main(["bench", "edits", "--quick", "--shard", "2/2"]) == 2
     assert "--shard must be K/N" in capsys.readouterr().err
+
+
+def test_figure10_from_kept_samples(tmp_path):
+    """fig10 lays out kept samples of the CFG with the fullest grid: every (checkpoint, t0)
+    sample of seed 0 at that CFG is in the sheet, another CFG's or seed's sample is not."""
+    from PIL import Image
+
+    from unitune.bench.fig10 import figure10
+
+    colours = {}
+    records = []
+    for sid in ("s000", "s001"):
+        (tmp_path / sid / "samples").mkdir(parents=True)
+        Image.new("RGB", (16, 16), (255, 255, 255)).save(tmp_path / sid / "base.png")
+        cells = [(0, 0.8, 7.5, 0), (16, 0.8, 7.5, 0), (16, 1.0, 7.5, 0), (16, 1.0, 15.0, 0),
+                 (16, 1.0, 7.5, 1)]  # fmt: skip
+        for c, t0, w, seed in cells:
+            name = f"samples/{c}_{t0}_{w}_{seed}.png"
+            rgb = (len(colours) * 9 % 256, 100 + len(colours), 7)
+            colours[(sid, c, t0, w, seed)] = rgb
+            Image.new("RGB", (16, 16), rgb).save(tmp_path / sid / name)
+            records.append({"method": "sdedit" if c == 0 else "unitune", "scene": sid,
+                            "kind": "recolour", "checkpoint": c, "t0": t0, "cfg": w,
+                            "seed": seed, "success": c == 16, "file": name})  # fmt: skip
+    out = figure10(records, tmp_path, tmp_path / "fig.png", cell_size=32)
+    seen = {tuple(p) for p in Image.open(out).convert("RGB").getdata()}
+    for (_, c, t0, w, seed), rgb in colours.items():
+        assert (rgb in seen) == (w == 7.5 and seed == 0), (c, t0, w, seed)
+    assert {(40, 170, 60), (210, 50, 50)} <= seen  # verdict borders: success and failure
+    assert figure10([], tmp_path, tmp_path / "none.png") is None

@@ -295,4 +295,4 @@ def run_bench(
         "device": str(comp.device),
         "model_digest": comp.digest,
     }
-    return report.write_all(records, meta, out)
+    return report.write_all(records, meta, out, work if bc.save_samples else None)

@@ -3,8 +3,8 @@
 Files written to OUT: ``results.csv`` / ``results.json`` (one row per sample; the JSON also holds
 the settings, the timings and the per-config table), ``configs.csv`` (one row per method and
 config: means over scenes x edits x seeds), ``frontier.png`` (success vs fidelity per method with
-each method's Pareto frontier) and ``sine_curves.png`` (SINE's success vs masked LPIPS as K and v
-vary).
+each method's Pareto frontier), ``sine_curves.png`` (SINE's success vs masked LPIPS as K and v
+vary) and ``figure10.png`` (the UniTune paper's checkpoints x t0 grid for a few scenes, fig10.py).
 """
 
 from __future__ import annotations
@@ -133,8 +133,10 @@ def plot_sine(rows: list[dict], path: Path, title: str) -> Path | None:
     return path
 
 
-def write_all(records: list[dict], meta: dict, out: str | Path) -> dict:
-    """Write every table and plot; return the summary (what ``format_summary`` prints)."""
+def write_all(records: list[dict], meta: dict, out: str | Path, work: str | Path | None = None
+              ) -> dict:  # fmt: skip
+    """Write every table and plot; return the summary (what ``format_summary`` prints).
+    ``work``: where the kept samples are, for ``figure10.png`` (none without it)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)
@@ -153,6 +155,12 @@ def write_all(records: list[dict], meta: dict, out: str | Path) -> dict:
         sine = plot_sine(rows, out / "sine_curves.png", title + ", SINE")
         if sine is not None:
             files["sine_png"] = sine
+    if work is not None:
+        from .fig10 import figure10
+
+        fig = figure10(records, work, out / "figure10.png")
+        if fig is not None:
+            files["figure10_png"] = fig
     summary = {
         **meta,
         "title": title,
