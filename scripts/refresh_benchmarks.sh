@@ -15,7 +15,9 @@ unitune bench edits "${medium[@]}" --shard 1/2
 wait "$first"
 unitune bench edits "${medium[@]}" | tee "$R/summary.txt"  # every scene reused: the tables
 mkdir -p docs/bench-medium
-cp "$R"/{configs.csv,results.csv,summary.json,frontier.png,sine_curves.png} docs/bench-medium/
+cp "$R"/{configs.csv,results.csv,frontier.png,sine_curves.png,figure10.png} docs/bench-medium/
+python -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["summary"], open(sys.argv[2], "w"), indent=1)' \
+    "$R/results.json" docs/bench-medium/summary.json
 python scripts/bench_claims.py "$R/results.json" --out docs/bench_claims.json
 python scripts/fidelity_map.py "$R/results.json" --out src/unitune/assets/fidelity_map.json
 python scripts/bench_best_of.py "$R" --methods sdedit,unitune,unitune+pg,sine --cfg 7.5 \
