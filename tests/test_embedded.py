@@ -165,3 +165,24 @@ def test_layout_targets_and_a_bounded_read_out():
     t = torch.tensor([cols, cols]), torch.tensor([shps, shps])
     L.layout_loss(head(states), *t).backward()
     assert states.grad.abs().sum() > 0  # the gradient reaches the text states
+
+
+def test_evaluate_seeds_and_scores(tiny_model):
+    """Sample i of the eval uses seed seed0 + i, whatever the batch it falls in; score() gives
+    the oracle's exact reading of rendered eval scenes (the oracle's own accuracy)."""
+    from unitune.embedded.evaluate import eval_set, generate, score
+    from unitune.models import load_components
+    from unitune.world.render import render
+
+    comp = load_components(tiny_model, "cpu")
+    items = eval_set()
+    assert len(items) == 256 and eval_set()[5][1] == items[5][1]  # fixed captions
+    prompts = [c for _, c in items[:6]]
+    a = generate(comp, prompts, 3.0, steps=2, batch=4, progress=False)
+    b = generate(comp, prompts[3:], 3.0, steps=2, batch=2, seed0=3, progress=False)
+    torch.testing.assert_close(a[3:], b, atol=1e-4, rtol=0)
+    c = generate(comp, prompts[3:], 3.0, steps=2, batch=2, seed0=4, progress=False)
+    assert (c - b).abs().max() > 1e-2  # another seed0 draws other noise
+    x = render([s for s, _ in items[:8]], 64)
+    sc = score(items[:8], x)
+    assert sc["background"] == 1.0 and sc["single_colour"] == 1.0 and sc["single_shape"] == 1.0

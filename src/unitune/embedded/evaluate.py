@@ -116,14 +116,18 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
 
 
 def evaluate(model: str = "world", cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
-             steps: int = 50, progress: bool = True, sheet: str | None = None) -> dict:  # fmt: skip
+             steps: int = 50, progress: bool = True, sheet: str | None = None, seed0: int = 0
+             ) -> dict:  # fmt: skip
+    """Oracle scores per CFG weight; sample i uses seed ``seed0 + i`` (0: the README's table;
+    another value re-draws the noise for the same captions, to see how much the scores move)."""
     comp = load_components(model, device)
     items = eval_set()
     prompts = [c for _, c in items]
-    res = {"model": model, "n": len(items), "steps": steps, "sampler": "ddim", "by_cfg": {}}
+    res = {"model": model, "n": len(items), "steps": steps, "sampler": "ddim", "seed0": seed0,
+           "by_cfg": {}}  # fmt: skip
     for w in cfgs:
         t = time.time()
-        imgs = generate(comp, prompts, w, steps, progress=progress)
+        imgs = generate(comp, prompts, w, steps, progress=progress, seed0=seed0)
         res["by_cfg"][str(w)] = {**score(items, imgs), "seconds": round(time.time() - t, 1)}
         if sheet and w == cfgs[-1]:
             _sheet(imgs[:32], prompts[:32], sheet)
@@ -150,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", help="write the results JSON here")
     ap.add_argument("--sheet", help="write a contact sheet of 32 samples (last CFG) here")
+    ap.add_argument("--seed0", type=int, default=0, help="sample i uses seed SEED0 + i")
     a = ap.parse_args(argv)
     res = evaluate(a.model, tuple(float(x) for x in a.cfg.split(",")), a.device, a.steps,
-                   sheet=a.sheet)  # fmt: skip
+                   sheet=a.sheet, seed0=a.seed0)  # fmt: skip
     print(json.dumps(res, indent=2))
     if a.out:
         atomic_write_json(a.out, res)
