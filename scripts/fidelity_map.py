@@ -39,6 +39,7 @@ def main() -> None:
             "samples": s["n_samples"],
             "configs_considered": len(rows),
             "method": a.method,
+            "model_digest": s.get("model_digest"),  # the weights it was measured on
             "bench_config": {
                 k: s["config"][k]
                 for k in (
