@@ -20,11 +20,11 @@ VERDICT = {True: (40, 170, 60), False: (210, 50, 50)}  # border colour by the or
 
 
 def _pick_cfg(records: list[dict]) -> float | None:
-    """The CFG weight with the most (checkpoint, t0) cells: the one that fills the grid best."""
+    """The CFG weight with the most (checkpoint, t0) cells among ``records`` (SDEdit and UniTune
+    ones): the one that fills the grid best."""
     cells: dict[float, set] = {}
     for r in records:
-        if r["method"] in ("sdedit", "unitune"):
-            cells.setdefault(r["cfg"], set()).add((r["checkpoint"], r["t0"]))
+        cells.setdefault(r["cfg"], set()).add((r["checkpoint"], r["t0"]))
     return max(cells, key=lambda w: (len(cells[w]), w == 7.5), default=None)
 
 
