@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,7 +204,8 @@ def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
 
 def test_figure10_from_kept_samples(tmp_path):
     """fig10 lays out kept samples of the CFG with the fullest grid: every (checkpoint, t0)
-    sample of seed 0 at that CFG is in the sheet, another CFG's or seed's sample is not."""
+    sample of seed 0 at that CFG is in the sheet, another CFG's or seed's sample is not; scenes
+    without samples are passed over."""
     from PIL import Image
 
     from unitune.bench.fig10 import figure10
@@ -223,10 +225,41 @@ def test_figure10_from_kept_samples(tmp_path):
             records.append({"method": "sdedit" if c == 0 else "unitune", "scene": sid,
                             "kind": "recolour", "checkpoint": c, "t0": t0, "cfg": w,
                             "seed": seed, "success": c == 16, "file": name})  # fmt: skip
-    out = figure10(records, tmp_path, tmp_path / "fig.png", cell_size=32)
+    # a scene restored from stored results (records, no samples) first: skipped, not a blank block
+    restored = [{**r, "scene": "s009"} for r in records[:5]]
+    out = figure10(restored + records, tmp_path, tmp_path / "fig.png", n_scenes=2, cell_size=32)
     px = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
     seen = {tuple(int(c) for c in p) for p in np.unique(px, axis=0)}
     for (_, c, t0, w, seed), rgb in colours.items():
         assert (rgb in seen) == (w == 7.5 and seed == 0), (c, t0, w, seed)
     assert {(40, 170, 60), (210, 50, 50)} <= seen  # verdict borders: success and failure
     assert figure10([], tmp_path, tmp_path / "none.png") is None
+
+
+def test_bench_store_round_trip(tmp_path):
+    """scripts/bench_store.py: stored scenes come back as results.json the bench will reuse; a
+    scene already there with the same fingerprint is left alone; an unchanged store is not
+    rewritten (byte-stable gzip)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "bench_store.py"
+    spec = importlib.util.spec_from_file_location("bench_store", path)
+    bs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bs)
+    work, store = tmp_path / "work", tmp_path / "store"
+    scenes = {sid: {"fingerprint": f"fp-{sid}", "scene": sid, "records": [{"seed": i, "x": 0.5}]}
+              for i, sid in enumerate(("s000", "s001"))}  # fmt: skip
+    for sid, data in scenes.items():
+        (work / sid).mkdir(parents=True)
+        (work / sid / "results.json").write_text(json.dumps(data))
+    (work / "s002").mkdir()  # a scene still running: no results.json, nothing stored
+    assert bs.store(work, store) == ["s000", "s001"]
+    assert sorted(p.name for p in store.iterdir()) == ["s000.json.gz", "s001.json.gz"]
+    assert bs.store(work, store) == []  # same records, same bytes
+    fresh = tmp_path / "fresh"
+    assert bs.restore(store, fresh) == ["s000", "s001"]
+    for sid, data in scenes.items():
+        assert json.loads((fresh / sid / "results.json").read_text()) == data
+    assert bs.restore(store, fresh) == []
+    (fresh / "s001" / "results.json").write_text(json.dumps({"fingerprint": "old settings"}))
+    assert bs.restore(store, fresh) == ["s001"]  # other settings: replaced by the stored scene

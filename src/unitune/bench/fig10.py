@@ -30,10 +30,10 @@ def _pick_cfg(records: list[dict]) -> float | None:
 
 def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: int = 3,
              kinds: tuple[str, ...] | None = None, cell_size: int = 96) -> Path | None:  # fmt: skip
-    """Write ``out`` (PNG): one checkpoints x t0 block per scene (the first ``n_scenes`` with kept
-    samples), scene i showing edit kind ``kinds[i % len(kinds)]`` (default: the run's kinds in
-    order, so the blocks show different edits) at the first seed and the CFG with the fullest
-    grid. Returns the path, or None when no sample file was kept."""
+    """Write ``out`` (PNG): one checkpoints x t0 block per scene (the first ``n_scenes`` whose
+    samples are in ``work``), scene i showing edit kind ``kinds[i % len(kinds)]`` (default: the
+    run's kinds in order, so the blocks show different edits) at the first seed and the CFG with
+    the fullest grid. Returns the path, or None when no sample file was kept."""
     work = Path(work)
     recs = [r for r in records if r["method"] in ("sdedit", "unitune") and r.get("file")]
     w = _pick_cfg(recs)
@@ -41,7 +41,9 @@ def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: i
         return None
     seed = min(r["seed"] for r in recs)
     kinds = kinds or tuple(dict.fromkeys(r["kind"] for r in recs))
-    scenes = list(dict.fromkeys(r["scene"] for r in recs))[:n_scenes]
+    # scenes restored from stored results (scripts/bench_store.py) have records but no samples
+    kept = [s for s in dict.fromkeys(r["scene"] for r in recs) if (work / s / "samples").is_dir()]
+    scenes = kept[:n_scenes]
     ckpts = sorted({r["checkpoint"] for r in recs if r["cfg"] == w})
     t0s = sorted({r["t0"] for r in recs if r["cfg"] == w})
     blocks = []
