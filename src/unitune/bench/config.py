@@ -86,7 +86,11 @@ class BenchConfig:
 # Full size: >= 40 scenes, the issue's grids (checkpoints {16,32,64,128} x t0 x CFG {3,7.5,15,32}),
 # 2 seeds: 400 samples per config; the issue fixes scenes, kinds and grids, not seeds, and 4 seeds
 # (best-of-N) would double a run that is already ~17 core-hours on a CPU (docs/BENCHMARKS.md)
-FULL = BenchConfig(seeds=(0, 1))
+# CFG 1 at t0 {0.8, 1} is UniTune's claim 2 (without CFG the edit is ignored), one UNet pass each
+FULL = BenchConfig(
+    seeds=(0, 1),
+    unitune_extra=tuple(product((16, 32, 64, 128), (0.8, 1.0), (1.0,))),
+)
 # --quick: 4 scenes, one 64-step tune each, 15 sampling steps, 2 seeds, 2+7+1+4 configs (the
 # interpolated UniTune samples are free): sized for < 10 min on 2 CPU cores (docs/BENCHMARKS.md).
 QUICK = BenchConfig(
@@ -114,6 +118,7 @@ MEDIUM = replace(
     FULL,
     n_scenes=8,
     seeds=(0, 1, 2, 3),
+    unitune_extra=(),
     steps=15,
     sdedit_t0s=(0.6, 0.8, 0.9, 1.0),
     sdedit_cfgs=(7.5,),
