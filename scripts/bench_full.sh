@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The full-size benchmark (--preset full: 40 scenes) on a CPU, split over as many sessions as it
+# takes (~17 core-hours, docs/BENCHMARKS.md "Full size"). Rerun the same command to go on:
+#   bash scripts/bench_full.sh [RUN_DIR]      (default runs/bench-full; SHARDS=N, default nproc)
+# 1. restores the scenes already finished (docs/bench-full/scenes/*.json.gz) into RUN_DIR/work;
+# 2. runs one shard per core (OMP_NUM_THREADS=1) over the scenes left, storing every finished
+#    scene back into docs/bench-full/scenes every 5 minutes: commit that folder before a session
+#    ends, and a session cut short loses only the scenes in flight;
+# 3. once every scene is there: the tables and plots into docs/bench-full/ and the four claims
+#    into docs/bench_claims_full.json.
+set -euo pipefail
+R=${1:-runs/bench-full}
+S=docs/bench-full/scenes
+N=${SHARDS:-$(nproc)}
+export OMP_NUM_THREADS=1
+full=(--preset full --out "$R" --work "$R/work" --device cpu --quiet)
+mkdir -p "$R/work" "$S"
+python scripts/bench_store.py restore "$S" "$R/work"
+(while sleep 300; do python scripts/bench_store.py store "$R/work" "$S" >/dev/null; done) &
+saver=$!
+trap 'kill "$saver" 2>/dev/null || true' EXIT
+pids=()
+for ((k = 0; k < N; k++)); do
+    unitune bench edits "${full[@]}" --shard "$k/$N" >"$R/shard$k.log" 2>&1 &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+python scripts/bench_store.py store "$R/work" "$S"
+left=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"]["scenes_left"])' "$R/results.json")
+if [ "$left" != 0 ]; then
+    echo "$left scenes left: rerun this script"
+    exit 0
+fi
+unitune bench edits "${full[@]}" | tee "$R/summary.txt"  # every scene reused: the tables
+cp "$R"/{configs.csv,frontier.png,sine_curves.png,figure10.png} docs/bench-full/
+python -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["summary"], open(sys.argv[2], "w"), indent=1)' \
+    "$R/results.json" docs/bench-full/summary.json
+python scripts/bench_claims.py "$R/results.json" --out docs/bench_claims_full.json
