@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full-size benchmark (--preset full: 40 scenes) on a CPU, split over as many sessions as it
-# takes (~17 core-hours, docs/BENCHMARKS.md "Full size"). Rerun the same command to go on:
-#   bash scripts/bench_full.sh [RUN_DIR]      (default runs/bench-full; SHARDS=N, default nproc)
+# takes (~21 core-hours, docs/BENCHMARKS.md "Full size"). Rerun the same command to go on:
+#   bash scripts/bench_full.sh [RUN_DIR]      (default runs/bench-full)
+# SHARDS=N processes (default: one per core); DEVICE=cuda on a GPU machine (default cpu).
 # 1. restores the scenes already finished (docs/bench-full/scenes/*.json.gz) into RUN_DIR/work;
 # 2. runs one shard per core (OMP_NUM_THREADS=1) over the scenes left, storing every finished
 #    scene back into docs/bench-full/scenes every 5 minutes: commit that folder before a session
@@ -12,8 +13,9 @@ set -euo pipefail
 R=${1:-runs/bench-full}
 S=docs/bench-full/scenes
 N=${SHARDS:-$(nproc)}
+D=${DEVICE:-cpu}
 export OMP_NUM_THREADS=1
-full=(--preset full --out "$R" --work "$R/work" --device cpu --quiet)
+full=(--preset full --out "$R" --work "$R/work" --device "$D" --quiet)
 mkdir -p "$R/work" "$S"
 python scripts/bench_store.py restore "$S" "$R/work"
 (while sleep 300; do python scripts/bench_store.py store "$R/work" "$S" >/dev/null; done) &

@@ -85,7 +85,7 @@ class BenchConfig:
 
 # Full size: >= 40 scenes, the issue's grids (checkpoints {16,32,64,128} x t0 x CFG {3,7.5,15,32}),
 # 2 seeds: 400 samples per config; the issue fixes scenes, kinds and grids, not seeds, and 4 seeds
-# (best-of-N) would double a run that is already ~17 core-hours on a CPU (docs/BENCHMARKS.md)
+# (best-of-N) would double a run that is already ~21 core-hours on a CPU (docs/BENCHMARKS.md)
 # CFG 1 at t0 {0.8, 1} is UniTune's claim 2 (without CFG the edit is ignored), one UNet pass each
 FULL = BenchConfig(
     seeds=(0, 1),
