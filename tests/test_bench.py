@@ -43,6 +43,10 @@ def test_presets_sizes_and_grids():
     assert FULL.n_scenes >= 40 and QUICK.n_scenes == 4 and len(QUICK.seeds) == 2
     assert FULL.unitune_cfgs == (3.0, 7.5, 15.0, 32.0)
     assert set(FULL.unitune_checkpoints) == {16, 32, 64, 128} == set(FULL.save_at)
+    no_cfg = {(c, t0) for c, t0, w in FULL.unitune_points() if w == 1.0}  # claim 2's points
+    assert no_cfg == {(c, t0) for c in (16, 32, 64, 128) for t0 in (0.8, 1.0)}
+    # medium's own grid (4 seeds for best-of-N), not the full preset's it is derived from
+    assert len(MEDIUM.seeds) == 4 and not MEDIUM.unitune_extra and len(FULL.seeds) == 2
     methods = {m for m, _ in plan(QUICK)}
     assert methods == {"sdedit", "unitune", "unitune+pg", "sine"}  # +interp is derived
     assert all(o["checkpoint"] == 0 and not o["rare_token"] for m, o in plan(FULL) if m == "sdedit")
