@@ -26,8 +26,13 @@ for ((k = 0; k < N; k++)); do
     unitune bench edits "${full[@]}" --shard "$k/$N" >"$R/shard$k.log" 2>&1 &
     pids+=($!)
 done
-for p in "${pids[@]}"; do wait "$p"; done
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
 python scripts/bench_store.py store "$R/work" "$S"
+if [ "$failed" != 0 ]; then
+    echo "a shard failed: see $R/shard*.log (finished scenes are stored)" >&2
+    exit 1
+fi
 left=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"]["scenes_left"])' "$R/results.json")
 if [ "$left" != 0 ]; then
     echo "$left scenes left: rerun this script"
