@@ -4,7 +4,7 @@
     python scripts/bench_store.py restore docs/bench-full/scenes runs/bench-full/work
 
 ``store`` gzips each finished ``WORK/<scene>/results.json`` into ``STORE/<scene>.json.gz``
-(~100 KB a full-size scene; byte-stable, so an unchanged scene makes no diff). ``restore`` puts
+(~55 KB a full-size scene; byte-stable, so an unchanged scene makes no diff). ``restore`` puts
 them back where ``unitune bench edits --work WORK`` looks, so a rerun skips those scenes: the
 bench reuses a results.json only when its fingerprint (settings + model weights) matches. The
 tunes and sample PNGs are not stored (hundreds of MB); only the scene's records travel.
