@@ -17,7 +17,7 @@ import gzip
 import json
 from pathlib import Path
 
-from unitune.fileio import atomic_write_bytes
+from unitune.fileio import atomic_write_bytes, atomic_write_json
 
 
 def _pack(data: dict) -> bytes:
@@ -48,7 +48,7 @@ def restore(src: Path, work: Path) -> list[str]:
             here = json.loads(target.read_text())
             if here.get("fingerprint") == data.get("fingerprint"):
                 continue
-        atomic_write_bytes(target, (json.dumps(data, indent=1) + "\n").encode())
+        atomic_write_json(target, data)  # as the bench itself writes results.json
         written.append(sid)
     return written
 
