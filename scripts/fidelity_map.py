@@ -41,7 +41,7 @@ def main() -> None:
             "method": a.method,
             "model_digest": s.get("model_digest"),  # the weights it was measured on
             "bench_config": {
-                k: s["config"][k]
+                k: s["config"].get(k)
                 for k in (
                     "n_scenes",
                     "seeds",
@@ -50,6 +50,7 @@ def main() -> None:
                     "unitune_checkpoints",
                     "unitune_t0s",
                     "unitune_cfgs",
+                    "unitune_extra",
                 )
             },
         },  # fmt: skip

@@ -58,6 +58,16 @@ def test_edit_png_parameters_and_bit_exact_reproduction(tuned, tmp_path, capsys)
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(Image.open(again)))
 
 
+def test_edit_defaults_are_the_measured_ones(tuned, tmp_path, capsys):
+    # t0 0.9 and interpolation on (docs/BENCHMARKS.md "Defaults"); --no-interpolate turns it off
+    for flags, interp in (((), True), (("--no-interpolate",), False)):
+        code, out, err = run(capsys, "edit", tuned, "a dog", *flags, "--steps", 2, "--out",
+                             tmp_path / str(interp), "--device", "cpu", "--quiet")  # fmt: skip
+        assert code == 0, err
+        ec = json.loads(Path(out.split()[0]).with_suffix(".json").read_text())["edit_config"]
+        assert (ec["t0"], ec["cfg"], ec["interpolate"]) == (0.9, 7.5, interp)
+
+
 def test_grid(tuned, tmp_path, capsys):
     out = tmp_path / "grid.png"
     code, _, _ = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--t0", "0.8,1.0",

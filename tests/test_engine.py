@@ -28,7 +28,7 @@ def test_edit_equals_diffusers_img2img(tiny_model, untuned, t0):
     from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
 
     ed = Editor(untuned, "cpu")
-    cfg = EditConfig(checkpoint=0, t0=t0, cfg=7.5, steps=12, seeds=(0, 3))
+    cfg = EditConfig(checkpoint=0, t0=t0, cfg=7.5, steps=12, seeds=(0, 3), interpolate=False)
     ours = ed.edit("a cat wearing sunglasses", cfg, progress=False).pixels
 
     peer = StableDiffusionImg2ImgPipeline.from_pretrained(
@@ -104,6 +104,13 @@ def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), step
     assert full.manifest["loss_history"] == resumed.manifest["loss_history"]
+    # no --checkpoint: the auto step on a full tune that saved it, else None (= the last)
+    ed = Editor(full.path, "cpu")
+    assert ed.default_step(EditConfig()) is None  # 32 is not saved here
+    assert [ed.default_step(EditConfig(**{"auto_checkpoint": 4, **kw})) for kw in
+            ({}, {"checkpoint": 2}, {"method": "sine"}, {"auto_checkpoint": 3})] == [4, 2, None, None]  # fmt: skip
+    res = ed.edit("a cat", EditConfig(auto_checkpoint=4, steps=1, seeds=(0,)), progress=False)
+    assert res.params[0]["edit_config"]["checkpoint"] == 4 and ed.step == 4
 
 
 def test_lora_tune_is_small_and_scales(tiny_model, photo, tmp_path):
@@ -121,6 +128,7 @@ def test_lora_tune_is_small_and_scales(tiny_model, photo, tmp_path):
     pre = ed.edit("a cat", EditConfig(**{**ec.__dict__, "checkpoint": 0}), progress=False).pixels
     assert torch.allclose(off, pre, atol=1e-5)  # scale 0 = the pretrained model
     assert not torch.allclose(tuned, pre, atol=1e-4)
+    assert ed.default_step(EditConfig(auto_checkpoint=2)) is None  # LoRA: the last, not step 2
 
 
 def test_weights_digest_follows_the_weights_not_the_name(tiny_model, photo, tmp_path):

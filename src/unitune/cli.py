@@ -55,7 +55,7 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
     # absent unless given (EditConfig's defaults apply), so --fidelity can tell they were not
     keep = argparse.SUPPRESS
     if not grid:
-        p.add_argument("--checkpoint", type=int, default=keep, help="step (0 = pretrained; default last)")  # fmt: skip
+        p.add_argument("--checkpoint", type=int, default=keep, help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)")  # fmt: skip
         p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
         p.add_argument("--seeds", type=_ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
     p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
@@ -65,7 +65,8 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
     p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
     p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
     p.add_argument("--mask", help="PNG, white = may change (in-painting)")
-    p.add_argument("--interpolate", action="store_true", help="pixel interpolation (§3.4)")
+    p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=d.interpolate,
+                   help="pixel interpolation toward the original (§3.4)")  # fmt: skip
     p.add_argument("--interp-window", type=int, default=d.interp_window)
     p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
     p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")

@@ -39,7 +39,13 @@ SCENE = Scene(
 # the 20 edits succeeded at any checkpoint x t0 x CFG tried; with it 3-8.
 SOURCE_CAPTION = caption(SCENE, np.random.default_rng(0))
 DEMO_EDIT = EditConfig(
-    checkpoint=64, cfg=7.5, t0=0.9, steps=25, seeds=(0, 1, 2, 3), prompt_guidance=SOURCE_CAPTION
+    checkpoint=64,
+    cfg=7.5,
+    t0=0.9,
+    steps=25,
+    seeds=(0, 1, 2, 3),
+    prompt_guidance=SOURCE_CAPTION,
+    interpolate=False,  # the sweep above was measured without it
 )
 DEMO_GRID = GridConfig(checkpoints=(16, 32, 64, 128), t0s=(0.6, 0.75, 0.9, 1.0), seeds=(0,))
 

@@ -117,6 +117,16 @@ class Editor:
             self._original = Image.open(self.folder.path / "original.png").convert("RGB")
         return self._original
 
+    def default_step(self, cfg: EditConfig) -> int | None:
+        """cfg.checkpoint, or for None cfg.auto_checkpoint where the benchmark measured it (plain
+        UniTune on a full-UNet tune that saved that step), else None (= the last one saved)."""
+        if cfg.checkpoint is not None:
+            return cfg.checkpoint
+        measured = cfg.method == "unitune" and not cfg.guides and self.tune_cfg.method == "full"
+        if measured and cfg.auto_checkpoint in self.folder.checkpoints:
+            return cfg.auto_checkpoint
+        return None
+
     @torch.no_grad()
     def use_checkpoint(self, step: int | None) -> int:
         """Load a checkpoint (None = last, 0 = pretrained) onto the pretrained UNet."""
@@ -166,7 +176,7 @@ class Editor:
     ) -> EditResult:
         validate(cfg)
         comp = self.comp
-        step = self.use_checkpoint(cfg.checkpoint)
+        step = self.use_checkpoint(self.default_step(cfg))
         sine.set_home(comp.unet, cfg.lora_scale)  # own adapter at lora_scale, any guide's off
         res = tuple(self.folder.manifest["resolution"])
         hw = tuple(cfg.size) if cfg.size else res

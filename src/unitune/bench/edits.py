@@ -161,7 +161,8 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
     text = item.caption if bc.tune_prompt == "caption" else ""
     records = []
     for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
-        ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), checkpoint=c, cfg=w, t0=1.0)
+        ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), checkpoint=c, cfg=w, t0=1.0,
+                        interpolate=False)  # fmt: skip
         res = ed.edit(text, ec, progress=False)
         lf, pf = _distances(res.images, base, lp)
         for j, im in enumerate(res.images):
@@ -204,7 +205,8 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     records = _reconstruct(item, bc, ed, base, before, lp, d)
     for method, over in plan(bc):
         for e in item.edits:
-            ec = replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds)), **over)
+            # raw samples: "unitune+interp" below is the interpolation, scored on its own
+            ec = replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), interpolate=False), **over)  # fmt: skip
             if method == "unitune+pg":
                 ec = replace(ec, prompt_guidance=item.caption)
             res = ed.edit(e.prompt, ec, progress=False)
