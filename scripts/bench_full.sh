@@ -7,8 +7,8 @@
 # 2. runs one shard per core (OMP_NUM_THREADS=1) over the scenes left, storing every finished
 #    scene back into docs/bench-full/scenes every 5 minutes: commit that folder before a session
 #    ends, and a session cut short loses only the scenes in flight;
-# 3. once every scene is there: the tables and plots into docs/bench-full/ and the four claims
-#    into docs/bench_claims_full.json.
+# 3. once every scene is there: the tables and plots into docs/bench-full/, the four claims
+#    into docs/bench_claims_full.json and the --fidelity map into src/unitune/assets/.
 set -euo pipefail
 R=${1:-runs/bench-full}
 S=docs/bench-full/scenes
@@ -46,3 +46,4 @@ if [ -f "$R/figure10.png" ]; then cp "$R/figure10.png" docs/bench-full/; else
 python -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["summary"], open(sys.argv[2], "w"), indent=1)' \
     "$R/results.json" docs/bench-full/summary.json
 python scripts/bench_claims.py "$R/results.json" --out docs/bench_claims_full.json
+python scripts/fidelity_map.py "$R/results.json" --out src/unitune/assets/fidelity_map.json
