@@ -56,6 +56,13 @@ def plan(bc: BenchConfig) -> list[tuple[str, dict]]:
     return runs
 
 
+def sample_config(bc: BenchConfig, **over) -> EditConfig:
+    """The EditConfig of one sampled config (``over``: checkpoint, t0, CFG, ...), with
+    interpolation pinned off whatever EditConfig's default: the bench scores raw samples, and
+    "unitune+interp" is the interpolation, applied to them and scored on its own."""
+    return replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), interpolate=False), **over)
+
+
 def label(method: str, ec: EditConfig) -> str:
     t = f"t0={ec.t0:g} w={ec.cfg:g}"
     if method == "sdedit":
@@ -161,8 +168,7 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
     text = item.caption if bc.tune_prompt == "caption" else ""
     records = []
     for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
-        ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), checkpoint=c, cfg=w, t0=1.0,
-                        interpolate=False)  # fmt: skip
+        ec = sample_config(bc, checkpoint=c, cfg=w, t0=1.0)
         res = ed.edit(text, ec, progress=False)
         lf, pf = _distances(res.images, base, lp)
         for j, im in enumerate(res.images):
@@ -205,8 +211,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     records = _reconstruct(item, bc, ed, base, before, lp, d)
     for method, over in plan(bc):
         for e in item.edits:
-            # raw samples: "unitune+interp" below is the interpolation, scored on its own
-            ec = replace(EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), interpolate=False), **over)  # fmt: skip
+            ec = sample_config(bc, **over)
             if method == "unitune+pg":
                 ec = replace(ec, prompt_guidance=item.caption)
             res = ed.edit(e.prompt, ec, progress=False)
