@@ -41,7 +41,7 @@ def main() -> None:
             "method": a.method,
             "model_digest": s.get("model_digest"),  # the weights it was measured on
             "bench_config": {
-                k: s["config"].get(k)
+                k: s["config"][k]
                 for k in (
                     "n_scenes",
                     "seeds",
