@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unitune.bench.edits import image_tensor
 from unitune.bench.suite import make_suite
 from unitune.edit import Editor
 from unitune.fileio import atomic_write_json
+from unitune.metrics.fidelity import image_tensor
 from unitune.models import load_components
 from unitune.rank import Judge, RankConfig, combine
 

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The full-size benchmark (--preset full: 40 scenes) on a CPU, split over as many sessions as it
-# takes (~21 core-hours, docs/BENCHMARKS.md "Full size"). Rerun the same command to go on:
+# The full-size benchmark (--preset full: 40 scenes) on a CPU, split over as many runs as it
+# takes (17.8 core-hours on v5, docs/BENCHMARKS.md). Rerun the same command to go on:
 #   bash scripts/bench_full.sh [RUN_DIR]      (default runs/bench-full)
 # SHARDS=N processes (default: one per core); DEVICE=cuda on a GPU machine (default cpu).
-# 1. restores the scenes already finished (docs/bench-full/scenes/*.json.gz) into RUN_DIR/work;
+# 1. restores the scenes already finished (docs/bench-full/scene-results/*.json.gz) into
+#    RUN_DIR/work;
 # 2. runs one shard per core (OMP_NUM_THREADS=1) over the scenes left, storing every finished
-#    scene back into docs/bench-full/scenes every 5 minutes: commit that folder before a session
-#    ends, and a session cut short loses only the scenes in flight;
+#    scene back into docs/bench-full/scene-results every 5 minutes: commit that folder before the
+#    machine goes away, and a run cut short loses only the scenes in flight;
 # 3. once every scene is there: the tables and plots into docs/bench-full/, the four claims
 #    into docs/bench_claims_full.json and the --fidelity map into src/unitune/assets/.
 set -euo pipefail
 R=${1:-runs/bench-full}
-S=docs/bench-full/scenes
+S=docs/bench-full/scene-results
 N=${SHARDS:-$(nproc)}
 D=${DEVICE:-cpu}
 export OMP_NUM_THREADS=1
 full=(--preset full --out "$R" --work "$R/work" --device "$D" --quiet)
 mkdir -p "$R/work" "$S"
-python scripts/bench_store.py restore "$S" "$R/work"
-(while sleep 300; do python scripts/bench_store.py store "$R/work" "$S" >/dev/null; done) &
+python -m unitune.bench.store restore "$S" "$R/work"
+(while sleep 300; do python -m unitune.bench.store store "$R/work" "$S" >/dev/null; done) &
 saver=$!
 trap 'kill "$saver" 2>/dev/null || true' EXIT
 pids=()
@@ -28,7 +29,7 @@ for ((k = 0; k < N; k++)); do
 done
 failed=0
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
-python scripts/bench_store.py store "$R/work" "$S"
+python -m unitune.bench.store store "$R/work" "$S"
 if [ "$failed" != 0 ]; then
     echo "a shard failed: see $R/shard*.log (finished scenes are stored)" >&2
     exit 1

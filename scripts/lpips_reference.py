@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +26,10 @@ import torch
 
 from unitune.fileio import atomic_write_json
 from unitune.metrics import get_lpips
-from unitune.metrics.lpips_cases import astronaut_256, distortions
+
+# the validation images are test data (tests/lpips_cases.py, needs the dev extra's scikit-image)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lpips_cases import astronaut_256, distortions  # noqa: E402
 
 JAX_SNIPPET = r"""
 import json, sys

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
+from unitune.backbones import resolve_model_ref
 from unitune.embedded.arch import scheduler_config
 from unitune.fileio import atomic_write_json
-from unitune.models import encode_prompts, load_components, resolve_model_ref
+from unitune.models import encode_prompts, load_components
 from unitune.world.render import render
 from unitune.world.scene import FULL, caption, sample_scene
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,10 @@ from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_
 from unitune.bench.config import FULL, MEDIUM, QUICK
 from unitune.bench.edits import plan, reads_back
 from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
+from unitune.bench.suite import BOX_RADIUS
 from unitune.cli import build_parser, main
 from unitune.world.edits import KINDS
+from unitune.world.render import OUTLINE
 from unitune.world.scene import Obj, Scene
 
 
@@ -66,10 +67,13 @@ def test_keep_mask_regions(suite3):
     tgt = _scene_with(Obj("circle", "blue", "small", "filled", "center"))
     m = keep_mask(src, Edit("recolour", tgt, "", 0), (64, 64), margin=4.0)
     assert m.shape == (1, 1, 64, 64) and set(m.unique().tolist()) == {0.0, 1.0}
-    half = 1.2 * 6 + 1.1 + 4.0  # 12.3 units = pixels at 64 px: pixel centres 20.5 .. 43.5
+    # the box's half-side, from the code's own constants: 1.2 x radius 6 + half an outline
+    # stroke 1.1 + margin 4 = 12.3 units = pixels at 64 px, so pixel centres 20.5 .. 43.5
+    half = BOX_RADIUS * src.objects[0].radius() + OUTLINE / 2 + 4.0
+    assert half == pytest.approx(12.3)
     inside = m[0, 0] == 0
     assert inside[32, 32] and inside[20, 20] and inside[43, 43] and not inside[19, 32]
-    assert int(inside.sum()) == 24 * 24 and abs(half - 12.3) < 1e-9
+    assert int(inside.sum()) == 24 * 24
     # the same mask at 32 px covers the same part of the canvas
     assert abs(keep_mask(src, Edit("recolour", tgt, "", 0), (32, 32)).mean() - m.mean()) < 0.02
     # add: only the target's new object; background: the objects kept ("objects") or all
@@ -102,6 +106,7 @@ def test_reads_back_the_suite(suite3):
     assert all(reads_back(i.scene, read(base_image(i.scene))) for i in suite3)
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     bc = BenchConfig(n_scenes=1, kinds=("recolour", "background"), seeds=(0, 1), steps=2,
                      tune_steps=2, save_at=(1, 2), sdedit_t0s=(0.8,), sdedit_cfgs=(7.5,),
@@ -157,6 +162,7 @@ def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
     assert "--lora-rank needs --tune-method lora" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_lora_tunes_back_to_back(tiny_model, tmp_path):
     """--tune-method lora: each scene's tune starts from the pretrained weights again, although
     PEFT leaves its wrappers on the shared UNet: scene 2 tuned right after scene 1 gives the same
@@ -241,15 +247,11 @@ def test_figure10_from_kept_samples(tmp_path):
 
 
 def test_bench_store_round_trip(tmp_path):
-    """scripts/bench_store.py: stored scenes come back as results.json the bench will reuse; a
+    """unitune.bench.store: stored scenes come back as results.json the bench will reuse; a
     scene already there with the same fingerprint is left alone; an unchanged store is not
     rewritten (byte-stable gzip)."""
-    import importlib.util
+    from unitune.bench import store as bs
 
-    path = Path(__file__).parents[1] / "scripts" / "bench_store.py"
-    spec = importlib.util.spec_from_file_location("bench_store", path)
-    bs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bs)
     work, store = tmp_path / "work", tmp_path / "store"
     scenes = {sid: {"fingerprint": f"fp-{sid}", "scene": sid, "records": [{"seed": i, "x": 0.5}]}
               for i, sid in enumerate(("s000", "s001"))}  # fmt: skip

@@ -22,9 +22,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def assert_user_error(code: int, err: str, *words: str) -> None:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("unitune: error:")]
+    lines = err.strip().splitlines()
     assert code == 2, err
-    assert len(lines) == 1, err
+    assert len(lines) == 1 and lines[0].startswith("unitune: error:"), err
     assert "Traceback" not in err
     for w in words:
         assert w.lower() in lines[0].lower(), (w, lines[0])
@@ -124,6 +124,13 @@ def test_pickle_models_refused(photo, tmp_path, capsys, suffix):
         (["--t0", "-0.1"], ["t0"]),
         (["--cfg", "-1"], ["cfg"]),
         (["--checkpoint", "3"], ["checkpoint 3", "saved: 2, 4"]),
+        (["--steps", "0"], ["--steps"]),
+        (["--seeds", "-1"], ["--seeds"]),
+        (["--v", "1.5"], ["--v"]),
+        (["--interp-window", "4"], ["odd"]),
+        (["--best-of", "2", "--sweep-checkpoints", "2,3"], ["checkpoint 3"]),
+        (["--best-of", "2", "--sweep-t0", "0.5,2"], ["t0"]),
+        (["--guide", "pretrained:a dog:x"], ["--guide", "not a number"]),
     ],
 )
 def test_bad_edit_flags(tuned, tmp_path, capsys, flags, words):
@@ -159,3 +166,61 @@ def test_entry_point_has_no_traceback(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("unitune: error:")
+
+
+def _cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unitune.cli", *map(str, argv)],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+BAD_RUNS = [  # (argv after "unitune", words of the one error line); TUNE / MODEL / PHOTO filled in
+    (["edit", "TUNE", "a dog", "--t0", "1.5"], ["--t0"]),
+    (["edit", "TUNE", "a dog", "--cfg", "-3"], ["--cfg"]),
+    (["edit", "TUNE", "a dog", "--checkpoint", "999"], ["checkpoint 999"]),
+    (["edit", "TUNE", "a dog", "--mask", "NOPE/mask.png"], ["mask"]),
+    (["edit", "TUNE", "a dog", "--sampler", "euler-a"], ["--sampler"]),
+    (["grid", "TUNE", "a dog", "--t0", "0.5,2"], ["t0"]),
+    (["tune", "NOPE/photo.jpg", "--model", "MODEL", "--out", "NOPE/out"], ["photo.jpg"]),
+    (["tune", "PHOTO", "--model", "NOPE/model", "--out", "NOPE/out"], ["nope"]),
+    (["tune", "PHOTO", "--model", "MODEL", "--out", "NOPE/out", "--steps", "-1"], ["--steps"]),
+]
+
+
+@pytest.mark.slow
+def test_bad_arguments_fail_before_any_model_loads(tuned, tiny_model, photo, tmp_path):
+    """A bad argument: exit 2, exactly one line on stderr, nothing written, and no model load.
+    Deterministic half: torch is never imported. Timed half: each such run takes a small
+    fraction of a run that only loads the model (a ratio measured here, not a budget)."""
+    import time
+
+    fill = {"TUNE": str(tuned), "MODEL": tiny_model, "PHOTO": photo, "NOPE": str(tmp_path / "nope")}  # fmt: skip
+    worst = 0.0
+    for argv, words in BAD_RUNS:
+        argv = [fill.get(a, a) if "/" not in a else a.replace("NOPE", fill["NOPE"]) for a in argv]
+        t = time.perf_counter()
+        r = _cli(*argv)
+        worst = max(worst, time.perf_counter() - t)
+        assert_user_error(r.returncode, r.stderr, *words)
+        assert r.stdout == ""
+        assert not (tmp_path / "nope").exists()
+    probe = ("import sys; from unitune.cli import main; rc = main(sys.argv[1:]); "
+             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", probe, "edit", str(tuned), "a dog", "--t0", "2"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "torch was imported" not in r.stderr, r.stderr
+    t = time.perf_counter()
+    load = subprocess.run([sys.executable, "-c", "import sys; from unitune.models import "
+                           "load_components; load_components(sys.argv[1], 'cpu')", tiny_model])  # fmt: skip
+    load_s = time.perf_counter() - t
+    assert load.returncode == 0
+    assert worst < 0.25 * load_s, (worst, load_s)
+
+
+@pytest.mark.slow
+def test_third_party_logs_quiet_unless_verbose(tuned, tmp_path):
+    """A good edit prints only unitune's own lines; --verbose lets the libraries speak."""
+    argv = ["edit", tuned, "a dog", "--steps", 1, "--device", "cpu", "--quiet"]
+    r = _cli(*argv, "--out", tmp_path / "q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    v = _cli(*argv, "--out", tmp_path / "v", "--verbose")
+    assert v.returncode == 0 and "Loading pipeline components" in v.stderr, v.stderr

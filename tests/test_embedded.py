@@ -10,9 +10,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from unitune.backbones import SHORT_NAMES
 from unitune.embedded.arch import TINY
 from unitune.embedded.train import TrainConfig, train
-from unitune.models import SHORT_NAMES, load_components
+from unitune.models import load_components
 
 SHIPPED = SHORT_NAMES["world"]
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

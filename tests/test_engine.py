@@ -51,6 +51,7 @@ def test_edit_equals_diffusers_img2img(tiny_model, untuned, t0):
     assert np.abs(ours_np - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_finetune_lowers_loss_and_reproduces_base(tiny_model, photo, tmp_path):
     """Loss falls, and the rare-token sample at t0 = 1 moves toward the base image (PSNR)."""
     out = tmp_path / "tuned"
@@ -75,6 +76,7 @@ def test_finetune_lowers_loss_and_reproduces_base(tiny_model, photo, tmp_path):
     assert p128 > p64 > p0 and p128 > p0 + 6.0, (p0, p64, p128)
 
 
+@pytest.mark.slow
 def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
     cfg = TuneConfig(steps=8, save_at=(2, 4, 8), lr=1e-3)
     comp = load_components(tiny_model, "cpu")
@@ -131,6 +133,7 @@ def test_lora_tune_is_small_and_scales(tiny_model, photo, tmp_path):
     assert ed.default_step(EditConfig(auto_checkpoint=2)) is None  # LoRA: the last, not step 2
 
 
+@pytest.mark.slow
 def test_weights_digest_follows_the_weights_not_the_name(tiny_model, photo, tmp_path):
     import shutil
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from lpips_cases import astronaut_256, distortions
 from unitune.errors import UserError
 from unitune.metrics import LPIPS, clip_score, get_lpips, masked_mse, psnr
 from unitune.metrics.lpips import ASSET_DIR, weights_path
-from unitune.metrics.lpips_cases import astronaut_256, distortions
 
 skimage = pytest.importorskip("skimage")
 

@@ -20,8 +20,9 @@ from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.guidance import cfg as cfg_mix
 from unitune.guidance import multi_guidance, sine_mix
+from unitune.guidespec import GuideSpec, parse_guide
 from unitune.models import encode_prompts
-from unitune.multi import GuideSpec, multi_guided, parse_guide
+from unitune.multi import multi_guided
 from unitune.tune import tune
 
 FAST = EditConfig(steps=3, seeds=(0,))
@@ -219,6 +220,7 @@ def lora_copy(lora_tune, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("primary", ["lora", "full"])
 def test_multi_views_match_separate_models_and_restore_state(
     primary, lora_tune, full_tune, patch_tune, lora_copy, lora_patch

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import patches
-from .config import TuneConfig
+from .config import ADAPTER, TuneConfig
 
 LORA_ATTN = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 LORA_CONV = ["conv1", "conv2", "conv_shortcut"]
@@ -35,7 +35,7 @@ def lora_config_dict(cfg: TuneConfig) -> dict[str, Any]:
 def add_lora(unet, config: dict[str, Any]) -> None:
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(**config), adapter_name="unitune")
+    unet.add_adapter(LoraConfig(**config), adapter_name=ADAPTER)
 
 
 def make_trainable(unet, cfg: TuneConfig) -> list[torch.nn.Parameter]:
@@ -89,7 +89,7 @@ def checkpoint_tensors(
     if cfg.method == "lora":
         from peft.utils import get_peft_model_state_dict
 
-        sd = get_peft_model_state_dict(unet, adapter_name="unitune")
+        sd = get_peft_model_state_dict(unet, adapter_name=ADAPTER)
         out = {k: v.float() for k, v in sd.items()} | patches.state(unet)
         return out, {"kind": "lora", "lora_config": lora_config_dict(cfg), **_pos_meta(cfg)}
     assert base is not None
@@ -109,13 +109,13 @@ def _pos_meta(cfg: TuneConfig) -> dict[str, Any]:
 def apply_checkpoint(unet, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Load a saved checkpoint onto a freshly loaded pretrained UNet."""
     if meta.get("patches"):
-        patches.load_state(unet, tensors, meta.get("pos_freqs", 6))
+        patches.load_state(unet, tensors, meta["pos_freqs"])
     tensors = {k: v for k, v in tensors.items() if not k.startswith("pos.")}
     if meta.get("kind") == "lora":
         from peft.utils import set_peft_model_state_dict
 
         add_lora(unet, meta["lora_config"])
-        set_peft_model_state_dict(unet, tensors, adapter_name="unitune")
+        set_peft_model_state_dict(unet, tensors, adapter_name=ADAPTER)
         unet.to(next(iter(unet.parameters())).device)
         return
     if meta.get("kind") != "delta-fp16":
@@ -127,9 +127,3 @@ def apply_checkpoint(unet, tensors: dict[str, torch.Tensor], meta: dict[str, Any
 
 def has_lora(unet) -> bool:
     return bool(getattr(unet, "_hf_peft_config_loaded", False))
-
-
-def set_lora_scale(unet, scale: float) -> None:
-    """0 = pretrained model, 1 = tuned; the adapter is scaled in place, no weight copy."""
-    if has_lora(unet):
-        unet.set_adapters(["unitune"], weights=[scale])

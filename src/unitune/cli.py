@@ -1,6 +1,8 @@
 """The `unitune` command: a thin typed layer over the library.
 
-Bad input exits with status 2 and one line on stderr naming the problem and the fix.
+Bad input exits with status 2 and one line on stderr naming the problem and the fix, checked
+before any model loads (unitune.checks) and before torch is even imported, so it takes a
+fraction of a second. Third-party logs are off unless --verbose (unitune.logs).
 """
 
 from __future__ import annotations
@@ -11,9 +13,32 @@ import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
+from . import logs
 from .bench.cli import add_bench_parser, cmd_bench
-from .config import TUNE_PRESETS, EditConfig, GridConfig, TuneConfig, tune_preset
+from .config import (
+    DEFAULT_MODEL,
+    EDIT_METHODS,
+    PRECISIONS,
+    RESIZE_MODES,
+    SAMPLERS,
+    SWITCHES,
+    TUNE_METHODS,
+    TUNE_PRESETS,
+    EditConfig,
+    GridConfig,
+    RankConfig,
+    TuneConfig,
+    tune_preset,
+)
 from .errors import UnituneWarning, UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with unitune's error form: one line on stderr, exit 2 (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"unitune: error: {self.prog}: {message} — see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _comma_list(text: str, cast: type, what: str) -> tuple:
@@ -49,6 +74,9 @@ def _size(text: str) -> tuple[int, int]:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose", action="store_true", help="show third-party logs, warnings and load bars"
+    )
 
 
 def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
@@ -60,7 +88,7 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
         p.add_argument("--seeds", type=_ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
     p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
     p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
-    p.add_argument("--sampler", choices=["ddim", "dpm++"], default=d.sampler)
+    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
     p.add_argument("--negative-prompt", default=d.negative_prompt)
     p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
     p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
@@ -70,7 +98,7 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
     p.add_argument("--interp-window", type=int, default=d.interp_window)
     p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
     p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
-    p.add_argument("--method", choices=["unitune", "sine"], default=d.method)
+    p.add_argument("--method", choices=EDIT_METHODS, default=d.method)
     p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
     p.add_argument(
         "--v",
@@ -87,14 +115,16 @@ def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = Fals
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="unitune", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = Parser(prog="unitune", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("tune", help="fine-tune a model on one image")
     td = TuneConfig()
     t.add_argument("image")
     t.add_argument("--out", required=True, help="tune folder (resumed if it exists)")
-    t.add_argument("--model", default="world", help="hub id, diffusers folder, .safetensors")
+    t.add_argument(
+        "--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors, or world"
+    )
     t.add_argument("--model-config", help="diffusers folder giving the config of a single file")
     # flags a preset sets default to SUPPRESS: absent from args unless given, so they win over it
     keep = argparse.SUPPRESS
@@ -109,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-at", type=_ints, default=keep, help="comma list of steps")
     t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
     t.add_argument("--lr", type=float, default=keep, help="default 1e-4 (full), 3e-4 (lora)")
-    t.add_argument("--method", choices=["full", "lora"], default=td.method)
+    t.add_argument("--method", choices=TUNE_METHODS, default=td.method)
     t.add_argument("--lora-rank", type=int, default=td.lora_rank)
     t.add_argument("--lora-conv", action="store_true", help="LoRA on ResNet convs too")
     t.add_argument("--rare-token", default=td.rare_token)
@@ -120,12 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--class-noun", default=td.class_noun, help="SINE: 'a photo of a <rare> <noun>'")
     t.add_argument("--seed", type=int, default=td.seed)
-    t.add_argument("--resize", choices=["crop", "pad"], default=td.resize)
+    t.add_argument("--resize", choices=RESIZE_MODES, default=td.resize)
     t.add_argument("--resolution", type=int, default=td.resolution)
-    t.add_argument("--mixed-precision", choices=["auto", "no", "bf16"], default=td.mixed_precision)
-    t.add_argument(
-        "--gradient-checkpointing", choices=["auto", "on", "off"], default=td.gradient_checkpointing
-    )
+    t.add_argument("--mixed-precision", choices=PRECISIONS, default=td.mixed_precision)
+    t.add_argument("--gradient-checkpointing", choices=SWITCHES, default=td.gradient_checkpointing)
     t.add_argument(
         "--patches",
         action="store_true",
@@ -177,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--sweep-checkpoints", type=_ints, help="--best-of: also sweep these checkpoints"
     )
-    e.add_argument("--balance", type=float, default=1.0, help="--best-of: weight of fidelity (1)")
+    e.add_argument("--balance", type=float, default=RankConfig.balance,
+                   help=f"--best-of: weight of fidelity ({RankConfig.balance:g})")  # fmt: skip
     e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
     _add_common(e)
 
@@ -186,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("tune")
     g.add_argument("prompt")
     g.add_argument("--checkpoints", type=_ints, default=gd.checkpoints)
-    g.add_argument("--t0", type=_floats, default=gd.t0s, help="comma list")
+    g.add_argument("--t0", dest="t0s", type=_floats, default=gd.t0s, help="comma list")
     g.add_argument("--seeds", type=_ints, default=gd.seeds)
     g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")
     g.add_argument("--out", default="grid.png")
@@ -197,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="offline: tune the embedded model on a bundled scene, edit it, judge the edits"
     )
     d.add_argument("--out", default="unitune-demo", help="output folder (default unitune-demo)")
-    d.add_argument("--method", choices=["full", "lora"], default=TuneConfig().method)
+    d.add_argument("--method", choices=TUNE_METHODS, default=TuneConfig().method)
     d.add_argument("--seeds", type=_ints, default=None, help="edit seeds (default 0,1,2,3)")
     _add_common(d)
     add_bench_parser(sub, _add_common)
@@ -214,7 +243,7 @@ def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from .tune import tune
+    from .checks import check_tune
 
     names = {f.name for f in fields(TuneConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
@@ -234,10 +263,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
             "pass e.g. --class-noun dog (or --base-prompt with a full prompt that contains "
             f"{cfg.rare_token!r})",
         )
-    if not 0.0 < cfg.patch_min_frac <= 1.0:
-        raise UserError(
-            f"--patch-min-frac must be in (0, 1], got {cfg.patch_min_frac}", "e.g. 0.1 (SINE)"
-        )
+    check_tune(args.image, args.out, cfg, args.model, args.model_config, args.overwrite)
+    _before_load(args)
+    from .tune import tune
+
     folder = tune(
         args.image,
         args.out,
@@ -253,10 +282,18 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print(f"tune folder: {folder.path}  checkpoints (mean loss): {losses or 'none'}")
 
 
+def _before_load(args: argparse.Namespace) -> None:
+    """Every argument is checked: the device (this imports torch), then quiet the libraries."""
+    from .models import resolve_device
+
+    resolve_device(args.device)
+    if not args.verbose:
+        logs.quiet_libraries()
+
+
 def cmd_edit(args: argparse.Namespace) -> None:
-    from .edit import Editor, edit_config_from_params
-    from .outputs import save_edit
-    from .pngmeta import read_sidecar
+    from .checks import check_edit
+    from .pngmeta import edit_config_from_params, read_sidecar
 
     only_seed = None  # --params: keep only the recorded image of the re-run batch
     if args.params:
@@ -267,11 +304,6 @@ def cmd_edit(args: argparse.Namespace) -> None:
         if not args.prompt:
             raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
-    if cfg.guides:  # bad specs fail before any model loads
-        from .multi import parse_guide
-
-        for g in cfg.guides:
-            parse_guide(g)
     _check_best_of(args)
     if args.fidelity is not None:
         explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
@@ -282,14 +314,21 @@ def cmd_edit(args: argparse.Namespace) -> None:
         from .fidelity import apply_fidelity
         from .tunefolder import TuneFolder
 
-        steps = {int(k) for k in TuneFolder.open(args.tune).manifest["checkpoints"]}
+        steps = set(TuneFolder.open(args.tune).checkpoints)
         cfg = apply_fidelity(cfg, args.fidelity, steps)
         print(f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
               f"CFG {cfg.cfg:g}", file=sys.stderr)  # fmt: skip
+    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()))
+    for t0 in args.sweep_t0 or ():
+        replace(cfg, t0=t0).validate()
+    _before_load(args)
+    from .edit import Editor
+    from .outputs import save_edit
+
     ed = Editor(args.tune, args.device)
     out = Path(args.out)
     if args.best_of:
-        from .rank import RankConfig, best_of
+        from .rank import best_of
 
         sweep = [{"t0": t} for t in args.sweep_t0 or ()]
         if args.sweep_checkpoints:
@@ -312,19 +351,24 @@ def _check_best_of(args: argparse.Namespace) -> None:
         raise UserError(f"--best-of must be >= 1, got {args.best_of}", "e.g. --best-of 8")
     if args.best_of and args.params:
         raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
-    sweeping = args.sweep_t0 or args.sweep_checkpoints or args.keep_all or args.balance != 1.0
-    if sweeping and not args.best_of:
+    sweeping = args.sweep_t0 or args.sweep_checkpoints or args.keep_all
+    if (sweeping or args.balance != RankConfig.balance) and not args.best_of:
         raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip
     if args.balance < 0:
         raise UserError(f"--balance must be >= 0, got {args.balance}", "e.g. --balance 1")
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
+    from .checks import check_grid
+
+    cfg = _edit_config(args)
+    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell)
+    check_grid(args.tune, cfg, gcfg, args.mask)
+    _check_out_file(args.out, ".png")
+    _before_load(args)
     from .edit import Editor
     from .outputs import render_grid
 
-    cfg = _edit_config(args)
-    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0, seeds=args.seeds, cell=args.cell)
     ed = Editor(args.tune, args.device)
     path = render_grid(
         ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
@@ -332,10 +376,24 @@ def cmd_grid(args: argparse.Namespace) -> None:
     print(path)
 
 
+def _check_out_file(path: str, suffix: str) -> None:
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise UserError(f"--out {path!r} must end in {suffix}", f"e.g. --out grid{suffix}")
+    if p.is_dir():
+        raise UserError(f"--out {path!r} is a folder", f"pass a file name ending in {suffix}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DEMO_EDIT, print_summary, run_demo
+    from .demo import DEMO_EDIT
 
     edit_cfg = replace(DEMO_EDIT, seeds=args.seeds) if args.seeds else DEMO_EDIT
+    edit_cfg.validate()
+    if Path(args.out).is_file():
+        raise UserError(f"--out {args.out!r} is a file", "pass a folder for the demo's outputs")
+    _before_load(args)
+    from .demo import print_summary, run_demo
+
     summary = run_demo(
         args.out,
         device=args.device,
@@ -357,6 +415,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.configure(args.verbose)
 
     default_show = warnings.showwarning
 

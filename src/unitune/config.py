@@ -7,11 +7,33 @@ SINE §3.2 / §4).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 RARE_TOKEN = "beikkpic"  # UniTune's rare-token string (3 rare tokens in T5; 4 BPE pieces in CLIP)
+DEFAULT_MODEL = "world"  # --model: the embedded model shipped in the package (offline)
+ADAPTER = "unitune"  # the PEFT adapter name a tune folder's own LoRA checkpoints load under
+
+# the choices of the string fields below (the CLI offers exactly these)
+TUNE_METHODS = ("full", "lora")  # TuneConfig.method
+RESIZE_MODES = ("crop", "pad")  # TuneConfig.resize
+PRECISIONS = ("auto", "no", "bf16")  # TuneConfig.mixed_precision
+SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
+SAMPLERS = ("ddim", "dpm++")  # EditConfig.sampler: DDIM, DPM-Solver++ (2nd order)
+EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
+
+
+def _bad(ok: bool, problem: str, fix: str) -> None:
+    if not ok:
+        raise UserError(problem, fix)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,24 @@ class TuneConfig:
     patches: bool = False  # SINE patch-based fine-tuning with a positional embedding of the crop
     patch_min_frac: float = 0.1  # SINE: crop sides uniform in [min_frac, 1] x the image's sides
     pos_freqs: int = 6  # SINE: Fourier frequencies per coordinate in the positional embedding
+
+    def validate(self) -> None:
+        """Raise a UserError (one line: the flag, the value, a fix) for any value out of range;
+        needs no model, so the CLI checks it before anything heavy loads."""
+        _bad(self.steps >= 0, f"--steps must be >= 0, got {self.steps}", "pass e.g. --steps 128")
+        _bad(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}", "pass e.g. 4")  # fmt: skip
+        _bad(self.method in TUNE_METHODS, f"unknown --method {self.method!r}", f"use one of {', '.join(TUNE_METHODS)}")  # fmt: skip
+        _bad(self.resize in RESIZE_MODES, f"unknown --resize {self.resize!r}", f"use one of {', '.join(RESIZE_MODES)}")  # fmt: skip
+        _bad(self.mixed_precision in PRECISIONS, f"unknown --mixed-precision {self.mixed_precision!r}", f"use one of {', '.join(PRECISIONS)}")  # fmt: skip
+        _bad(self.gradient_checkpointing in SWITCHES, f"unknown --gradient-checkpointing {self.gradient_checkpointing!r}", f"use one of {', '.join(SWITCHES)}")  # fmt: skip
+        _bad(bool(self.save_at) and all(s > 0 for s in self.save_at), f"--save-at must list positive steps, got {self.save_at}", "e.g. 16,32,64")  # fmt: skip
+        lr = self.learning_rate()
+        _bad(_finite(lr) and lr > 0, f"--lr must be a positive number, got {self.lr}", "e.g. --lr 1e-4")  # fmt: skip
+        _bad(self.lora_rank >= 1, f"--lora-rank must be >= 1, got {self.lora_rank}", "e.g. --lora-rank 16")  # fmt: skip
+        _bad(self.resolution is None or self.resolution >= 8, f"--resolution must be >= 8, got {self.resolution}", "e.g. --resolution 512")  # fmt: skip
+        _bad(0.0 < self.patch_min_frac <= 1.0, f"--patch-min-frac must be in (0, 1], got {self.patch_min_frac}", "e.g. 0.1 (SINE)")  # fmt: skip
+        _bad(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "e.g. 1.0, or None for no clipping")  # fmt: skip
+        _bad(bool(self.rare_token.strip()), "--rare-token is empty", "e.g. --rare-token beikkpic")
 
     def learning_rate(self) -> float:
         if self.lr is not None:
@@ -89,6 +129,40 @@ class EditConfig:
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
 
+    def validate(self) -> None:
+        """Raise a UserError for any value out of range (no model needed)."""
+        t0, w = self.t0, self.cfg
+        _bad(_finite(t0) and 0.0 <= t0 <= 1.0, f"--t0 must be in [0, 1], got {t0}", "e.g. --t0 0.9 (1.0 = pure noise)")  # fmt: skip
+        _bad(_finite(w) and w >= 0, f"--cfg must be >= 0, got {w}", "e.g. --cfg 7.5 (paper: 32)")
+        _bad(self.steps >= 1, f"--steps must be >= 1, got {self.steps}", "e.g. --steps 50")
+        _bad(self.sampler in SAMPLERS, f"unknown --sampler {self.sampler!r}", f"use one of {', '.join(SAMPLERS)}")  # fmt: skip
+        _bad(bool(self.seeds), "no seeds given", "pass e.g. --seeds 0,1,2,3")
+        _bad(all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0,1,2,3")  # fmt: skip
+        _bad(self.checkpoint is None or self.checkpoint >= 0, f"--checkpoint must be >= 0, got {self.checkpoint}", "a saved step, or 0 for the pretrained model")  # fmt: skip
+        _bad(self.interp_window >= 1 and self.interp_window % 2 == 1, f"--interp-window must be odd, got {self.interp_window}", "e.g. 5")  # fmt: skip
+        _bad(_finite(self.interp_threshold) and self.interp_threshold > 0, f"--interp-threshold must be > 0, got {self.interp_threshold}", "e.g. 0.1")  # fmt: skip
+        _bad(self.method in EDIT_METHODS, f"unknown --method {self.method!r}", f"use one of {', '.join(EDIT_METHODS)}")  # fmt: skip
+        _bad(_finite(self.lora_scale), f"--lora-scale must be a number, got {self.lora_scale}", "e.g. 1 (tuned) or 0 (pretrained)")  # fmt: skip
+        _bad(0 <= self.sine_K <= 1000, f"--K must be in [0, 1000], got {self.sine_K}", "e.g. --K 400 (SINE)")  # fmt: skip
+        _bad(_finite(self.sine_v) and 0.0 <= self.sine_v <= 1.0, f"--v must be in [0, 1], got {self.sine_v}", "e.g. --v 0.7 (SINE)")  # fmt: skip
+        _bad(self.size is None or min(self.size) > 0, f"--size must be positive, got {self.size}", "e.g. --size 512x768")  # fmt: skip
+        _bad(_finite(self.eta) and self.eta >= 0, f"--eta must be >= 0, got {self.eta}", "e.g. --eta 0 (deterministic DDIM)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """How best-of-N ranks candidates (``unitune edit --best-of N``)."""
+
+    balance: float = 1.0  # weight of fidelity (LPIPS z-score) against the edit score's z-score
+    probes: int = 8  # (timestep, noise) pairs of the diffusion classifier; cost: 2 x probes evals
+    t_lo: int = 100  # probe timesteps are evenly spaced in [t_lo, t_hi] (0..1000 scale): very low
+    t_hi: int = 900  # t says little about the prompt, very high t little about the image
+    threshold: float = (
+        0.5  # DiffEdit: a pixel is "edited" above this fraction of the max difference
+    )
+    min_keep: float = 0.05  # less than this fraction left outside the region: judge the whole image
+    seed: int = 0  # seeds the probe noise (the ranking is deterministic)
+
 
 # `unitune tune --preset NAME`: TuneConfig field overrides, applied under the flags given explicitly.
 TUNE_PRESETS: dict[str, dict[str, Any]] = {
@@ -122,6 +196,12 @@ class GridConfig:
     t0s: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0)  # columns
     seeds: tuple[int, ...] = (0,)  # extra columns per t0
     cell: int = 128  # cell size in pixels on the sheet (images are upscaled, never downscaled)
+
+    def validate(self) -> None:
+        _bad(bool(self.checkpoints) and min(self.checkpoints) >= 0, f"--checkpoints must list steps >= 0, got {self.checkpoints}", "e.g. --checkpoints 16,32,64")  # fmt: skip
+        _bad(bool(self.t0s) and all(_finite(t) and 0 <= t <= 1 for t in self.t0s), f"--t0 values must be in [0, 1], got {self.t0s}", "e.g. --t0 0.8,0.9,1")  # fmt: skip
+        _bad(bool(self.seeds) and min(self.seeds) >= 0, f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0")  # fmt: skip
+        _bad(16 <= self.cell <= 2048, f"--cell must be in [16, 2048] pixels, got {self.cell}", "e.g. --cell 128")  # fmt: skip
 
 
 @dataclass(frozen=True)

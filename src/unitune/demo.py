@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EditConfig, GridConfig, TuneConfig
+from .bench.suite import keep_mask
+from .config import DEFAULT_MODEL, EditConfig, GridConfig, TuneConfig
 from .fileio import atomic_write, atomic_write_json
 from .grid import contact_sheet
-from .world.edits import KINDS, judge, make_edit
-from .world.oracle import read
+from .metrics import get_lpips
+from .metrics.fidelity import PSNR_CAP, distances, image_tensor
+from .world.edits import KINDS, Edit, judge, make_edit
+from .world.oracle import Reading, read
 from .world.render import render, to_pil
 from .world.scene import Obj, Scene, caption
 
@@ -50,9 +53,28 @@ DEMO_EDIT = EditConfig(
 DEMO_GRID = GridConfig(checkpoints=(16, 32, 64, 128), t0s=(0.6, 0.75, 0.9, 1.0), seeds=(0,))
 
 
+BACKGROUND = ("background_psnr", "background_lpips")  # over keep_mask: outside the edited object
+
+
+def score_edit(e: Edit, images, before: Reading, original, lp) -> list[dict]:
+    """One verdict per image: the oracle's (success, preservation: attributes read back) and the
+    pixels' fidelity to the original outside the edited object's region (bench.suite.keep_mask:
+    PSNR in dB, capped at 99, and LPIPS), which sees a colour cast or lost texture the oracle
+    does not."""
+    keep = keep_mask(SCENE, e, (original.height, original.width))
+    lpips, psnr = distances(images, image_tensor(original), lp, keep)
+    out = []
+    for im, lv, pv in zip(images, lpips, psnr, strict=True):
+        v = judge(e, before, read(im))
+        v["background_psnr"] = round(min(float(pv), PSNR_CAP), 2)
+        v["background_lpips"] = round(float(lv), 4)
+        out.append(v)
+    return out
+
+
 def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bool = True,
              tune_cfg: TuneConfig = TuneConfig(), edit_cfg: EditConfig = DEMO_EDIT,
-             grid_cfg: GridConfig = DEMO_GRID, model: str = "world") -> dict:  # fmt: skip
+             grid_cfg: GridConfig = DEMO_GRID, model: str = DEFAULT_MODEL) -> dict:  # fmt: skip
     from .edit import Editor
     from .outputs import render_grid
     from .tune import tune
@@ -68,12 +90,13 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
          progress=progress)  # fmt: skip
     t_tuned = time.time()
     ed = Editor(out / "tune", device)
+    lp = get_lpips("alex", ed.comp.device)
     rng = np.random.default_rng(0)
     edits = [e for e in (make_edit(SCENE, k, rng) for k in KINDS) if e is not None]
     rows, labels, report = [], [], []
     for e in edits:
         res = ed.edit(e.prompt, edit_cfg, progress=False)
-        verdicts = [judge(e, before, read(im)) for im in res.images]
+        verdicts = score_edit(e, res.images, before, img, lp)
         rows.append([img] + res.images)
         ok = sum(v["success"] for v in verdicts)
         labels.append(f"{e.kind} {ok}/{len(verdicts)}")
@@ -94,6 +117,7 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
         "edits": report,
         "success_rate": float(np.mean([v["success"] for r in report for v in r["verdicts"]])),
         "preservation": float(np.mean([v["preservation"] for r in report for v in r["verdicts"]])),
+        **{k: float(np.mean([v[k] for r in report for v in r["verdicts"]])) for k in BACKGROUND},
         "files": {
             "original": str(photo),
             "edits": str(out / "edits.png"),
@@ -110,13 +134,14 @@ def print_summary(s: dict) -> None:
     print(f"tuned in {s['tune_seconds']} s; total {s['total_seconds']} s")
     print(f"edits: checkpoint {c['checkpoint']}, t0 {c['t0']}, CFG {c['cfg']}, "
           f"{c['steps']} {c['sampler']} steps, prompt guidance {c['prompt_guidance']!r}")  # fmt: skip
-    print(f"{'edit':<11} {'successes':>9} {'preservation':>12}   prompt")
+    print(f"{'edit':<11} {'successes':>9} {'preservation':>12} {'bg PSNR':>8} {'bg LPIPS':>8}   prompt")  # fmt: skip
     for r in s["edits"]:
         v = r["verdicts"]
         ok = sum(x["success"] for x in v)
-        pres = np.mean([x["preservation"] for x in v])
-        print(f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f}   {r['prompt']}")
+        pres, bp, bl = (np.mean([x[k] for x in v]) for k in ("preservation", *BACKGROUND))
+        print(f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f} {bp:>8.1f} {bl:>8.3f}   {r['prompt']}")  # fmt: skip
     print(f"all seeds shown, none picked: success {s['success_rate']:.0%}, "
-          f"preservation {s['preservation']:.0%} (oracle)")  # fmt: skip
+          f"preservation {s['preservation']:.0%} (oracle); outside the edited object "
+          f"PSNR {s['background_psnr']:.1f} dB, LPIPS {s['background_lpips']:.3f}")  # fmt: skip
     for k, p in s["files"].items():
         print(f"{k:>9}: {p}")

@@ -3,7 +3,6 @@ optional SDEdit start t0, prompt guidance, in-painting mask, pixel interpolation
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import __version__, adapters, patches, sine
+from .checks import tune_model_ref
 from .config import EditConfig, TuneConfig
 from .errors import UnituneWarning, UserError
 from .guidance import cfg as cfg_mix
@@ -24,7 +24,7 @@ from .guidance import latent_mask
 from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
 from .models import Components, decode_latents, encode_image, encode_prompts, load_components
-from .sampling import SAMPLERS, GuidedFn, make_scheduler, sample
+from .sampling import GuidedFn, make_scheduler, sample
 from .tunefolder import TuneFolder
 
 # (x (B, C, h, w), t, embeddings (B, 77, D)) -> model output (B, C, h, w)
@@ -56,25 +56,6 @@ def cfg_guided(den: Denoiser, emb_base: Tensor, emb_cond: Tensor, w: float) -> G
     return guided
 
 
-def validate(cfg: EditConfig) -> None:
-    if not (0.0 <= cfg.t0 <= 1.0) or math.isnan(cfg.t0):
-        raise UserError(f"--t0 must be in [0, 1], got {cfg.t0}", "e.g. --t0 0.9 (1.0 = pure noise)")
-    if cfg.cfg < 0 or math.isnan(cfg.cfg):
-        raise UserError(f"--cfg must be >= 0, got {cfg.cfg}", "e.g. --cfg 7.5 (paper: 32)")
-    if cfg.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {cfg.steps}", "e.g. --steps 50")
-    if cfg.sampler not in SAMPLERS:
-        raise UserError(f"unknown --sampler {cfg.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
-    if not cfg.seeds:
-        raise UserError("no seeds given", "pass e.g. --seeds 0,1,2,3")
-    if cfg.interp_window < 1 or cfg.interp_window % 2 == 0:
-        raise UserError(f"--interp-window must be odd, got {cfg.interp_window}", "e.g. 5")
-    if cfg.interp_threshold <= 0:
-        raise UserError("--interp-threshold must be > 0", "e.g. 0.1")
-    if cfg.method not in ("unitune", "sine"):
-        raise UserError(f"unknown --method {cfg.method!r}", "use unitune or sine")
-
-
 @dataclass
 class EditResult:
     images: list[Image.Image]
@@ -92,7 +73,7 @@ class Editor:
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
         self.tune_cfg = TuneConfig(**{**m["settings"], "save_at": tuple(m["settings"]["save_at"])})
-        self.comp = comp or load_components(m["model_path"], device)
+        self.comp = comp or load_components(tune_model_ref(self.folder), device)
         tuned_on = m.get("model_digest")  # absent in manifests written before it existed
         if tuned_on and self.comp.digest and tuned_on != self.comp.digest:
             warnings.warn(
@@ -174,7 +155,7 @@ class Editor:
         mask: str | Path | None = None,
         progress: bool = True,
     ) -> EditResult:
-        validate(cfg)
+        cfg.validate()
         comp = self.comp
         step = self.use_checkpoint(self.default_step(cfg))
         sine.set_home(comp.unet, cfg.lora_scale)  # own adapter at lora_scale, any guide's off
@@ -192,7 +173,8 @@ class Editor:
             pix_mask = load_mask(mask, hw, self.placement).to(comp.device)[None]  # (1,1,H,W)
             lat_mask = latent_mask(pix_mask, (hw[0] // vs, hw[1] // vs))
         if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            from .multi import guide_strings, multi_guided
+            from .guidespec import guide_strings
+            from .multi import multi_guided
 
             cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
             guided = multi_guided(self, prompt, cfg)
@@ -265,17 +247,6 @@ class Editor:
             "mask": str(mask) if mask is not None else None,
             "unitune": __version__,
         }
-
-
-def edit_config_from_params(params: dict[str, Any]) -> tuple[str, EditConfig, str | None]:
-    """(edit prompt, EditConfig, mask) recorded in an output's sidecar JSON, to reproduce it: the
-    config samples the output's whole batch (``cfg.seeds``); the output is the one of ``params["seed"]``."""
-    ec = dict(params["edit_config"])
-    ec["seeds"] = tuple(ec["seeds"])
-    if ec.get("size") is not None:
-        ec["size"] = tuple(ec["size"])
-    ec["guides"] = tuple(ec.get("guides") or ())
-    return params["edit_prompt"], EditConfig(**ec), params.get("mask")
 
 
 def output_name(prompt: str, params: dict[str, Any]) -> str:

@@ -17,6 +17,18 @@ def _text_w(draw: ImageDraw.ImageDraw, text: str, font) -> int:
     return x2 - x1
 
 
+def wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels (a single word wider than that keeps its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and _text_w(draw, trial, font) <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines
+
+
 def contact_sheet(
     cells: list[list[Image.Image | None]],
     row_labels: list[str],
@@ -30,7 +42,7 @@ def contact_sheet(
     """Rows x columns of images with labels on the left and on top; None leaves a blank cell.
 
     Cells are resized to cell_size (nearest-neighbour when upscaling, so small-model pixels
-    stay visible as pixels).
+    stay visible as pixels). The title wraps to the grid's width, so the picture is the grid.
     """
     n_rows, n_cols = len(cells), max((len(r) for r in cells), default=0)
     if len(row_labels) != n_rows or len(col_labels) != n_cols:
@@ -40,17 +52,21 @@ def contact_sheet(
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = max([_text_w(probe, s, font) for s in row_labels] + [0]) + 2 * pad
     side = (fs + 2 * pad) if row_title else 0
-    top = (fs + 2 * pad) * (1 + bool(col_title) + bool(title))
     W = side + label_w + n_cols * (cell_size + pad) + pad
+    title_lines = wrap(probe, title, big, W - 2 * pad)
+    W = max([W] + [_text_w(probe, ln, big) + 2 * pad for ln in title_lines])
+    line_h = fs + 2 * pad
+    top = line_h * (1 + bool(col_title)) + (fs + 3 + pad) * len(title_lines) + pad * bool(title)
     H = top + n_rows * (cell_size + pad) + pad
-    W = max(W, _text_w(probe, title, big) + 2 * pad)
     sheet = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(sheet)
     x0 = side + label_w
     y = pad
+    for ln in title_lines:
+        d.text((pad, y), ln, fill="black", font=big)
+        y += fs + 3 + pad
     if title:
-        d.text((pad, y), title, fill="black", font=big)
-        y += fs + 2 * pad
+        y += pad
     if col_title:
         grid_w = n_cols * (cell_size + pad)
         d.text((x0 + (grid_w - _text_w(d, col_title, font)) // 2, y), col_title, "dimgray", font)

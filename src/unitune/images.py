@@ -7,15 +7,16 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import Tensor
 
 from .config import Limits
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI checks images and masks before importing it
+    from torch import Tensor
 
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -169,8 +170,8 @@ def paste_back(edited: Image.Image, p: Placement, original: Image.Image) -> Imag
     return out
 
 
-def load_mask(path: str | Path, hw: tuple[int, int], p: Placement) -> Tensor:
-    """(1, H, W) float mask in [0, 1] at output size hw; white = may change.
+def mask_image(path: str | Path, hw: tuple[int, int], p: Placement) -> Image.Image:
+    """The mask as a greyscale image at output size hw; white = may change.
 
     The mask may be drawn on the original photo (same size; cropped/padded like the photo)
     or on the model-sized image (exactly H x W).
@@ -186,12 +187,21 @@ def load_mask(path: str | Path, hw: tuple[int, int], p: Placement) -> Tensor:
             f"{p.orig_size[0]}x{p.orig_size[1]} and the output {hw[1]}x{hw[0]}",
             "draw the mask at one of those sizes",
         )
-    m = m.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+    return m.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+
+
+def load_mask(path: str | Path, hw: tuple[int, int], p: Placement) -> Tensor:
+    """(1, H, W) float mask in [0, 1] at output size hw (see :func:`mask_image`)."""
+    import torch
+
+    m = mask_image(path, hw, p)
     return torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:
     """PIL RGB -> (1, 3, H, W) float32 in [-1, 1] (the VAE's input range)."""
+    import torch
+
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(a).permute(2, 0, 1)[None] * 2.0 - 1.0
 

@@ -27,9 +27,8 @@ def agreement_map(output: Tensor, original: Tensor, window: int, threshold: floa
     return (1.0 - d / threshold).clamp(0.0, 1.0)
 
 
-def interpolate(
-    output: Tensor, original: Tensor, window: int = 5, threshold: float = 0.1
-) -> Tensor:
+def interpolate(output: Tensor, original: Tensor, window: int, threshold: float) -> Tensor:
+    """output, original: (B or 1, 3, H, W) in [0, 1] -> (B, 3, H, W); defaults in EditConfig."""
     original = original.to(output.dtype).expand_as(output)
     alpha = agreement_map(output, original, window, threshold)
     return alpha * original + (1.0 - alpha) * output

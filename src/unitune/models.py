@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +12,11 @@ from typing import Any
 
 import torch
 
-from .config import Limits
+from .backbones import ModelSpec, probe
+from .config import DEFAULT_MODEL
 from .errors import UnituneWarning, UserError
 
 log = logging.getLogger(__name__)
-
-ASSETS = Path(__file__).parent / "assets"
-SHORT_NAMES = {"world": ASSETS / "world-model"}  # the embedded default model
-DEFAULT_MODEL = "world"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -33,25 +29,6 @@ def resolve_device(device: str = "auto") -> torch.device:
             "--device cuda was asked for but no CUDA GPU is visible", "use --device cpu"
         )
     return torch.device(device)
-
-
-def resolve_model_ref(ref: str) -> str:
-    """Short name -> packaged folder; refuse pickle-based weight files; keep anything else."""
-    if ref in SHORT_NAMES:
-        path = SHORT_NAMES[ref]
-        if not (path / "model_index.json").exists():
-            raise UserError(
-                f"the embedded model {ref!r} is not installed at {path}",
-                "reinstall unitune (pip install .) or pass --model with a diffusers model",
-            )
-        return str(path)
-    suffix = Path(ref).suffix.lower()
-    if suffix in Limits().refused_suffixes:
-        raise UserError(
-            f"refusing to load {ref!r}: {suffix} files are pickles that can run code when loaded",
-            "convert it to .safetensors (or use a diffusers folder / hub id with safetensors weights)",
-        )
-    return ref
 
 
 @dataclass
@@ -87,29 +64,20 @@ class Components:
         return float(self.vae.config.scaling_factor)
 
 
-def _load_pipeline(ref: str, dtype: torch.dtype, model_config: str | None):
+def _load_pipeline(spec: ModelSpec, dtype: torch.dtype):
     from diffusers import StableDiffusionPipeline
 
     common = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dtype)
-    path = Path(ref)
-    if path.suffix.lower() == ".safetensors":
-        if not path.is_file():
-            raise UserError(
-                f"model file {ref!r} does not exist", "check the path to the .safetensors"
-            )
+    ref, path = spec.ref, Path(spec.ref)
+    if spec.single_file:
         try:
-            kw = {"config": model_config} if model_config else {}
+            kw = {"config": spec.config_dir} if spec.config_dir else {}
             return StableDiffusionPipeline.from_single_file(str(path), **common, **kw)
         except Exception as e:  # noqa: BLE001 - any failure here is a user-facing load failure
             raise UserError(
                 f"could not load single-file checkpoint {ref!r} ({type(e).__name__}: {_first_line(e)})",
                 "offline, pass --model-config with a diffusers folder of the same architecture",
             ) from e
-    if path.exists() and not (path / "model_index.json").exists():
-        raise UserError(
-            f"{ref!r} is not a diffusers model folder (no model_index.json)",
-            "pass a folder saved with save_pretrained, a .safetensors file, or a hub id",
-        )
     try:
         return StableDiffusionPipeline.from_pretrained(ref, use_safetensors=True, **common)
     except Exception as e:  # noqa: BLE001
@@ -132,12 +100,12 @@ def load_components(
 ) -> Components:
     """Load a model for tuning/editing. dtype defaults to fp32 (fp16 weights are upcast on load:
     CPU kernels and fine-tuning both want fp32 masters)."""
+    spec = probe(ref, model_config)  # refuses a bad path or family before any weight loads
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    ref = resolve_model_ref(ref)
     dtype = dtype or torch.float32
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipe = _load_pipeline(ref, dtype, model_config)
+        pipe = _load_pipeline(spec, dtype)
     for m in (pipe.unet, pipe.vae, pipe.text_encoder):
         m.to(dev)
         m.requires_grad_(False)
@@ -148,7 +116,7 @@ def load_components(
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,
         scheduler_config=dict(pipe.scheduler.config),
-        model_ref=ref,
+        model_ref=spec.ref,
         device=dev,
         dtype=dtype,
         digest=weights_digest(pipe.unet, pipe.vae, pipe.text_encoder),
@@ -225,7 +193,3 @@ def encode_image(comp: Components, pixels: torch.Tensor) -> torch.Tensor:
 def decode_latents(comp: Components, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> (B, 3, H, W) in [-1, 1] (not clamped)."""
     return comp.vae.decode(latents.to(comp.vae.dtype) / comp.scaling_factor).sample
-
-
-def env_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

@@ -48,11 +48,8 @@ so further edits with the same guides load nothing.
 
 from __future__ import annotations
 
-import math
-import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,6 +58,7 @@ from torch import Tensor, nn
 from . import adapters, patches
 from .errors import UserError
 from .guidance import multi_guidance, sine_active
+from .guidespec import GuideSpec, as_spec, check_same_base
 from .models import encode_prompts
 from .sampling import GuidedFn
 from .sine import (
@@ -75,108 +73,6 @@ from .tunefolder import TuneFolder
 if TYPE_CHECKING:
     from .config import EditConfig
     from .edit import Editor
-
-PRETRAINED = "pretrained"  # the TUNE_DIR naming the shared base model (./pretrained: a folder)
-FORM = (
-    "expected TUNE_DIR:PROMPT:WEIGHT, e.g. --guide 'tunes/style:a painting in the beikkpic "
-    "style:2.5' (TUNE_DIR may be 'pretrained' or end in @STEP)"
-)
-_STEP = re.compile(r"^(.+)@(\d+)$")
-
-
-@dataclass(frozen=True)
-class GuideSpec:
-    """One multi-model guidance term."""
-
-    tune: str | None  # tune folder; None = the pretrained base model
-    prompt: str  # used verbatim (no rare token added)
-    weight: float  # absolute weight w_i, in the units of --cfg
-    step: int | None = None  # checkpoint of the tune: None = its last, 0 = its base model
-
-    def __str__(self) -> str:
-        return format_guide(self)
-
-
-def format_guide(g: GuideSpec) -> str:
-    """The spec string :func:`parse_guide` reads back."""
-    where = PRETRAINED if g.tune is None else g.tune
-    if g.tune is not None and g.step is not None:
-        where = f"{where}@{g.step}"
-    return f"{where}:{g.prompt}:{g.weight!r}"
-
-
-def _tune_part(text: str) -> tuple[str, int | None] | None:
-    """(folder, step) if ``text`` names an existing folder, optionally with @STEP; else None."""
-    if Path(text).is_dir():
-        return text, None
-    m = _STEP.match(text)
-    if m and Path(m[1]).is_dir():
-        return m[1], int(m[2])
-    return None
-
-
-def parse_guide(spec: str) -> GuideSpec:
-    """Parse ``TUNE_DIR:PROMPT:WEIGHT``.
-
-    WEIGHT is the text after the LAST ':' and must be a finite number. In the rest, TUNE_DIR is
-    the LONGEST prefix before a ':' that names an existing folder (optionally + ``@STEP``), so
-    both folder names and prompts may contain ':'; the literal ``pretrained`` before the first
-    ':' means the shared base model (write ``./pretrained`` for a folder of that name). The
-    prompt is everything between, verbatim (it may be empty). Bad specs raise a UserError naming
-    the spec and the expected form.
-    """
-    if not isinstance(spec, str) or spec.count(":") < 2:
-        raise UserError(f"bad --guide {spec!r}: needs two ':'", FORM)
-    rest, _, wtext = spec.rpartition(":")
-    try:
-        weight = float(wtext)
-    except ValueError:
-        raise UserError(f"bad --guide {spec!r}: weight {wtext!r} is not a number", FORM) from None
-    if not math.isfinite(weight):
-        raise UserError(f"bad --guide {spec!r}: weight must be finite", FORM)
-    head, _, tail = rest.partition(":")
-    if head == PRETRAINED:
-        return GuideSpec(None, tail, weight)
-    cuts = [i for i, ch in enumerate(rest) if ch == ":"]
-    for i in reversed(cuts):  # the longest prefix naming a folder wins
-        found = _tune_part(rest[:i])
-        if found is not None:
-            return GuideSpec(found[0], rest[i + 1 :], weight, found[1])
-    raise UserError(
-        f"bad --guide {spec!r}: no existing tune folder (or 'pretrained') before a ':'", FORM
-    )
-
-
-def guide_strings(guides) -> tuple[str, ...]:
-    """EditConfig.guides entries (spec strings or GuideSpec) as spec strings."""
-    return tuple(str(g) for g in guides)
-
-
-def _as_spec(g: str | GuideSpec) -> GuideSpec:
-    return g if isinstance(g, GuideSpec) else parse_guide(g)
-
-
-def base_ref(manifest: dict[str, Any]) -> str:
-    """The base model a tune was fine-tuned from (resolved reference, else the name given)."""
-    return str(manifest.get("model_path") or manifest.get("model"))
-
-
-def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    ra, rb = base_ref(a), base_ref(b)
-    if ra == rb:
-        return True
-    pa, pb = Path(ra), Path(rb)
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-def check_same_base(editor: Editor, folder: TuneFolder, spec: str) -> None:
-    if not same_base(editor.folder.manifest, folder.manifest):
-        raise UserError(
-            f"--guide {spec!r}: {folder.path} was tuned from {base_ref(folder.manifest)!r} but "
-            f"{editor.folder.path} from {base_ref(editor.folder.manifest)!r}",
-            "every guide must share the primary tune's base model (its manifest model_path)",
-        )
-
 
 # --- loading guide models ----------------------------------------------------------------------
 
@@ -230,7 +126,7 @@ def _load_guide(editor: Editor, folder: TuneFolder, step: int) -> _Loaded:
     if key in cache:
         return cache[key]
     tensors, meta = folder.load_checkpoint(step)
-    n_freq = int(meta.get("pos_freqs", 6))
+    n_freq = int(meta["pos_freqs"]) if meta.get("patches") else 0
     if meta.get("kind") == "lora":
         from peft import LoraConfig
         from peft.utils import set_peft_model_state_dict
@@ -295,7 +191,7 @@ def multi_guided(editor: Editor, prompt: str, cfg: EditConfig) -> GuidedFn:
             "--prompt-guidance does not combine with --guide",
             "drop one (a 'pretrained:PROMPT:-W' guide pushes away from a prompt)",
         )
-    specs = [(str(g), _as_spec(g)) for g in cfg.guides]
+    specs = [(str(g), as_spec(g)) for g in cfg.guides]
     lora_scale = cfg.lora_scale
     pre = UNetView(pretrained_unet(editor), None, pos=None, home_scale=lora_scale)
     tuned = tuned_view(editor, lora_scale)
@@ -305,7 +201,7 @@ def multi_guided(editor: Editor, prompt: str, cfg: EditConfig) -> GuidedFn:
         if g.tune is None:
             return pre
         folder = TuneFolder.open(g.tune)
-        check_same_base(editor, folder, text)
+        check_same_base(editor.folder, folder, text)
         step = folder.resolve_checkpoint(g.step)
         if step == 0:
             return pre

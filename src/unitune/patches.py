@@ -67,7 +67,7 @@ class PositionalConvIn(nn.Module):
     forward pass; None = the whole image. ``enabled = False`` gives the pretrained behaviour
     (used when one UNet serves as both models in SINE guidance)."""
 
-    def __init__(self, conv: nn.Conv2d, n_freq: int = 6) -> None:
+    def __init__(self, conv: nn.Conv2d, n_freq: int) -> None:
         super().__init__()
         self.conv = conv
         self.n_freq = n_freq
@@ -92,7 +92,7 @@ class PositionalConvIn(nn.Module):
         return y + self.pos_proj(emb).to(y.dtype)
 
 
-def install(unet, n_freq: int = 6) -> PositionalConvIn:
+def install(unet, n_freq: int) -> PositionalConvIn:
     """Put the positional module on a UNet (idempotent); returns it."""
     if isinstance(unet.conv_in, PositionalConvIn):
         return unet.conv_in

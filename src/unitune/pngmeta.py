@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from .config import EditConfig
 from .errors import UserError
 from .fileio import atomic_write, atomic_write_json
 
@@ -90,11 +91,6 @@ def save_png(
     return path
 
 
-def read_png_parameters(path: str | Path) -> dict[str, str]:
-    with Image.open(path) as im:
-        return parse_parameters(im.text.get("parameters", ""))
-
-
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """Full typed params of an output: the sidecar JSON, else the PNG's own `unitune` chunk."""
     path = Path(path)
@@ -113,3 +109,21 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
             f"{path} carries no unitune parameters", "pass a PNG written by unitune edit"
         )
     return json.loads(raw)
+
+
+def edit_config_from_params(params: dict[str, Any]) -> tuple[str, EditConfig, str | None]:
+    """(edit prompt, EditConfig, mask) recorded in an output's sidecar JSON, to reproduce it: the
+    config samples the output's whole batch (``cfg.seeds``); the output is the one of
+    ``params["seed"]``."""
+    try:
+        ec = dict(params["edit_config"])
+        ec["seeds"] = tuple(ec["seeds"])
+        if ec.get("size") is not None:
+            ec["size"] = tuple(ec["size"])
+        ec["guides"] = tuple(ec.get("guides") or ())
+        return params["edit_prompt"], EditConfig(**ec), params.get("mask")
+    except (KeyError, TypeError) as e:
+        raise UserError(
+            f"--params: the sidecar has no usable edit settings ({type(e).__name__}: {e})",
+            "pass a PNG written by this version of unitune edit",
+        ) from None

@@ -21,26 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import RankConfig
 from .models import encode_image, encode_prompts
 
 Z_FLOOR = 1e-6  # std below which an axis does not separate the candidates (its z-scores are 0)
-
-
-@dataclass(frozen=True)
-class RankConfig:
-    """How best-of-N ranks candidates (``unitune edit --best-of N``)."""
-
-    balance: float = 1.0  # weight of fidelity (LPIPS z-score) against the edit score's z-score
-    probes: int = 8  # (timestep, noise) pairs of the diffusion classifier; cost: 2 x probes evals
-    t_lo: int = 100  # probe timesteps are evenly spaced in [t_lo, t_hi] (0..1000 scale): very low
-    t_hi: int = 900  # t says little about the prompt, very high t little about the image
-    threshold: float = (
-        0.5  # DiffEdit: a pixel is "edited" above this fraction of the max difference
-    )
-    min_keep: float = (
-        0.05  # if less than this fraction is left outside the region, use the whole image
-    )
-    seed: int = 0  # seeds the probe noise (the ranking is deterministic)
 
 
 def probe_timesteps(rc: RankConfig) -> Tensor:

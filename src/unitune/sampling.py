@@ -15,12 +15,11 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .config import SAMPLERS
 from .guidance import blend_known
 
 # guided(x_t (B, C, h, w) already scaled by the scheduler, t scalar tensor) -> model output
 GuidedFn = Callable[[Tensor, Tensor], Tensor]
-
-SAMPLERS = ("ddim", "dpm++")
 
 
 def make_scheduler(name: str, config: dict):

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from . import adapters, patches
+from .config import ADAPTER
 from .guidance import cfg as cfg_mix
 from .guidance import sine_active, sine_mix
 from .models import encode_prompts
@@ -41,8 +42,6 @@ from .sampling import GuidedFn
 if TYPE_CHECKING:
     from .config import EditConfig
     from .edit import Denoiser, Editor
-
-ADAPTER = "unitune"  # the adapter name the tune folder's own LoRA checkpoints load under
 
 
 def has_adapter(unet, name: str) -> bool:

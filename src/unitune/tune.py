@@ -8,13 +8,10 @@ resumes bit-for-bit from its last checkpoint.
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,33 +21,18 @@ from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
 from . import adapters, patches
-from .config import TuneConfig
+from .checks import check_tune, settings_dict
+from .config import DEFAULT_MODEL, TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors
-from .images import fit_image, image_sha256, load_image, pil_to_tensor
+from .images import fit_image, pil_to_tensor
 from .models import Components, encode_image, encode_prompts, load_components
 from .tunefolder import (
-    MANIFEST,
     TuneFolder,
     load_resume_state,
     save_resume_state,
     versions,
 )
-
-
-def validate(cfg: TuneConfig) -> None:
-    if cfg.steps < 0:
-        raise UserError(f"--steps must be >= 0, got {cfg.steps}", "pass e.g. --steps 128")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {cfg.batch_size}", "pass e.g. 4")
-    if cfg.method not in ("full", "lora"):
-        raise UserError(f"unknown --method {cfg.method!r}", "use --method full or --method lora")
-    if cfg.resize not in ("crop", "pad"):
-        raise UserError(f"unknown --resize {cfg.resize!r}", "use --resize crop or --resize pad")
-    if not cfg.save_at or any(s <= 0 for s in cfg.save_at):
-        raise UserError(f"--save-at must list positive steps, got {cfg.save_at}", "e.g. 16,32,64")
-    if cfg.learning_rate() <= 0 or not math.isfinite(cfg.learning_rate()):
-        raise UserError(f"--lr must be a positive number, got {cfg.lr}", "e.g. --lr 1e-4")
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -81,29 +63,11 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, scalars: dict)
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _prepare_folder(out: Path, overwrite: bool) -> TuneFolder | None:
-    """Existing tune folder to resume, None to start fresh; refuses to clobber other folders."""
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file", "pass a folder path")
-    is_tune = (out / MANIFEST).is_file()
-    if not is_tune and any(out.iterdir()):
-        raise UserError(
-            f"--out {str(out)!r} exists and is not a tune folder",
-            "pass a new or empty folder (it is never deleted)",
-        )
-    if overwrite and is_tune:
-        shutil.rmtree(out)
-        return None
-    return TuneFolder.open(out) if is_tune else None
-
-
 def tune(
     image: str | Path,
     out: str | Path,
     cfg: TuneConfig = TuneConfig(),
-    model: str = "world",
+    model: str = DEFAULT_MODEL,
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
@@ -112,30 +76,22 @@ def tune(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TuneFolder:
     """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists."""
-    validate(cfg)
     out = Path(out)
-    folder = _prepare_folder(out, overwrite)
-    img = load_image(image)  # validates before any model is loaded
+    plan = check_tune(image, out, cfg, model, model_config, overwrite)  # before any model loads
+    img, sha, folder = plan.image, plan.sha256, plan.resume
     comp = comp or load_components(model, device, model_config=model_config)
+    digest = comp.digest  # of the weights as loaded (models.weights_digest)
+    # absent in manifests written before it existed
+    if folder is not None and folder.manifest.get("model_digest", digest) != digest:
+        raise UserError(
+            f"{out} holds a tune of a different model weights",
+            "pass --overwrite to start fresh, or another --out",
+        )
+    if plan.clear:  # --overwrite: only now that the model has loaded
+        shutil.rmtree(out)
     res = cfg.resolution or comp.resolution
     fitted, placement = fit_image(img, (res, res), cfg.resize)
-    sha = image_sha256(img)
-    settings = json.loads(json.dumps(asdict(cfg)))  # as the manifest stores it (tuples -> lists)
-    digest = comp.digest  # of the weights as loaded (models.weights_digest)
-
-    if folder is not None:
-        m = folder.manifest
-        differ = [what for what, same in (
-            ("image", m["image"]["sha256"] == sha), ("settings", m["settings"] == settings),
-            ("model", m["model"] == model),
-            # absent in manifests written before it existed
-            ("model weights", m.get("model_digest", digest) == digest)) if not same]  # fmt: skip
-        if differ:
-            raise UserError(
-                f"{out} holds a tune of a different {' and '.join(differ)}",
-                "pass --overwrite to start fresh, or another --out",
-            )
-    else:
+    if folder is None:
         folder = TuneFolder.create(
             out,
             {
@@ -146,7 +102,7 @@ def tune(
                 "placement": placement.to_dict(),
                 "resolution": [res, res],
                 "prompt": cfg.prompt(),
-                "settings": settings,
+                "settings": settings_dict(cfg),
                 "versions": versions(),
                 "status": "running",
                 "checkpoints": {},

@@ -16,15 +16,16 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import UserError
 from .fileio import atomic_save_safetensors, atomic_write_json
+
+if (
+    TYPE_CHECKING
+):  # torch and safetensors load lazily: the CLI checks a folder before importing them
+    import torch
 
 FORMAT = "unitune-tune"
 FORMAT_VERSION = 1
@@ -33,6 +34,7 @@ MANIFEST = "manifest.json"
 
 def versions() -> dict[str, str]:
     import diffusers
+    import torch
     import transformers
 
     out = {
@@ -124,6 +126,9 @@ class TuneFolder:
         self.save_manifest()
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
         f = self.path / ckpt_name(step)
         try:
             with safe_open(str(f), framework="pt") as sf:
@@ -136,6 +141,8 @@ class TuneFolder:
             ) from e
 
     def base_latents(self) -> torch.Tensor:
+        from safetensors.torch import load_file
+
         return load_file(str(self.path / "base_latents.safetensors"))["latents"]
 
 
@@ -150,6 +157,9 @@ def save_resume_state(
 
 
 def load_resume_state(folder: TuneFolder) -> tuple[int, dict[str, torch.Tensor], dict] | None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     f = folder.path / "checkpoints" / "resume.safetensors"
     if not f.is_file():
         return None

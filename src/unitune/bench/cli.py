@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..config import TUNE_METHODS
 from ..errors import UserError
 
 
@@ -20,12 +21,11 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
     be.add_argument(
         "--preset",
-        choices=["quick", "medium", "full", "tune-compare"],
-        help="quick (= --quick), medium (8 scenes, one CPU session), full (default: 40 scenes) or "
+        help="quick (= --quick), medium (8 scenes, ~40 min on 2 CPU cores), full (default: 40 scenes) or "
         "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora)",
     )
     be.add_argument(
-        "--tune-method", choices=["full", "lora"], help="fine-tune the scenes with this method"
+        "--tune-method", choices=TUNE_METHODS, help="fine-tune the scenes with this method"
     )
     be.add_argument("--lora-rank", type=int, help="with --tune-method lora (default 16)")
     be.add_argument("--tune-lr", type=float, help="fine-tuning learning rate (default per method)")
@@ -50,6 +50,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     if args.quick and args.preset not in (None, "quick"):
         raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")
+    if args.preset is not None and args.preset not in PRESETS:
+        raise UserError(f"unknown --preset {args.preset!r}", f"use one of {', '.join(PRESETS)}")
     bc = PRESETS["quick" if args.quick else args.preset or "full"]
     extra = []
     if args.tune_method and args.tune_method != "full":
@@ -72,6 +74,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
             raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}", "e.g. --shard 0/2")  # fmt: skip
         shard = (int(k), int(n))
+    if not args.verbose:
+        from .. import logs
+
+        logs.quiet_libraries()
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     summary = run_bench(bc, args.out, args.work, device=args.device, log=log, shard=shard)
     print(format_summary(summary))

@@ -1,7 +1,7 @@
 """Sizes and grids of ``unitune bench edits``: :class:`BenchConfig` and its presets.
 
-``FULL`` is the issue's size, ``QUICK`` the CI size, ``MEDIUM`` what one CPU session can run, and
-``TUNE_COMPARE`` the LoRA vs full subset; docs/BENCHMARKS.md has every grid and its run time.
+``FULL`` is the issue's size, ``QUICK`` the CI size, ``MEDIUM`` what 2 CPU cores run in ~40
+minutes, and ``TUNE_COMPARE`` the LoRA vs full subset; docs/BENCHMARKS.md has every grid and its run time.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Any
 
+from ..config import DEFAULT_MODEL, EditConfig
 from ..world.edits import KINDS
 from .suite import SUITE_SEED
 
@@ -35,8 +36,8 @@ class BenchConfig:
     unitune_cfgs: tuple[float, ...] = (3.0, 7.5, 15.0, 32.0)
     unitune_extra: tuple[tuple[int, float, float], ...] = ()  # more (checkpoint, t0, CFG) points
     interp: bool = True  # also score every UniTune sample after pixel interpolation
-    interp_window: int = 5
-    interp_threshold: float = 0.1
+    interp_window: int = EditConfig.interp_window  # as `unitune edit` interpolates
+    interp_threshold: float = EditConfig.interp_threshold
     pg_points: tuple[tuple[int, float, float], ...] = tuple(
         product((64, 128), (0.9, 1.0), (3.0, 7.5, 15.0, 32.0))
     )  # prompt guidance (checkpoint, t0, CFG)
@@ -47,7 +48,7 @@ class BenchConfig:
     sine_vs: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # weight of the PRETRAINED model
     mask_margin: float = 4.0  # world units (= pixels at 64 px) added around an edited object's box
     background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
-    model: str = "world"
+    model: str = DEFAULT_MODEL
     recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
@@ -85,7 +86,7 @@ class BenchConfig:
 
 # Full size: >= 40 scenes, the issue's grids (checkpoints {16,32,64,128} x t0 x CFG {3,7.5,15,32}),
 # 2 seeds: 400 samples per config; the issue fixes scenes, kinds and grids, not seeds, and 4 seeds
-# (best-of-N) would double a run that is already ~21 core-hours on a CPU (docs/BENCHMARKS.md)
+# (best-of-N) would double a run that already takes 17.8 core-hours on a CPU (docs/BENCHMARKS.md)
 # CFG 1 at t0 {0.8, 1} is UniTune's claim 2 (without CFG the edit is ignored), one UNet pass each
 FULL = BenchConfig(
     seeds=(0, 1),
@@ -112,7 +113,7 @@ QUICK = BenchConfig(
 )
 
 
-# What one CPU session can run (docs/BENCHMARKS.md has its time): FULL's checkpoints, CFG 1 (claim
+# What 2 CPU cores run in ~40 minutes (docs/BENCHMARKS.md has its time): FULL's checkpoints, CFG 1 (claim
 # 2) and the paper's 32, t0 {0.8, 1}, SINE around the paper's (K 400, v 0.7); 4 seeds for best-of-N.
 MEDIUM = replace(
     FULL,

@@ -31,13 +31,13 @@ import torch
 
 from ..config import EditConfig, TuneConfig
 from ..fileio import atomic_write, atomic_write_json
+from ..metrics.fidelity import PSNR_CAP, distances, image_tensor
 from ..world.edits import Edit, judge
 from ..world.oracle import Reading, read
 from ..world.render import to_pil
 from .config import QUICK, BenchConfig
 from .suite import SceneItem, base_image, keep_mask, make_suite, reads_back
 
-PSNR_CAP = 99.0  # dB; identical pixels (infinite PSNR) are recorded as this
 METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
 
 
@@ -70,23 +70,6 @@ def label(method: str, ec: EditConfig) -> str:
     if method == "sine":
         return f"c{ec.checkpoint} K={ec.sine_K} v={ec.sine_v:g} {t}"
     return f"c{ec.checkpoint} {t}"
-
-
-def image_tensor(img) -> torch.Tensor:
-    """PIL image -> (3, H, W) float in [0, 1], exactly the saved 8-bit pixels."""
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)  # fmt: skip
-
-
-def _distances(images, base: torch.Tensor, lp, mask: torch.Tensor | None = None):
-    """(LPIPS (N,), PSNR (N,)) of the images to the base (3, H, W), over ``mask`` if given."""
-    from ..metrics import psnr
-
-    x = torch.stack([image_tensor(im) for im in images])
-    y = base[None].expand_as(x)
-    dev = next(lp.parameters()).device
-    with torch.no_grad():
-        lpips = lp(x.to(dev), y.to(dev), None if mask is None else mask.to(dev)).cpu()
-    return lpips, psnr(x, y, mask) if mask is not None else psnr(x, y)
 
 
 def _restore(unet, pristine: dict[str, torch.Tensor]) -> None:
@@ -134,8 +117,8 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, c
 def _score(images, seeds, edit: Edit, before: Reading, base: torch.Tensor, mask: torch.Tensor,
            lp, common: dict) -> list[dict]:  # fmt: skip
     """One record per image: the oracle's verdict, LPIPS and PSNR to the base (masked, full)."""
-    lm, pm = _distances(images, base, lp, mask)
-    lf, pf = _distances(images, base, lp)
+    lm, pm = distances(images, base, lp, mask)
+    lf, pf = distances(images, base, lp)
     out = []
     for j, im in enumerate(images):
         v = judge(edit, before, read(im))
@@ -170,7 +153,7 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
     for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
         ec = sample_config(bc, checkpoint=c, cfg=w, t0=1.0)
         res = ed.edit(text, ec, progress=False)
-        lf, pf = _distances(res.images, base, lp)
+        lf, pf = distances(res.images, base, lp)
         for j, im in enumerate(res.images):
             seen = read(im)
             records.append({"method": "reconstruct", "label": f"c{c} t0=1 w={w:g}",

@@ -41,7 +41,7 @@ def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: i
         return None
     seed = min(r["seed"] for r in recs)
     kinds = kinds or tuple(dict.fromkeys(r["kind"] for r in recs))
-    # scenes restored from stored results (scripts/bench_store.py) have records but no samples
+    # scenes restored from stored results (unitune.bench.store) have records but no samples
     kept = [s for s in dict.fromkeys(r["scene"] for r in recs) if (work / s / "samples").is_dir()]
     scenes = kept[:n_scenes]
     ckpts = sorted({r["checkpoint"] for r in recs if r["cfg"] == w})

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import DEFAULT_MODEL
 from ..edit import unet_denoiser
 from ..fileio import atomic_write_json
 from ..models import decode_latents, encode_prompts, load_components
@@ -115,7 +116,7 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
     return {k: round(float(np.mean(v)), 4) for k, v in sorted(acc.items())}
 
 
-def evaluate(model: str = "world", cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
+def evaluate(model: str = DEFAULT_MODEL, cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
              steps: int = 50, progress: bool = True, sheet: str | None = None, seed0: int = 0
              ) -> dict:  # fmt: skip
     """Oracle scores per CFG weight; sample i uses seed ``seed0 + i`` (0: the README's table;
@@ -148,7 +149,7 @@ def _sheet(imgs: torch.Tensor, prompts: list[str], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unitune.embedded.evaluate", description=__doc__)
-    ap.add_argument("--model", default="world")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--cfg", default="1,3,7.5,15", help="comma list of CFG weights")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--device", default="auto")

@@ -253,8 +253,6 @@ def _portable(out: Path) -> None:
     transformers 5 would otherwise keep the text encoder in the saved dtype while diffusers
     upcasts the UNet, and a plain ``from_pretrained(path)`` would mix dtypes. The tokenizer is
     stored as CLIP's own vocab.json + merges.txt (smaller than tokenizer.json, any version)."""
-    import shutil
-
     from ..clip_vocab import ASSET_DIR
 
     cfg_path = out / "text_encoder" / "config.json"
@@ -262,11 +260,12 @@ def _portable(out: Path) -> None:
     c["dtype"] = c["torch_dtype"] = "float32"
     atomic_write_text(cfg_path, json.dumps(c, indent=2, sort_keys=True) + "\n")
     tok = out / "tokenizer"
+    files = {name: (ASSET_DIR / name).read_bytes() for name in ("vocab.json", "merges.txt")}
     for f in tok.iterdir():
         if f.name != "tokenizer_config.json":
             f.unlink()
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(ASSET_DIR / name, tok / name)
+    for name, data in files.items():
+        (tok / name).write_bytes(data)
 
 
 def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: str = "auto",

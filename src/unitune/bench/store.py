@@ -1,7 +1,8 @@
-"""Keep a long benchmark run's per-scene results in the repo, so CPU sessions can split it.
+"""Keep a long benchmark run's per-scene results in the repo, so a run can be split over many
+machines and days (scripts/bench_full.sh does):
 
-    python scripts/bench_store.py store   runs/bench-full/work docs/bench-full/scenes
-    python scripts/bench_store.py restore docs/bench-full/scenes runs/bench-full/work
+    python -m unitune.bench.store store   runs/bench-full/work docs/bench-full/scene-results
+    python -m unitune.bench.store restore docs/bench-full/scene-results runs/bench-full/work
 
 ``store`` gzips each finished ``WORK/<scene>/results.json`` into ``STORE/<scene>.json.gz``
 (~55 KB a full-size scene; byte-stable, so an unchanged scene makes no diff). ``restore`` puts
@@ -17,7 +18,7 @@ import gzip
 import json
 from pathlib import Path
 
-from unitune.fileio import atomic_write_bytes, atomic_write_json
+from ..fileio import atomic_write_bytes, atomic_write_json
 
 
 def _pack(data: dict) -> bytes:

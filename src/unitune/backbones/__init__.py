@@ -1,0 +1,191 @@
+"""Model families: which one a ``--model`` reference is, found from its configs before any weight
+loads, and the backbone that drives it (one module per family).
+
+:func:`probe` is torch-free and cheap (it reads ``model_index.json``, or a single file's tensor
+names), so the CLI refuses a wrong path, a pickle, or a family unitune does not drive, in one
+line and well before anything heavy loads. :func:`load` then builds the family's backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import DEFAULT_MODEL, Limits
+from ..errors import UserError
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHORT_NAMES = {DEFAULT_MODEL: ASSETS / "world-model"}  # the embedded model, shipped offline
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: the diffusers pipeline classes that name it, and its backbone module."""
+
+    name: str  # short id, recorded in tune manifests
+    label: str  # what users call it
+    pipelines: tuple[str, ...]  # model_index.json `_class_name`s of this family
+    module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
+
+
+FAMILIES = (
+    Family(
+        "sd",
+        "Stable Diffusion 1.x / 2.x",
+        ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
+        "sd",
+    ),  # fmt: skip
+    Family(
+        "sdxl",
+        "Stable Diffusion XL",
+        ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+        None,
+    ),  # fmt: skip
+    Family(
+        "sd3",
+        "Stable Diffusion 3 / 3.5",
+        ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
+        None,
+    ),  # fmt: skip
+    Family("flux", "FLUX.1", ("FluxPipeline", "FluxImg2ImgPipeline"), None),
+    Family(
+        "if", "DeepFloyd IF", ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline"), None
+    ),  # fmt: skip
+)
+BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def supported() -> str:
+    """The families unitune drives, with their pipeline classes, for error messages."""
+    return "; ".join(f"{f.label} ({f.pipelines[0]})" for f in FAMILIES if f.module)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model reference, resolved and recognised (no weights read)."""
+
+    ref: str  # what load() opens: a folder, a .safetensors file or a hub id
+    family: Family
+    single_file: bool = False  # a single .safetensors checkpoint (configs from config_dir)
+    config_dir: str | None = None  # --model-config: a diffusers folder with the configs
+
+
+def resolve_model_ref(ref: str) -> str:
+    """Short name -> packaged folder; refuse pickle-based weight files; keep anything else."""
+    if ref in SHORT_NAMES:
+        path = SHORT_NAMES[ref]
+        if not (path / "model_index.json").exists():
+            raise UserError(
+                f"the embedded model {ref!r} is not installed at {path}",
+                "reinstall unitune (pip install .) or pass --model with a diffusers model",
+            )
+        return str(path)
+    suffix = Path(ref).suffix.lower()
+    if suffix in Limits().refused_suffixes:
+        raise UserError(
+            f"refusing to load {ref!r}: {suffix} files are pickles that can run code when loaded",
+            "convert it to .safetensors (or use a diffusers folder / hub id with safetensors weights)",
+        )
+    return ref
+
+
+def _family_of_class(cls: str, where: str) -> Family:
+    for f in FAMILIES:
+        if cls in f.pipelines:
+            return f
+    raise UserError(
+        f"{where} is a {cls}, a model family unitune does not drive",
+        f"supported: {supported()}",
+    )
+
+
+def _index_class(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "model_index.json").read_text())["_class_name"])
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(
+            f"{folder}/model_index.json is unreadable ({type(e).__name__})",
+            "pass a folder saved with diffusers' save_pretrained",
+        ) from None
+
+
+# tensor-name prefixes of the original (non-diffusers) single-file layouts, most specific first
+_SINGLE_FILE_KEYS = (
+    ("double_blocks.", "flux"),
+    ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("conditioner.embedders.1.", "sdxl"),
+    ("cond_stage_model.", "sd"),
+)
+
+
+def _single_file_family(path: Path) -> Family:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = list(f.keys())
+    except Exception as e:  # noqa: BLE001 - any failure is an unreadable file
+        raise UserError(
+            f"{path} is not a readable .safetensors file ({type(e).__name__})",
+            "pass a model checkpoint saved as safetensors",
+        ) from None
+    for prefix, fam in _SINGLE_FILE_KEYS:
+        if any(k.startswith(prefix) for k in keys):
+            return BY_NAME[fam]
+    raise UserError(
+        f"{path} is not a text-to-image checkpoint unitune recognises",
+        f"supported: {supported()}; or pass a diffusers folder",
+    )
+
+
+def _hub_class(ref: str) -> str:
+    """The hub model's pipeline class from its model_index.json (cached, else one small file)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return _index_class(Path(hf_hub_download(ref, "model_index.json")).parent)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, no access ...
+        raise UserError(
+            f"could not read model {ref!r} ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})",
+            "check the hub id or path; offline, download the model first or use --model world",
+        ) from None
+
+
+def probe(ref: str, model_config: str | None = None) -> ModelSpec:
+    """Resolve and recognise a ``--model`` reference from its configs; no weights are read."""
+    ref = resolve_model_ref(ref)
+    path = Path(ref)
+    if model_config is not None and not (Path(model_config) / "model_index.json").is_file():
+        raise UserError(
+            f"--model-config {model_config!r} is not a diffusers model folder (no model_index.json)",
+            "pass the folder of a diffusers model of the same architecture",
+        )
+    if path.suffix.lower() == ".safetensors":
+        if not path.is_file():
+            raise UserError(f"model file {ref!r} does not exist", "check the path to the .safetensors")  # fmt: skip
+        fam = (
+            _family_of_class(_index_class(Path(model_config)), f"--model-config {model_config}")
+            if model_config
+            else _single_file_family(path)
+        )
+        spec = ModelSpec(ref, fam, single_file=True, config_dir=model_config)
+    elif path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UserError(
+                f"{ref!r} is not a diffusers model folder (no model_index.json)",
+                "pass a folder saved with save_pretrained, a .safetensors file, or a hub id",
+            )
+        spec = ModelSpec(ref, _family_of_class(_index_class(path), ref))
+    elif ref.count("/") == 1 and not ref.startswith((".", "/")):
+        spec = ModelSpec(ref, _family_of_class(_hub_class(ref), ref))
+    else:
+        raise UserError(f"model {ref!r} does not exist", "pass a diffusers folder, a .safetensors file, a hub id (owner/name) or 'world'")  # fmt: skip
+    if spec.family.module is None:
+        raise UserError(
+            f"{ref!r} is a {spec.family.label} model ({spec.family.pipelines[0]}), which unitune does not drive yet",  # fmt: skip
+            f"supported: {supported()}",
+        )
+    return spec

@@ -1,0 +1,116 @@
+"""Everything about a command that can be checked before a model loads: settings, the image, the
+output folder, the model reference and family, a tune folder (manifest, checkpoints, images,
+mask) and ``--guide`` specs. Torch-free, so a bad argument costs a fraction of a second and one
+line on stderr; the library calls the same checks, so its errors are the CLI's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .backbones import SHORT_NAMES, ModelSpec, probe
+from .config import EditConfig, GridConfig, TuneConfig
+from .errors import UserError
+from .guidespec import check_guides
+from .images import Placement, image_sha256, load_image, mask_image
+from .tunefolder import MANIFEST, TuneFolder
+
+
+@dataclass
+class TunePlan:
+    """What `tune` will do, decided before the model loads."""
+
+    image: Image.Image  # the photo, upright RGB
+    sha256: str  # image_sha256 of it
+    spec: ModelSpec  # the model, recognised
+    resume: TuneFolder | None  # an existing tune of the same image, settings and model
+    clear: bool  # --overwrite on an existing tune folder: delete it once the model has loaded
+
+
+def settings_dict(cfg: TuneConfig) -> dict[str, Any]:
+    """The settings as the manifest stores them (tuples become lists)."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def check_tune(
+    image: str | Path,
+    out: str | Path,
+    cfg: TuneConfig,
+    model: str,
+    model_config: str | None = None,
+    overwrite: bool = False,
+) -> TunePlan:
+    cfg.validate()
+    out = Path(out)
+    img = load_image(image)
+    sha = image_sha256(img)
+    spec = probe(model, model_config)
+    resume, clear = None, False
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a file", "pass a folder path")
+        is_tune = (out / MANIFEST).is_file()
+        if not is_tune and any(out.iterdir()):
+            raise UserError(
+                f"--out {str(out)!r} exists and is not a tune folder",
+                "pass a new or empty folder (it is never deleted)",
+            )
+        if is_tune and overwrite:
+            clear = True
+        elif is_tune:
+            resume = TuneFolder.open(out)
+            m = resume.manifest
+            differ = [what for what, same in (
+                ("image", m["image"]["sha256"] == sha),
+                ("settings", m["settings"] == settings_dict(cfg)),
+                ("model", m["model"] == model)) if not same]  # fmt: skip
+            if differ:
+                raise UserError(
+                    f"{out} holds a tune of a different {' and '.join(differ)}",
+                    "pass --overwrite to start fresh, or another --out",
+                )
+    return TunePlan(img, sha, spec, resume, clear)
+
+
+def tune_model_ref(folder: TuneFolder) -> str:
+    """What to load for a tune: the embedded model by its short name (so a tune outlives the
+    install path it was made under), anything else by the resolved reference it was tuned on."""
+    m = folder.manifest
+    return m["model"] if m["model"] in SHORT_NAMES else m["model_path"]
+
+
+def check_edit(
+    tune_dir: str | Path,
+    cfg: EditConfig,
+    mask: str | Path | None = None,
+    checkpoints: tuple[int, ...] = (),
+) -> TuneFolder:
+    """Check an edit (and any extra ``checkpoints`` it will visit) against a tune folder."""
+    cfg.validate()
+    folder = TuneFolder.open(tune_dir)
+    for c in (cfg.checkpoint, *checkpoints):
+        if c is not None:
+            folder.resolve_checkpoint(c)
+    if cfg.checkpoint is None:
+        folder.resolve_checkpoint(None)  # some checkpoint must exist
+    for name in ("original.png", "base.png"):
+        load_image(folder.path / name)
+    if not (folder.path / "base_latents.safetensors").is_file():
+        raise UserError(
+            f"{folder.path} has no base_latents.safetensors", "re-run `unitune tune --overwrite`"
+        )
+    if mask is not None:
+        hw = tuple(cfg.size) if cfg.size else tuple(folder.manifest["resolution"])
+        mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
+    check_guides(folder, cfg.guides)
+    probe(tune_model_ref(folder))
+    return folder
+
+
+def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None) -> TuneFolder:
+    grid.validate()
+    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints))
