@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unitune.backbones import load_model
 from unitune.bench.suite import make_suite
 from unitune.edit import Editor
 from unitune.fileio import atomic_write_json
 from unitune.metrics.fidelity import image_tensor
-from unitune.models import load_components
 from unitune.rank import Judge, RankConfig, combine
 
 
@@ -53,11 +53,11 @@ def main() -> None:
             and (keep is None or r["method"] in keep) and (a.cfg is None or r["cfg"] == a.cfg)]  # fmt: skip
     scenes = sorted({r["scene"] for r in recs})
     suite = {it.sid: it for it in make_suite(len(scenes), bc["suite_seed"], tuple(bc["kinds"]))}
-    comp = load_components(bc["model"], a.device)
+    bb = load_model(bc["model"], a.device)
     rc = RankConfig(balance=a.balance)
     rows = []
     for sid in scenes:
-        item, ed = suite[sid], Editor(work / sid / "tune", a.device, comp=comp)
+        item, ed = suite[sid], Editor(work / sid / "tune", a.device, backbone=bb)
         for e in item.edits:
             judge = Judge(ed, e.prompt, item.caption, (64, 64), rc)
             groups: dict[tuple[str, str], list[dict]] = {}

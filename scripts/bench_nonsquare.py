@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unitune.backbones import load_model
 from unitune.config import EditConfig, TuneConfig
 from unitune.edit import Editor
-from unitune.models import load_components
 from unitune.tune import tune
 from unitune.world.oracle import read
 from unitune.world.render import render, to_pil
@@ -45,7 +45,7 @@ def main() -> None:
     seeds = tuple(int(s) for s in a.seeds.split(","))
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    comp = load_components("world", "cpu")
+    bb = load_model("world", "cpu")
     rng = np.random.default_rng(77)
     scenes = [sample_scene(rng, n_objects=1 + i % 2, split="eval") for i in range(a.scenes)]
     ps = a.patch_steps or a.steps
@@ -62,7 +62,7 @@ def main() -> None:
         to_pil(render([scene])[0]).save(photo)
         n_src = len(read(to_pil(render([scene])[0])).objects)
         for name, cfg in variants.items():
-            folder = tune(photo, work / f"{name}_{i}", cfg, comp=comp, progress=False)
+            folder = tune(photo, work / f"{name}_{i}", cfg, backbone=bb, progress=False)
             ed = Editor(folder.path, "cpu")
             for hw in SIZES:
                 ec = EditConfig(cfg=a.cfg, t0=1.0, steps=25, seeds=seeds, size=hw)

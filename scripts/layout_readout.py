@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unitune.backbones import load_model
 from unitune.embedded.layout import LayoutHead, layout_accuracy, layout_batch, layout_loss
 from unitune.fileio import atomic_write_json
-from unitune.models import load_components
 
 
 def readout(model: str, steps: int, train_text: bool, seed: int = 0) -> dict:
-    comp = load_components(model, device="cpu", dtype=torch.float32)
-    te, tok = comp.text_encoder, comp.tokenizer
+    bb = load_model(model, device="cpu", dtype=torch.float32)
+    te, tok = bb.text_encoder, bb.tokenizer
     te.requires_grad_(train_text).train(train_text)
     torch.manual_seed(seed)
     head = LayoutHead(te.config.hidden_size)

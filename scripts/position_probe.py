@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from unitune.backbones import resolve_model_ref
+from unitune.backbones import load_model, resolve_model_ref
 from unitune.embedded.arch import scheduler_config
 from unitune.fileio import atomic_write_json
-from unitune.models import encode_prompts, load_components
 from unitune.world.render import render
 from unitune.world.scene import FULL, caption, sample_scene
 
@@ -40,16 +39,14 @@ def _wrong_position(scene):
 
 @torch.no_grad()
 def probe(model: str, n: int = 64, seed: int = 5) -> dict:
-    comp = load_components(model)
-    e = encode_prompts(
-        comp,
+    bb = load_model(model)
+    e = bb.encode(
         [
             "a large red circle on the left",
             "a large red circle on the right",
             "a large blue circle on the left",
-        ],
-        warn=False,
-    ).float()  # (3, 77, width): every token state, as the UNet's cross-attention sees them
+        ]
+    ).emb.float()  # (3, 77, width): every token state, as the UNet's cross-attention sees them
     # the causal encoder carries a word's meaning into every later token, padding included,
     # so compare the largest per-token distance, not the word's own token
     text = {
@@ -59,25 +56,23 @@ def probe(model: str, n: int = 64, seed: int = 5) -> dict:
     }
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(rng, n_objects=1, split="eval") for _ in range(n)]
-    x = render(scenes, comp.vae.config.sample_size, torch.device("cpu"), None) * 2 - 1
-    z = comp.vae.encode(x.to(comp.device, comp.dtype)).latent_dist.mean
-    z = z.float() * comp.vae.config.scaling_factor  # (n, 4, 16, 16)
+    x = render(scenes, bb.resolution, torch.device("cpu"), None) * 2 - 1
+    z = bb.encode_image(x).float().cpu()  # (n, 4, 16, 16)
     true_caps = [caption(s, np.random.default_rng(i), FULL) for i, s in enumerate(scenes)]
     wrong_caps = [
         caption(_wrong_position(s), np.random.default_rng(i), FULL) for i, s in enumerate(scenes)
     ]
-    embs = [encode_prompts(comp, c, warn=False) for c in (true_caps, wrong_caps)]
+    conds = [bb.encode(c) for c in (true_caps, wrong_caps)]
     sched = DDPMScheduler.from_config(scheduler_config())
     gen = torch.Generator().manual_seed(0)
     denoise = {}
     for tt in (400, 600, 800, 900):
         noise = torch.randn(z.shape, generator=gen)
         t = torch.full((n,), tt)
-        xt = sched.add_noise(z, noise, t).to(comp.device, comp.dtype)
+        xt = sched.add_noise(z, noise, t).to(bb.device, bb.dtype)
         true, wrong = (
-            (comp.unet(xt, t.to(comp.device), encoder_hidden_states=emb).sample.float().cpu()
-             - noise).pow(2).mean().item()
-            for emb in embs
+            (bb.denoise(bb.module, xt, t.to(bb.device), c).float().cpu() - noise).pow(2).mean().item()
+            for c in conds
         )  # fmt: skip
         denoise[str(tt)] = {
             "true": round(true, 6),

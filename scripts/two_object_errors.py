@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
+from unitune.backbones import load_model
 from unitune.embedded.evaluate import COUNTS, all_colour_shape_right, eval_set, generate
 from unitune.fileio import atomic_write_json
-from unitune.models import load_components
 from unitune.world.oracle import match, read
 
 
@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    comp = load_components(a.model, a.device)
+    bb = load_model(a.model, a.device)
     items = eval_set()
     first = COUNTS[1]  # the eval set is ordered 1-, 2-, 3-object; seed = index in it
     two = items[first : first + COUNTS[2]]
-    imgs = generate(comp, [c for _, c in two], a.cfg, a.steps, seed0=first)
+    imgs = generate(bb, [c for _, c in two], a.cfg, a.steps, seed0=first)
     kinds = Counter(kind(s, read(im)) for (s, _), im in zip(two, imgs))
     res = {"model": a.model, "cfg": a.cfg, "steps": a.steps, "n": len(two),
            "kinds": dict(kinds.most_common())}  # fmt: skip

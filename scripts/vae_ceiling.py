@@ -16,16 +16,16 @@ import json
 
 import torch
 
+from unitune.backbones import load_model
 from unitune.embedded.evaluate import eval_set, score
 from unitune.fileio import atomic_write_json
-from unitune.models import load_components
 from unitune.world.render import render
 
 
 @torch.no_grad()
 def reconstruct(model: str, x: torch.Tensor) -> torch.Tensor:
     """VAE reconstructions (N, 3, H, W) in [0, 1] of images x in [0, 1]."""
-    vae = load_components(model, device="cpu", dtype=torch.float32).vae
+    vae = load_model(model, device="cpu", dtype=torch.float32).vae
     # the posterior mean: what a well-trained UNet's samples are closest to
     z = vae.encode(x * 2 - 1).latent_dist.mean
     return (vae.decode(z).sample / 2 + 0.5).clamp(0, 1)

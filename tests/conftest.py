@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny seeded Stable Diffusion (same architectures as SD, random weights,
-the real CLIP tokenizer) saved as a diffusers folder — nothing downloads."""
+"""Shared fixtures: tiny seeded models of each family unitune drives (the same architectures as
+SD 1.x, SD 2.x v-prediction and SDXL, random weights, the real CLIP tokenizer), saved as
+diffusers folders — nothing downloads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,77 @@ import torch
 from PIL import Image
 
 TINY_RES = 32  # pixels; UNet sample_size 8 x VAE factor 4
+
+
+def _tiny_vae(seed: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=TINY_RES,
+        # random encoder latents have std ~0.18: scale them to ~unit variance, as SD's 0.18215
+        # does for its trained VAE, so the diffusion sees a signal and not only noise
+        scaling_factor=5.0,
+    )
+
+
+def _tiny_clip_config(**kw):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32,
+                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **kw)  # fmt: skip
+
+
+def _tiny_scheduler(prediction_type: str = "epsilon"):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                         prediction_type=prediction_type)  # fmt: skip
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0):
+    """SDXL's architecture in small: the UNet with added text-time conditioning (pooled
+    embedding + 6 time ids), CLIPTextModel + CLIPTextModelWithProjection."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from unitune.clip_vocab import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_RES // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,  # 16 (encoder 1) + 16 (encoder 2), concatenated
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 16,  # time ids + pooled projection
+        norm_num_groups=8,
+    )
+    vae = _tiny_vae(seed + 1)
+    torch.manual_seed(seed + 2)
+    te = CLIPTextModel(_tiny_clip_config())
+    torch.manual_seed(seed + 3)
+    te2 = CLIPTextModelWithProjection(_tiny_clip_config(projection_dim=16))
+    tok = load_clip_tokenizer()
+    return StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok,
+                                     tokenizer_2=tok, unet=unet, scheduler=_tiny_scheduler())  # fmt: skip
 
 
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
@@ -93,6 +165,27 @@ def tiny_model(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny-sd")
     build_tiny_pipeline().save_pretrained(path, safe_serialization=True)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2(tmp_path_factory) -> str:
+    """SD 2.x's v-prediction in small (same UNet layout, v_prediction scheduler)."""
+    path = tmp_path_factory.mktemp("tiny-sd2")
+    build_tiny_pipeline(prediction_type="v_prediction").save_pretrained(path, safe_serialization=True)  # fmt: skip
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny-sdxl")
+    build_tiny_sdxl_pipeline().save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_model, tiny_sd2, tiny_sdxl) -> dict[str, str]:
+    """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl."""
+    return {"sd1": tiny_model, "sd2v": tiny_sd2, "sdxl": tiny_sdxl}
 
 
 @pytest.fixture(scope="session")

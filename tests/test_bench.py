@@ -107,12 +107,13 @@ def test_reads_back_the_suite(suite3):
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_and_resume(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     bc = BenchConfig(n_scenes=1, kinds=("recolour", "background"), seeds=(0, 1), steps=2,
                      tune_steps=2, save_at=(1, 2), sdedit_t0s=(0.8,), sdedit_cfgs=(7.5,),
                      unitune_checkpoints=(1, 2), unitune_t0s=(1.0,), unitune_cfgs=(7.5,),
                      pg_points=((2, 0.9, 7.5),), sine_checkpoint=2, sine_Ks=(500,),
-                     sine_vs=(0.7,), model=tiny_model)  # fmt: skip
+                     sine_vs=(0.7,), model=tiny_models[family])  # fmt: skip
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
     # 7 configs x 2 edits x 2 seeds, + reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds

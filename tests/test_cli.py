@@ -209,8 +209,8 @@ def test_bad_arguments_fail_before_any_model_loads(tuned, tiny_model, photo, tmp
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "torch was imported" not in r.stderr, r.stderr
     t = time.perf_counter()
-    load = subprocess.run([sys.executable, "-c", "import sys; from unitune.models import "
-                           "load_components; load_components(sys.argv[1], 'cpu')", tiny_model])  # fmt: skip
+    load = subprocess.run([sys.executable, "-c", "import sys; from unitune.backbones import "
+                           "load_model; load_model(sys.argv[1], 'cpu')", tiny_model])  # fmt: skip
     load_s = time.perf_counter() - t
     assert load.returncode == 0
     assert worst < 0.25 * load_s, (worst, load_s)

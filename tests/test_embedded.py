@@ -10,10 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from unitune.backbones import SHORT_NAMES
+from unitune.backbones import SHORT_NAMES, load_model
 from unitune.embedded.arch import TINY
 from unitune.embedded.train import TrainConfig, train
-from unitune.models import load_components
 
 SHIPPED = SHORT_NAMES["world"]
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -120,14 +119,14 @@ def test_shipped_model_is_small_fp16_and_loads_through_diffusers():
 
 
 def test_shipped_model_goes_through_unitunes_model_path():
-    comp = load_components("world", device="cpu")
-    assert comp.unet.config.sample_size * comp.vae_scale == 64
+    comp = load_model("world", device="cpu")
+    assert comp.resolution == 64 and comp.family == "sd"
     # the real CLIP BPE: the rare token is several sub-word pieces, as with Stable Diffusion
     assert comp.tokenizer.vocab_size == 49408
     assert len(comp.tokenizer("beikkpic").input_ids) - 2 >= 2
     # the same folder by path and by short name is the same model
-    by_path = load_components(str(SHIPPED), device="cpu")
-    a, b = comp.unet.state_dict(), by_path.unet.state_dict()
+    by_path = load_model(str(SHIPPED), device="cpu")
+    a, b = comp.module.state_dict(), by_path.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -172,10 +171,9 @@ def test_evaluate_seeds_and_scores(tiny_model):
     """Sample i of the eval uses seed seed0 + i, whatever the batch it falls in; score() gives
     the oracle's exact reading of rendered eval scenes (the oracle's own accuracy)."""
     from unitune.embedded.evaluate import eval_set, generate, score
-    from unitune.models import load_components
     from unitune.world.render import render
 
-    comp = load_components(tiny_model, "cpu")
+    comp = load_model(tiny_model, "cpu")
     items = eval_set()
     assert len(items) == 256 and eval_set()[5][1] == items[5][1]  # fixed captions
     prompts = [c for _, c in items[:6]]

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unitune import patches, sine
+from unitune import patches
+from unitune.backbones.base import Conditioning
 from unitune.cli import main
 from unitune.config import EditConfig, TuneConfig, tune_preset
 from unitune.edit import Editor
@@ -21,8 +22,6 @@ from unitune.errors import UserError
 from unitune.guidance import cfg as cfg_mix
 from unitune.guidance import multi_guidance, sine_mix
 from unitune.guidespec import GuideSpec, parse_guide
-from unitune.models import encode_prompts
-from unitune.multi import multi_guided
 from unitune.tune import tune
 
 FAST = EditConfig(steps=3, seeds=(0,))
@@ -72,8 +71,16 @@ def test_sine_mix_is_multi_guidance_over_both_models():
     assert torch.allclose(sine_mix(u, pre, ft, w, v), ref, atol=1e-5)
 
 
-def _eps(unet, x, t, emb):
-    return unet(x, t, encoder_hidden_states=emb).sample
+HW = (32, 32)  # the tiny model's resolution
+
+
+def _eps(editor: Editor, x, t, cond: Conditioning):
+    """The prediction of the checkpoint ``editor`` has applied (its own, independent model)."""
+    return editor.state.tuned()(x, t, cond)
+
+
+def _conds(editor: Editor, texts: list[str]) -> list[Conditioning]:
+    return editor.encode(texts, HW, warn=False)
 
 
 @pytest.mark.parametrize("kind", ["lora", "full", "patch"])
@@ -84,30 +91,31 @@ def test_sine_guided_terms_ends_and_switch(kind, lora_tune, full_tune, patch_tun
     folder = {"lora": lora_tune, "full": full_tune, "patch": patch_tune}[kind]
     ed = Editor(folder, "cpu")
     ed.use_checkpoint(2)
-    sine.set_home(ed.comp.unet, 1.0)
     pre_ref = Editor(folder, "cpu")  # an independent copy: pretrained
     pre_ref.use_checkpoint(0)
     ft_ref = Editor(folder, "cpu")  # an independent copy: tuned
     ft_ref.use_checkpoint(2)
     c_hat = ed.folder.manifest["prompt"]
     assert c_hat == ed.tune_cfg.prompt()
-    emb_u, emb_e, emb_h = encode_prompts(pre_ref.comp, ["", "a cat", c_hat]).chunk(3)
+    emb_u, emb_e, emb_h = _conds(pre_ref, ["", "a cat", c_hat])
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     w, K = 5.0, 400
     hi, lo = torch.tensor(K + 1), torch.tensor(K)
-    eps_u = _eps(pre_ref.comp.unet, x, hi, emb_u)
-    eps_pre = _eps(pre_ref.comp.unet, x, hi, emb_e)
-    eps_ft = _eps(ft_ref.comp.unet, x, hi, emb_h)
-    assert not torch.allclose(eps_ft, _eps(pre_ref.comp.unet, x, hi, emb_h), atol=1e-4)
+    eps_u = _eps(pre_ref, x, hi, emb_u)
+    eps_pre = _eps(pre_ref, x, hi, emb_e)
+    eps_ft = _eps(ft_ref, x, hi, emb_h)
+    assert not torch.allclose(eps_ft, _eps(pre_ref, x, hi, emb_h), atol=1e-4)
+
+    def sine_fn(v):
+        return ed.guided("a cat", EditConfig(method="sine", cfg=w, sine_v=v, sine_K=K), HW)
+
     for v in (0.0, 0.7, 1.0):
-        g = sine.sine_guided(ed, "a cat", EditConfig(cfg=w, sine_v=v, sine_K=K))
         want = sine_mix(eps_u, eps_pre, eps_ft, w, v)
-        assert torch.allclose(g(x, hi), want, atol=1e-4), v
-    g0 = sine.sine_guided(ed, "a cat", EditConfig(cfg=w, sine_v=0.0, sine_K=K))
+        assert torch.allclose(sine_fn(v)(x, hi), want, atol=1e-4), v
+    g0 = sine_fn(0.0)
     assert torch.allclose(g0(x, hi), cfg_mix(eps_u, eps_ft, w), atol=1e-4)  # v = 0 end
-    g1 = sine.sine_guided(ed, "a cat", EditConfig(cfg=w, sine_v=1.0, sine_K=K))
-    assert torch.allclose(g1(x, hi), cfg_mix(eps_u, eps_pre, w), atol=1e-4)  # v = 1 end
-    low = cfg_mix(_eps(pre_ref.comp.unet, x, lo, emb_u), _eps(pre_ref.comp.unet, x, lo, emb_e), w)
+    assert torch.allclose(sine_fn(1.0)(x, hi), cfg_mix(eps_u, eps_pre, w), atol=1e-4)  # v = 1
+    low = cfg_mix(_eps(pre_ref, x, lo, emb_u), _eps(pre_ref, x, lo, emb_e), w)
     assert torch.allclose(g0(x, lo), low, atol=1e-4)  # t <= K: pretrained CFG even at v = 0
 
 
@@ -134,15 +142,19 @@ def test_patch_tune_saves_and_reloads_positional_module(patch_tune):
     assert set(pos) == {"pos.weight", "pos.bias"} and pos["pos.weight"].abs().sum() > 0
     assert not any("pos_proj" in k for k in tensors)  # not also inside the fp16 delta
     ed = Editor(patch_tune, "cpu")
-    mod = patches.get(ed.comp.unet)
-    assert mod is not None and mod.pos_proj.weight.abs().sum() == 0  # step 0: zero init
     ed.use_checkpoint(2)
-    mod = patches.get(ed.comp.unet)
-    assert torch.equal(mod.pos_proj.weight.detach().cpu(), pos["pos.weight"])
-    assert torch.equal(mod.pos_proj.bias.detach().cpu(), pos["pos.bias"])
+    proj, n_freq = ed.state.tuned().pos  # the tuned view's positional module
+    assert torch.equal(proj.weight.detach().cpu(), pos["pos.weight"]) and n_freq == 6
+    assert torch.equal(proj.bias.detach().cpu(), pos["pos.bias"])
+    x = torch.randn(1, 4, 8, 8)
+    (c,) = _conds(ed, ["beikkpic"])
+    ed.state.tuned()(x, torch.tensor(500), c)
+    mod = patches.get(ed.backbone.module, ed.backbone.patch_site)
     assert mod.box is None and mod.enabled  # sampling: the whole image
-    ed.use_checkpoint(0)  # and back: the pretrained model again
-    assert patches.get(ed.comp.unet).pos_proj.weight.abs().sum() == 0
+    ed.use_checkpoint(0)  # and back: the pretrained model again, the module off
+    assert ed.state.tuned().pos is None
+    ed.state.tuned()(x, torch.tensor(500), c)
+    assert not patches.get(ed.backbone.module, ed.backbone.patch_site).enabled
 
 
 @pytest.mark.parametrize("method", ["sine", "unitune"])
@@ -236,26 +248,25 @@ def test_multi_views_match_separate_models_and_restore_state(
     assert torch.allclose(same, before, atol=1e-5)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     t = torch.tensor(501)
-    emb = encode_prompts(ed.comp, ["", "beikkpic"]).chunk(2)
+    emb = _conds(ed, ["", "beikkpic"])
     # lora_patch first: later full guides are then rebuilt from a UNet carrying adapters and a
     # positional module
     guides = ((lora_patch, 1.0), (full_tune, 1.5), (patch_tune, -0.5), (lora_tune, 2.0),
               (lora_copy, 3.0))  # fmt: skip
     pre = Editor(lora_tune, "cpu")
     pre.use_checkpoint(0)  # every tune shares this base model
-    eps_u = _eps(pre.comp.unet, x, t, emb[0])
+    eps_u = _eps(pre, x, t, emb[0])
     for folder, w in guides:
-        g = multi_guided(ed, "a cat", replace(ec, cfg=0.0, guides=(f"{folder}:beikkpic:{w}",)))
+        g = ed.guided("a cat", replace(ec, cfg=0.0, guides=(f"{folder}:beikkpic:{w}",)), HW)
         ref = Editor(folder, "cpu")
         ref.use_checkpoint(2)
-        want = eps_u + w * (_eps(ref.comp.unet, x, t, emb[1]) - eps_u)
+        want = eps_u + w * (_eps(ref, x, t, emb[1]) - eps_u)
         assert torch.allclose(g(x, t), want, atol=1e-4), folder
     # t <= K: tuned guides drop out, pretrained ones stay, beside plain pretrained CFG
     gs = (f"{full_tune}:beikkpic:2", "pretrained:a dog:1.5")
-    g = multi_guided(ed, "a cat", replace(ec, cfg=4.0, sine_K=400, guides=gs))
+    g = ed.guided("a cat", replace(ec, cfg=4.0, sine_K=400, guides=gs), HW)
     lo = torch.tensor(400)
-    e_u, e_cat, e_dog = (_eps(pre.comp.unet, x, lo, e) for e in encode_prompts(
-        pre.comp, ["", "a cat", "a dog"]).chunk(3))  # fmt: skip
+    e_u, e_cat, e_dog = (_eps(pre, x, lo, e) for e in _conds(pre, ["", "a cat", "a dog"]))
     assert torch.allclose(g(x, lo), e_u + 4.0 * (e_cat - e_u) + 1.5 * (e_dog - e_u), atol=1e-4)
     after = ed.edit("a cat", ec, progress=False).latents
     assert torch.allclose(after, before, atol=1e-6)

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from .backbones import SHORT_NAMES, ModelSpec, probe
+from .backbones import SHORT_NAMES, ModelSpec, check_vae, probe
 from .config import EditConfig, GridConfig, TuneConfig
 from .errors import UserError
 from .guidespec import check_guides
@@ -43,8 +43,10 @@ def check_tune(
     model: str,
     model_config: str | None = None,
     overwrite: bool = False,
+    vae: str | None = None,
 ) -> TunePlan:
     cfg.validate()
+    check_vae(vae)
     out = Path(out)
     img = load_image(image)
     sha = image_sha256(img)
@@ -88,9 +90,11 @@ def check_edit(
     cfg: EditConfig,
     mask: str | Path | None = None,
     checkpoints: tuple[int, ...] = (),
+    vae: str | None = None,
 ) -> TuneFolder:
     """Check an edit (and any extra ``checkpoints`` it will visit) against a tune folder."""
     cfg.validate()
+    check_vae(vae)
     folder = TuneFolder.open(tune_dir)
     for c in (cfg.checkpoint, *checkpoints):
         if c is not None:
@@ -103,14 +107,18 @@ def check_edit(
         raise UserError(
             f"{folder.path} has no base_latents.safetensors", "re-run `unitune tune --overwrite`"
         )
+    hw = tuple(cfg.size) if cfg.size else tuple(folder.manifest["resolution"])
+    k = folder.manifest.get("size_multiple")  # absent in manifests written before it existed
+    if k and (hw[0] % k or hw[1] % k):
+        raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", f"round it to a multiple of {k}")  # fmt: skip
     if mask is not None:
-        hw = tuple(cfg.size) if cfg.size else tuple(folder.manifest["resolution"])
         mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
     check_guides(folder, cfg.guides)
     probe(tune_model_ref(folder))
     return folder
 
 
-def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None) -> TuneFolder:
+def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None,
+               vae: str | None = None) -> TuneFolder:  # fmt: skip
     grid.validate()
-    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints))
+    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae)

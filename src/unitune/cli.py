@@ -15,12 +15,11 @@ from pathlib import Path
 
 from . import logs
 from .bench.cli import add_bench_parser, cmd_bench
+from .cliargs import Parser, add_common, add_edit_flags, floats, ints
 from .config import (
     DEFAULT_MODEL,
-    EDIT_METHODS,
     PRECISIONS,
     RESIZE_MODES,
-    SAMPLERS,
     SWITCHES,
     TUNE_METHODS,
     TUNE_PRESETS,
@@ -31,87 +30,6 @@ from .config import (
     tune_preset,
 )
 from .errors import UnituneWarning, UserError
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with unitune's error form: one line on stderr, exit 2 (no usage block)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        print(f"unitune: error: {self.prog}: {message} — see {self.prog} --help", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _comma_list(text: str, cast: type, what: str) -> tuple:
-    try:
-        vals = tuple(cast(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma list of {what}s, got {text!r}"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected at least one {what}")
-    return vals
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return _comma_list(text, int, "integer")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return _comma_list(text, float, "number")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 512x768, got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--verbose", action="store_true", help="show third-party logs, warnings and load bars"
-    )
-
-
-def _add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
-    # absent unless given (EditConfig's defaults apply), so --fidelity can tell they were not
-    keep = argparse.SUPPRESS
-    if not grid:
-        p.add_argument("--checkpoint", type=int, default=keep, help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)")  # fmt: skip
-        p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
-        p.add_argument("--seeds", type=_ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
-    p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
-    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
-    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
-    p.add_argument("--negative-prompt", default=d.negative_prompt)
-    p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
-    p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
-    p.add_argument("--mask", help="PNG, white = may change (in-painting)")
-    p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=d.interpolate,
-                   help="pixel interpolation toward the original (§3.4)")  # fmt: skip
-    p.add_argument("--interp-window", type=int, default=d.interp_window)
-    p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
-    p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
-    p.add_argument("--method", choices=EDIT_METHODS, default=d.method)
-    p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
-    p.add_argument(
-        "--v",
-        dest="sine_v",
-        type=float,
-        default=d.sine_v,
-        help="SINE weight v of the PRETRAINED model's edit prediction (paper eq. 3, default 0.7);"
-        " the fine-tuned model gets 1-v. NB the official code's --model_based_guidance_scale "
-        "and multi-model --beta weight the fine-tuned model instead (= 1-v)",
-    )
-    p.add_argument("--size", type=_size, default=d.size, help="HxW output size")
-    p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
-    p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_MODEL, help="hub id, diffusers folder, .safetensors, or world"
     )
     t.add_argument("--model-config", help="diffusers folder giving the config of a single file")
+    t.add_argument(
+        "--vae", help="another VAE (folder or .safetensors), e.g. an fp16-fixed SDXL VAE"
+    )
     # flags a preset sets default to SUPPRESS: absent from args unless given, so they win over it
     keep = argparse.SUPPRESS
     t.add_argument(
@@ -136,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batch 1, lr 1e-6; 10000 steps with --patches; needs --class-noun)",
     )
     t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
-    t.add_argument("--save-at", type=_ints, default=keep, help="comma list of steps")
+    t.add_argument("--save-at", type=ints, default=keep, help="comma list of steps")
     t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
     t.add_argument("--lr", type=float, default=keep, help="default 1e-4 (full), 3e-4 (lora)")
     t.add_argument("--method", choices=TUNE_METHODS, default=td.method)
@@ -167,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--patches: crop sides uniform in [FRAC, 1] x the image's ({td.patch_min_frac})",
     )
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
-    _add_common(t)
+    add_common(t)
 
     e = sub.add_parser("edit", help="sample edits from a tune folder")
     e.add_argument("tune")
@@ -186,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-model guidance, repeatable: add WEIGHT x (eps(TUNE_DIR's tuned model, PROMPT)"
         " - eps_u) to the primary; TUNE_DIR may be 'pretrained' or end in @STEP; PROMPT verbatim",
     )
-    _add_edit_flags(e, EditConfig())
+    add_edit_flags(e, EditConfig())
     e.add_argument(
         "--fidelity",
         type=float,
@@ -201,35 +122,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample N seeds from the first of --seeds, save the one that best balances the edit "
         "(a diffusion-classifier score) against LPIPS to the base outside the edit (unitune/rank.py)",
     )
-    e.add_argument("--sweep-t0", type=_floats, help="--best-of: also sweep these t0 values")
-    e.add_argument(
-        "--sweep-checkpoints", type=_ints, help="--best-of: also sweep these checkpoints"
-    )
+    e.add_argument("--sweep-t0", type=floats, help="--best-of: also sweep these t0 values")
+    e.add_argument("--sweep-checkpoints", type=ints, help="--best-of: also sweep these checkpoints")
     e.add_argument("--balance", type=float, default=RankConfig.balance,
                    help=f"--best-of: weight of fidelity ({RankConfig.balance:g})")  # fmt: skip
     e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
-    _add_common(e)
+    add_common(e)
 
     g = sub.add_parser("grid", help="contact sheet over checkpoints x t0 (x seeds)")
     gd = GridConfig()
     g.add_argument("tune")
     g.add_argument("prompt")
-    g.add_argument("--checkpoints", type=_ints, default=gd.checkpoints)
-    g.add_argument("--t0", dest="t0s", type=_floats, default=gd.t0s, help="comma list")
-    g.add_argument("--seeds", type=_ints, default=gd.seeds)
+    g.add_argument("--checkpoints", type=ints, default=gd.checkpoints)
+    g.add_argument("--t0", dest="t0s", type=floats, default=gd.t0s, help="comma list")
+    g.add_argument("--seeds", type=ints, default=gd.seeds)
     g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")
     g.add_argument("--out", default="grid.png")
-    _add_edit_flags(g, EditConfig(), grid=True)
-    _add_common(g)
+    add_edit_flags(g, EditConfig(), grid=True)
+    add_common(g)
 
     d = sub.add_parser(
         "demo", help="offline: tune the embedded model on a bundled scene, edit it, judge the edits"
     )
     d.add_argument("--out", default="unitune-demo", help="output folder (default unitune-demo)")
     d.add_argument("--method", choices=TUNE_METHODS, default=TuneConfig().method)
-    d.add_argument("--seeds", type=_ints, default=None, help="edit seeds (default 0,1,2,3)")
-    _add_common(d)
-    add_bench_parser(sub, _add_common)
+    d.add_argument("--seeds", type=ints, default=None, help="edit seeds (default 0,1,2,3)")
+    add_common(d)
+    add_bench_parser(sub, add_common)
     return ap
 
 
@@ -263,7 +182,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
             "pass e.g. --class-noun dog (or --base-prompt with a full prompt that contains "
             f"{cfg.rare_token!r})",
         )
-    check_tune(args.image, args.out, cfg, args.model, args.model_config, args.overwrite)
+    check_tune(args.image, args.out, cfg, args.model, args.model_config, args.overwrite, args.vae)
     _before_load(args)
     from .tune import tune
 
@@ -276,6 +195,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.quiet,
         model_config=args.model_config,
+        vae=args.vae,
     )
     ck = folder.manifest["checkpoints"]
     losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))
@@ -284,7 +204,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def _before_load(args: argparse.Namespace) -> None:
     """Every argument is checked: the device (this imports torch), then quiet the libraries."""
-    from .models import resolve_device
+    from .backbones.base import resolve_device
 
     resolve_device(args.device)
     if not args.verbose:
@@ -318,14 +238,14 @@ def cmd_edit(args: argparse.Namespace) -> None:
         cfg = apply_fidelity(cfg, args.fidelity, steps)
         print(f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
               f"CFG {cfg.cfg:g}", file=sys.stderr)  # fmt: skip
-    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()))
+    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()), args.vae)
     for t0 in args.sweep_t0 or ():
         replace(cfg, t0=t0).validate()
     _before_load(args)
     from .edit import Editor
     from .outputs import save_edit
 
-    ed = Editor(args.tune, args.device)
+    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload)
     out = Path(args.out)
     if args.best_of:
         from .rank import best_of
@@ -363,13 +283,13 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
     cfg = _edit_config(args)
     gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell)
-    check_grid(args.tune, cfg, gcfg, args.mask)
+    check_grid(args.tune, cfg, gcfg, args.mask, args.vae)
     _check_out_file(args.out, ".png")
     _before_load(args)
     from .edit import Editor
     from .outputs import render_grid
 
-    ed = Editor(args.tune, args.device)
+    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload)
     path = render_grid(
         ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
     )

@@ -90,7 +90,7 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
          progress=progress)  # fmt: skip
     t_tuned = time.time()
     ed = Editor(out / "tune", device)
-    lp = get_lpips("alex", ed.comp.device)
+    lp = get_lpips("alex", ed.backbone.device)
     rng = np.random.default_rng(0)
     edits = [e for e in (make_edit(SCENE, k, rng) for k in KINDS) if e is not None]
     rows, labels, report = [], [], []

@@ -1,11 +1,12 @@
 """UniTune editing (§3.3): sample "<rare> <edit prompt>" from a tune folder's checkpoint with CFG,
-optional SDEdit start t0, prompt guidance, in-painting mask, pixel interpolation, paste-back."""
+optional SDEdit start t0, prompt guidance, in-painting mask, pixel interpolation, paste-back;
+SINE (sine.py) and multi-model guidance (multi.py) through the same loop. Family-agnostic: the
+backbone encodes, denoises and decodes; the model state owns the weights."""
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,45 +16,21 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
-from . import __version__, adapters, patches, sine
+from . import __version__
+from .backbones import load_model
+from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .checks import tune_model_ref
 from .config import EditConfig, TuneConfig
 from .errors import UnituneWarning, UserError
-from .guidance import cfg as cfg_mix
 from .guidance import latent_mask
+from .guidespec import guide_strings
 from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
-from .models import Components, decode_latents, encode_image, encode_prompts, load_components
-from .sampling import GuidedFn, make_scheduler, sample
+from .multi import multi_guided
+from .sampling import GuidedFn, cfg_guided, sample
+from .sine import sine_guided, tuned_prompt
+from .state import state_of
 from .tunefolder import TuneFolder
-
-# (x (B, C, h, w), t, embeddings (B, 77, D)) -> model output (B, C, h, w)
-Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def unet_denoiser(unet) -> Denoiser:
-    """Adapter: a diffusers UNet2DConditionModel as a denoiser callable."""
-
-    def den(x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
-        return unet(x, t, encoder_hidden_states=emb).sample
-
-    return den
-
-
-def cfg_guided(den: Denoiser, emb_base: Tensor, emb_cond: Tensor, w: float) -> GuidedFn:
-    """CFG (or prompt guidance when emb_base is a base prompt) with ONE batched forward pass:
-    [baseline x B ; conditional x B]."""
-
-    def guided(x: Tensor, t: Tensor) -> Tensor:
-        b = x.shape[0]
-        if w == 1.0:  # pure conditional: the baseline would be multiplied by zero
-            return den(x, t, emb_cond.expand(b, -1, -1))
-        embs = torch.cat([emb_base.expand(b, -1, -1), emb_cond.expand(b, -1, -1)])
-        out = den(torch.cat([x, x]), t, embs)
-        base, cond = out.chunk(2)
-        return cfg_mix(base, cond, w)
-
-    return guided
 
 
 @dataclass
@@ -61,42 +38,48 @@ class EditResult:
     images: list[Image.Image]
     params: list[dict[str, Any]] = field(default_factory=list)
     pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
-    latents: Tensor | None = None  # (B, C, h, w) final scaled latents, before decoding
+    latents: Tensor | None = None  # (B, C, h, w) the final x0 in model space, before decoding
 
 
 class Editor:
     """A tune folder with its model loaded; switches checkpoints without reloading the model."""
 
-    def __init__(
-        self, tune_dir: str | Path, device: str = "auto", comp: Components | None = None
-    ) -> None:
+    def __init__(self, tune_dir: str | Path, device: str = "auto", backbone: Backbone | None = None,
+                 vae: str | None = None, offload: bool = False) -> None:  # fmt: skip
+        """``backbone``: an already loaded model (else the tune's own is loaded); ``vae``: another
+        VAE (default: the one the tune was made with); ``offload``: keep the text encoders and
+        the VAE on the CPU between uses (GPUs with little memory)."""
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
         self.tune_cfg = TuneConfig(**{**m["settings"], "save_at": tuple(m["settings"]["save_at"])})
-        self.comp = comp or load_components(tune_model_ref(self.folder), device)
+        self.backbone = backbone or load_model(
+            tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload
+        )
+        self.state = state_of(self.backbone)
         tuned_on = m.get("model_digest")  # absent in manifests written before it existed
-        if tuned_on and self.comp.digest and tuned_on != self.comp.digest:
+        if tuned_on and tuned_on != self.backbone.digest:
             warnings.warn(
                 f"{tune_dir} was tuned on other weights of {m['model']!r} (weights digest "
-                f"{tuned_on}, now {self.comp.digest}): its checkpoints are applied to the weights "
-                "loaded now, so edits will not match the tune — retune it with --overwrite",
+                f"{tuned_on}, now {self.backbone.digest}): its checkpoints are applied to the "
+                "weights loaded now, so edits will not match the tune — retune it with --overwrite",
                 UnituneWarning,
                 stacklevel=2,
             )
-        if self.tune_cfg.patches:  # zero-initialised: step 0 is still the pretrained model
-            patches.install(self.comp.unet, self.tune_cfg.pos_freqs)
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
-        self._pretrained: dict[str, Tensor] | None = None  # CPU copy, made before a delta lands
-        self._dirty = False  # UNet weights currently hold a full-tune delta
-        self.step: int | None = None
 
     @property
     def original(self) -> Image.Image:
         if self._original is None:
             self._original = Image.open(self.folder.path / "original.png").convert("RGB")
         return self._original
+
+    @property
+    def step(self) -> int | None:
+        """The checkpoint of this tune the model holds now (None: another tune's, or none)."""
+        cur = self.state.current
+        return cur[1] if cur is not None and cur[0] == str(self.folder.path.resolve()) else None
 
     def default_step(self, cfg: EditConfig) -> int | None:
         """cfg.checkpoint, or for None cfg.auto_checkpoint where the benchmark measured it (plain
@@ -108,36 +91,19 @@ class Editor:
             return cfg.auto_checkpoint
         return None
 
-    @torch.no_grad()
     def use_checkpoint(self, step: int | None) -> int:
-        """Load a checkpoint (None = last, 0 = pretrained) onto the pretrained UNet."""
+        """Apply a checkpoint (None = last, 0 = pretrained) to the loaded model."""
         step = self.folder.resolve_checkpoint(step)
-        if step == self.step:
-            return step
-        unet = self.comp.unet
-        if sine.has_adapter(unet, sine.ADAPTER):  # multi-model guides may hold other adapters
-            unet.delete_adapters(sine.ADAPTER)
-        if self._dirty and self._pretrained is not None:
-            for n, p in unet.named_parameters():
-                p.copy_(self._pretrained[n].to(p.device))
-            self._dirty = False
-        if step > 0:
-            tensors, meta = self.folder.load_checkpoint(step)
-            if meta.get("kind") != "lora" and self._pretrained is None:
-                self._pretrained = {n: p.detach().cpu().clone() for n, p in unet.named_parameters()}
-            adapters.apply_checkpoint(unet, tensors, meta)
-            self._dirty = meta.get("kind") != "lora"
-        unet.eval()
-        self.step = step
+        self.state.use(self.folder, step)
         return step
 
     def base_latents(self, hw: tuple[int, int]) -> Tensor:
-        """(1, C, h, w) scaled base latents at output size hw (re-encoded if it differs)."""
-        res = tuple(self.folder.manifest["resolution"])
-        if hw == res:
-            return self.folder.base_latents().to(self.comp.device, self.comp.dtype)
+        """(1, C, h, w) base x0 in model space at output size hw (re-encoded if it differs)."""
+        bb = self.backbone
+        if hw == tuple(self.folder.manifest["resolution"]):
+            return self.folder.base_latents().to(bb.device, bb.dtype)
         fitted, _ = fit_image(self.original, hw, self.tune_cfg.resize)
-        return encode_image(self.comp, pil_to_tensor(fitted))
+        return bb.encode_image(pil_to_tensor(fitted))
 
     def base_image_at(self, hw: tuple[int, int]) -> Image.Image:
         """The base image at output size hw: the tune's own, or the original center-cropped."""
@@ -146,6 +112,39 @@ class Editor:
 
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
         return f"{self.tune_cfg.rare_token} {prompt}".strip() if cfg.rare_token else prompt
+
+    def encode(self, prompts: list[str], hw: tuple[int, int], warn: bool = True) -> list[Conditioning]:  # fmt: skip
+        """One-row conditionings of ``prompts`` for an output of size hw, encoded in one batch."""
+        if warn:
+            warn_long_prompts(self.backbone, prompts)
+        return self.backbone.encode(prompts, self.placement.geometry(hw)).chunk(len(prompts))
+
+    def negative(self, cfg: EditConfig, hw: tuple[int, int]) -> Conditioning:
+        return self.backbone.encode_negative(cfg.negative_prompt, self.placement.geometry(hw))
+
+    def prompt_text(self, prompt: str, cfg: EditConfig) -> str:
+        """What the edit samples: "<rare> <prompt>"; SINE feeds the edit prompt to the
+        PRETRAINED model, so no rare token there (sine.py, multi.py)."""
+        return prompt if cfg.method == "sine" else self.full_prompt(prompt, cfg)
+
+    def guided(self, prompt: str, cfg: EditConfig, hw: tuple[int, int]) -> GuidedFn:
+        """The guided denoiser of this edit's method, on the checkpoint applied now."""
+        st, text = self.state, self.prompt_text(prompt, cfg)
+        c_u = self.negative(cfg, hw)
+        c_hat_text = tuned_prompt(self.folder.manifest, self.tune_cfg)
+        if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
+            return multi_guided(st, self.folder, lambda ps: self.encode(ps, hw), c_u, prompt,
+                                self.full_prompt(prompt, cfg), c_hat_text, cfg)  # fmt: skip
+        if cfg.method == "sine":
+            c_edit, c_hat = self.encode([prompt, c_hat_text], hw)
+            return sine_guided(st.pretrained(), st.tuned(cfg.lora_scale), c_u, c_edit, c_hat,
+                               cfg.cfg, cfg.sine_v, cfg.sine_K)  # fmt: skip
+        if cfg.prompt_guidance is not None:
+            base, cond = self.encode([self.full_prompt(cfg.prompt_guidance, cfg), text], hw)
+        else:
+            (cond,) = self.encode([text], hw)
+            base = c_u
+        return cfg_guided(st.tuned(cfg.lora_scale), base, cond, cfg.cfg)
 
     @torch.no_grad()
     def edit(
@@ -156,49 +155,32 @@ class Editor:
         progress: bool = True,
     ) -> EditResult:
         cfg.validate()
-        comp = self.comp
+        bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
-        sine.set_home(comp.unet, cfg.lora_scale)  # own adapter at lora_scale, any guide's off
         res = tuple(self.folder.manifest["resolution"])
         hw = tuple(cfg.size) if cfg.size else res
-        vs = comp.vae_scale
-        if hw[0] % vs or hw[1] % vs:
-            raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {vs}", "round it")
-        # SINE feeds the edit prompt to the PRETRAINED model: no rare token (multi.py, sine.py)
-        text = prompt if cfg.method == "sine" else self.full_prompt(prompt, cfg)
+        k = bb.size_multiple
+        if hw[0] % k or hw[1] % k:
+            raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", "round it")
+        if cfg.guides:
+            cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
+        text = self.prompt_text(prompt, cfg)
         need_x0 = cfg.t0 < 1.0 or mask is not None
         x0 = self.base_latents(hw) if need_x0 else None
         pix_mask = lat_mask = None
+        shape = bb.latent_shape(hw)  # (C, h, w)
         if mask is not None:
-            pix_mask = load_mask(mask, hw, self.placement).to(comp.device)[None]  # (1,1,H,W)
-            lat_mask = latent_mask(pix_mask, (hw[0] // vs, hw[1] // vs))
-        if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            from .guidespec import guide_strings
-            from .multi import multi_guided
-
-            cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
-            guided = multi_guided(self, prompt, cfg)
-        elif cfg.method == "sine":
-            guided = sine.sine_guided(self, prompt, cfg)
-        else:
-            base_text = cfg.negative_prompt
-            if cfg.prompt_guidance is not None:
-                base_text = self.full_prompt(cfg.prompt_guidance, cfg)
-            emb_base, emb_cond = encode_prompts(comp, [base_text, text]).chunk(2)
-            guided = cfg_guided(unet_denoiser(comp.unet), emb_base, emb_cond, cfg.cfg)
+            pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1,1,H,W)
+            lat_mask = latent_mask(pix_mask, shape[1:])
+        guided = self.guided(prompt, cfg, hw)
         # one CPU generator per seed: the same noise on any device and in any batch
-        lat_shape = (1, comp.unet.config.in_channels, hw[0] // vs, hw[1] // vs)
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.seeds]
         noise = torch.cat(
-            [
-                randn_tensor(lat_shape, generator=g, device=comp.device, dtype=comp.dtype)
-                for g in gens
-            ]
+            [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
         )
-        sched = make_scheduler(cfg.sampler, comp.scheduler_config)
         latents = sample(
             guided,
-            sched,
+            bb.make_scheduler(cfg.sampler),
             noise,
             steps=cfg.steps,
             t0=cfg.t0,
@@ -207,8 +189,9 @@ class Editor:
             generator=gens[0] if len(gens) == 1 else None,
             eta=cfg.eta,
             progress=progress,
+            renoise=bb.renoise,
         )
-        pixels = (decode_latents(comp, latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
+        pixels = (bb.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
         base = None
         if pix_mask is not None or cfg.interpolate:
             base = (pil_to_tensor(self.base_image_at(hw)).to(pixels.device) / 2 + 0.5).clamp(0, 1)

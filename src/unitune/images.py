@@ -93,6 +93,22 @@ def image_sha256(img: Image.Image) -> str:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Where the model-sized image came from, for families that condition on it (SDXL's added
+    time ids): sizes are (H, W) in pixels, ``crop`` the (top, left) of the crop in the resized
+    photo. Families without such conditioning ignore it."""
+
+    original: tuple[int, int]  # the photo's size before fitting
+    crop: tuple[int, int]  # top-left of the crop, in the resized photo's pixels
+    target: tuple[int, int]  # the size sampled or trained at
+
+    @classmethod
+    def plain(cls, hw: tuple[int, int]) -> Geometry:
+        """No crop, the photo at the target size (what diffusers' pipelines assume)."""
+        return cls(tuple(hw), (0, 0), tuple(hw))
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where the model-sized image came from: it is ``original.crop(box)`` resized to ``target``.
 
@@ -116,6 +132,15 @@ class Placement:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Placement:
         return cls(tuple(d["orig_size"]), tuple(d["target"]), d["mode"], tuple(d["box"]))
+
+    def geometry(self, hw: tuple[int, int] | None = None) -> Geometry:
+        """SDXL-style geometry of the fitted image at size hw (default: the fitted size): the
+        photo's (H, W) and the crop's top-left in the photo resized so the box spans hw."""
+        th, tw = hw or self.target
+        left, top, right, bottom = self.box
+        sy, sx = th / (bottom - top), tw / (right - left)
+        crop = (max(0, round(top * sy)), max(0, round(left * sx)))  # pad: the box starts outside
+        return Geometry((self.orig_size[1], self.orig_size[0]), crop, (th, tw))
 
 
 def placement_for(orig_size: tuple[int, int], hw: tuple[int, int], mode: str) -> Placement:

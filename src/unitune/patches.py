@@ -1,5 +1,8 @@
 """SINE patch-based fine-tuning (§3.3): random crops + a positional embedding of the crop box.
 
+The embedding is added to the output of the network's input layer, which the backbone names
+(``Backbone.patch_site``: ``conv_in`` for the UNets).
+
 Each training step crops a box v = [h1, w1, h2, w2] of the full-resolution image (height and
 width uniform in [0.1 H, H] x [0.1 W, W]), resizes it to the training resolution, and tells the
 UNet where the patch came from. The box is normalised to [0, 1] by the image size and turned into
@@ -92,31 +95,76 @@ class PositionalConvIn(nn.Module):
         return y + self.pos_proj(emb).to(y.dtype)
 
 
-def install(unet, n_freq: int) -> PositionalConvIn:
-    """Put the positional module on a UNet (idempotent); returns it."""
-    if isinstance(unet.conv_in, PositionalConvIn):
-        return unet.conv_in
-    dev = unet.conv_in.weight.device
-    unet.conv_in = PositionalConvIn(unet.conv_in, n_freq).to(dev)
-    return unet.conv_in
+def install(module: nn.Module, n_freq: int, site: str) -> PositionalConvIn:
+    """Wrap the network's input layer ``site`` (the backbone's ``patch_site``) in the positional
+    module (idempotent; zero-initialised, so the network is unchanged until trained)."""
+    layer = getattr(module, site)
+    if isinstance(layer, PositionalConvIn):
+        return layer
+    wrapped = PositionalConvIn(layer, n_freq).to(layer.weight.device, layer.weight.dtype)
+    setattr(module, site, wrapped)
+    return wrapped
 
 
-def get(unet) -> PositionalConvIn | None:
-    return unet.conv_in if isinstance(unet.conv_in, PositionalConvIn) else None
+def get(module: nn.Module, site: str) -> PositionalConvIn | None:
+    layer = getattr(module, site)
+    return layer if isinstance(layer, PositionalConvIn) else None
 
 
-def state(unet) -> dict[str, Tensor]:
+def uninstall(module: nn.Module, site: str) -> None:
+    """Put the plain input layer back (its weights are the wrapped layer's)."""
+    mod = get(module, site)
+    if mod is not None:
+        setattr(module, site, mod.conv)
+
+
+def plain_name(name: str, site: str) -> str:
+    """A parameter name with the wrapper seen through: ``conv_in.conv.weight`` -> ``conv_in.weight``."""
+    prefix = f"{site}.conv."
+    return f"{site}." + name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def select(module: nn.Module, site: str, pos: tuple[nn.Module, int] | None) -> None:
+    """Set the positional module for one forward pass: ``pos`` = (projection, n_freq), or None
+    for the pretrained input layer (the module switched off, or absent)."""
+    mod = get(module, site)
+    if pos is None:
+        if mod is not None:
+            mod.enabled = False
+        return
+    if mod is None:
+        mod = install(module, pos[1], site)
+    mod.pos_proj, mod.n_freq = pos
+    mod.enabled = True
+
+
+def state(module: nn.Module, site: str) -> dict[str, Tensor]:
     """The positional module's weights, prefixed ``pos.`` for checkpoints."""
-    mod = get(unet)
+    mod = get(module, site)
     if mod is None:
         return {}
     return {f"pos.{k}": v.detach().float().cpu() for k, v in mod.pos_proj.state_dict().items()}
 
 
+def _pos_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k[4:]: v for k, v in tensors.items() if k.startswith("pos.")}
+
+
 @torch.no_grad()
-def load_state(unet, tensors: dict[str, Tensor], n_freq: int) -> None:
-    pos = {k[4:]: v for k, v in tensors.items() if k.startswith("pos.")}
+def load_state(module: nn.Module, tensors: dict[str, Tensor], n_freq: int, site: str) -> None:
+    pos = _pos_tensors(tensors)
     if not pos:
         return
-    mod = install(unet, n_freq)
+    mod = install(module, n_freq, site)
     mod.pos_proj.load_state_dict({k: v.to(mod.pos_proj.weight.device) for k, v in pos.items()})
+
+
+@torch.no_grad()
+def projection(module: nn.Module, site: str, tensors: dict[str, Tensor], n_freq: int) -> nn.Module:
+    """A checkpoint's positional projection as a standalone module, on the network's device
+    (for a view that shares the network with others)."""
+    mod = get(module, site)
+    layer = mod.conv if mod is not None else getattr(module, site)
+    proj = nn.Conv2d(4 * n_freq, layer.out_channels, kernel_size=1)
+    proj.load_state_dict(_pos_tensors(tensors))
+    return proj.to(layer.weight.device, layer.weight.dtype).requires_grad_(False).eval()

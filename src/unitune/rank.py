@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backbones.base import Conditioning
 from .config import RankConfig
-from .models import encode_image, encode_prompts
 
 Z_FLOOR = 1e-6  # std below which an axis does not separate the candidates (its z-scores are 0)
 
@@ -70,19 +70,15 @@ class Judge:
     """Scores candidates of one edit: built once per (base image, edit prompt, reference prompt)."""
 
     def __init__(self, editor, edit_prompt: str, ref_prompt: str, hw: tuple[int, int],
-                 rc: RankConfig = RankConfig(), lora_scale: float = 1.0) -> None:  # fmt: skip
-        from . import sine
+                 rc: RankConfig = RankConfig()) -> None:  # fmt: skip
         from .images import pil_to_tensor
         from .metrics import get_lpips
 
-        self.rc, self.comp = rc, editor.comp
+        self.rc, self.bb = rc, editor.backbone
         # the pretrained model is the judge: the tuned one would favour the base image itself
-        self.den = sine.UNetView(
-            sine.pretrained_unet(editor), None, pos=None, home_scale=lora_scale
-        )
-        self.embs = encode_prompts(self.comp, [ref_prompt, edit_prompt], warn=False)  # (2, 77, D)
-        self.ts = probe_timesteps(rc).to(self.comp.device)
-        self.sched = editor_scheduler(editor)
+        self.den = editor.state.pretrained()
+        self.conds = Conditioning.cat(editor.encode([ref_prompt, edit_prompt], hw, warn=False))
+        self.ts = probe_timesteps(rc).to(self.bb.device)
         x0 = editor.base_latents(hw)  # (1, C, h, w)
         g = torch.Generator("cpu").manual_seed(rc.seed)
         self.noise = torch.randn((rc.probes, *x0.shape[1:]), generator=g).to(x0)  # (P, C, h, w)
@@ -91,7 +87,7 @@ class Judge:
         self.keep = 1 - edit_region(pred[0, 1], pred[0, 0], hw, rc.threshold)
         if self.keep.mean() < rc.min_keep:  # a global edit: judge fidelity on the whole image
             self.keep = torch.ones_like(self.keep)
-        self.lpips = get_lpips("alex", self.comp.device)
+        self.lpips = get_lpips("alex", self.bb.device)
 
     @torch.no_grad()
     def _predict(self, latents: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,20 +96,18 @@ class Judge:
         x = latents[:, None].expand(n, p, *latents.shape[1:]).reshape(n * p, *latents.shape[1:])
         eps = self.noise.repeat(n, 1, 1, 1)
         t = self.ts.repeat(n)
-        xt = self.sched.add_noise(x, eps, t)
-        target = eps
-        if self.sched.config.prediction_type == "v_prediction":
-            target = self.sched.get_velocity(x, eps, t)
-        emb = self.embs.repeat_interleave(n * p, dim=0)  # (2 N P, 77, D): [ref ; edit]
-        out = self.den(torch.cat([xt, xt]), torch.cat([t, t]), emb)
+        xt = self.bb.add_noise(x, eps, t)
+        target = self.bb.target(x, eps, t)  # what the prediction should be: eps, v, ...
+        cond = self.conds.repeat(n * p)  # 2 N P rows: [ref ; edit]
+        out = self.den(torch.cat([xt, xt]), torch.cat([t, t]), cond)
         pred = out.reshape(2, n, p, *latents.shape[1:]).transpose(0, 1)
         return pred, target.reshape(n, p, *latents.shape[1:])
 
     @torch.no_grad()
     def score(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """(N, 3, H, W) candidates in [0, 1] -> (edit score (N,), LPIPS over keep (N,))."""
-        dev = self.comp.device
-        lat = encode_image(self.comp, pixels.to(dev) * 2 - 1)
+        dev = self.bb.device
+        lat = self.bb.encode_image(pixels.to(dev) * 2 - 1)
         pred, target = self._predict(lat)
         err = ((pred.float() - target[:, None].float()) ** 2).mean(dim=(3, 4, 5))  # (N, 2, P)
         edit_score = (err[:, 0] - err[:, 1]).mean(dim=1)
@@ -126,13 +120,6 @@ class Judge:
         sc = combine(es, lp, self.rc.balance)
         order = sorted(range(len(sc)), key=lambda i: (-float(sc[i]), i))
         return Ranking(order, sc, es, lp, self.keep.cpu())
-
-
-def editor_scheduler(editor):
-    """The model's training noise schedule (DDPM-style add_noise / get_velocity)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(editor.comp.scheduler_config)
 
 
 def reference_prompt(editor, prompt_guidance: str | None = None) -> str:
@@ -177,8 +164,7 @@ def best_of(editor, prompt: str, cfg, n: int, sweep: Sequence[dict] = (), mask=N
     pix = torch.cat(pixels)
     hw = tuple(pix.shape[-2:])
     edit_text = prompt  # the pretrained judge does not know the rare token
-    judge = Judge(editor, edit_text, reference_prompt(editor, cfg.prompt_guidance), hw, rc,
-                  cfg.lora_scale)  # fmt: skip
+    judge = Judge(editor, edit_text, reference_prompt(editor, cfg.prompt_guidance), hw, rc)
     ranking = judge.rank(pix)
     for r, i in enumerate(ranking.order, 1):
         params[i]["best_of"] = {"rank": r, "of": len(params), "score": round(float(ranking.score[i]), 4),

@@ -1,8 +1,9 @@
-"""The sampling loop: a guided denoiser callable + a diffusers scheduler -> latents.
+"""The sampling loop: a guided denoiser callable + a diffusers scheduler -> x0 in model space.
 
 Mirrors diffusers' img2img / txt2img step bookkeeping (so that with the same scheduler, noise and
-strength it reproduces StableDiffusionImg2ImgPipeline) but takes any ``GuidedFn``, which is how
-CFG, prompt guidance, SINE and multi-model guidance compose with SDEdit and in-painting.
+strength it reproduces StableDiffusionImg2ImgPipeline and StableDiffusionXLImg2ImgPipeline) but
+takes any ``GuidedFn``, which is how CFG, prompt guidance, SINE and multi-model guidance compose
+with SDEdit and in-painting. Also UniTune's own guided function, :func:`cfg_guided`.
 """
 
 from __future__ import annotations
@@ -11,27 +12,33 @@ import inspect
 from collections.abc import Callable
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import SAMPLERS
+from .backbones.base import Conditioning, cat_expand
 from .guidance import blend_known
+from .guidance import cfg as cfg_mix
 
 # guided(x_t (B, C, h, w) already scaled by the scheduler, t scalar tensor) -> model output
 GuidedFn = Callable[[Tensor, Tensor], Tensor]
+# a model (one weight state of a network, state.View): (x_t, t, conditioning) -> its prediction
+Denoiser = Callable[[Tensor, Tensor, Conditioning], Tensor]
+# the forward process at timesteps t (B,): (scheduler, x0, noise, t) -> x_t (Backbone.renoise)
+Renoise = Callable[[object, Tensor, Tensor, Tensor], Tensor]
 
 
-def make_scheduler(name: str, config: dict):
-    """A fresh scheduler of the requested kind built from the model's own scheduler config
-    (keeps its betas, prediction type and timestep spacing)."""
-    if name == "ddim":
-        return DDIMScheduler.from_config(config)
-    if name == "dpm++":
-        return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2
-        )
-    raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) -> GuidedFn:
+    """UniTune's sampling (§3.3): CFG, or prompt guidance when ``base`` is a base prompt instead
+    of the empty one, with ONE batched forward pass: [baseline x B ; conditional x B]."""
+
+    def guided(x: Tensor, t: Tensor) -> Tensor:
+        b = x.shape[0]
+        if w == 1.0:  # pure conditional: the baseline would be multiplied by zero
+            return den(x, t, cond.expand(b))
+        out_base, out_cond = den(torch.cat([x, x]), t, cat_expand([base, cond], b)).chunk(2)
+        return cfg_mix(out_base, out_cond, w)
+
+    return guided
 
 
 def start_index(steps: int, t0: float) -> int:
@@ -64,6 +71,7 @@ def sample(
     eta: float = 0.0,
     progress: bool = True,
     on_step: Callable[[int, Tensor, Tensor], None] | None = None,
+    renoise: Renoise | None = None,
 ) -> Tensor:
     """Run the reverse process and return clean latents (B, C, h, w).
 
@@ -71,7 +79,9 @@ def sample(
     t0 < 1 (SDEdit start: x0 noised to the first kept timestep) and for ``mask`` (1 or B, 1, h, w),
     where 1 = may change: after every step the region outside the mask is reset to x0 noised to
     the next timestep with the same noise, so the known content is exactly x0 at the end.
+    ``renoise``: how x0 is noised to a timestep (the backbone's; default the scheduler's add_noise).
     """
+    renoise = renoise or (lambda sched, x, n, t: sched.add_noise(x, n, t))
     if not 0.0 <= t0 <= 1.0:
         raise ValueError(f"t0 must be in [0, 1], got {t0}")
     if (t0 < 1.0 or mask is not None) and x0 is None:
@@ -88,7 +98,7 @@ def sample(
             scheduler.set_begin_index(first)
         if len(timesteps) == 0:  # t0 so small that no step is left: the input itself
             return x0.expand(b, -1, -1, -1).clone()
-        latents = scheduler.add_noise(x0, noise, timesteps[:1].repeat(b))
+        latents = renoise(scheduler, x0, noise, timesteps[:1].repeat(b))
     kw = _step_kwargs(scheduler, generator, eta)
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
         model_in = scheduler.scale_model_input(latents, t)
@@ -96,7 +106,7 @@ def sample(
         latents = scheduler.step(out, t, latents, **kw, return_dict=False)[0]
         if mask is not None:
             if i + 1 < len(timesteps):
-                known = scheduler.add_noise(x0, noise, timesteps[i + 1 : i + 2].repeat(b))
+                known = renoise(scheduler, x0, noise, timesteps[i + 1 : i + 2].repeat(b))
             else:
                 known = x0.expand_as(latents)
             latents = blend_known(latents, known, mask)

@@ -1,9 +1,11 @@
 """UniTune fine-tuning (§3.2): pairs (base image, rare-token prompt), one run, several checkpoints.
 
-The base image is VAE-encoded once and the prompt text-encoded once; each step is a batch of the
-same latent with independent noise and timesteps. Weights are checkpointed at ``save_at`` steps;
-an exact training state (fp32 weights, Adafactor state, RNG) rides along so an interrupted run
-resumes bit-for-bit from its last checkpoint.
+The base image is encoded once and the prompt text-encoded once (then the text encoders are
+freed when this run loaded the model); each step is a batch of the same x0 with independent
+noise and timesteps, and the backbone gives the noising, the target (epsilon, v, ...) and the
+timestep density. Weights are checkpointed at ``save_at`` steps; an exact training state (fp32
+weights, Adafactor state, RNG) rides along so an interrupted run resumes bit-for-bit from its
+last checkpoint. The model passed in is left exactly as it was (``ModelState.training``).
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
 from . import adapters, patches
+from .backbones import load
+from .backbones.base import Backbone, warn_long_prompts
 from .checks import check_tune, settings_dict
 from .config import DEFAULT_MODEL, TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors
-from .images import fit_image, pil_to_tensor
-from .models import Components, encode_image, encode_prompts, load_components
+from .images import Placement, fit_image, pil_to_tensor
+from .state import state_of
 from .tunefolder import (
     TuneFolder,
     load_resume_state,
@@ -71,16 +74,21 @@ def tune(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
-    comp: Components | None = None,
+    backbone: Backbone | None = None,
     model_config: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    vae: str | None = None,
 ) -> TuneFolder:
-    """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists."""
+    """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists.
+    ``backbone``: an already loaded model to tune (left as it was found); else ``model`` is
+    loaded here and its text encoders are freed once the prompt is encoded. ``vae``: another
+    VAE for the model (folder or .safetensors), recorded so edits use it too."""
     out = Path(out)
-    plan = check_tune(image, out, cfg, model, model_config, overwrite)  # before any model loads
+    plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
     img, sha, folder = plan.image, plan.sha256, plan.resume
-    comp = comp or load_components(model, device, model_config=model_config)
-    digest = comp.digest  # of the weights as loaded (models.weights_digest)
+    owned = backbone is None
+    bb = backbone or load(plan.spec, device, vae=vae)
+    digest = bb.digest  # of the weights as loaded (backbones.base.weights_digest)
     # absent in manifests written before it existed
     if folder is not None and folder.manifest.get("model_digest", digest) != digest:
         raise UserError(
@@ -89,18 +97,23 @@ def tune(
         )
     if plan.clear:  # --overwrite: only now that the model has loaded
         shutil.rmtree(out)
-    res = cfg.resolution or comp.resolution
+    res = cfg.resolution or bb.resolution
+    if res % bb.size_multiple:
+        raise UserError(f"--resolution {res} is not a multiple of {bb.size_multiple}", "round it")
     fitted, placement = fit_image(img, (res, res), cfg.resize)
     if folder is None:
         folder = TuneFolder.create(
             out,
             {
                 "model": model,
-                "model_path": comp.model_ref,
-                "model_digest": digest,  # models.weights_digest: the same name, other weights?
+                "model_path": bb.model_ref,
+                "family": bb.family,  # backbones.FAMILIES
+                "vae": str(Path(vae).resolve()) if vae else None,  # --vae, used by edits too
+                "model_digest": digest,  # the same name, other weights?
                 "image": {"source": str(image), "sha256": sha, "size": list(img.size)},
                 "placement": placement.to_dict(),
                 "resolution": [res, res],
+                "size_multiple": bb.size_multiple,  # edit --size must be a multiple of it
                 "prompt": cfg.prompt(),
                 "settings": settings_dict(cfg),
                 "versions": versions(),
@@ -111,86 +124,102 @@ def tune(
         )
         img.save(out / "original.png")
         fitted.save(out / "base.png")
-        latents = encode_image(comp, pil_to_tensor(fitted))
-        atomic_save_safetensors({"latents": latents.cpu()}, out / "base_latents.safetensors")
-
-    _train(folder, comp, cfg, img, progress, on_step)
+        x0 = bb.encode_image(pil_to_tensor(fitted))
+        atomic_save_safetensors({"latents": x0.cpu()}, out / "base_latents.safetensors")
+    _train(folder, bb, cfg, img, progress, on_step, free_text=owned)
     return folder
 
 
 def _train(
     folder: TuneFolder,
-    comp: Components,
+    bb: Backbone,
     cfg: TuneConfig,
     original,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
+    free_text: bool,
 ) -> None:
-    dev = comp.device
+    dev = bb.device
     cuda = dev.type == "cuda"
-    latent = folder.base_latents().to(dev, comp.dtype)  # (1, 4, h, w)
-    emb = encode_prompts(comp, [cfg.prompt()])  # (1, 77, D), text encoder frozen
-    unet = comp.unet
-    trainable = adapters.make_trainable(unet, cfg)
-    opt = Adafactor(
-        trainable,
-        lr=cfg.learning_rate(),
-        scale_parameter=False,
-        relative_step=False,
-        warmup_init=False,
-    )
-    noise_sched = DDPMScheduler.from_config(comp.scheduler_config)
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
-    start = 0
-    history: list[float] = list(folder.manifest.get("loss_history", []))
-    # full tunes store deltas against the PRETRAINED weights: snapshot before a resume loads
-    base_state = adapters.base_snapshot(unet, cfg)
-    resume = load_resume_state(folder)
-    if resume is not None:
-        start, tensors, scalars = resume
-        adapters.load_trainable_state(unet, cfg, tensors)
-        _restore_optimizer(opt, tensors, scalars)
-        gen.set_state(tensors["rng"])
-        history = history[:start]
-    # checkpoints past --steps are dropped; the last step is always saved
-    save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
-    if folder.manifest.get("status") == "complete" or start >= cfg.steps:
-        folder.manifest["status"] = "complete"
-        folder.save_manifest()
+    if folder.manifest.get("status") == "complete":
         return
-    grad_ckpt = cfg.gradient_checkpointing == "on" or (
-        cfg.gradient_checkpointing == "auto" and cuda
-    )
-    if grad_ckpt and hasattr(unet, "enable_gradient_checkpointing"):
-        unet.enable_gradient_checkpointing()
-    bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and cuda)
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    unet.train()
-    b = cfg.batch_size
-    t_max = noise_sched.config.num_train_timesteps
+    x0_base = folder.base_latents().to(dev, bb.dtype)  # (1, C, h, w)
+    placement = Placement.from_dict(folder.manifest["placement"])
+    warn_long_prompts(bb, [cfg.prompt()])
+    cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
+    if free_text:
+        bb.free_text_encoders()
+    state = state_of(bb)
+    with state.training(cfg) as trainable:
+        module = bb.module
+        opt = Adafactor(
+            trainable,
+            lr=cfg.learning_rate(),
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+        )
+        gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
+        start = 0
+        history: list[float] = list(folder.manifest.get("loss_history", []))
+        # full tunes store deltas against the PRETRAINED weights (taken before a resume loads)
+        base_state = state.snapshot() if cfg.method == "full" else None
+        resume = load_resume_state(folder)
+        if resume is not None:
+            start, tensors, scalars = resume
+            adapters.load_trainable_state(module, tensors)
+            _restore_optimizer(opt, tensors, scalars)
+            gen.set_state(tensors["rng"])
+            history = history[:start]
+        # checkpoints past --steps are dropped; the last step is always saved
+        save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
+        if start < cfg.steps:
+            grad_ckpt = cfg.gradient_checkpointing == "on" or (
+                cfg.gradient_checkpointing == "auto" and cuda
+            )
+            if grad_ckpt and hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing()
+            bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and cuda)
+            amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+            try:
+                module.train()
+                _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainable,
+                       opt, gen, start, history, save_at, base_state, amp)  # fmt: skip
+            finally:
+                if grad_ckpt and hasattr(module, "disable_gradient_checkpointing"):
+                    module.disable_gradient_checkpointing()
+    folder.manifest["status"] = "complete"
+    folder.save_manifest()
+    resume_file = folder.path / "checkpoints" / "resume.safetensors"
+    if resume_file.exists():
+        resume_file.unlink()  # exact state is only needed while a run can still be resumed
+
+
+def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainable, opt, gen,
+           start, history, save_at, base_state, amp) -> None:  # fmt: skip
+    """The training loop from ``start`` to ``cfg.steps``, saving at ``save_at``."""
+    dev, module, b = bb.device, bb.module, cfg.batch_size
     bar = tqdm(range(start, cfg.steps), desc="tuning", disable=not progress, initial=start)
     bar.total = cfg.steps
     since = time.time()
-    pos = patches.get(unet)
+    pos = patches.get(module, bb.patch_site)
     res = tuple(folder.manifest["resolution"])
     oh, ow = original.height, original.width
+    cond_b = cond.expand(b)
     for step in bar:
         if cfg.patches:  # SINE: b random crops of the full-resolution image, encoded this step
             boxes = [patches.sample_box(gen, oh, ow, cfg.patch_min_frac) for _ in range(b)]
             crops = [pil_to_tensor(patches.crop_patch(original, bx, res)) for bx in boxes]
-            x0 = encode_image(comp, torch.cat(crops)).to(comp.dtype)
+            x0 = bb.encode_image(torch.cat(crops))
             pos.box = torch.tensor([patches.normalize_box(bx, oh, ow) for bx in boxes])
         else:
-            x0 = latent.expand(b, -1, -1, -1)
-        noise = torch.randn((b, *latent.shape[1:]), generator=gen).to(dev, comp.dtype)
-        t = torch.randint(0, t_max, (b,), generator=gen).to(dev)
-        noisy = noise_sched.add_noise(x0, noise, t)
-        if comp.prediction_type == "v_prediction":
-            target = noise_sched.get_velocity(x0, noise, t)
-        else:
-            target = noise
+            x0 = x0_base.expand(b, -1, -1, -1)
+        noise = torch.randn((b, *x0_base.shape[1:]), generator=gen).to(dev, bb.dtype)
+        t = bb.sample_timesteps(b, gen).to(dev)
+        noisy = bb.add_noise(x0, noise, t)
+        target = bb.target(x0, noise, t)
         with amp:
-            pred = unet(noisy, t, encoder_hidden_states=emb.expand(b, -1, -1)).sample
+            pred = bb.denoise(module, noisy, t, cond_b)
         loss = F.mse_loss(pred.float(), target.float())
         loss.backward()
         if cfg.max_grad_norm:
@@ -209,20 +238,10 @@ def _train(
                 "loss": sum(history[prev:done]) / (done - prev),  # mean since the previous ckpt
                 "seconds": round(time.time() - since, 2),
             }
-            weights, meta = adapters.checkpoint_tensors(unet, cfg, base_state)
+            weights, meta = adapters.checkpoint_tensors(module, cfg, bb, base_state)
             folder.manifest["loss_history"] = history
             folder.save_checkpoint(done, weights, meta, record)
-            state = adapters.trainable_state(unet, cfg)
             opt_t, scalars = _flatten_optimizer(opt)
-            save_resume_state(folder, done, {**state, **opt_t, "rng": gen.get_state()}, scalars)
-    unet.eval()
-    if pos is not None:
-        pos.box = None  # back to "the whole image"
-    if grad_ckpt and hasattr(unet, "disable_gradient_checkpointing"):
-        unet.disable_gradient_checkpointing()
-    folder.manifest["status"] = "complete"
+            exact = {**adapters.trainable_state(module), **opt_t, "rng": gen.get_state()}
+            save_resume_state(folder, done, exact, scalars)
     folder.manifest["loss_history"] = history
-    folder.save_manifest()
-    resume_file = folder.path / "checkpoints" / "resume.safetensors"
-    if resume_file.exists():
-        resume_file.unlink()  # exact state is only needed while a run can still be resumed

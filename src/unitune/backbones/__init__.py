@@ -11,9 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import DEFAULT_MODEL, Limits
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import Backbone
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHORT_NAMES = {DEFAULT_MODEL: ASSETS / "world-model"}  # the embedded model, shipped offline
@@ -29,29 +35,18 @@ class Family:
     module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
 
 
+# (name, label, pipeline classes, backbone module); module None = recognised, refused in one line
+_SD = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+_SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
+_SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
+_FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
+_IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
 FAMILIES = (
-    Family(
-        "sd",
-        "Stable Diffusion 1.x / 2.x",
-        ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
-        "sd",
-    ),  # fmt: skip
-    Family(
-        "sdxl",
-        "Stable Diffusion XL",
-        ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
-        None,
-    ),  # fmt: skip
-    Family(
-        "sd3",
-        "Stable Diffusion 3 / 3.5",
-        ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
-        None,
-    ),  # fmt: skip
-    Family("flux", "FLUX.1", ("FluxPipeline", "FluxImg2ImgPipeline"), None),
-    Family(
-        "if", "DeepFloyd IF", ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline"), None
-    ),  # fmt: skip
+    Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd"),
+    Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl"),
+    Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, None),
+    Family("flux", "FLUX.1", _FLUX, None),
+    Family("if", "DeepFloyd IF", _IF, None),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -189,3 +184,32 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
             f"supported: {supported()}",
         )
     return spec
+
+
+def check_vae(path: str | None) -> None:
+    """``--vae``: an AutoencoderKL folder (with config.json) or a .safetensors file."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.suffix.lower() in Limits().refused_suffixes:
+        raise UserError(f"refusing to load --vae {path!r}: a pickle", "pass a .safetensors file or a diffusers folder")  # fmt: skip
+    if not (p.is_file() and p.suffix.lower() == ".safetensors") and not (p / "config.json").is_file():  # fmt: skip
+        raise UserError(f"--vae {path!r} is not a VAE folder or .safetensors file", "pass e.g. a diffusers AutoencoderKL folder (config.json + weights)")  # fmt: skip
+
+
+def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
+         offload: bool = False) -> Backbone:  # fmt: skip
+    """The family's backbone with its weights loaded (the heavy step). ``vae``: another VAE
+    (folder or .safetensors); ``offload``: keep the text encoders and VAE on the CPU between
+    uses (for GPUs with little memory)."""
+    import importlib
+
+    mod = importlib.import_module(f"{__name__}.{spec.family.module}")
+    return mod.load(spec, device, dtype, vae=vae, offload=offload)
+
+
+def load_model(ref: str = DEFAULT_MODEL, device="auto", dtype: torch.dtype | None = None,
+               model_config: str | None = None, vae: str | None = None,
+               offload: bool = False) -> Backbone:  # fmt: skip
+    """probe() then load(): a ``--model`` reference to a ready backbone."""
+    return load(probe(ref, model_config), device, dtype, vae=vae, offload=offload)

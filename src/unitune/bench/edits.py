@@ -72,30 +72,18 @@ def label(method: str, ec: EditConfig) -> str:
     return f"c{ec.checkpoint} {t}"
 
 
-def _restore(unet, pristine: dict[str, torch.Tensor]) -> None:
-    """Back to the pretrained weights; LoRA tunes leave PEFT wrappers behind: drop their adapters
-    and restore the wrapped base layers (``x.base_layer.weight`` <- pristine ``x.weight``)."""
-    if getattr(unet, "peft_config", None):
-        unet.delete_adapters(list(unet.peft_config))
-    with torch.no_grad():
-        for k, t in unet.state_dict().items():
-            t.copy_(pristine[k.replace(".base_layer", "")])
-    unet.requires_grad_(False)
-    unet.eval()
-
-
 def _tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
     base = item.caption if bc.tune_prompt == "caption" else None
     tc = TuneConfig(steps=bc.tune_steps, save_at=bc.save_at, base_prompt=base)
     return replace(tc, **dict(bc.tune_extra))
 
 
-def _fingerprint(bc: BenchConfig, comp) -> str:
+def _fingerprint(bc: BenchConfig, bb) -> str:
     """A scene's results are reused only for the same settings AND the same model weights."""
-    return f"{bc.fingerprint()}-{comp.digest}"
+    return f"{bc.fingerprint()}-{bb.digest}"
 
 
-def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, comp, pristine) -> bool:  # fmt: skip
+def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, bb) -> bool:
     """Tune unless a complete tune with these settings exists (an interrupted one resumes)."""
     from ..tune import tune
     from ..tunefolder import MANIFEST
@@ -104,13 +92,12 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, c
     if (tune_dir / MANIFEST).is_file():
         m = json.loads((tune_dir / MANIFEST).read_text())
         same = (m.get("settings") == json.loads(json.dumps(asdict(tcfg))) and m.get("model") == bc.model
-                and m.get("model_digest") == comp.digest)  # fmt: skip
+                and m.get("model_digest") == bb.digest)  # fmt: skip
         if same and m.get("status") == "complete":
             return False
         overwrite = not same
-    _restore(comp.unet, pristine)  # tune() trains comp.unet in place
-    tune(png, tune_dir, tcfg, model=bc.model, device=str(comp.device), overwrite=overwrite,
-         progress=False, comp=comp)  # fmt: skip
+    tune(png, tune_dir, tcfg, model=bc.model, device=str(bb.device), overwrite=overwrite,
+         progress=False, backbone=bb)  # fmt: skip
     return True
 
 
@@ -171,7 +158,7 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
     return records
 
 
-def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) -> dict:
+def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
     """Tune one scene (or reuse its tune), sample every config, score every sample."""
     from ..edit import Editor
     from ..interpolate import interpolate
@@ -182,10 +169,9 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
     img = base_image(item.scene)
     atomic_write(png, lambda tmp: img.save(tmp, format="PNG"))
     t0 = time.time()
-    tuned = _ensure_tune(png, d / "tune", _tune_config(bc, item), bc, comp, pristine)
+    tuned = _ensure_tune(png, d / "tune", _tune_config(bc, item), bc, bb)
     t1 = time.time()
-    _restore(comp.unet, pristine)  # the Editor snapshots the pretrained weights from comp.unet
-    ed = Editor(d / "tune", str(comp.device), comp=comp)
+    ed = Editor(d / "tune", str(bb.device), backbone=bb)
     base = image_tensor(ed.base_image)  # what the tune saw, at the model's resolution
     before = read(ed.base_image)
     size = tuple(base.shape[-2:])
@@ -213,10 +199,9 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, comp, pristine, lp) 
                 records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
                 _keep(bc, d, records[-len(imgs) :], imgs)
     del ed
-    _restore(comp.unet, pristine)
     for r in records:
         r["base_read_ok"] = reads_back(item.scene, before)
-    return {"fingerprint": _fingerprint(bc, comp), "scene": item.sid, "caption": item.caption,
+    return {"fingerprint": _fingerprint(bc, bb), "scene": item.sid, "caption": item.caption,
             "scene_dict": item.scene.to_dict(), "tuned_now": tuned,
             "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
             "records": records}  # fmt: skip
@@ -235,8 +220,8 @@ def run_bench(
     ``shard=(k, n)`` runs only the scenes whose index is k mod n (results of the others that
     already exist in ``work`` are still reported): n processes sharing one ``work`` folder split
     the suite, and a last run without a shard writes the tables over every scene."""
+    from ..backbones import load_model
     from ..metrics import get_lpips
-    from ..models import load_components
     from . import report
 
     bc.validate()
@@ -248,10 +233,9 @@ def run_bench(
     suite = make_suite(bc.n_scenes, bc.suite_seed, tuple(bc.kinds))
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {shard[0]}/{shard[1]}: need 0 <= k < n")
-    comp = load_components(bc.model, device)  # its weights_digest is part of the fingerprint
-    pristine = {n: t.detach().clone() for n, t in comp.unet.state_dict().items()}
-    lp = get_lpips("alex", comp.device)
-    fingerprint = _fingerprint(bc, comp)
+    bb = load_model(bc.model, device)  # its weights digest is part of the fingerprint
+    lp = get_lpips("alex", bb.device)
+    fingerprint = _fingerprint(bc, bb)
     per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
@@ -263,7 +247,7 @@ def run_bench(
         if shard is not None and k % shard[1] != shard[0]:
             left += 1  # another shard's scene, not done yet
             continue
-        res = run_scene(item, bc, work, comp, pristine, lp)
+        res = run_scene(item, bc, work, bb, lp)
         atomic_write_json(f, res)
         per_scene.append(res)
         ran.append(res)
@@ -282,7 +266,7 @@ def run_bench(
         "scenes_left": left,  # other shards' scenes without results yet: not in the tables
         "tune_seconds": round(sum(s["seconds"]["tune"] for s in ran), 1),
         "edit_seconds": round(sum(s["seconds"]["edit"] for s in ran), 1),
-        "device": str(comp.device),
-        "model_digest": comp.digest,
+        "device": str(bb.device),
+        "model_digest": bb.digest,
     }
     return report.write_all(records, meta, out, work if bc.save_samples else None)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..backbones import load_model
+from ..backbones.base import Conditioning
 from ..config import DEFAULT_MODEL
-from ..edit import unet_denoiser
 from ..fileio import atomic_write_json
-from ..models import decode_latents, encode_prompts, load_components
-from ..sampling import make_scheduler, sample
+from ..sampling import sample
 from ..world.oracle import match, read
 from ..world.scene import FULL, caption, sample_scene
 
@@ -43,31 +43,32 @@ def eval_set(seed: int = 1234) -> list[tuple]:
 
 
 @torch.no_grad()
-def generate(comp, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
+def generate(bb, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
              seed0: int = 0, progress: bool = True) -> torch.Tensor:  # fmt: skip
-    """(N, 3, H, W) in [0, 1]; sample i uses seed seed0 + i."""
-    h = comp.unet.config.sample_size
+    """(N, 3, H, W) in [0, 1] from the backbone ``bb``; sample i uses seed seed0 + i."""
+    shape = bb.latent_shape((bb.resolution, bb.resolution))
     out = []
     for i in tqdm(range(0, len(prompts), batch), desc=f"cfg {w:g}", disable=not progress):
         ps = prompts[i : i + batch]
-        embs = encode_prompts(comp, [""] + ps, warn=False)
+        embs = bb.encode([""] + ps).emb
         noise = torch.cat(
             [
                 torch.randn(
-                    (1, comp.unet.config.in_channels, h, h),
+                    (1, *shape),
                     generator=torch.Generator().manual_seed(seed0 + i + j),
                 )
                 for j in range(len(ps))
             ]  # fmt: skip
-        ).to(comp.device, comp.dtype)
-        den = unet_denoiser(comp.unet)
+        ).to(bb.device, bb.dtype)
+
+        def den(x, t, emb):
+            return bb.denoise(bb.module, x, t, Conditioning(emb))
 
         def guided(x, t, embs=embs, den=den):
             return _batched(den, x, t, embs[:1].expand(x.shape[0], -1, -1), embs[1:], w)
 
-        lat = sample(guided, make_scheduler("ddim", comp.scheduler_config), noise, steps=steps,
-                     t0=1.0, progress=False)  # fmt: skip
-        out.append((decode_latents(comp, lat).float() / 2 + 0.5).clamp(0, 1).cpu())
+        lat = sample(guided, bb.make_scheduler("ddim"), noise, steps=steps, t0=1.0, progress=False)
+        out.append((bb.decode(lat).float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
 
@@ -121,14 +122,14 @@ def evaluate(model: str = DEFAULT_MODEL, cfgs=(1.0, 3.0, 7.5, 15.0), device: str
              ) -> dict:  # fmt: skip
     """Oracle scores per CFG weight; sample i uses seed ``seed0 + i`` (0: the README's table;
     another value re-draws the noise for the same captions, to see how much the scores move)."""
-    comp = load_components(model, device)
+    bb = load_model(model, device)
     items = eval_set()
     prompts = [c for _, c in items]
     res = {"model": model, "n": len(items), "steps": steps, "sampler": "ddim", "seed0": seed0,
            "by_cfg": {}}  # fmt: skip
     for w in cfgs:
         t = time.time()
-        imgs = generate(comp, prompts, w, steps, progress=progress, seed0=seed0)
+        imgs = generate(bb, prompts, w, steps, progress=progress, seed0=seed0)
         res["by_cfg"][str(w)] = {**score(items, imgs), "seconds": round(time.time() - t, 1)}
         if sheet and w == cfgs[-1]:
             _sheet(imgs[:32], prompts[:32], sheet)

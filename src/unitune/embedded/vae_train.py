@@ -26,7 +26,7 @@ from .arch import build_vae
 from .trainstate import load_opt_tensors, log_record, opt_tensors, prefixed, unprefixed
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 
 def scene_images(batch, size: int, dev, gen: torch.Generator, object_weight: float = 0.0):

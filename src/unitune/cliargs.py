@@ -1,0 +1,93 @@
+"""The CLI's argument types and shared flag groups (the parser itself: cli.py). Flags take their
+defaults from unitune.config, the one set of defaults."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import EDIT_METHODS, SAMPLERS, EditConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with unitune's error form: one line on stderr, exit 2 (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"unitune: error: {self.prog}: {message} — see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _comma_list(text: str, cast: type, what: str) -> tuple:
+    try:
+        vals = tuple(cast(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {what}s, got {text!r}"
+        ) from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected at least one {what}")
+    return vals
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return _comma_list(text, int, "integer")
+
+
+def floats(text: str) -> tuple[float, ...]:
+    return _comma_list(text, float, "number")
+
+
+def size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 512x768, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose", action="store_true", help="show third-party logs, warnings and load bars"
+    )
+
+
+def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
+    # absent unless given (EditConfig's defaults apply), so --fidelity can tell they were not
+    keep = argparse.SUPPRESS
+    if not grid:
+        p.add_argument("--checkpoint", type=int, default=keep, help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)")  # fmt: skip
+        p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
+        p.add_argument("--seeds", type=ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
+    p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
+    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
+    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
+    p.add_argument("--negative-prompt", default=d.negative_prompt)
+    p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
+    p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
+    p.add_argument("--mask", help="PNG, white = may change (in-painting)")
+    p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=d.interpolate,
+                   help="pixel interpolation toward the original (§3.4)")  # fmt: skip
+    p.add_argument("--interp-window", type=int, default=d.interp_window)
+    p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
+    p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
+    p.add_argument("--method", choices=EDIT_METHODS, default=d.method)
+    p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
+    p.add_argument(
+        "--v",
+        dest="sine_v",
+        type=float,
+        default=d.sine_v,
+        help="SINE weight v of the PRETRAINED model's edit prediction (paper eq. 3, default 0.7);"
+        " the fine-tuned model gets 1-v. NB the official code's --model_based_guidance_scale "
+        "and multi-model --beta weight the fine-tuned model instead (= 1-v)",
+    )
+    p.add_argument("--size", type=size, default=d.size, help="HxW output size")
+    p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
+    p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
+    p.add_argument("--vae", help="another VAE (folder or .safetensors); default: the tune's")
+    p.add_argument("--offload", action="store_true",
+                   help="keep the text encoders and VAE on the CPU between uses (small GPUs)")  # fmt: skip
