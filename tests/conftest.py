@@ -87,12 +87,10 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
 
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     from unitune.clip_vocab import load_clip_tokenizer
 
@@ -109,44 +107,10 @@ def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         attention_head_dim=4,
         norm_num_groups=8,
     )
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=TINY_RES,
-        # random encoder latents have std ~0.18: scale them to ~unit variance, as SD's 0.18215
-        # does for its trained VAE, so the diffusion sees a signal and not only noise
-        scaling_factor=5.0,
-    )
+    vae = _tiny_vae(seed + 1)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    text_encoder = CLIPTextModel(_tiny_clip_config())
+    scheduler = _tiny_scheduler(prediction_type)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -190,6 +190,7 @@ def test_lora_tunes_back_to_back(tiny_model, tmp_path):
     assert scene2("a") == scene2("b") and len(scene2("a")) == 3 * 1 + 2
 
 
+@pytest.mark.slow
 def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
     """--shard K/N: N workers on one work folder each run their scenes; a last run without a
     shard reuses them all and reports every scene."""

@@ -101,6 +101,7 @@ def _weights(module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [{}, {"method": "lora", "lora_rank": 4}, {"patches": True}])
 def test_tune_leaves_the_callers_model_as_it_found_it(how, tiny_models, photo, tmp_path):
     """A backbone passed to tune() comes back with the same module tree and the same weights:
@@ -190,7 +191,7 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
     edits = [
         ("full", "--checkpoint", 2, "--t0", 0.8, "--prompt-guidance", "a cat", "--mask",
          t / "mask.png", "--paste-back", "--seeds", "0,1", "--negative-prompt", "blurry"),
-        ("lora", "--lora-scale", 0.5, "--sampler", "dpm++", "--no-interpolate"),
+        ("lora", "--lora-scale", 0.5, "--sampler", "dpm++", "--no-interpolate", "--offload"),
         ("lora", "--method", "sine", "--guide", f"{t / 'full'}:beikkpic:1.5", "--guide",
          "pretrained:a dog:1", "--K", 300, "--v", 0.5),
         ("patch", "--method", "sine", "--size", "32x48"),
@@ -207,3 +208,49 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
     ok("grid", t / "full", "a dog", "--checkpoints", "0,1,2", "--t0", "0.8,1", "--steps", 2,
        "--out", t / "grid.png")  # fmt: skip
     assert (t / "grid.png").is_file()
+    # --vae: the model's own VAE from its folder gives the same image as no --vae
+    same = [Image.open(ok("edit", t / "full", "a dog", "--steps", 2, "--out", t / f"v{i}", *vae)[0]).tobytes()
+            for i, vae in enumerate([(), ("--vae", Path(m) / "vae")])]  # fmt: skip
+    assert same[0] == same[1]
+
+
+def _fake_single_file(path: Path, keys: list[str]) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: torch.zeros(1) for k in keys}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("keys", "family"),
+    [
+        (["cond_stage_model.transformer.x", "model.diffusion_model.input_blocks.0.0.weight"], "sd"),
+        (["conditioner.embedders.1.model.x", "model.diffusion_model.input_blocks.0.0.weight"], "sdxl"),
+        (["double_blocks.0.img_attn.qkv.weight"], "flux"),
+        (["model.diffusion_model.joint_blocks.0.x", "text_encoders.clip_l.x"], "sd3"),
+    ],
+)  # fmt: skip
+def test_single_files_are_recognised_by_their_tensor_names(keys, family, tmp_path):
+    """A single .safetensors checkpoint's family comes from its tensor names (no weight is
+    read); the families unitune does not drive are refused in one line naming them."""
+    from unitune.backbones import BY_NAME, probe
+
+    f = _fake_single_file(tmp_path / "model.safetensors", keys)
+    if BY_NAME[family].module is None:
+        with pytest.raises(UserError, match=BY_NAME[family].pipelines[0]):
+            probe(str(f))
+    else:
+        spec = probe(str(f))
+        assert spec.family.name == family and spec.single_file
+
+
+def test_bad_vae_is_refused_before_loading(tiny_models, photo, tmp_path, capsys):
+    from unitune.cli import main
+
+    (tmp_path / "novae").mkdir()
+    for vae in (tmp_path / "novae", tmp_path / "vae.ckpt"):
+        code = main(["tune", photo, "--model", tiny_models["sdxl"], "--out", str(tmp_path / "t"),
+                     "--vae", str(vae)])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "--vae" in err, err
+    assert not (tmp_path / "t").exists()

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import DEFAULT_MODEL, EditConfig
 from ..world.edits import KINDS
-from .suite import SUITE_SEED
+from .suite import BACKGROUND_MASKS, MASK_MARGIN, SUITE_SEED
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class BenchConfig:
     sine_cfg: float = 7.5
     sine_Ks: tuple[int, ...] = (0, 200, 400, 600, 800)  # 0..1000 scale; model guidance for t > K
     sine_vs: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)  # weight of the PRETRAINED model
-    mask_margin: float = 4.0  # world units (= pixels at 64 px) added around an edited object's box
-    background_mask: str = "objects"  # background edits keep: "objects" (their boxes) or "full"
+    mask_margin: float = MASK_MARGIN  # world units (= pixels at 64 px) around an edited object
+    background_mask: str = BACKGROUND_MASKS[0]  # background edits keep: "objects" (boxes) or "full"
     model: str = DEFAULT_MODEL
     recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
@@ -67,7 +67,7 @@ class BenchConfig:
             )
         if self.tune_prompt not in ("caption", "rare"):
             raise ValueError(f"tune_prompt must be 'caption' or 'rare', not {self.tune_prompt!r}")
-        if self.background_mask not in ("objects", "full"):
+        if self.background_mask not in BACKGROUND_MASKS:
             raise ValueError(f"background_mask must be 'objects' or 'full', not {self.background_mask!r}")  # fmt: skip
         if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
             raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")

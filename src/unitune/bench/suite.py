@@ -16,6 +16,8 @@ from ..world.scene import Obj, Scene, caption, sample_scene
 
 SUITE_SEED = 2024  # seeds the scene stream and every edit
 BOX_RADIUS = 1.2  # every shape fits in a square of half-side 1.2 x its radius (any rotation)
+MASK_MARGIN = 4.0  # world units (= pixels at 64 px) added around an edited object's box
+BACKGROUND_MASKS = ("objects", "full")  # what background edits keep: the objects' boxes, or all
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,8 @@ def _box(o: Obj, pad: float, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor
 
 
 def keep_mask(
-    source: Scene, edit: Edit, size: tuple[int, int], margin: float = 4.0,
-    background: str = "objects",
+    source: Scene, edit: Edit, size: tuple[int, int], margin: float = MASK_MARGIN,
+    background: str = BACKGROUND_MASKS[0],
 ) -> torch.Tensor:  # fmt: skip
     """(1, 1, H, W) float mask, 1 = pixels the edit should NOT touch (where fidelity is measured).
 
