@@ -104,6 +104,7 @@ class ModelState:
         self._pos: tuple[nn.Module, int] | None = None  # the applied checkpoint's positional proj
         self._pretrained_copy: nn.Module | None = None
         self._guides: dict[tuple[str, int, int], _Guide] = {}
+        self._adapters_made = 0  # guide adapter names are never reused
 
     # --- the tuned checkpoint -----------------------------------------------------------------
     @torch.no_grad()
@@ -171,7 +172,8 @@ class ModelState:
             adapters.apply_checkpoint(module, tensors, meta, self.site)
             mod = patches.get(module, self.site)
             return _Guide(module, None, (mod.pos_proj, mod.n_freq) if mod is not None else None)
-        name = f"guide{len(self._guides)}"
+        name = f"guide{self._adapters_made}"
+        self._adapters_made += 1
         with warnings.catch_warnings():  # "multiple adapters in the model": that is the point
             warnings.simplefilter("ignore", UserWarning)
             adapters.add_lora(home, meta["lora_config"], name)
