@@ -14,6 +14,16 @@ from PIL import Image
 TINY_RES = 32  # pixels; UNet sample_size 8 x VAE factor 4
 
 
+def _tiny_unet(seed: int, **kw):
+    """A two-level UNet2DConditionModel at the tiny resolution; ``kw``: the family's blocks."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(sample_size=TINY_RES // 4, in_channels=4, out_channels=4,
+                                block_out_channels=(16, 32), layers_per_block=1,
+                                norm_num_groups=8, **kw)  # fmt: skip
+
+
 def _tiny_vae(seed: int):
     from diffusers import AutoencoderKL
 
@@ -53,18 +63,13 @@ def _tiny_scheduler(prediction_type: str = "epsilon"):
 def build_tiny_sdxl_pipeline(seed: int = 0):
     """SDXL's architecture in small: the UNet with added text-time conditioning (pooled
     embedding + 6 time ids), CLIPTextModel + CLIPTextModelWithProjection."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from unitune.clip_vocab import load_clip_tokenizer
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=TINY_RES // 4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+    unet = _tiny_unet(
+        seed,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,  # 16 (encoder 1) + 16 (encoder 2), concatenated
@@ -73,7 +78,6 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 16,  # time ids + pooled projection
-        norm_num_groups=8,
     )
     vae = _tiny_vae(seed + 1)
     torch.manual_seed(seed + 2)
@@ -88,24 +92,17 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     from diffusers import (
         StableDiffusionPipeline,
-        UNet2DConditionModel,
     )
     from transformers import CLIPTextModel
 
     from unitune.clip_vocab import load_clip_tokenizer
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=TINY_RES // 4,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+    unet = _tiny_unet(
+        seed,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=16,
         attention_head_dim=4,
-        norm_num_groups=8,
     )
     vae = _tiny_vae(seed + 1)
     torch.manual_seed(seed + 2)
@@ -123,36 +120,36 @@ def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     )
 
 
-@pytest.fixture(scope="session")
+def _saved(factory, name: str, pipe) -> str:
+    path = factory.mktemp(name)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+@pytest.fixture(scope="package")
 def tiny_model(tmp_path_factory) -> str:
     """Path of a tiny SD model folder (safetensors)."""
-    path = tmp_path_factory.mktemp("tiny-sd")
-    build_tiny_pipeline().save_pretrained(path, safe_serialization=True)
-    return str(path)
+    return _saved(tmp_path_factory, "tiny-sd", build_tiny_pipeline())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_sd2(tmp_path_factory) -> str:
     """SD 2.x's v-prediction in small (same UNet layout, v_prediction scheduler)."""
-    path = tmp_path_factory.mktemp("tiny-sd2")
-    build_tiny_pipeline(prediction_type="v_prediction").save_pretrained(path, safe_serialization=True)  # fmt: skip
-    return str(path)
+    return _saved(tmp_path_factory, "tiny-sd2", build_tiny_pipeline(prediction_type="v_prediction"))  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_sdxl(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-sdxl")
-    build_tiny_sdxl_pipeline().save_pretrained(path, safe_serialization=True)
-    return str(path)
+    return _saved(tmp_path_factory, "tiny-sdxl", build_tiny_sdxl_pipeline())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_models(tiny_model, tiny_sd2, tiny_sdxl) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl."""
     return {"sd1": tiny_model, "sd2v": tiny_sd2, "sdxl": tiny_sdxl}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def photo(tmp_path_factory) -> str:
     """A small real photo (scikit-image's chelsea the cat), center region, as PNG."""
     from skimage import data
@@ -163,7 +160,7 @@ def photo(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tuned(tiny_model, photo, tmp_path_factory) -> Path:
     """A 4-step tune of the tiny model (checkpoints 2 and 4) through the CLI; read-only."""
     from unitune.cli import main
