@@ -122,3 +122,70 @@ def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=Non
                vae: str | None = None) -> TuneFolder:  # fmt: skip
     grid.validate()
     return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae)
+
+
+@dataclass
+class ExportPlan:
+    """What `export` will do, decided before the model loads."""
+
+    folder: TuneFolder
+    step: int  # the checkpoint exported
+    family: str  # backbones.Family.name of the tune's model
+    lora_tune: bool  # the checkpoint is a LoRA adapter (else a full-tune delta)
+    single_file: bool  # merged: one .safetensors in the original layout (else a diffusers folder)
+
+
+def check_export(
+    tune_dir: str | Path,
+    fmt: str,
+    out: str | Path,
+    checkpoint: int | None = None,
+    rank: int | None = None,
+    overwrite: bool = False,
+) -> ExportPlan:
+    """Check an export: the format, what the tune's family and kind allow, the checkpoint, the
+    rank and the output path (which is never half-written: the exporters write a temp and rename)."""
+    from .backbones import family_of
+    from .config import EXPORT_FORMATS, LORA_FORMATS
+
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"unknown --format {fmt!r}", f"use one of {', '.join(EXPORT_FORMATS)}")
+    folder = TuneFolder.open(tune_dir)
+    m = folder.manifest
+    if checkpoint == 0:
+        raise UserError("checkpoint 0 is the pretrained model: nothing was tuned", "pass a saved step, or leave --checkpoint out for the last")  # fmt: skip
+    step = folder.resolve_checkpoint(checkpoint)
+    fam = family_of(m.get("family"))
+    lora_tune = m["settings"]["method"] == "lora"
+    if m["settings"].get("patches"):
+        raise UserError(
+            f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",  # fmt: skip
+            "export a plain tune (without --patches), or edit this one with unitune",
+        )
+    if rank is not None and rank < 1:
+        raise UserError(f"--rank must be >= 1, got {rank}", "e.g. --rank 32")
+    if rank is not None and lora_tune:
+        raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")  # fmt: skip
+    if fmt == "lora-from-full" and lora_tune:
+        raise UserError(f"{folder.path} is already a LoRA tune", "export it with --format diffusers-lora or kohya-lora")  # fmt: skip
+    if fmt == "lora-from-full" and rank is None:
+        raise UserError("--format lora-from-full needs --rank", "e.g. --rank 32 (higher: closer to the full tune, larger file)")  # fmt: skip
+    if fmt in ("diffusers-lora", "kohya-lora") and not lora_tune and rank is None:
+        raise UserError(
+            f"{folder.path} is a full tune; --format {fmt} writes a LoRA",
+            "add --rank R to compress it by SVD (as --format lora-from-full), or use --format merged",  # fmt: skip
+        )
+    if fmt == "kohya-lora" and fam.kohya is None:
+        raise UserError(f"--format kohya-lora has no layout for {fam.label}", "use --format diffusers-lora")  # fmt: skip
+    out = Path(out)
+    single = out.suffix.lower() == ".safetensors"
+    if fmt in LORA_FORMATS and not single:
+        raise UserError(f"--out {str(out)!r}: a LoRA is one .safetensors file", "e.g. --out cat-lora.safetensors")  # fmt: skip
+    if fmt == "merged" and single and not fam.single_file:
+        raise UserError(f"no single-file layout for {fam.label}", "pass a folder as --out: a diffusers model folder")  # fmt: skip
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out")  # fmt: skip
+    if out.exists() and out.is_dir() != (fmt == "merged" and not single):
+        raise UserError(f"--out {str(out)!r} is a {'folder' if out.is_dir() else 'file'}", "pass another --out")  # fmt: skip
+    probe(tune_model_ref(folder))
+    return ExportPlan(folder, step, fam.name, lora_tune, single)

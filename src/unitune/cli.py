@@ -18,6 +18,7 @@ from .bench.cli import add_bench_parser, cmd_bench
 from .cliargs import Parser, add_common, add_edit_flags, floats, ints
 from .config import (
     DEFAULT_MODEL,
+    EXPORT_FORMATS,
     PRECISIONS,
     RESIZE_MODES,
     SWITCHES,
@@ -148,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=TUNE_METHODS, default=TuneConfig().method)
     d.add_argument("--seeds", type=ints, default=None, help="edit seeds (default 0,1,2,3)")
     add_common(d)
+    x = sub.add_parser("export", help="a tune's checkpoint for other tools: diffusers, A1111/ComfyUI, merged models")  # fmt: skip
+    x.add_argument("tune")
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="diffusers-lora, kohya-lora, lora-from-full (--rank) or merged")  # fmt: skip
+    x.add_argument("--out", required=True, help="a .safetensors file (LoRAs; merged: one file in the original layout) or a folder (merged: diffusers)")  # fmt: skip
+    x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
+    x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_common(x)
     add_bench_parser(sub, add_common)
     return ap
 
@@ -324,17 +333,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print_summary(summary)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from .checks import check_export
+
+    check_export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite)
+    _before_load(args)
+    from .export import export
+
+    res = export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite,
+                 args.device)  # fmt: skip
+    for note in res.notes:
+        print(f"unitune: note: {note}", file=sys.stderr)
+    print(res.path)
+
+
 COMMANDS = {
     "tune": cmd_tune,
     "edit": cmd_edit,
     "grid": cmd_grid,
     "demo": cmd_demo,
+    "export": cmd_export,
     "bench": cmd_bench,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a bad argument (its one line is printed) or --help
+        return int(e.code or 0)
     logs.configure(args.verbose)
 
     default_show = warnings.showwarning

@@ -25,6 +25,11 @@ PRECISIONS = ("auto", "no", "bf16")  # TuneConfig.mixed_precision
 SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
 SAMPLERS = ("ddim", "dpm++")  # EditConfig.sampler: DDIM, DPM-Solver++ (2nd order)
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
+# `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
+# layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
+# model merged into a whole model (a diffusers folder, or one .safetensors in the original layout)
+EXPORT_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full", "merged")
+LORA_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full")  # the ones that write a LoRA
 
 
 def _bad(ok: bool, problem: str, fix: str) -> None:

@@ -20,7 +20,7 @@ from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .checks import tune_model_ref
-from .config import EditConfig, TuneConfig
+from .config import EditConfig
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
 from .guidespec import guide_strings
@@ -51,7 +51,7 @@ class Editor:
         the VAE on the CPU between uses (GPUs with little memory)."""
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
-        self.tune_cfg = TuneConfig(**{**m["settings"], "save_at": tuple(m["settings"]["save_at"])})
+        self.tune_cfg = self.folder.tune_config()
         self.backbone = backbone or load_model(
             tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload
         )

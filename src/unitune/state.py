@@ -221,6 +221,24 @@ class ModelState:
             self._load_snapshot(module)
         return module.requires_grad_(False).eval()
 
+    @torch.no_grad()
+    def merged(self, folder: TuneFolder, step: int) -> nn.Module:
+        """A new network: the pretrained weights with checkpoint ``step`` folded in (a LoRA
+        merged at scale 1), no adapter or wrapper left. The loaded network is not touched."""
+        module = self._fresh()
+        tensors, meta = folder.load_checkpoint(step)
+        if meta.get("patches"):
+            raise ValueError("a patch tune's positional module has no place in a merged network")
+        adapters.apply_checkpoint(module, tensors, meta, self.site)
+        if meta.get("kind") == "lora":
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            for layer in module.modules():
+                if isinstance(layer, BaseTunerLayer):
+                    layer.merge(adapter_names=[ADAPTER])
+            module.unload_lora()
+        return module.requires_grad_(False).eval()
+
     # --- training -----------------------------------------------------------------------------
     @contextmanager
     def training(self, cfg: TuneConfig) -> Iterator[list[nn.Parameter]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .config import TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors, atomic_write_json
 
@@ -90,6 +91,11 @@ class TuneFolder:
         tf = cls(p, manifest)
         tf.save_manifest()
         return tf
+
+    def tune_config(self) -> TuneConfig:
+        """The settings the tune was made with."""
+        st = self.manifest["settings"]
+        return TuneConfig(**{**st, "save_at": tuple(st["save_at"])})
 
     def save_manifest(self) -> None:
         atomic_write_json(self.path / MANIFEST, self.manifest)

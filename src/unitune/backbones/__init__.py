@@ -33,6 +33,8 @@ class Family:
     label: str  # what users call it
     pipelines: tuple[str, ...]  # model_index.json `_class_name`s of this family
     module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
+    kohya: str | None = None  # kohya's ss_base_model_version tag (None: no kohya LoRA layout)
+    single_file: bool = False  # export writes its original (A1111) single-file layout
 
 
 # (name, label, pipeline classes, backbone module); module None = recognised, refused in one line
@@ -42,13 +44,18 @@ _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
 FAMILIES = (
-    Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd"),
-    Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl"),
+    Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd", kohya="sd_v1", single_file=True),
+    Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl", kohya="sdxl_base_v1-0", single_file=True),
     Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, None),
     Family("flux", "FLUX.1", _FLUX, None),
     Family("if", "DeepFloyd IF", _IF, None),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def family_of(recorded: str | None) -> Family:
+    """The family a tune manifest records (tunes made before it was recorded are all SD 1.x/2.x)."""
+    return BY_NAME[recorded or "sd"]
 
 
 def supported() -> str:
@@ -195,6 +202,33 @@ def check_vae(path: str | None) -> None:
         raise UserError(f"refusing to load --vae {path!r}: a pickle", "pass a .safetensors file or a diffusers folder")  # fmt: skip
     if not (p.is_file() and p.suffix.lower() == ".safetensors") and not (p / "config.json").is_file():  # fmt: skip
         raise UserError(f"--vae {path!r} is not a VAE folder or .safetensors file", "pass e.g. a diffusers AutoencoderKL folder (config.json + weights)")  # fmt: skip
+
+
+def kohya_version(spec: ModelSpec) -> tuple[str, bool]:
+    """kohya's (``ss_base_model_version``, ``ss_v2``) for a model, from its configs: SD 2.x is
+    told from 1.x by its OpenCLIP text encoder (gelu activations, or OpenCLIP keys in a file)."""
+    v2 = False
+    if spec.family.name == "sd":
+        if spec.single_file:
+            from safetensors import safe_open
+
+            with safe_open(spec.ref, framework="numpy") as f:
+                v2 = any(k.startswith("cond_stage_model.model.") for k in f.keys())
+        else:
+            v2 = _text_encoder_act(spec.ref) == "gelu"
+    return ("sd_v2" if v2 else spec.family.kohya or ""), v2
+
+
+def _text_encoder_act(ref: str) -> str | None:
+    path = Path(ref) / "text_encoder" / "config.json"
+    try:
+        if not path.is_file():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(ref, "text_encoder/config.json"))
+        return json.loads(path.read_text()).get("hidden_act")
+    except Exception:  # noqa: BLE001 - metadata only: unknown stays v1
+        return None
 
 
 def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,

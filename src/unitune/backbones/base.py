@@ -172,6 +172,11 @@ class Backbone(ABC):
     def num_train_timesteps(self) -> int:
         return int(self.scheduler_config.get("num_train_timesteps", 1000))
 
+    # --- export -------------------------------------------------------------------------------
+    @abstractmethod
+    def to_pipeline(self, module: nn.Module):
+        """The family's diffusers pipeline built from this model with ``module`` as its network."""
+
     # --- memory -------------------------------------------------------------------------------
     def components(self) -> dict[str, nn.Module]:
         """Every network of the model by name (digest, device moves)."""

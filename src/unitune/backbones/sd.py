@@ -107,6 +107,7 @@ class SDBackbone(Backbone):
         self.module = pipe.unet
         self.vae = pipe.vae
         self._take_text(pipe)
+        self.scheduler = pipe.scheduler  # the model's own scheduler (its class, for export)
         self.scheduler_config = dict(pipe.scheduler.config)
         self.train_scheduler = DDPMScheduler.from_config(self.scheduler_config)
         # --offload: the UNet stays on the device; the text encoders and the VAE wait on the CPU
@@ -126,6 +127,17 @@ class SDBackbone(Backbone):
         if self.text_encoder is not None:
             out["text"] = self.text_encoder
         return out
+
+    def to_pipeline(self, module: nn.Module):
+        """The family's diffusers pipeline with ``module`` as its network (export: merged)."""
+        import diffusers
+
+        self._need_text()
+        return getattr(diffusers, self.pipeline_class)(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=module,
+            scheduler=self.scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )  # fmt: skip
 
     # --- image <-> model space ----------------------------------------------------------------
     @property

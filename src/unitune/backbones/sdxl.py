@@ -47,6 +47,16 @@ class SDXLBackbone(SDBackbone):
             out |= {"text": self.text_encoder, "text2": self.text_encoder_2}
         return out
 
+    def to_pipeline(self, module: nn.Module):
+        import diffusers
+
+        self._need_text()
+        return diffusers.StableDiffusionXLPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
+            tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=module,
+            scheduler=self.scheduler, force_zeros_for_empty_prompt=self.force_zeros,
+        )  # fmt: skip
+
     def _vae_dtype(self) -> torch.dtype:
         # the SDXL VAE's activations overflow fp16: run it in fp32 unless it says it is safe
         if self.vae.dtype == torch.float16 and self.vae.config.get("force_upcast", True):

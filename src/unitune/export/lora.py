@@ -1,0 +1,109 @@
+"""LoRA files other tools read: diffusers' ``pytorch_lora_weights.safetensors`` layout and
+kohya's (A1111/Forge, ComfyUI).
+
+Input: a LoRA under PEFT's names for the network (``<module>.lora_A.weight`` = down,
+``.lora_B.weight`` = up, optional ``.lora_B.bias``) and its LoraConfig (rank, alpha, patterns).
+
+- diffusers: the keys prefixed ``unet.`` and the config as ``lora_adapter_metadata``, written by
+  the family pipeline's own ``save_lora_weights`` so ``pipe.load_lora_weights(file)`` reads it
+  with the exact rank and alpha of every layer.
+- kohya: ``lora_unet_<module path with '_' for '.'>.lora_down.weight`` / ``.lora_up.weight`` /
+  ``.alpha`` (a scalar; the tools scale by alpha / rank), the module path being the diffusers
+  one, which ComfyUI, A1111 and diffusers' own loader all map (SD 1.x and SDXL alike). No bias
+  (kohya's LoRA has none): a LoRA bias is dropped and said so. Metadata: kohya's ``ss_*`` keys
+  (network module, dim, alpha, base model version, the tuned prompt with the rare token as the
+  dataset's one tag, steps, learning rate).
+
+Both also carry ``unitune``: JSON saying which tune and checkpoint the file came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..fileio import atomic_save_safetensors
+
+LORA_A, LORA_B = ".lora_A.weight", ".lora_B.weight"
+
+
+def modules_of(tensors: dict[str, Tensor]) -> list[str]:
+    return sorted(k[: -len(LORA_A)] for k in tensors if k.endswith(LORA_A))
+
+
+def _layer(pattern: dict[str, Any], module: str, default):
+    """PEFT's rank / alpha pattern lookup: a key matching the end of the module's name."""
+    for key, value in pattern.items():
+        if re.fullmatch(rf"(.*\.)?{re.escape(key)}", module):
+            return value
+    return default
+
+
+def alphas(config: dict[str, Any], modules: list[str]) -> dict[str, float]:
+    return {m: float(_layer(config.get("alpha_pattern") or {}, m, config["lora_alpha"])) for m in modules}  # fmt: skip
+
+
+def kohya_name(module: str) -> str:
+    return "lora_unet_" + module.replace(".", "_")
+
+
+def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
+                meta: dict[str, str]) -> list[str]:  # fmt: skip
+    """Write kohya's layout; returns the LoRA tensors it could not carry (biases)."""
+    mods = modules_of(tensors)
+    alpha = alphas(config, mods)
+    out: dict[str, Tensor] = {}
+    for m in mods:
+        name = kohya_name(m)
+        out[f"{name}.lora_down.weight"] = tensors[m + LORA_A].float()
+        out[f"{name}.lora_up.weight"] = tensors[m + LORA_B].float()
+        out[f"{name}.alpha"] = torch.tensor(alpha[m])
+    atomic_save_safetensors(out, path, meta)
+    return sorted(k for k in tensors if k.endswith(".lora_B.bias"))
+
+
+def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
+                    pipeline_class, extra_meta: dict[str, str]) -> None:  # fmt: skip
+    """Write diffusers' layout with the family pipeline's own writer, then add ``extra_meta``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        pipeline_class.save_lora_weights(
+            tmp,
+            unet_lora_layers={k: v.float().contiguous() for k, v in tensors.items()},
+            unet_lora_adapter_metadata=json.loads(json.dumps(config)),
+            safe_serialization=True,
+        )
+        written = Path(tmp) / "pytorch_lora_weights.safetensors"
+        with safe_open(str(written), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        atomic_save_safetensors(load_file(str(written)), path, {**meta, **extra_meta})
+
+
+def kohya_metadata(provenance: dict[str, Any], config: dict[str, Any], base_version: str,
+                   resolution: list[int]) -> dict[str, str]:  # fmt: skip
+    """kohya's ``ss_*`` keys as sd-scripts writes them (strings), from a unitune tune."""
+    prompt = provenance["prompt"]
+    return {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(config["r"]),
+        "ss_network_alpha": str(config["lora_alpha"]),
+        "ss_base_model_version": base_version,
+        "ss_v2": "False",
+        "ss_sd_model_name": str(provenance["base_model"]),
+        "ss_resolution": f"({resolution[1]}, {resolution[0]})",
+        "ss_num_train_images": "1",
+        "ss_steps": str(provenance["checkpoint"]),
+        "ss_max_train_steps": str(provenance["steps"]),
+        "ss_learning_rate": str(provenance["learning_rate"]),
+        "ss_output_name": provenance["name"],
+        "ss_tag_frequency": json.dumps({"unitune": {prompt: 1}}),
+        "ss_training_comment": f"unitune: the photo is bound to {provenance['rare_token']!r}; prompt it as {prompt!r}",  # fmt: skip
+    }

@@ -1,0 +1,172 @@
+"""`unitune export` on tiny seeded models of every family: each format loads in diffusers' own
+pipelines (and loaders) and samples what `unitune edit` samples."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from unitune.cli import main
+from unitune.config import EditConfig, TuneConfig
+from unitune.edit import Editor
+from unitune.export import export
+from unitune.tune import tune
+
+PIPES = {"sd1": "StableDiffusionPipeline", "sd2v": "StableDiffusionPipeline",
+         "sdxl": "StableDiffusionXLPipeline"}  # fmt: skip
+EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
+PROMPT = "a cat"
+
+
+@pytest.fixture(scope="module")
+def tunes(tiny_models, photo, tmp_path_factory) -> dict:
+    """(family, method) -> a 2-step tune folder, lr high enough that the tune shows."""
+    out = {}
+    for fam, model in tiny_models.items():
+        for method, lr in (("lora", 1e-2), ("full", 1e-3)):
+            path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
+            cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4)
+            tune(photo, path, cfg, model=model, device="cpu", progress=False)
+            out[fam, method] = path
+    return out
+
+
+def _pipe(family: str, source: str):
+    import diffusers
+
+    cls = getattr(diffusers, PIPES[family])
+    extra = {"safety_checker": None, "requires_safety_checker": False} if family != "sdxl" else {}
+    pipe = cls.from_pretrained(source, **extra)
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _sample(pipe, ed: Editor) -> np.ndarray:
+    """The pipeline's text-to-image at EC's settings, with unitune's SDXL time ids."""
+    hw = tuple(ed.folder.manifest["resolution"])
+    kw = dict(prompt=[f"beikkpic {PROMPT}"] * 2, guidance_scale=EC.cfg, num_inference_steps=EC.steps,
+              generator=[torch.Generator("cpu").manual_seed(s) for s in EC.seeds],
+              output_type="np", height=hw[0], width=hw[1])  # fmt: skip
+    if "XL" in type(pipe).__name__:
+        g = ed.placement.geometry(hw)
+        kw |= dict(original_size=g.original, crops_coords_top_left=g.crop, target_size=g.target)
+    return pipe(**kw).images
+
+
+def _ours(ed: Editor) -> np.ndarray:
+    return ed.edit(PROMPT, EC, progress=False).pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl"])
+def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
+    path = export(tunes[family, "lora"], "diffusers-lora", tmp_path / "l.safetensors").path
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["lora_adapter_metadata"])["unet.r"] == 4
+    assert json.loads(meta["unitune"])["checkpoint"] == 2
+    pipe = _pipe(family, tiny_models[family])
+    pipe.load_lora_weights(str(path))
+    ed = Editor(tunes[family, "lora"], "cpu")
+    assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
+
+
+KOHYA_KEY = re.compile(r"^lora_unet_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models, tmp_path):
+    path = export(tunes[family, "lora"], "kohya-lora", tmp_path / "k.safetensors").path
+    sd = load_file(str(path))
+    assert sd and all(KOHYA_KEY.match(k) for k in sd), [k for k in sd if not KOHYA_KEY.match(k)]
+    downs = [k for k in sd if k.endswith("lora_down.weight")]
+    assert all(float(sd[k.replace("lora_down.weight", "alpha")]) == 4.0 for k in downs)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == "4"
+    assert meta["ss_base_model_version"] == {"sd1": "sd_v1", "sdxl": "sdxl_base_v1-0"}[family]
+    assert "beikkpic" in json.loads(meta["ss_tag_frequency"])["unitune"] and "beikkpic" in meta["ss_training_comment"]  # fmt: skip
+    pipe = _pipe(family, tiny_models[family])
+    pipe.load_lora_weights(str(path))  # diffusers converts kohya's keys itself
+    ed = Editor(tunes[family, "lora"], "cpu")
+    assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
+
+
+@pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full")])
+def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
+    out = export(tunes[family, method], "merged", tmp_path / "merged").path
+    ed = Editor(tunes[family, method], "cpu")
+    assert np.abs(_sample(_pipe(family, str(out)), ed) - _ours(ed)).max() < 1e-4
+
+
+def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_path):
+    """At full rank every exported layer is its delta to float precision, and the LoRA samples
+    exactly what the full tune with those layers' deltas (its normalisation deltas left out)
+    samples; the normalisation share is what the note reports."""
+    from unitune.export.extract import extract_lora
+
+    folder = tunes["sd1", "full"]
+    delta, _ = Editor(folder, "cpu").folder.load_checkpoint(2)
+    ex = extract_lora(delta, rank=10_000)
+    assert ex.truncation_energy < 1e-10
+    for key in ex.tensors:
+        if key.endswith(".lora_A.weight"):
+            m = key[: -len(".lora_A.weight")]
+            a, b = ex.tensors[key], ex.tensors[m + ".lora_B.weight"]
+            rebuilt = (b.flatten(1) @ a.flatten(1)).reshape(delta[m + ".weight"].shape)
+            torch.testing.assert_close(rebuilt, delta[m + ".weight"].float(), atol=1e-6, rtol=1e-4)
+    assert ex.dropped and all(delta[n].ndim == 1 for n in ex.dropped)
+    path = export(folder, "lora-from-full", tmp_path / "f.safetensors", rank=10_000).path
+    pipe = _pipe("sd1", tiny_models["sd1"])
+    pipe.load_lora_weights(str(path))
+    got = _sample(pipe, Editor(folder, "cpu"))
+    ref = _pipe("sd1", tiny_models["sd1"])  # the pretrained model + the covered deltas by hand
+    with torch.no_grad():
+        for n, p in ref.unet.named_parameters():
+            if n in delta and n not in ex.dropped:
+                p.add_(delta[n].float())
+    assert np.abs(got - _sample(ref, Editor(folder, "cpu"))).max() < 1e-4
+
+
+def test_export_refuses_bad_input_in_one_line(tunes, tmp_path, capsys, photo, tiny_models):
+    lora, full = tunes["sd1", "lora"], tunes["sd1", "full"]
+    patch = tmp_path / "patch"
+    tune(photo, patch, TuneConfig(steps=1, save_at=(1,), patches=True), model=tiny_models["sd1"],
+         progress=False)  # fmt: skip
+    (tmp_path / "taken.safetensors").write_bytes(b"x")
+    capsys.readouterr()  # what loading the tiny models printed
+    cases = [
+        ([lora, "--format", "webui", "--out", tmp_path / "a.safetensors"], "--format"),
+        (
+            [
+                lora,
+                "--format",
+                "diffusers-lora",
+                "--checkpoint",
+                7,
+                "--out",
+                tmp_path / "a.safetensors",
+            ],
+            "checkpoint 7",
+        ),  # fmt: skip
+        ([lora, "--format", "diffusers-lora", "--out", tmp_path / "taken.safetensors"], "exists"),
+        ([full, "--format", "kohya-lora", "--out", tmp_path / "a.safetensors"], "--rank"),
+        ([full, "--format", "lora-from-full", "--out", tmp_path / "a.safetensors"], "--rank"),
+        (
+            [lora, "--format", "lora-from-full", "--rank", 4, "--out", tmp_path / "a.safetensors"],
+            "LoRA",
+        ),  # fmt: skip
+        ([lora, "--format", "diffusers-lora", "--out", tmp_path / "a-folder"], ".safetensors"),
+        ([patch, "--format", "merged", "--out", tmp_path / "m"], "patch tune"),
+    ]
+    for argv, word in cases:
+        code = main(["export", *map(str, argv)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and word in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patch", "taken.safetensors"]
