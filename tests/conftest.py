@@ -44,10 +44,10 @@ def _tiny_vae(seed: int):
     )
 
 
-def _tiny_clip_config(**kw):
+def _tiny_clip_config(hidden: int = 16, **kw):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=49408, hidden_size=16, intermediate_size=32,
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden,
                           num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
                           bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **kw)  # fmt: skip
 
@@ -72,7 +72,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
         seed,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,  # 16 (encoder 1) + 16 (encoder 2), concatenated
+        cross_attention_dim=40,  # 16 (encoder 1) + 24 (encoder 2), concatenated
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -83,7 +83,8 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
     torch.manual_seed(seed + 2)
     te = CLIPTextModel(_tiny_clip_config())
     torch.manual_seed(seed + 3)
-    te2 = CLIPTextModelWithProjection(_tiny_clip_config(projection_dim=16))
+    # wider than the first, as SDXL's are (768 / 1280): single-file loaders tell them apart so
+    te2 = CLIPTextModelWithProjection(_tiny_clip_config(24, projection_dim=16))
     tok = load_clip_tokenizer()
     return StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok,
                                      tokenizer_2=tok, unet=unet, scheduler=_tiny_scheduler())  # fmt: skip

@@ -105,6 +105,25 @@ def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
     assert np.abs(_sample(_pipe(family, str(out)), ed) - _ours(ed)).max() < 1e-4
 
 
+@pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sdxl", "lora")])
+def test_merged_single_file_loads_with_from_single_file(family, method, tunes, tiny_models, tmp_path):  # fmt: skip
+    """The original (A1111) layout: diffusers' from_single_file (configs from the model's folder,
+    as offline users pass them) reads every component back and samples what the tune does."""
+    import diffusers
+
+    out = export(tunes[family, method], "merged", tmp_path / "m.safetensors").path
+    keys = set(load_file(str(out)))
+    assert any(k.startswith("model.diffusion_model.input_blocks.") for k in keys)
+    assert any(k.startswith("first_stage_model.decoder.up.") for k in keys)
+    cls = getattr(diffusers, PIPES[family])
+    extra = {"safety_checker": None, "requires_safety_checker": False} if family != "sdxl" else {}
+    pipe = cls.from_single_file(str(out), config=tiny_models[family], **extra)
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    ed = Editor(tunes[family, method], "cpu")
+    assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
+
+
 def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_path):
     """At full rank every exported layer is its delta to float precision, and the LoRA samples
     exactly what the full tune with those layers' deltas (its normalisation deltas left out)

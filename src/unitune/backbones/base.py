@@ -177,6 +177,11 @@ class Backbone(ABC):
     def to_pipeline(self, module: nn.Module):
         """The family's diffusers pipeline built from this model with ``module`` as its network."""
 
+    def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
+        """The whole model, ``module`` as its network, in the family's original single-file key
+        layout (what A1111 / ComfyUI load); families without one raise."""
+        raise NotImplementedError(f"{type(self).__name__} has no single-file layout")
+
     # --- memory -------------------------------------------------------------------------------
     def components(self) -> dict[str, nn.Module]:
         """Every network of the model by name (digest, device moves)."""

@@ -139,6 +139,27 @@ class SDBackbone(Backbone):
             requires_safety_checker=False,
         )  # fmt: skip
 
+    def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
+        """The model with ``module`` as its UNet in the original single-file layout (SD 1.x)."""
+        from .ldm_layout import clip_to_ldm
+
+        self._need_text()
+        if getattr(self.text_encoder.config, "hidden_act", "") == "gelu":
+            raise UserError(
+                "SD 2.x's original layout stores an OpenCLIP text encoder with a layer diffusers drops",  # fmt: skip
+                "export it as a diffusers folder (--out without .safetensors)",
+            )
+        return self._ldm_unet_vae(module) | clip_to_ldm(self.text_encoder.state_dict(), "cond_stage_model.transformer.")  # fmt: skip
+
+    def _ldm_unet_vae(self, module: nn.Module) -> dict[str, Tensor]:
+        from .ldm_layout import unet_to_ldm, vae_to_ldm
+
+        unet = unet_to_ldm(module.state_dict(), module.config)
+        vae = vae_to_ldm(self.vae.state_dict(), self.vae.config)
+        return {f"model.diffusion_model.{k}": v for k, v in unet.items()} | {
+            f"first_stage_model.{k}": v for k, v in vae.items()
+        }
+
     # --- image <-> model space ----------------------------------------------------------------
     @property
     def vae_scale(self) -> int:

@@ -57,6 +57,16 @@ class SDXLBackbone(SDBackbone):
             scheduler=self.scheduler, force_zeros_for_empty_prompt=self.force_zeros,
         )  # fmt: skip
 
+    def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
+        """The model in SDXL's original single-file layout (both text encoders under
+        ``conditioner.embedders``, the second in OpenCLIP's names)."""
+        from .ldm_layout import clip_to_ldm, open_clip_to_ldm
+
+        self._need_text()
+        te1 = clip_to_ldm(self.text_encoder.state_dict(), "conditioner.embedders.0.transformer.")
+        te2 = open_clip_to_ldm(self.text_encoder_2.state_dict(), "conditioner.embedders.1.model.")
+        return self._ldm_unet_vae(module) | te1 | te2
+
     def _vae_dtype(self) -> torch.dtype:
         # the SDXL VAE's activations overflow fp16: run it in fp32 unless it says it is safe
         if self.vae.dtype == torch.float16 and self.vae.config.get("force_upcast", True):
