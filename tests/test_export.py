@@ -126,8 +126,8 @@ def test_merged_single_file_loads_with_from_single_file(family, method, tunes, t
 
 def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_path):
     """At full rank every exported layer is its delta to float precision, and the LoRA samples
-    exactly what the full tune with those layers' deltas (its normalisation deltas left out)
-    samples; the normalisation share is what the note reports."""
+    exactly what the full tune with those weights' deltas (its bias and normalisation deltas
+    left out) samples; their share is what the export's note reports."""
     from unitune.export.extract import extract_lora
 
     folder = tunes["sd1", "full"]
@@ -144,6 +144,7 @@ def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_pa
     path = export(folder, "lora-from-full", tmp_path / "f.safetensors", rank=10_000).path
     pipe = _pipe("sd1", tiny_models["sd1"])
     pipe.load_lora_weights(str(path))
+    pipe.fuse_lora()  # every layer fuses: no LoRA bias, which bias-less projections refuse
     got = _sample(pipe, Editor(folder, "cpu"))
     ref = _pipe("sd1", tiny_models["sd1"])  # the pretrained model + the covered deltas by hand
     with torch.no_grad():
@@ -189,3 +190,21 @@ def test_export_refuses_bad_input_in_one_line(tunes, tmp_path, capsys, photo, ti
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and word in err, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["patch", "taken.safetensors"]
+
+
+def test_sd2_single_file_is_refused_before_loading(tiny_models, photo, tmp_path, capsys):
+    """SD 2.x (told by its OpenCLIP-style gelu text encoder) has no single file unitune writes;
+    the refusal reads the config, not the weights."""
+    import shutil
+
+    model = tmp_path / "sd2"
+    shutil.copytree(tiny_models["sd1"], model)
+    cfg_path = model / "text_encoder" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
+    tune(photo, tmp_path / "t", TuneConfig(steps=1, save_at=(1,)), model=str(model), progress=False)
+    capsys.readouterr()
+    code = main(["export", str(tmp_path / "t"), "--format", "merged", "--out", str(tmp_path / "m.safetensors")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "SD 2.x" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m.safetensors").exists()

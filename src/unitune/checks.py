@@ -145,7 +145,7 @@ def check_export(
 ) -> ExportPlan:
     """Check an export: the format, what the tune's family and kind allow, the checkpoint, the
     rank and the output path (which is never half-written: the exporters write a temp and rename)."""
-    from .backbones import family_of
+    from .backbones import family_of, single_file_refusal
     from .config import EXPORT_FORMATS, LORA_FORMATS
 
     if fmt not in EXPORT_FORMATS:
@@ -181,11 +181,12 @@ def check_export(
     single = out.suffix.lower() == ".safetensors"
     if fmt in LORA_FORMATS and not single:
         raise UserError(f"--out {str(out)!r}: a LoRA is one .safetensors file", "e.g. --out cat-lora.safetensors")  # fmt: skip
-    if fmt == "merged" and single and not fam.single_file:
-        raise UserError(f"no single-file layout for {fam.label}", "pass a folder as --out: a diffusers model folder")  # fmt: skip
     if out.exists() and not overwrite:
         raise UserError(f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out")  # fmt: skip
     if out.exists() and out.is_dir() != (fmt == "merged" and not single):
         raise UserError(f"--out {str(out)!r} is a {'folder' if out.is_dir() else 'file'}", "pass another --out")  # fmt: skip
-    probe(tune_model_ref(folder))
+    spec = probe(tune_model_ref(folder))
+    refusal = single_file_refusal(spec) if fmt == "merged" and single else None
+    if refusal:
+        raise UserError(refusal, "pass a folder as --out: a diffusers model folder")
     return ExportPlan(folder, step, fam.name, lora_tune, single)

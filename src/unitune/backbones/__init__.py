@@ -219,6 +219,17 @@ def kohya_version(spec: ModelSpec) -> tuple[str, bool]:
     return ("sd_v2" if v2 else spec.family.kohya or ""), v2
 
 
+def single_file_refusal(spec: ModelSpec) -> str | None:
+    """Why the model has no original single-file layout unitune writes, or None if it has one:
+    families without one, and SD 2.x (its original file holds an OpenCLIP text encoder with a
+    layer diffusers' weights do not have)."""
+    if not spec.family.single_file:
+        return f"no single-file layout for {spec.family.label}"
+    if kohya_version(spec)[1]:
+        return "SD 2.x's original single file holds an OpenCLIP text encoder with a layer diffusers drops"  # fmt: skip
+    return None
+
+
 def _text_encoder_act(ref: str) -> str | None:
     path = Path(ref) / "text_encoder" / "config.json"
     try:

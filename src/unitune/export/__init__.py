@@ -61,21 +61,19 @@ def _lora(plan, fmt: str, out: Path, rank: int | None) -> Exported:
         lora = {k: v for k, v in tensors.items() if not k.startswith("pos.")}
         config = meta["lora_config"]
     else:
-        ex = extract_lora(tensors, rank, bias=fmt != "kohya-lora")
+        ex = extract_lora(tensors, rank)
         lora, config = ex.tensors, ex.config
         prov["extracted_rank"] = rank
         notes.append(f"rank {rank}: the SVD cut {ex.truncation_energy:.2%} of the covered layers' delta energy")  # fmt: skip
         if ex.dropped:
-            notes.append(f"{len(ex.dropped)} normalisation tensors have no LoRA form and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)")  # fmt: skip
+            notes.append(f"{len(ex.dropped)} bias and normalisation tensors have no LoRA form and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)")  # fmt: skip
     extra = {"unitune": json.dumps(prov)}
     if fmt == "kohya-lora":
         spec = probe(tune_model_ref(folder))
         version, v2 = kohya_version(spec)
         kmeta = kohya_metadata(prov, config, version, folder.manifest["resolution"])
         kmeta["ss_v2"] = str(v2)
-        dropped = write_kohya(out, lora, config, {**kmeta, **extra})
-        if dropped:
-            notes.append(f"kohya's layout has no LoRA bias: {len(dropped)} bias tensors dropped")
+        write_kohya(out, lora, config, {**kmeta, **extra})
     else:
         import diffusers
 

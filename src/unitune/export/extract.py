@@ -7,9 +7,10 @@ B = U_r sqrt(S_r) (out, r) and A = sqrt(S_r) V_r^T (r, in k k), so B A is the be
 approximation of dW (Eckart-Young). A conv's A is a k x k conv into r channels and its B a 1x1
 conv, as PEFT's conv LoRA is. Each layer's scale is 1 (alpha = its rank): the exported file
 reproduces B A exactly at load scale 1. At full rank (r >= min(out, in k k)) B A = dW to float
-precision. A layer's bias delta rides along as the LoRA's own bias (PEFT's ``lora_bias``, which
-diffusers loads; zeros for layers without a bias); normalisation weights have no LoRA form and are left at their pretrained
-values: ``Extracted.dropped`` names them, with the share of the delta's energy they held.
+precision. Biases and normalisation weights have no LoRA form that every tool reads and fuses
+(PEFT's ``lora_bias`` is all-or-nothing and cannot be fused into the attention projections,
+which have no bias), so they stay at their pretrained values: ``Extracted.dropped`` names them,
+with the share of the delta's energy they held.
 """
 
 from __future__ import annotations
@@ -22,17 +23,17 @@ from torch import Tensor
 
 @dataclass
 class Extracted:
-    tensors: dict[
-        str, Tensor
-    ]  # PEFT names: "<module>.lora_A.weight", ".lora_B.weight", ".lora_B.bias"
+    tensors: dict[str, Tensor]  # PEFT names: "<module>.lora_A.weight", "<module>.lora_B.weight"
     config: dict  # LoraConfig kwargs: r, lora_alpha, target_modules, rank_pattern, alpha_pattern
-    dropped: list[str] = field(default_factory=list)  # delta tensors with no LoRA form (norms)
+    dropped: list[str] = field(
+        default_factory=list
+    )  # delta tensors with no LoRA form (biases, norms)
     dropped_energy: float = 0.0  # their share of the delta's squared norm
     truncation_energy: float = 0.0  # share of the covered layers' squared norm the rank cut off
 
 
 @torch.no_grad()
-def extract_lora(delta: dict[str, Tensor], rank: int, bias: bool = True) -> Extracted:
+def extract_lora(delta: dict[str, Tensor], rank: int) -> Extracted:
     """delta: the checkpoint's tensors (name -> tuned - pretrained, the network's own names)."""
     tensors: dict[str, Tensor] = {}
     ranks: dict[str, int] = {}
@@ -59,12 +60,6 @@ def extract_lora(delta: dict[str, Tensor], rank: int, bias: bool = True) -> Extr
         energy = float(s.pow(2).sum())
         covered_energy += energy
         cut += float(s[r:].pow(2).sum())
-        b = f"{module}.bias"
-        if b in delta and bias:
-            tensors[f"{module}.lora_B.bias"] = delta[b].float().contiguous()
-            covered |= {b}
-        elif bias:  # PEFT's lora_bias is all or nothing: zeros where the layer has no bias
-            tensors[f"{module}.lora_B.bias"] = torch.zeros(d.shape[0])
     dropped = sorted(set(delta) - covered)
     dropped_energy = sum(float(delta[n].float().pow(2).sum()) for n in dropped)
     config = {
@@ -75,7 +70,6 @@ def extract_lora(delta: dict[str, Tensor], rank: int, bias: bool = True) -> Extr
         # alpha equal to it so every layer's scale is 1
         "rank_pattern": {m: r for m, r in ranks.items() if r != rank},
         "alpha_pattern": {m: r for m, r in ranks.items() if r != rank},
-        "lora_bias": bias,
     }
     return Extracted(
         tensors,

@@ -2,15 +2,15 @@
 kohya's (A1111/Forge, ComfyUI).
 
 Input: a LoRA under PEFT's names for the network (``<module>.lora_A.weight`` = down,
-``.lora_B.weight`` = up, optional ``.lora_B.bias``) and its LoraConfig (rank, alpha, patterns).
+``.lora_B.weight`` = up) and its LoraConfig (rank, alpha, patterns).
 
 - diffusers: the keys prefixed ``unet.`` and the config as ``lora_adapter_metadata``, written by
   the family pipeline's own ``save_lora_weights`` so ``pipe.load_lora_weights(file)`` reads it
   with the exact rank and alpha of every layer.
 - kohya: ``lora_unet_<module path with '_' for '.'>.lora_down.weight`` / ``.lora_up.weight`` /
   ``.alpha`` (a scalar; the tools scale by alpha / rank), the module path being the diffusers
-  one, which ComfyUI, A1111 and diffusers' own loader all map (SD 1.x and SDXL alike). No bias
-  (kohya's LoRA has none): a LoRA bias is dropped and said so. Metadata: kohya's ``ss_*`` keys
+  one, which ComfyUI, A1111 and diffusers' own loader all map (SD 1.x and SDXL alike).
+  Metadata: kohya's ``ss_*`` keys
   (network module, dim, alpha, base model version, the tuned prompt with the rare token as the
   dataset's one tag, steps, learning rate).
 
@@ -54,8 +54,8 @@ def kohya_name(module: str) -> str:
 
 
 def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
-                meta: dict[str, str]) -> list[str]:  # fmt: skip
-    """Write kohya's layout; returns the LoRA tensors it could not carry (biases)."""
+                meta: dict[str, str]) -> None:  # fmt: skip
+    """Write kohya's layout."""
     mods = modules_of(tensors)
     alpha = alphas(config, mods)
     out: dict[str, Tensor] = {}
@@ -65,7 +65,6 @@ def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
         out[f"{name}.lora_up.weight"] = tensors[m + LORA_B].float()
         out[f"{name}.alpha"] = torch.tensor(alpha[m])
     atomic_save_safetensors(out, path, meta)
-    return sorted(k for k in tensors if k.endswith(".lora_B.bias"))
 
 
 def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
