@@ -11,11 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from unitune.adapters import add_lora, lora_config_dict
+from unitune.backbones.sd import UNET_LORA, UNET_LORA_CONV
 from unitune.config import TuneConfig
+
+SD_UNET = SimpleNamespace(lora_targets=UNET_LORA, lora_conv_targets=UNET_LORA_CONV)  # its targets
 
 # published UNet configs (stable-diffusion-v1-5 and stable-diffusion-2-1 unet/config.json)
 ARCHS = {
@@ -37,7 +41,7 @@ def count(arch: dict, cfg: TuneConfig | None) -> int:
         unet = UNet2DConditionModel(**arch)
         if cfg is None:
             return sum(p.numel() for p in unet.parameters())
-        add_lora(unet, lora_config_dict(cfg))
+        add_lora(unet, lora_config_dict(cfg, SD_UNET))
     return sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
 
 
