@@ -271,3 +271,20 @@ def test_bench_store_round_trip(tmp_path):
     assert bs.restore(store, fresh) == []
     (fresh / "s001" / "results.json").write_text(json.dumps({"fingerprint": "old settings"}))
     assert bs.restore(store, fresh) == ["s001"]  # other settings: replaced by the stored scene
+
+
+@pytest.mark.slow
+def test_bench_speed_times_both_implementations(tiny_model, tmp_path, capsys):
+    """The speed bench runs every case against diffusers in child processes and writes medians,
+    spreads, peak memory and ratios (no timing is asserted: machines are noisy)."""
+    out = tmp_path / "speed.json"
+    argv = ["bench", "speed", "--model", tiny_model, "--steps", 2, "--batch", 1, "--tune-steps",
+            1, "--repeats", 1, "--out", out, "--device", "cpu", "--quiet"]  # fmt: skip
+    code = main([str(a) for a in argv])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"edit", "edit-t0", "tune"}
+    for case in res.values():
+        for impl in ("unitune", "diffusers"):
+            assert case[impl]["n"] >= 1 and case[impl]["median_s"] > 0 and case[impl]["peak_mb"] > 0  # fmt: skip
+        assert case["ratio"] == pytest.approx(case["unitune"]["median_s"] / case["diffusers"]["median_s"], rel=1e-2)  # fmt: skip

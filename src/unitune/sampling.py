@@ -31,11 +31,15 @@ def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) 
     """UniTune's sampling (§3.3): CFG, or prompt guidance when ``base`` is a base prompt instead
     of the empty one, with ONE batched forward pass: [baseline x B ; conditional x B]."""
 
+    batched: dict[int, Conditioning] = {}  # per batch size, built once, not at every step
+
     def guided(x: Tensor, t: Tensor) -> Tensor:
         b = x.shape[0]
         if w == 1.0:  # pure conditional: the baseline would be multiplied by zero
             return den(x, t, cond.expand(b))
-        out_base, out_cond = den(torch.cat([x, x]), t, cat_expand([base, cond], b)).chunk(2)
+        if b not in batched:
+            batched[b] = cat_expand([base, cond], b)
+        out_base, out_cond = den(torch.cat([x, x]), t, batched[b]).chunk(2)
         return cfg_mix(out_base, out_cond, w)
 
     return guided

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from ..config import TUNE_METHODS
 from ..errors import UserError
+from .speed import SpeedConfig
 
 
 def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -41,9 +42,20 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         "the suite; a last run without --shard writes the tables over all scenes",
     )
     add_common(be)
+    bs = bsub.add_parser("speed", help="unitune against diffusers on the same model: edit and tune time, peak memory")  # fmt: skip
+    bs.add_argument("--model", default=SpeedConfig.model, help="the model to time (default: the embedded one)")  # fmt: skip
+    bs.add_argument("--steps", type=int, default=SpeedConfig.steps, help="DDIM steps per edit")
+    bs.add_argument("--batch", type=int, default=SpeedConfig.batch, help="seeds per edit call")
+    bs.add_argument("--tune-steps", type=int, default=SpeedConfig.tune_steps, help="timed tuning steps")  # fmt: skip
+    bs.add_argument("--method", choices=TUNE_METHODS, default=SpeedConfig.method)
+    bs.add_argument("--repeats", type=int, default=SpeedConfig.repeats, help="timed edit repeats")
+    bs.add_argument("--out", default="bench-speed.json", help="results (JSON)")
+    add_common(bs)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.bench == "speed":
+        return cmd_speed(args)
     from .config import PRESETS
     from .edits import run_bench
     from .report import format_summary
@@ -81,3 +93,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     summary = run_bench(bc, args.out, args.work, device=args.device, log=log, shard=shard)
     print(format_summary(summary))
+
+
+def cmd_speed(args: argparse.Namespace) -> None:
+    from ..backbones import probe
+    from .speed import run_speed
+
+    for flag in ("steps", "batch", "tune_steps", "repeats"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1", "e.g. 2")
+    probe(args.model)
+    device = "cuda" if args.device == "cuda" else "cpu" if args.device == "cpu" else "auto"
+    if device == "auto":
+        from ..backbones.base import resolve_device
+
+        device = resolve_device("auto").type
+    if not args.verbose:
+        from .. import logs
+
+        logs.quiet_libraries()
+    sc = SpeedConfig(model=args.model, device=device, steps=args.steps, batch=args.batch,
+                     tune_steps=args.tune_steps, method=args.method, repeats=args.repeats)  # fmt: skip
+    run_speed(sc, args.out, log=(lambda s: None) if args.quiet else print)
+    print(args.out)
