@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers.optimization import Adafactor
 
 from . import adapters, patches
+from .adafactor import Adafactor
 from .backbones import load
 from .backbones.base import Backbone, warn_long_prompts
 from .checks import check_tune, settings_dict
@@ -152,13 +152,7 @@ def _train(
     state = state_of(bb)
     with state.training(cfg) as trainable:
         module = bb.module
-        opt = Adafactor(
-            trainable,
-            lr=cfg.learning_rate(),
-            scale_parameter=False,
-            relative_step=False,
-            warmup_init=False,
-        )
+        opt = Adafactor(trainable, lr=cfg.learning_rate())  # transformers' update, batched
         gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
         start = 0
         history: list[float] = list(folder.manifest.get("loss_history", []))
