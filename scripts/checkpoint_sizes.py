@@ -3,7 +3,8 @@
 The UNets are built on the meta device from their published architecture configs (no weights),
 the same LoRA adapters unitune trains are injected with PEFT, and parameters are counted.
     python scripts/checkpoint_sizes.py --out docs/checkpoint_sizes.json
-full: fp16 delta = 2 bytes x UNet parameters; lora: fp32 adapter weights = 4 bytes x LoRA params.
+full: fp16 delta = 2 bytes x UNet parameters; lora: fp32 adapter weights = 4 bytes x LoRA params;
+the full tune folder of the default schedule: one delta per save_at step (resume state deleted).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import torch
 
 from unitune.adapters import add_lora, lora_config_dict
+from unitune.backbones.random_weights import UNETS
 from unitune.backbones.sd import UNET_LORA, UNET_LORA_CONV
 from unitune.config import TuneConfig
 
@@ -30,6 +32,7 @@ ARCHS = {
         "use_linear_projection": True,
         "sample_size": 96,
     },
+    "SDXL": UNETS["sdxl"],  # stable-diffusion-xl-base-1.0 (its LoRA targets are SD's)
 }
 
 
@@ -58,6 +61,9 @@ def main() -> None:
                 cfg = TuneConfig(method="lora", lora_rank=rank, lora_conv=conv)
                 k = count(arch, cfg)
                 row[f"lora_r{rank}{'_conv' if conv else ''}_MB"] = round(k * 4 / 1e6, 2)
+        # the tune folder of the default schedule holds one checkpoint per save_at step
+        n_ck = len(TuneConfig().save_at)
+        row[f"full_tune_folder_{n_ck}_checkpoints_GB"] = round(n_ck * n * 2 / 1e9, 2)
         rows[name] = row
         print(name, row)
     Path(a.out).write_text(json.dumps({"bytes_per_MB": 1e6, **rows}, indent=2) + "\n")

@@ -275,16 +275,52 @@ def test_bench_store_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_bench_speed_times_both_implementations(tiny_model, tmp_path, capsys):
-    """The speed bench runs every case against diffusers in child processes and writes medians,
-    spreads, peak memory and ratios (no timing is asserted: machines are noisy)."""
+    """The speed bench times every case against diffusers, interleaved in one child process, and
+    each implementation's peak memory alone; it writes medians, spreads, ratios, the tune
+    folder's sizes and the command that reproduces it (no timing is asserted: machines are
+    noisy)."""
     out = tmp_path / "speed.json"
     argv = ["bench", "speed", "--model", tiny_model, "--steps", 2, "--batch", 1, "--tune-steps",
-            1, "--repeats", 1, "--out", out, "--device", "cpu", "--quiet"]  # fmt: skip
+            2, "--repeats", 2, "--out", out, "--device", "cpu", "--quiet"]  # fmt: skip
     code = main([str(a) for a in argv])
     assert code == 0, capsys.readouterr().err
-    res = json.loads(out.read_text())["results"]
+    summary = json.loads(out.read_text())
+    res = summary["results"]
     assert set(res) == {"edit", "edit-t0", "tune"}
-    for case in res.values():
+    for name, case in res.items():
+        n = 2 * 2 if name == "tune" else 2  # rounds x timed steps per round; rounds x 1 edit call
         for impl in ("unitune", "diffusers"):
-            assert case[impl]["n"] >= 1 and case[impl]["median_s"] > 0 and case[impl]["peak_mb"] > 0  # fmt: skip
+            assert case[impl]["n"] == n and case[impl]["median_s"] > 0 and case[impl]["peak_mb"] > 0  # fmt: skip
         assert case["ratio"] == pytest.approx(case["unitune"]["median_s"] / case["diffusers"]["median_s"], rel=1e-2)  # fmt: skip
+        assert case["pair_ratios"]["min"] <= case["pair_ratios"]["max"]
+    folder = res["tune"]["tune_folder"]
+    assert folder["resume_state_left"] is False and folder["checkpoint_mb"] > 0
+    assert folder["default_schedule_4_checkpoints_mb"] == pytest.approx(
+        folder["other_files_mb"] + 4 * folder["checkpoint_mb"], abs=0.1
+    )
+    assert summary["command"].startswith("unitune bench speed --model ")
+    assert "--tune-steps 2" in summary["command"] and "--repeats 2" in summary["command"]
+
+
+def test_random_weight_models_have_the_released_architectures():
+    """--random-weights builds SD 1.5 and SDXL with exactly the released models' parameter
+    counts per component (on the meta device: nothing is allocated)."""
+    import torch
+
+    from unitune.backbones.random_weights import ARCHS, RELEASED_PARAMS, components
+
+    for arch in ARCHS:
+        with torch.device("meta"):
+            parts = components(arch)
+        got = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+        assert got == RELEASED_PARAMS[arch], arch
+
+
+def test_bench_speed_rejects_bad_arguments_before_loading(capsys):
+    for argv, what in ((["--cases", "edit,fly"], "unknown case 'fly'"),
+                       (["--resolution", "100"], "--resolution must be a positive multiple of 64"),
+                       (["--tune-batch", "0"], "--tune-batch must be >= 1"),
+                       (["--random-weights", "sd9"], "invalid choice")):  # fmt: skip
+        code = main(["bench", "speed", *argv, "--out", "never-written.json"])
+        err = capsys.readouterr().err
+        assert code == 2 and what in err and len(err.strip().splitlines()) == 1, err

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from . import logs
 from .bench.cli import add_bench_parser, cmd_bench
-from .cliargs import Parser, add_common, add_edit_flags, floats, ints
+from .cliargs import (
+    Parser,
+    acceleration,
+    add_common,
+    add_edit_flags,
+    add_speed_flags,
+    floats,
+    ints,
+)
 from .config import (
     DEFAULT_MODEL,
     EXPORT_FORMATS,
@@ -90,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
     add_common(t)
+    add_speed_flags(t)
 
     e = sub.add_parser("edit", help="sample edits from a tune folder")
     e.add_argument("tune")
@@ -129,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"--best-of: weight of fidelity ({RankConfig.balance:g})")  # fmt: skip
     e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
     add_common(e)
+    add_speed_flags(e)
 
     g = sub.add_parser("grid", help="contact sheet over checkpoints x t0 (x seeds)")
     gd = GridConfig()
@@ -141,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="grid.png")
     add_edit_flags(g, EditConfig(), grid=True)
     add_common(g)
+    add_speed_flags(g)
 
     d = sub.add_parser(
         "demo", help="offline: tune the embedded model on a bundled scene, edit it, judge the edits"
@@ -205,6 +216,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         model_config=args.model_config,
         vae=args.vae,
+        accel=acceleration(args),
     )
     ck = folder.manifest["checkpoints"]
     losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))
@@ -254,7 +266,8 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from .edit import Editor
     from .outputs import save_edit
 
-    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload)
+    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload,
+                accel=acceleration(args))  # fmt: skip
     out = Path(args.out)
     if args.best_of:
         from .rank import best_of
@@ -298,7 +311,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from .edit import Editor
     from .outputs import render_grid
 
-    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload)
+    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload,
+                accel=acceleration(args))  # fmt: skip
     path = render_grid(
         ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import EDIT_METHODS, SAMPLERS, EditConfig
+from .config import EDIT_METHODS, SAMPLERS, Acceleration, EditConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,6 +53,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--verbose", action="store_true", help="show third-party logs, warnings and load bars"
     )
+
+
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """config.Acceleration's switches (docs/SPEED.md has what each buys)."""
+    a = Acceleration()
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=a.compile,
+                   help="torch.compile the denoiser (a one-off compile; faster per step after)")  # fmt: skip
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=a.channels_last,
+                   help="the denoiser's weights in channels-last (NHWC) memory format")  # fmt: skip
+
+
+def acceleration(args: argparse.Namespace) -> Acceleration:
+    return Acceleration(compile=args.compile, channels_last=args.channels_last)
 
 
 def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:

@@ -83,6 +83,14 @@ class TuneConfig:
         _bad(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "e.g. 1.0, or None for no clipping")  # fmt: skip
         _bad(bool(self.rare_token.strip()), "--rare-token is empty", "e.g. --rare-token beikkpic")
 
+    def uses_gradient_checkpointing(self, cuda: bool) -> bool:
+        """Recompute activations in the backward pass (less memory, more time)?"""
+        return self.gradient_checkpointing == "on" or (self.gradient_checkpointing == "auto" and cuda)  # fmt: skip
+
+    def uses_bf16(self, cuda: bool) -> bool:
+        """bf16 autocast for the denoiser's forward pass?"""
+        return self.mixed_precision == "bf16" or (self.mixed_precision == "auto" and cuda)
+
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
@@ -99,6 +107,16 @@ class TuneConfig:
                 return self.base_prompt
             return f"{self.rare_token} {self.base_prompt}"
         return self.rare_token
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """How the denoiser runs, for tune and edit alike: speed, not results (up to float rounding).
+    Each is measured on and off by `unitune bench speed` (docs/SPEED.md) before any becomes a
+    default; neither is one today."""
+
+    compile: bool = False  # torch.compile the denoiser in place (a one-off compile per shape)
+    channels_last: bool = False  # the denoiser's weights in NHWC memory format (convolutions)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ def score_edit(e: Edit, images, before: Reading, original, lp) -> list[dict]:
 def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bool = True,
              tune_cfg: TuneConfig = TuneConfig(), edit_cfg: EditConfig = DEMO_EDIT,
              grid_cfg: GridConfig = DEMO_GRID, model: str = DEFAULT_MODEL) -> dict:  # fmt: skip
+    from .backbones import load_model
     from .edit import Editor
     from .outputs import render_grid
     from .tune import tune
@@ -90,10 +91,12 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
     img = to_pil(render([SCENE], 64)[0])
     atomic_write(photo, lambda tmp: img.save(tmp, format="PNG"))
     before = read(img)
-    tune(photo, out / "tune", tune_cfg, model=model, device=device, overwrite=True,
+    # loaded once for tune and edits (tune leaves a passed model exactly as it found it)
+    bb = load_model(model, device)
+    tune(photo, out / "tune", tune_cfg, model=model, backbone=bb, overwrite=True,
          progress=progress)  # fmt: skip
     t_tuned = time.time()
-    ed = Editor(out / "tune", device)
+    ed = Editor(out / "tune", backbone=bb)
     lp = get_lpips("alex", ed.backbone.device)
     rng = np.random.default_rng(0)
     edits = [e for e in (make_edit(SCENE, k, rng) for k in KINDS) if e is not None]

@@ -20,7 +20,7 @@ from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .checks import tune_model_ref
-from .config import EditConfig
+from .config import Acceleration, EditConfig
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
 from .guidespec import guide_strings
@@ -45,16 +45,19 @@ class Editor:
     """A tune folder with its model loaded; switches checkpoints without reloading the model."""
 
     def __init__(self, tune_dir: str | Path, device: str = "auto", backbone: Backbone | None = None,
-                 vae: str | None = None, offload: bool = False) -> None:  # fmt: skip
+                 vae: str | None = None, offload: bool = False,
+                 accel: Acceleration | None = None) -> None:  # fmt: skip
         """``backbone``: an already loaded model (else the tune's own is loaded); ``vae``: another
         VAE (default: the one the tune was made with); ``offload``: keep the text encoders and
-        the VAE on the CPU between uses (GPUs with little memory)."""
+        the VAE on the CPU between uses (GPUs with little memory); ``accel``: torch.compile /
+        channels_last for the model loaded here."""
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
         self.tune_cfg = self.folder.tune_config()
         self.backbone = backbone or load_model(
-            tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload
-        )
+            tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload,
+            accel=accel,
+        )  # fmt: skip
         self.state = state_of(self.backbone)
         tuned_on = m.get("model_digest")  # absent in manifests written before it existed
         if tuned_on and tuned_on != self.backbone.digest:

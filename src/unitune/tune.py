@@ -25,7 +25,7 @@ from .adafactor import Adafactor
 from .backbones import load
 from .backbones.base import Backbone, warn_long_prompts
 from .checks import check_tune, settings_dict
-from .config import DEFAULT_MODEL, TuneConfig
+from .config import DEFAULT_MODEL, Acceleration, TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors
 from .images import Placement, fit_image, pil_to_tensor
@@ -78,16 +78,18 @@ def tune(
     model_config: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
     vae: str | None = None,
+    accel: Acceleration | None = None,
 ) -> TuneFolder:
     """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists.
     ``backbone``: an already loaded model to tune (left as it was found); else ``model`` is
     loaded here and its text encoders are freed once the prompt is encoded. ``vae``: another
-    VAE for the model (folder or .safetensors), recorded so edits use it too."""
+    VAE for the model (folder or .safetensors), recorded so edits use it too. ``accel``:
+    torch.compile / channels_last for a model loaded here."""
     out = Path(out)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
     img, sha, folder = plan.image, plan.sha256, plan.resume
     owned = backbone is None
-    bb = backbone or load(plan.spec, device, vae=vae)
+    bb = backbone or load(plan.spec, device, vae=vae, accel=accel)
     digest = bb.digest  # of the weights as loaded (backbones.base.weights_digest)
     # absent in manifests written before it existed
     if folder is not None and folder.manifest.get("model_digest", digest) != digest:
@@ -168,12 +170,10 @@ def _train(
         # checkpoints past --steps are dropped; the last step is always saved
         save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
         if start < cfg.steps:
-            grad_ckpt = cfg.gradient_checkpointing == "on" or (
-                cfg.gradient_checkpointing == "auto" and cuda
-            )
+            grad_ckpt = cfg.uses_gradient_checkpointing(cuda)
             if grad_ckpt and hasattr(module, "enable_gradient_checkpointing"):
                 module.enable_gradient_checkpointing()
-            bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and cuda)
+            bf16 = cfg.uses_bf16(cuda)
             amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
             try:
                 module.train()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_MODEL, Limits
+from ..config import DEFAULT_MODEL, Acceleration, Limits
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -243,18 +243,21 @@ def _text_encoder_act(ref: str) -> str | None:
 
 
 def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+         offload: bool = False, accel: Acceleration | None = None) -> Backbone:  # fmt: skip
     """The family's backbone with its weights loaded (the heavy step). ``vae``: another VAE
     (folder or .safetensors); ``offload``: keep the text encoders and VAE on the CPU between
-    uses (for GPUs with little memory)."""
+    uses (for GPUs with little memory); ``accel``: torch.compile / channels_last for the denoiser."""
     import importlib
 
     mod = importlib.import_module(f"{__name__}.{spec.family.module}")
-    return mod.load(spec, device, dtype, vae=vae, offload=offload)
+    bb = mod.load(spec, device, dtype, vae=vae, offload=offload)
+    if accel is not None:
+        bb.accelerate(accel)
+    return bb
 
 
 def load_model(ref: str = DEFAULT_MODEL, device="auto", dtype: torch.dtype | None = None,
                model_config: str | None = None, vae: str | None = None,
-               offload: bool = False) -> Backbone:  # fmt: skip
+               offload: bool = False, accel: Acceleration | None = None) -> Backbone:  # fmt: skip
     """probe() then load(): a ``--model`` reference to a ready backbone."""
-    return load(probe(ref, model_config), device, dtype, vae=vae, offload=offload)
+    return load(probe(ref, model_config), device, dtype, vae=vae, offload=offload, accel=accel)

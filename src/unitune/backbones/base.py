@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import Acceleration
 from ..images import Geometry
 
 
@@ -100,6 +101,14 @@ class Backbone(ABC):
     lora_targets: tuple[str, ...]  # module-name suffixes LoRA wraps (attention projections)
     lora_conv_targets: tuple[str, ...]  # ... and, with --lora-conv, the ResNet convs
     patch_site: str  # attribute of ``module`` whose output SINE's crop-box embedding is added to
+
+    def accelerate(self, accel: Acceleration) -> None:
+        """Apply ``accel`` to the denoiser in place (the same module object, so ModelState's
+        adapters, deltas and positional module apply to it as before)."""
+        if accel.channels_last:
+            self.module.to(memory_format=torch.channels_last)
+        if accel.compile:
+            self.module.compile()  # nn.Module.compile: compiles the forward, keeps the object
 
     # --- image <-> model space ----------------------------------------------------------------
     @property

@@ -1,18 +1,15 @@
 """`unitune bench speed`: unitune against diffusers on the same model, weights and settings.
 
-Each measurement runs in a child process of its own (so its peak memory is its own: CUDA max
-allocated, else the process's peak RSS), warms up, then repeats and reports every time:
+For each case (``edit``: 50 DDIM steps with CFG from noise; ``edit-t0``: from t0 0.9;
+``tune``: a tuning step), one child process times BOTH implementations interleaved (so the
+ratio is taken on the same machine state), then one child per implementation measures its peak
+memory alone (bench.speed_runs says exactly what each runs). The tune case also weighs the tune
+folder it wrote: one checkpoint, and the folder the default schedule leaves (``TuneConfig``'s
+``save_at``; the exact resume state is deleted when a run completes).
 
-- ``edit`` / ``edit-t0``: seconds per image of ``Editor.edit`` (checkpoint 0, ``steps`` DDIM
-  steps, CFG 7.5, ``batch`` seeds in one call; from noise, and from t0 0.9) against the family's
-  own diffusers pipeline (text-to-image, img2img at strength 0.9) with the same scheduler,
-  prompt, guidance and seeds;
-- ``tune``: seconds per step of unitune's ``tune`` (read between consecutive steps, so the one
-  checkpoint save is outside) against a reference step written as diffusers' DreamBooth
-  scripts write theirs (latents and prompt embedding computed once, noise, timesteps,
-  ``add_noise``, the network, MSE, backward, the same Adafactor, zero_grad), same batch.
-
-The parent writes the medians, spreads and ratios (unitune / diffusers) as JSON.
+``--random-weights sd15|sdxl`` times the real architectures with no download: a full-size
+model with random weights is built once under the work folder (backbones.random_weights).
+The parent writes medians, spreads and ratios (unitune / diffusers: below 1 unitune is faster).
 """
 
 from __future__ import annotations
@@ -21,11 +18,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL
+from ..config import DEFAULT_MODEL, TuneConfig
 
 CASES = ("edit", "edit-t0", "tune")
 IMPLS = ("unitune", "diffusers")
@@ -36,183 +32,118 @@ class SpeedConfig:
     """What `unitune bench speed` measures."""
 
     model: str = DEFAULT_MODEL  # --model reference (the embedded model by default)
+    random_weights: str | None = None  # sd15 / sdxl: a full-size random model instead of --model
     device: str = "cpu"  # cpu or cuda
+    resolution: int | None = None  # pixels of tune and edit; None: the model's native size
     steps: int = 50  # DDIM steps of an edit
     batch: int = 2  # seeds per edit call; images per second = batch / seconds
-    tune_steps: int = 6  # timed tuning steps (after 2 untimed)
+    tune_steps: int = 6  # timed tuning steps per round (after one untimed)
     tune_batch: int = 4  # copies of the latent per tuning step (UniTune: 4)
     method: str = "full"  # full or lora tuning
-    repeats: int = 3  # timed repeats of an edit (after one untimed)
+    repeats: int = 3  # interleaved rounds per implementation (after one warm-up each)
+    gradient_checkpointing: str = "auto"  # as `unitune tune`: auto = on for CUDA only
+    compile: bool = False  # torch.compile the denoiser (both implementations)
+    channels_last: bool = False  # channels-last UNet weights (both implementations)
+    cases: tuple[str, ...] = CASES  # which of CASES to run
+    memory: bool = True  # also each implementation's peak memory, alone in a child process
 
 
-def _peak_mb(device) -> float:
-    import resource
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def _edit(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> list[float]:
-    import torch
-
-    seeds = tuple(range(sc.batch))
-    if impl == "unitune":
-        from ..config import EditConfig
-        from ..edit import Editor
-
-        ed = Editor(tune_dir, sc.device)
-        cfg = EditConfig(checkpoint=0, t0=t0, steps=sc.steps, seeds=seeds, interpolate=False)
-
-        def run():
-            ed.edit("a photo", cfg, progress=False)
-
-    else:  # the family's own pipeline, loaded from the same model; no unitune model in memory
-        import diffusers
-
-        from ..backbones import family_of, probe
-        from ..backbones.base import resolve_device
-        from ..checks import tune_model_ref
-        from ..tunefolder import TuneFolder
-
-        folder = TuneFolder.open(tune_dir)
-        names = family_of(folder.manifest.get("family")).pipelines  # (text-to-image, img2img)
-        cls = getattr(diffusers, names[0] if t0 >= 1 else names[1])
-        pipe = cls.from_pretrained(probe(tune_model_ref(folder)).ref, **_pipe_kwargs(cls))
-        pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        dev = resolve_device(sc.device)
-        pipe.to(dev)
-        hw = tuple(folder.manifest["resolution"])
-        kw = dict(prompt=["beikkpic a photo"] * sc.batch, guidance_scale=7.5,
-                  num_inference_steps=sc.steps, output_type="np")  # fmt: skip
-        if t0 < 1:
-            kw |= {"image": folder.base_latents().repeat(sc.batch, 1, 1, 1).to(dev), "strength": t0}  # fmt: skip
-        else:
-            kw |= {"height": hw[0], "width": hw[1]}
-
-        def run():
-            pipe(generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], **kw)
-
-    run()  # warm-up
-    times = []
-    for _ in range(sc.repeats):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) / sc.batch)
-    return times
+def _child(mode: str, case: str, impl: str, sc: SpeedConfig, work: Path) -> dict:
+    cmd = [sys.executable, "-m", "unitune.bench.speed_runs", mode, case, impl,
+           json.dumps(asdict(sc)), str(work)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"{mode} {case}/{impl} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _pipe_kwargs(cls) -> dict:
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    return {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in params else {}  # fmt: skip
+def _stats(t: list[float]) -> dict:
+    return {"median_s": round(statistics.median(t), 4), "min_s": round(min(t), 4),
+            "max_s": round(max(t), 4), "n": len(t)}  # fmt: skip
 
 
-def _tune(impl: str, sc: SpeedConfig, photo: str, work: str) -> list[float]:
-    import torch
-    import torch.nn.functional as F
-
-    from ..backbones import load_model
-    from ..config import TuneConfig
-
-    n = 2 + sc.tune_steps
-    cfg = TuneConfig(steps=n, save_at=(n,), batch_size=sc.tune_batch, method=sc.method)
-    bb = load_model(sc.model, sc.device)
-    if impl == "unitune":
-        from ..tune import tune
-
-        stamps: list[float] = []
-        tune(photo, Path(work) / "t", cfg, model=sc.model, backbone=bb, progress=False,
-             overwrite=True, on_step=lambda s, loss: stamps.append(time.perf_counter()))  # fmt: skip
-        return [b - a for a, b in zip(stamps[1:-1], stamps[2:])]
-    from transformers.optimization import Adafactor
-
-    from ..images import fit_image, load_image, pil_to_tensor
-    from ..state import state_of
-
-    res = bb.resolution
-    x0 = bb.encode_image(pil_to_tensor(fit_image(load_image(photo), (res, res))[0]))
-    cond = bb.encode(["beikkpic"]).expand(sc.tune_batch)
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    with state_of(bb).training(cfg) as params:
-        opt = Adafactor(params, lr=cfg.learning_rate(), scale_parameter=False,
-                        relative_step=False, warmup_init=False)  # fmt: skip
-        bb.module.train()
-        for i in range(n):
-            t = time.perf_counter()
-            x = x0.expand(sc.tune_batch, -1, -1, -1)
-            noise = torch.randn(x.shape, generator=gen).to(x)
-            ts = torch.randint(0, bb.num_train_timesteps, (sc.tune_batch,), generator=gen).to(x.device)  # fmt: skip
-            pred = bb.denoise(bb.module, bb.add_noise(x, noise, ts), ts, cond)
-            F.mse_loss(pred.float(), bb.target(x, noise, ts).float()).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= 2:
-                times.append(time.perf_counter() - t)
-    return times
+def _mb(p: Path) -> float:
+    return round(p.stat().st_size / 1e6, 2)
 
 
-def child(argv: list[str]) -> None:
-    """``python -m unitune.bench.speed CASE IMPL CONFIG_JSON TUNE_DIR PHOTO WORK``: one
-    measurement, printed as one JSON line."""
-    from .. import logs
-    from ..backbones.base import resolve_device
+def folder_sizes(tune_dir: Path) -> dict:
+    """A finished one-checkpoint tune folder -> its checkpoint's size and the size of a folder
+    with the default schedule's checkpoints (everything else in the folder counted once)."""
+    ckpts = sorted((tune_dir / "checkpoints").glob("step-*.safetensors"))
+    files = [p for p in tune_dir.rglob("*") if p.is_file()]
+    other = sum(p.stat().st_size for p in files if p not in ckpts) / 1e6
+    one = _mb(ckpts[-1])
+    n = len(TuneConfig().save_at)
+    return {"checkpoint_mb": one, "other_files_mb": round(other, 2),
+            "resume_state_left": (tune_dir / "checkpoints" / "resume.safetensors").exists(),
+            f"default_schedule_{n}_checkpoints_mb": round(other + n * one, 1)}  # fmt: skip
 
-    logs.configure(
-        verbose=False
-    )  # stdout carries the result; the libraries' bars would only clutter
-    logs.quiet_libraries()
-    case, impl, cfg_json, tune_dir, photo, work = argv
-    sc = SpeedConfig(**json.loads(cfg_json))
-    if case == "tune":
-        times = _tune(impl, sc, photo, work)
-    else:
-        times = _edit(impl, 1.0 if case == "edit" else 0.9, sc, tune_dir)
-    print(json.dumps({"times": times, "peak_mb": round(_peak_mb(resolve_device(sc.device)), 1)}))
+
+def prepare(sc: SpeedConfig, work: Path) -> SpeedConfig:
+    """The photo, the model (a random-weights build if asked) and an untuned tune folder
+    (checkpoint 0: the pretrained model) that both implementations edit from. Run in a child
+    process (``_child("prepare", ...)``) so the parent never holds a model while others time."""
+    from ..backbones.random_weights import build
+    from ..demo import SCENE
+    from ..tune import tune
+    from ..world.render import render, to_pil
+
+    work.mkdir(parents=True, exist_ok=True)
+    if sc.random_weights:
+        sc = replace(sc, model=str(build(sc.random_weights, work / f"random-{sc.random_weights}")))
+    to_pil(render([SCENE], 256)[0]).save(work / "photo.png")
+    tune(work / "photo.png", work / "untuned", TuneConfig(steps=0, resolution=sc.resolution),
+         model=sc.model, device=sc.device, progress=False, overwrite=True)  # fmt: skip
+    return sc
 
 
 def run_speed(sc: SpeedConfig, out: str | Path, log=print) -> dict:
-    """Every case x implementation in its own process; the summary (also written to ``out``)."""
-    from ..config import TuneConfig
-    from ..demo import SCENE
+    """Every case timed (interleaved) and weighed; the summary, also written to ``out``."""
     from ..fileio import atomic_write_json
-    from ..tune import tune
-    from ..world.render import render, to_pil
 
     out = Path(out)
     work = out.parent / f".{out.stem}-work"
     work.mkdir(parents=True, exist_ok=True)
-    photo = work / "photo.png"
-    to_pil(render([SCENE], 256)[0]).save(photo)
-    tune_dir = work / "untuned"
-    tune(photo, tune_dir, TuneConfig(steps=0), model=sc.model, device=sc.device, progress=False,
-         overwrite=True)  # fmt: skip
+    run = SpeedConfig(**{**asdict(sc), **_child("prepare", "-", "-", sc, work)})
+    run = replace(run, cases=tuple(run.cases))  # JSON made the tuple a list
     results: dict[str, dict] = {}
-    for case in CASES:
-        for impl in IMPLS:
-            cmd = [sys.executable, "-m", "unitune.bench.speed", case, impl,
-                   json.dumps(asdict(sc)), str(tune_dir), str(photo), str(work)]  # fmt: skip
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode:
-                raise RuntimeError(f"{case}/{impl} failed:\n{r.stderr[-2000:]}")
-            m = json.loads(r.stdout.strip().splitlines()[-1])
-            t = m["times"]
-            results.setdefault(case, {})[impl] = {
-                "median_s": round(statistics.median(t), 4), "min_s": round(min(t), 4),
-                "max_s": round(max(t), 4), "n": len(t), "peak_mb": m["peak_mb"]}  # fmt: skip
-            log(f"{case:8} {impl:9} median {statistics.median(t):.4f} s  (min {min(t):.4f}, max {max(t):.4f}, n {len(t)})  peak {m['peak_mb']:.0f} MB")  # fmt: skip
-        u, d = results[case]["unitune"], results[case]["diffusers"]
-        results[case]["ratio"] = round(u["median_s"] / d["median_s"], 3)
-        log(f"{case:8} ratio unitune / diffusers: {results[case]['ratio']:.3f}")
-    summary = {"config": asdict(sc), "unit": {"edit": "s per image", "tune": "s per step"}, "results": results}  # fmt: skip
+    for case in sc.cases:
+        m = _child("time", case, "both", run, work)["times"]
+        res = {i: _stats(m[i]) for i in IMPLS}
+        res["ratio"] = round(res["unitune"]["median_s"] / res["diffusers"]["median_s"], 3)
+        # the ratio of each interleaved pair: how much of the ratio is the machine's noise
+        pairs = [u / d for u, d in zip(m["unitune"], m["diffusers"])]
+        res["pair_ratios"] = {"min": round(min(pairs), 3), "max": round(max(pairs), 3)}
+        if case == "tune":
+            res["tune_folder"] = folder_sizes(work / "t")
+        for i in IMPLS:
+            s = res[i]
+            log(f"{case:8} {i:9} median {s['median_s']:.4f} s  (min {s['min_s']:.4f}, max {s['max_s']:.4f}, n {s['n']})")  # fmt: skip
+        if sc.memory:
+            for i in IMPLS:
+                res[i]["peak_mb"] = _child("memory", case, i, run, work)["peak_mb"]
+            log(f"{case:8} peak memory unitune {res['unitune']['peak_mb']:.0f} MB, diffusers {res['diffusers']['peak_mb']:.0f} MB")  # fmt: skip
+        log(f"{case:8} ratio unitune / diffusers: {res['ratio']:.3f} (pairs {res['pair_ratios']['min']:.3f}-{res['pair_ratios']['max']:.3f})")  # fmt: skip
+        if "tune_folder" in res:
+            log(f"{case:8} tune folder: {res['tune_folder']}")
+        results[case] = res
+    summary = {"config": asdict(sc), "command": " ".join(["unitune", "bench", "speed", *flags(sc)]),
+               "unit": {"edit": "s per image", "tune": "s per step"}, "results": results}  # fmt: skip
     atomic_write_json(out, summary)
     return summary
 
 
-if __name__ == "__main__":
-    child(sys.argv[1:])
+def flags(sc: SpeedConfig) -> list[str]:
+    """The command-line flags that reproduce ``sc`` (defaults left out)."""
+    d, out = SpeedConfig(), []
+    for k, v in asdict(sc).items():
+        if v == getattr(d, k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else f"--no-{k.replace('_', '-')}")
+        elif isinstance(v, tuple):
+            out += [flag, ",".join(map(str, v))]
+        else:
+            out += [flag, str(v)]
+    return out
