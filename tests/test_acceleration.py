@@ -41,3 +41,13 @@ def test_compiled_denoiser_edits_the_same(plain):
     """torch.compile (inductor, C++ on the CPU) fuses kernels: float rounding moves, not images."""
     folder, ref = plain
     np.testing.assert_allclose(_edit(folder.path, Acceleration(compile=True)), ref, atol=2e-3)
+
+
+def test_attention_runs_through_pytorch_sdpa(tiny_models):
+    """diffusers' default attention processor, the one that calls
+    torch.nn.functional.scaled_dot_product_attention, in every family's denoiser."""
+    from unitune.backbones import load_model
+
+    for ref in tiny_models.values():
+        procs = load_model(ref, "cpu").module.attn_processors.values()
+        assert {type(p).__name__ for p in procs} == {"AttnProcessor2_0"}, ref

@@ -62,10 +62,12 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
                    help="torch.compile the denoiser (a one-off compile; faster per step after)")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=a.channels_last,
                    help="the denoiser's weights in channels-last (NHWC) memory format")  # fmt: skip
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=a.tf32,
+                   help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions")  # fmt: skip
 
 
 def acceleration(args: argparse.Namespace) -> Acceleration:
-    return Acceleration(compile=args.compile, channels_last=args.channels_last)
+    return Acceleration(compile=args.compile, channels_last=args.channels_last, tf32=args.tf32)
 
 
 def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:

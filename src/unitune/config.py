@@ -117,6 +117,7 @@ class Acceleration:
 
     compile: bool = False  # torch.compile the denoiser in place (a one-off compile per shape)
     channels_last: bool = False  # the denoiser's weights in NHWC memory format (convolutions)
+    tf32: bool = False  # CUDA: TF32 tensor cores for fp32 matmuls and convolutions (Ampere+)
 
 
 @dataclass(frozen=True)

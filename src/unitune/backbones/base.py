@@ -105,6 +105,9 @@ class Backbone(ABC):
     def accelerate(self, accel: Acceleration) -> None:
         """Apply ``accel`` to the denoiser in place (the same module object, so ModelState's
         adapters, deltas and positional module apply to it as before)."""
+        if accel.tf32 and self.device.type == "cuda":  # process-wide, as torch only offers
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         if accel.channels_last:
             self.module.to(memory_format=torch.channels_last)
         if accel.compile:

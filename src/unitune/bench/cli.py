@@ -137,7 +137,8 @@ def cmd_speed(args: argparse.Namespace) -> None:
                      resolution=args.resolution, steps=args.steps, batch=args.batch,
                      tune_steps=args.tune_steps, tune_batch=args.tune_batch, method=args.method,
                      repeats=args.repeats, gradient_checkpointing=args.gradient_checkpointing,
-                     compile=args.compile, channels_last=args.channels_last, cases=args.cases,
+                     compile=args.compile, channels_last=args.channels_last, tf32=args.tf32,
+                     cases=args.cases,
                      memory=args.memory)  # fmt: skip
     run_speed(sc, args.out, log=(lambda s: None) if args.quiet else print)
     print(args.out)

@@ -44,6 +44,7 @@ class SpeedConfig:
     gradient_checkpointing: str = "auto"  # as `unitune tune`: auto = on for CUDA only
     compile: bool = False  # torch.compile the denoiser (both implementations)
     channels_last: bool = False  # channels-last UNet weights (both implementations)
+    tf32: bool = False  # CUDA: TF32 matmuls (process-wide, so both implementations)
     cases: tuple[str, ...] = CASES  # which of CASES to run
     memory: bool = True  # also each implementation's peak memory, alone in a child process
 

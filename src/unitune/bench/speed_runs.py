@@ -53,7 +53,7 @@ def _sync(device) -> None:
 def _accel(sc: SpeedConfig):
     from ..config import Acceleration
 
-    return Acceleration(compile=sc.compile, channels_last=sc.channels_last)
+    return Acceleration(compile=sc.compile, channels_last=sc.channels_last, tf32=sc.tf32)
 
 
 def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callable[[], None]:
