@@ -110,3 +110,29 @@ def test_weights_digest_hashes_tensor_names():
     a.register_buffer("x", torch.ones(3))
     b.register_buffer("y", torch.ones(3))  # same shape and values, another name
     assert weights_digest({"m": a}) != weights_digest({"m": b})
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_batch_over_several_t0_matches_each_t0_alone(tuned, tmp_path, masked):
+    """Editor.edit(t0s=...) (the grid's row in one batch, sampling._staggered) gives each
+    (t0, seed) the image its own edit gives, up to float rounding; t0 1 and a t0 too small for
+    any step included."""
+    import numpy as np
+    from PIL import Image
+
+    mask = None
+    if masked:
+        m = np.zeros((32, 32), np.uint8)
+        m[8:24, 4:20] = 255
+        mask = tmp_path / "mask.png"
+        Image.fromarray(m).save(mask)
+    ed = Editor(tuned, "cpu")
+    cfg = EditConfig(checkpoint=4, steps=6, seeds=(0, 3), interpolate=False)
+    t0s = (1.0, 0.5, 0.05, 0.8)
+    row = ed.edit("a dog", cfg, mask, progress=False, t0s=t0s)
+    assert [p["edit_config"]["t0"] for p in row.params] == [t for t in t0s for _ in cfg.seeds]
+    for j, t0 in enumerate(t0s):
+        alone = ed.edit("a dog", EditConfig(**{**cfg.__dict__, "t0": t0}), mask, progress=False)
+        torch.testing.assert_close(row.pixels[2 * j : 2 * j + 2], alone.pixels, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="multistep"):
+        ed.edit("a dog", EditConfig(**{**cfg.__dict__, "sampler": "dpm++"}), t0s=t0s, progress=False)  # fmt: skip

@@ -24,6 +24,7 @@ RESIZE_MODES = ("crop", "pad")  # TuneConfig.resize
 PRECISIONS = ("auto", "no", "bf16")  # TuneConfig.mixed_precision
 SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
 SAMPLERS = ("ddim", "dpm++")  # EditConfig.sampler: DDIM, DPM-Solver++ (2nd order)
+SINGLE_STEP = ("ddim",)  # the samplers without multistep history: a batch may mix SDEdit starts
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned

@@ -156,8 +156,14 @@ class Editor:
         cfg: EditConfig = EditConfig(),
         mask: str | Path | None = None,
         progress: bool = True,
+        t0s: tuple[float, ...] | None = None,
     ) -> EditResult:
+        """Sample ``cfg.seeds`` in one batch. ``t0s``: instead of ``cfg.t0``, every seed at each
+        of these SDEdit starts, still one batch (the grid's row; single-step samplers only);
+        images and params come t0-major: (t0s[0], seeds...), (t0s[1], seeds...), ..."""
         cfg.validate()
+        for t in t0s or ():
+            replace(cfg, t0=t).validate()
         bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
         res = tuple(self.folder.manifest["resolution"])
@@ -168,7 +174,8 @@ class Editor:
         if cfg.guides:
             cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
         text = self.prompt_text(prompt, cfg)
-        need_x0 = cfg.t0 < 1.0 or mask is not None
+        starts = t0s or (cfg.t0,)
+        need_x0 = min(starts) < 1.0 or mask is not None
         x0 = self.base_latents(hw) if need_x0 else None
         pix_mask = lat_mask = None
         shape = bb.latent_shape(hw)  # (C, h, w)
@@ -181,15 +188,17 @@ class Editor:
         noise = torch.cat(
             [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
         )
+        if t0s is not None:  # each seed's noise at every start
+            noise = noise.repeat(len(t0s), 1, 1, 1)
         latents = sample(
             guided,
             bb.make_scheduler(cfg.sampler),
             noise,
             steps=cfg.steps,
-            t0=cfg.t0,
+            t0=cfg.t0 if t0s is None else [t for t in t0s for _ in cfg.seeds],
             x0=x0,
             mask=lat_mask,
-            generator=gens[0] if len(gens) == 1 else None,
+            generator=gens[0] if len(gens) == 1 and t0s is None else None,
             eta=cfg.eta,
             progress=progress,
             renoise=bb.renoise,
@@ -205,7 +214,8 @@ class Editor:
         images = tensor_to_pil(pixels * 2 - 1)
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]
-        params = [self._params(prompt, text, cfg, step, s, hw, mask) for s in cfg.seeds]
+        params = [self._params(prompt, text, replace(cfg, t0=t), step, s, hw, mask)
+                  for t in starts for s in cfg.seeds]  # fmt: skip
         return EditResult(images, params, pixels, latents)
 
     def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .config import EditConfig, GridConfig
+from .config import SINGLE_STEP, EditConfig, GridConfig
 from .edit import Editor, a1111_params, output_name
 from .fileio import atomic_write
 from .grid import contact_sheet
@@ -31,7 +31,8 @@ def render_grid(
     mask: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Rows = checkpoints, columns = t0 x seeds; each cell's seeds are sampled in one batch."""
+    """Rows = checkpoints, columns = t0 x seeds. With a single-step sampler a row is ONE batch
+    (every t0 and seed: sampling._staggered), else each cell's seeds are one batch."""
     rows: list[list[Image.Image | None]] = []
     row_labels: list[str] = []
     jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]
@@ -39,12 +40,14 @@ def render_grid(
     for c in grid.checkpoints:
         editor.folder.resolve_checkpoint(c)  # errors early, naming the saved steps
         row: list[Image.Image | None] = []
-        for t0 in grid.t0s:
-            res = editor.edit(
-                prompt, replace(cfg, checkpoint=c, t0=t0, seeds=grid.seeds), mask, progress=False
-            )
-            row.extend(res.images)
-            bar.update(1)
+        at_c = replace(cfg, checkpoint=c, seeds=grid.seeds)
+        if cfg.sampler in SINGLE_STEP:
+            row.extend(editor.edit(prompt, at_c, mask, progress=False, t0s=grid.t0s).images)
+            bar.update(len(grid.t0s))
+        else:
+            for t0 in grid.t0s:
+                row.extend(editor.edit(prompt, replace(at_c, t0=t0), mask, progress=False).images)
+                bar.update(1)
         rows.append(row)
         row_labels.append(f"{c} steps" if c else "pretrained")
     bar.close()
