@@ -136,3 +136,14 @@ def test_one_batch_over_several_t0_matches_each_t0_alone(tuned, tmp_path, masked
         torch.testing.assert_close(row.pixels[2 * j : 2 * j + 2], alone.pixels, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="multistep"):
         ed.edit("a dog", EditConfig(**{**cfg.__dict__, "sampler": "dpm++"}), t0s=t0s, progress=False)  # fmt: skip
+
+
+def test_keep_resume_keeps_the_exact_state(tiny_model, photo, tmp_path):
+    """A completed run drops checkpoints/resume.safetensors (3x a full checkpoint) unless asked."""
+    cfg = TuneConfig(steps=2, save_at=(2,))
+    kept = tune(photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False,
+                keep_resume=True)  # fmt: skip
+    assert kept.manifest["status"] == "complete"
+    assert (kept.path / "checkpoints" / "resume.safetensors").exists()
+    plain = tune(photo, tmp_path / "p", cfg, model=tiny_model, device="cpu", progress=False)
+    assert not (plain.path / "checkpoints" / "resume.safetensors").exists()

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--patches: crop sides uniform in [FRAC, 1] x the image's ({td.patch_min_frac})",
     )
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
+    t.add_argument("--keep-resume", action="store_true",
+                   help="keep checkpoints/resume.safetensors (exact training state) after the run")  # fmt: skip
     add_common(t)
     add_speed_flags(t)
 
@@ -217,6 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         model_config=args.model_config,
         vae=args.vae,
         accel=acceleration(args),
+        keep_resume=args.keep_resume,
     )
     ck = folder.manifest["checkpoints"]
     losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))

@@ -79,12 +79,14 @@ def tune(
     on_step: Callable[[int, float], None] | None = None,
     vae: str | None = None,
     accel: Acceleration | None = None,
+    keep_resume: bool = False,
 ) -> TuneFolder:
     """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists.
     ``backbone``: an already loaded model to tune (left as it was found); else ``model`` is
     loaded here and its text encoders are freed once the prompt is encoded. ``vae``: another
     VAE for the model (folder or .safetensors), recorded so edits use it too. ``accel``:
-    torch.compile / channels_last for a model loaded here."""
+    torch.compile / channels_last for a model loaded here. ``keep_resume``: keep the exact
+    training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes."""
     out = Path(out)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
     img, sha, folder = plan.image, plan.sha256, plan.resume
@@ -129,6 +131,9 @@ def tune(
         x0 = bb.encode_image(pil_to_tensor(fitted))
         atomic_save_safetensors({"latents": x0.cpu()}, out / "base_latents.safetensors")
     _train(folder, bb, cfg, img, progress, on_step, free_text=owned)
+    resume_file = folder.path / "checkpoints" / "resume.safetensors"
+    if resume_file.exists() and not keep_resume:
+        resume_file.unlink()  # exact state is only needed while a run can still be resumed
     return folder
 
 
@@ -184,9 +189,6 @@ def _train(
                     module.disable_gradient_checkpointing()
     folder.manifest["status"] = "complete"
     folder.save_manifest()
-    resume_file = folder.path / "checkpoints" / "resume.safetensors"
-    if resume_file.exists():
-        resume_file.unlink()  # exact state is only needed while a run can still be resumed
 
 
 def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainable, opt, gen,

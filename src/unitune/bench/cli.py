@@ -56,6 +56,7 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     bs.add_argument("--method", choices=TUNE_METHODS, default=sd.method)
     bs.add_argument("--repeats", type=int, default=sd.repeats, help="interleaved rounds per implementation")  # fmt: skip
     bs.add_argument("--gradient-checkpointing", choices=SWITCHES, default=sd.gradient_checkpointing)  # fmt: skip
+    bs.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     bs.add_argument("--cases", type=_cases, default=sd.cases, help=f"comma list of {', '.join(CASES)}")  # fmt: skip
     bs.add_argument("--memory", action=argparse.BooleanOptionalAction, default=sd.memory, help="also each implementation's peak memory, alone")  # fmt: skip
     bs.add_argument("--out", default="bench-speed.json", help="results (JSON)")
@@ -117,8 +118,8 @@ def cmd_speed(args: argparse.Namespace) -> None:
     from ..backbones import probe
     from .speed import run_speed
 
-    for flag in ("steps", "batch", "tune_steps", "tune_batch", "repeats"):
-        if getattr(args, flag) < 1:
+    for flag in ("steps", "batch", "tune_steps", "tune_batch", "repeats", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1", "e.g. 2")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
         raise UserError(f"--resolution must be a positive multiple of 64, got {args.resolution}", "e.g. 256")  # fmt: skip
@@ -138,7 +139,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
                      tune_steps=args.tune_steps, tune_batch=args.tune_batch, method=args.method,
                      repeats=args.repeats, gradient_checkpointing=args.gradient_checkpointing,
                      compile=args.compile, channels_last=args.channels_last, tf32=args.tf32,
-                     cases=args.cases,
+                     threads=args.threads, cases=args.cases,
                      memory=args.memory)  # fmt: skip
     run_speed(sc, args.out, log=(lambda s: None) if args.quiet else print)
     print(args.out)

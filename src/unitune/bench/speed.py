@@ -45,6 +45,7 @@ class SpeedConfig:
     compile: bool = False  # torch.compile the denoiser (both implementations)
     channels_last: bool = False  # channels-last UNet weights (both implementations)
     tf32: bool = False  # CUDA: TF32 matmuls (process-wide, so both implementations)
+    threads: int | None = None  # torch intra-op threads in the children; None: torch's default
     cases: tuple[str, ...] = CASES  # which of CASES to run
     memory: bool = True  # also each implementation's peak memory, alone in a child process
 

@@ -177,6 +177,10 @@ def measure(mode: str, case: str, impl: str, sc: SpeedConfig, work: str) -> dict
     from ..backbones import load_model
     from ..backbones.base import resolve_device
 
+    if sc.threads:
+        import torch
+
+        torch.set_num_threads(sc.threads)
     dev = resolve_device(sc.device)
     impls = ("unitune", "diffusers") if mode == "time" else (impl,)
     tune_dir, photo = str(Path(work) / "untuned"), str(Path(work) / "photo.png")
