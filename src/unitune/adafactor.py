@@ -15,8 +15,11 @@ fixed learning rate, no first moment, no weight decay), step for step:
 Why not transformers' own: it runs about 20 small tensor operations per parameter in Python,
 one parameter at a time (and computes each parameter's RMS every step, which only its
 ``scale_parameter`` option reads). On a small network that overhead is a quarter of a CPU
-tuning step. Here every elementwise operation runs once over all parameters through PyTorch's
-``_foreach`` kernels; only the row/column means of the factored tensors stay per tensor. The
+tuning step. Here every elementwise operation runs once over a bucket of parameters through
+PyTorch's ``_foreach`` kernels (only the row/column means of the factored tensors stay per
+tensor). Buckets hold at most ``BUCKET`` elements: the temporaries (g^2, the updates) then stay
+a few tens of MB instead of two copies of the whole network (+6.8 GB for SD 1.5's UNet, whose
+fresh pages alone made a CPU step 35% slower than transformers'). The
 arithmetic is the same, operation for operation, so a tune gives the same weights (checked
 against transformers' implementation in tests/test_adafactor.py). The state keeps
 transformers' names (``step``, ``exp_avg_sq_row``, ``exp_avg_sq_col``, ``exp_avg_sq``), so a
@@ -32,6 +35,7 @@ import torch
 from torch import Tensor
 
 HALF = (torch.float16, torch.bfloat16)
+BUCKET = 1 << 22  # elements per batch of parameters (16 MB of fp32 per temporary)
 
 
 class Adafactor(torch.optim.Optimizer):
@@ -66,7 +70,8 @@ class Adafactor(torch.optim.Optimizer):
                 st["step"] += 1
                 by_step.setdefault(st["step"], []).append(p)
             for t, ps in by_step.items():
-                self._update(group, ps, 1.0 - math.pow(t, group["decay_rate"]))
+                for bucket in _buckets(ps):
+                    self._update(group, bucket, 1.0 - math.pow(t, group["decay_rate"]))
         return loss
 
     def _update(self, group: dict, params: list[Tensor], beta: float) -> None:
@@ -110,6 +115,19 @@ class Adafactor(torch.optim.Optimizer):
         for p, w in zip(params, work, strict=True):
             if w is not p:
                 p.copy_(w)
+
+
+def _buckets(params: list[Tensor]) -> list[list[Tensor]]:
+    """Consecutive runs of parameters of at most BUCKET elements (a larger tensor alone)."""
+    out: list[list[Tensor]] = [[]]
+    size = 0
+    for p in params:
+        if out[-1] and size + p.numel() > BUCKET:
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += p.numel()
+    return out
 
 
 def _init_state(st: dict, grad: Tensor) -> None:
