@@ -14,6 +14,8 @@ run() {  # NAME ARGS...: one bench run into $out/NAME.json
     unitune bench speed "$@" --out "$work/$name.json" --quiet
     cp "$work/$name.json" "$out/$name.json"
 }
+# what a user meets first: `unitune demo`, in a fresh process
+[ -s "$out/demo.json" ] || python scripts/demo_time.py --runs 2 --out "$out/demo.json"
 # the embedded model: the defaults, then each option on
 run world --tune-steps 10 --repeats 5
 run world-threads1 --threads 1 --tune-steps 10 --repeats 5
@@ -24,5 +26,4 @@ run world-compile --compile --cases edit,tune --tune-steps 10 --repeats 3
 run sd15-256-edit --random-weights sd15 --resolution 256 --cases edit,edit-t0 --steps 10 --batch 1 --repeats 2
 run sd15-256-tune --random-weights sd15 --resolution 256 --cases tune --repeats 2 --tune-steps 2
 run sd15-256-gc --random-weights sd15 --resolution 256 --cases tune --gradient-checkpointing on --repeats 1 --tune-steps 2
-python scripts/demo_time.py --runs 2 --out "$out/demo.json"
 python scripts/speed_tables.py "$out"/*.json
