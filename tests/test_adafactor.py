@@ -36,7 +36,9 @@ def _train(net, opt, steps, start=0):
 
 
 @pytest.mark.parametrize("lr", [1e-2, 1e-4])
-def test_same_weights_as_transformers_bit_for_bit(lr):
+@pytest.mark.parametrize("bucket", [1 << 22, 100])  # one bucket; many (and tensors above one)
+def test_same_weights_as_transformers_bit_for_bit(lr, bucket, monkeypatch):
+    monkeypatch.setattr("unitune.adafactor.BUCKET", bucket)
     a, b = _net(), _net()
     _train(a, _hf(a.parameters(), lr), 25)
     _train(b, Adafactor(b.parameters(), lr=lr), 25)
