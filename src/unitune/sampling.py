@@ -142,7 +142,7 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
         raise ValueError("t0 < 1 and in-painting need the base latents x0")
     scheduler.set_timesteps(steps, device=noise.device)
     ts = scheduler.timesteps
-    starts = [0 if t >= 1.0 else start_index(steps, t) * scheduler.order for t in t0s]
+    starts = [start_index(steps, t) * scheduler.order for t in t0s]  # 0 for t0 = 1
     x0_b = x0.expand(b, -1, -1, -1) if x0 is not None else None
     latents = noise * scheduler.init_noise_sigma  # the samples starting from pure noise
     for k, s in enumerate(starts):

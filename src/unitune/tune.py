@@ -31,6 +31,7 @@ from .fileio import atomic_save_safetensors
 from .images import Placement, fit_image, pil_to_tensor
 from .state import state_of
 from .tunefolder import (
+    RESUME,
     TuneFolder,
     load_resume_state,
     save_resume_state,
@@ -131,7 +132,7 @@ def tune(
         x0 = bb.encode_image(pil_to_tensor(fitted))
         atomic_save_safetensors({"latents": x0.cpu()}, out / "base_latents.safetensors")
     _train(folder, bb, cfg, img, progress, on_step, free_text=owned)
-    resume_file = folder.path / "checkpoints" / "resume.safetensors"
+    resume_file = folder.path / RESUME
     if resume_file.exists() and not keep_resume:
         resume_file.unlink()  # exact state is only needed while a run can still be resumed
     return folder

@@ -152,12 +152,15 @@ class TuneFolder:
         return load_file(str(self.path / "base_latents.safetensors"))["latents"]
 
 
+RESUME = Path("checkpoints") / "resume.safetensors"  # the exact training state, under a tune folder
+
+
 def save_resume_state(
     folder: TuneFolder, step: int, tensors: dict[str, torch.Tensor], scalars: dict
 ) -> None:
     atomic_save_safetensors(
         tensors,
-        folder.path / "checkpoints" / "resume.safetensors",
+        folder.path / RESUME,
         {"step": str(step), "scalars": json.dumps(scalars)},
     )
 
@@ -166,7 +169,7 @@ def load_resume_state(folder: TuneFolder) -> tuple[int, dict[str, torch.Tensor],
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    f = folder.path / "checkpoints" / "resume.safetensors"
+    f = folder.path / RESUME
     if not f.is_file():
         return None
     with safe_open(str(f), framework="pt") as sf:

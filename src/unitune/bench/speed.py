@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL, TuneConfig
+from ..tunefolder import RESUME
 
 CASES = ("edit", "edit-t0", "tune")
 IMPLS = ("unitune", "diffusers")
@@ -77,7 +78,7 @@ def folder_sizes(tune_dir: Path) -> dict:
     one = _mb(ckpts[-1])
     n = len(TuneConfig().save_at)
     return {"checkpoint_mb": one, "other_files_mb": round(other, 2),
-            "resume_state_left": (tune_dir / "checkpoints" / "resume.safetensors").exists(),
+            "resume_state_left": (tune_dir / RESUME).exists(),
             f"default_schedule_{n}_checkpoints_mb": round(other + n * one, 1)}  # fmt: skip
 
 
