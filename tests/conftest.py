@@ -145,9 +145,25 @@ def tiny_sdxl(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
-def tiny_models(tiny_model, tiny_sd2, tiny_sdxl) -> dict[str, str]:
-    """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl."""
-    return {"sd1": tiny_model, "sd2v": tiny_sd2, "sdxl": tiny_sdxl}
+def tiny_sd3(tmp_path_factory) -> str:
+    from tiny_flow import build_tiny_sd3_pipeline
+
+    return _saved(tmp_path_factory, "tiny-sd3", build_tiny_sd3_pipeline())
+
+
+@pytest.fixture(scope="package")
+def tiny_flux(tmp_path_factory) -> str:
+    """FLUX.1-dev in small (guidance-distilled: a guidance embedding)."""
+    from tiny_flow import build_tiny_flux_pipeline
+
+    return _saved(tmp_path_factory, "tiny-flux", build_tiny_flux_pipeline())
+
+
+@pytest.fixture(scope="package")
+def tiny_models(tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux) -> dict[str, str]:
+    """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
+    the rectified-flow sd3 and flux (dev)."""
+    return {"sd1": tiny_model, "sd2v": tiny_sd2, "sdxl": tiny_sdxl, "sd3": tiny_sd3, "flux": tiny_flux}
 
 
 @pytest.fixture(scope="package")

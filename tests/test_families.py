@@ -147,7 +147,7 @@ def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, t
 @pytest.mark.parametrize(
     ("cls", "words"),
     [
-        ("FluxPipeline", ["FLUX.1", "FluxPipeline"]),
+        ("IFPipeline", ["DeepFloyd IF", "IFPipeline"]),
         ("KandinskyV22Pipeline", ["KandinskyV22Pipeline"]),
     ],  # fmt: skip
 )

@@ -29,6 +29,7 @@ class TunePlan:
     spec: ModelSpec  # the model, recognised
     resume: TuneFolder | None  # an existing tune of the same image, settings and model
     clear: bool  # --overwrite on an existing tune folder: delete it once the model has loaded
+    cfg: TuneConfig  # the settings with the model's defaults filled in (what runs and is recorded)
 
 
 def settings_dict(cfg: TuneConfig) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def check_tune(
     img = load_image(image)
     sha = image_sha256(img)
     spec = probe(model, model_config)
+    cfg = cfg.for_model(spec.family.defaults)
     resume, clear = None, False
     if out.exists():
         if not out.is_dir():
@@ -75,7 +77,7 @@ def check_tune(
                     f"{out} holds a tune of a different {' and '.join(differ)}",
                     "pass --overwrite to start fresh, or another --out",
                 )
-    return TunePlan(img, sha, spec, resume, clear)
+    return TunePlan(img, sha, spec, resume, clear, cfg)
 
 
 def tune_model_ref(folder: TuneFolder) -> str:

@@ -26,6 +26,7 @@ from .cliargs import (
 )
 from .config import (
     DEFAULT_MODEL,
+    DENSITIES,
     EXPORT_FORMATS,
     PRECISIONS,
     RESIZE_MODES,
@@ -68,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
     t.add_argument("--save-at", type=ints, default=keep, help="comma list of steps")
     t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
-    t.add_argument("--lr", type=float, default=keep, help="default 1e-4 (full), 3e-4 (lora)")
-    t.add_argument("--method", choices=TUNE_METHODS, default=td.method)
-    t.add_argument("--lora-rank", type=int, default=td.lora_rank)
-    t.add_argument("--lora-conv", action="store_true", help="LoRA on ResNet convs too")
+    t.add_argument("--lr", type=float, default=keep, help="default: the model's (SD 1e-4 full, 3e-4 lora)")  # fmt: skip
+    t.add_argument("--method", choices=TUNE_METHODS, default=td.method, help="default: the model's (full for SD, lora for SD3 / FLUX)")  # fmt: skip
+    t.add_argument("--lora-rank", type=int, default=td.lora_rank, help="default: the model's (16)")
+    t.add_argument("--lora-conv", action="store_true", help="LoRA on the ResNet convs (UNets) / feed-forward layers (transformers) too")  # fmt: skip
+    t.add_argument("--timestep-density", choices=DENSITIES, default=td.timestep_density, help="training timesteps (default: the model's; SD3 logit_normal)")  # fmt: skip
     t.add_argument("--rare-token", default=td.rare_token)
     t.add_argument(
         "--base-prompt",

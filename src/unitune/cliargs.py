@@ -77,9 +77,10 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         p.add_argument("--checkpoint", type=int, default=keep, help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)")  # fmt: skip
         p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
         p.add_argument("--seeds", type=ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
-    p.add_argument("--cfg", type=float, default=keep, help=f"CFG weight ({d.cfg}; paper: 32)")
-    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps")
-    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler)
+    p.add_argument("--cfg", type=float, default=keep, help="guidance weight (default: the model's, e.g. 7.5 for SD; paper: 32); FLUX.1-dev: its embedded guidance")  # fmt: skip
+    p.add_argument("--true-cfg", type=float, default=d.true_cfg, help="FLUX.1: true CFG with --negative-prompt on top of the embedded guidance (1 = off)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps (default: the model's)")  # fmt: skip
+    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="default: the model's own (ddim for SD, euler for SD3 / FLUX)")  # fmt: skip
     p.add_argument("--negative-prompt", default=d.negative_prompt)
     p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
     p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)

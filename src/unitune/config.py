@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import UserError
@@ -23,14 +23,33 @@ TUNE_METHODS = ("full", "lora")  # TuneConfig.method
 RESIZE_MODES = ("crop", "pad")  # TuneConfig.resize
 PRECISIONS = ("auto", "no", "bf16")  # TuneConfig.mixed_precision
 SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
-SAMPLERS = ("ddim", "dpm++")  # EditConfig.sampler: DDIM, DPM-Solver++ (2nd order)
-SINGLE_STEP = ("ddim",)  # the samplers without multistep history: a batch may mix SDEdit starts
+# EditConfig.sampler: DDIM and DPM-Solver++ (2nd order) for the noise-prediction families, the
+# flow-matching Euler step for the rectified-flow ones; each model offers its own (Backbone.samplers)
+SAMPLERS = ("ddim", "dpm++", "euler")
+SINGLE_STEP = ("ddim", "euler")  # the samplers without multistep history: a batch may mix starts
+DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
 # model merged into a whole model (a diffusers folder, or one .safetensors in the original layout)
 EXPORT_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full", "merged")
 LORA_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full")  # the ones that write a LoRA
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The defaults that depend on the model family (README "Model families"). The values here
+    are Stable Diffusion's (1.x / 2.x / XL and the embedded model); ``backbones.FAMILIES`` gives
+    the other families theirs. A ``None`` in TuneConfig / EditConfig means "this model's"."""
+
+    tune_method: str = "full"  # UniTune §3.2 fine-tunes the whole denoiser
+    lora_rank: int = 16  # LoRA rank when method is lora
+    lr_full: float = 1e-4  # learning rate of a full tune (paper: Adafactor 1e-4)
+    lr_lora: float = 3e-4  # learning rate of a LoRA tune
+    timestep_density: str = "uniform"  # training timesteps: uniform, or logit-normal in sigma
+    cfg: float = 7.5  # guidance weight (SD's usual default; paper: 32 on Imagen)
+    steps: int = 50  # sampling steps
+    sampler: str = "ddim"  # the model's own single-step sampler
 
 
 def _bad(ok: bool, problem: str, fix: str) -> None:
@@ -49,10 +68,14 @@ class TuneConfig:
     steps: int = 128  # fine-tuning steps of ONE run (paper: 128)
     save_at: tuple[int, ...] = (16, 32, 64, 128)  # steps at which checkpoints are saved (paper)
     batch_size: int = 4  # copies of the base latent, each with its own noise and timestep (paper)
-    lr: float | None = None  # None -> 1e-4 for method full (paper, Adafactor), 3e-4 for lora
-    method: str = "full"  # "full": the whole UNet (paper); "lora": PEFT LoRA adapters on the UNet
-    lora_rank: int = 16  # LoRA rank (method lora)
-    lora_conv: bool = False  # also put LoRA on the ResNet convs (method lora)
+    lr: float | None = None  # None -> the model's for the method (ModelDefaults.lr_full / lr_lora)
+    method: str | None = None  # "full": the whole denoiser (paper); "lora": PEFT LoRA adapters;
+    # None -> the model's (ModelDefaults.tune_method: full for SD, lora for SD3 / FLUX)
+    lora_rank: int | None = None  # LoRA rank (method lora); None -> ModelDefaults.lora_rank
+    lora_conv: bool = False  # LoRA also on the ResNet convs (UNets) / feed-forward (transformers)
+    # flow-matching families: training sigma density, "uniform" or "logit_normal" (SD3's);
+    # None -> ModelDefaults.timestep_density (noise-prediction families: uniform timesteps)
+    timestep_density: str | None = None
     rare_token: str = RARE_TOKEN  # the token string the image is bound to
     base_prompt: str | None = None  # tune on "<rare> <base prompt>"; verbatim if it has <rare>
     class_noun: str | None = None  # SINE template: tune on "a photo of a <rare> <class noun>"
@@ -71,14 +94,15 @@ class TuneConfig:
         needs no model, so the CLI checks it before anything heavy loads."""
         _bad(self.steps >= 0, f"--steps must be >= 0, got {self.steps}", "pass e.g. --steps 128")
         _bad(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}", "pass e.g. 4")  # fmt: skip
-        _bad(self.method in TUNE_METHODS, f"unknown --method {self.method!r}", f"use one of {', '.join(TUNE_METHODS)}")  # fmt: skip
+        _bad(self.method in (None, *TUNE_METHODS), f"unknown --method {self.method!r}", f"use one of {', '.join(TUNE_METHODS)}")  # fmt: skip
         _bad(self.resize in RESIZE_MODES, f"unknown --resize {self.resize!r}", f"use one of {', '.join(RESIZE_MODES)}")  # fmt: skip
         _bad(self.mixed_precision in PRECISIONS, f"unknown --mixed-precision {self.mixed_precision!r}", f"use one of {', '.join(PRECISIONS)}")  # fmt: skip
         _bad(self.gradient_checkpointing in SWITCHES, f"unknown --gradient-checkpointing {self.gradient_checkpointing!r}", f"use one of {', '.join(SWITCHES)}")  # fmt: skip
         _bad(bool(self.save_at) and all(s > 0 for s in self.save_at), f"--save-at must list positive steps, got {self.save_at}", "e.g. 16,32,64")  # fmt: skip
         lr = self.learning_rate()
         _bad(_finite(lr) and lr > 0, f"--lr must be a positive number, got {self.lr}", "e.g. --lr 1e-4")  # fmt: skip
-        _bad(self.lora_rank >= 1, f"--lora-rank must be >= 1, got {self.lora_rank}", "e.g. --lora-rank 16")  # fmt: skip
+        _bad(self.timestep_density in (None, *DENSITIES), f"unknown --timestep-density {self.timestep_density!r}", f"use one of {', '.join(DENSITIES)}")  # fmt: skip
+        _bad(self.lora_rank is None or self.lora_rank >= 1, f"--lora-rank must be >= 1, got {self.lora_rank}", "e.g. --lora-rank 16")  # fmt: skip
         _bad(self.resolution is None or self.resolution >= 8, f"--resolution must be >= 8, got {self.resolution}", "e.g. --resolution 512")  # fmt: skip
         _bad(0.0 < self.patch_min_frac <= 1.0, f"--patch-min-frac must be in (0, 1], got {self.patch_min_frac}", "e.g. 0.1 (SINE)")  # fmt: skip
         _bad(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "e.g. 1.0, or None for no clipping")  # fmt: skip
@@ -92,10 +116,23 @@ class TuneConfig:
         """bf16 autocast for the denoiser's forward pass?"""
         return self.mixed_precision == "bf16" or (self.mixed_precision == "auto" and cuda)
 
-    def learning_rate(self) -> float:
+    def learning_rate(self, defaults: ModelDefaults = ModelDefaults()) -> float:
         if self.lr is not None:
             return self.lr
-        return 1e-4 if self.method == "full" else 3e-4
+        method = self.method or defaults.tune_method
+        return defaults.lr_full if method == "full" else defaults.lr_lora
+
+    def for_model(self, defaults: ModelDefaults) -> TuneConfig:
+        """Every ``None`` that means "the model's" filled in from its family's defaults (what a
+        tune runs with and records)."""
+        method = self.method or defaults.tune_method
+        return replace(
+            self,
+            method=method,
+            lora_rank=self.lora_rank or defaults.lora_rank,
+            lr=self.learning_rate(defaults),
+            timestep_density=self.timestep_density or defaults.timestep_density,
+        )
 
     def prompt(self) -> str:
         """The fine-tuning prompt the image is paired with."""
@@ -130,12 +167,15 @@ class EditConfig:
     # the full benchmark edits more often from it than from the last at about the same fidelity
     # (docs/BENCHMARKS.md "Defaults"); LoRA tunes, SINE and other save_at get the last one saved
     auto_checkpoint: int = 32
-    cfg: float = 7.5  # classifier-free guidance weight w (paper: 32; SD's usual default 7.5)
+    # guidance weight w: classifier-free guidance (paper: 32), or a guidance-distilled model's
+    # embedded guidance (FLUX.1-dev); None -> the model's (ModelDefaults.cfg)
+    cfg: float | None = None
+    true_cfg: float = 1.0  # guidance-distilled models: true CFG on top (> 1: a negative pass)
     # SDEdit start in [0, 1]; 1.0 = pure noise, <= 0.8 mostly reproduces input. 0.9: the full
     # benchmark's success equals t0 1.0's at every checkpoint, with higher fidelity
     t0: float = 0.9
-    steps: int = 50  # sampling steps
-    sampler: str = "ddim"  # "ddim" or "dpm++" (DPMSolverMultistep, 2nd order)
+    steps: int | None = None  # sampling steps; None -> the model's (ModelDefaults.steps)
+    sampler: str | None = None  # one of SAMPLERS the model offers; None -> the model's own
     seeds: tuple[int, ...] = (0,)  # one image per seed, sampled in one batched call
     negative_prompt: str = ""  # replaces the empty unconditional prompt in CFG
     rare_token: bool = True  # prepend the tune's rare token to the edit prompt
@@ -158,9 +198,10 @@ class EditConfig:
         """Raise a UserError for any value out of range (no model needed)."""
         t0, w = self.t0, self.cfg
         _bad(_finite(t0) and 0.0 <= t0 <= 1.0, f"--t0 must be in [0, 1], got {t0}", "e.g. --t0 0.9 (1.0 = pure noise)")  # fmt: skip
-        _bad(_finite(w) and w >= 0, f"--cfg must be >= 0, got {w}", "e.g. --cfg 7.5 (paper: 32)")
-        _bad(self.steps >= 1, f"--steps must be >= 1, got {self.steps}", "e.g. --steps 50")
-        _bad(self.sampler in SAMPLERS, f"unknown --sampler {self.sampler!r}", f"use one of {', '.join(SAMPLERS)}")  # fmt: skip
+        _bad(w is None or (_finite(w) and w >= 0), f"--cfg must be >= 0, got {w}", "e.g. --cfg 7.5 (paper: 32)")  # fmt: skip
+        _bad(_finite(self.true_cfg) and self.true_cfg >= 1, f"--true-cfg must be >= 1, got {self.true_cfg}", "e.g. --true-cfg 2 (1 = off)")  # fmt: skip
+        _bad(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}", "e.g. --steps 50")  # fmt: skip
+        _bad(self.sampler in (None, *SAMPLERS), f"unknown --sampler {self.sampler!r}", f"use one of {', '.join(SAMPLERS)}")  # fmt: skip
         _bad(bool(self.seeds), "no seeds given", "pass e.g. --seeds 0,1,2,3")
         _bad(all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0,1,2,3")  # fmt: skip
         _bad(self.checkpoint is None or self.checkpoint >= 0, f"--checkpoint must be >= 0, got {self.checkpoint}", "a saved step, or 0 for the pretrained model")  # fmt: skip
@@ -172,6 +213,15 @@ class EditConfig:
         _bad(_finite(self.sine_v) and 0.0 <= self.sine_v <= 1.0, f"--v must be in [0, 1], got {self.sine_v}", "e.g. --v 0.7 (SINE)")  # fmt: skip
         _bad(self.size is None or min(self.size) > 0, f"--size must be positive, got {self.size}", "e.g. --size 512x768")  # fmt: skip
         _bad(_finite(self.eta) and self.eta >= 0, f"--eta must be >= 0, got {self.eta}", "e.g. --eta 0 (deterministic DDIM)")  # fmt: skip
+
+    def for_model(self, defaults: ModelDefaults) -> EditConfig:
+        """Every ``None`` that means "the model's" filled in (what an edit runs with and records)."""
+        return replace(
+            self,
+            cfg=defaults.cfg if self.cfg is None else self.cfg,
+            steps=self.steps or defaults.steps,
+            sampler=self.sampler or defaults.sampler,
+        )
 
 
 @dataclass(frozen=True)

@@ -116,14 +116,26 @@ class Editor:
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
         return f"{self.tune_cfg.rare_token} {prompt}".strip() if cfg.rare_token else prompt
 
-    def encode(self, prompts: list[str], hw: tuple[int, int], warn: bool = True) -> list[Conditioning]:  # fmt: skip
-        """One-row conditionings of ``prompts`` for an output of size hw, encoded in one batch."""
+    def encode(self, prompts: list[str], hw: tuple[int, int], warn: bool = True,
+               guidance: float | None = None) -> list[Conditioning]:  # fmt: skip
+        """One-row conditionings of ``prompts`` for an output of size hw, encoded in one batch
+        (``guidance``: a guidance-distilled model's embedded scale)."""
         if warn:
             warn_long_prompts(self.backbone, prompts)
-        return self.backbone.encode(prompts, self.placement.geometry(hw)).chunk(len(prompts))
+        geo = self.placement.geometry(hw)
+        return self.backbone.encode(prompts, geo, guidance).chunk(len(prompts))
 
-    def negative(self, cfg: EditConfig, hw: tuple[int, int]) -> Conditioning:
-        return self.backbone.encode_negative(cfg.negative_prompt, self.placement.geometry(hw))
+    def negative(self, cfg: EditConfig, hw: tuple[int, int], guidance: float | None = None) -> Conditioning:  # fmt: skip
+        return self.backbone.encode_negative(cfg.negative_prompt, self.placement.geometry(hw), guidance)  # fmt: skip
+
+    def resolve(self, cfg: EditConfig) -> EditConfig:
+        """``cfg`` with the model's defaults for what it leaves open (guidance, steps, sampler),
+        checked against what the model offers."""
+        cfg = cfg.for_model(self.backbone.defaults)
+        if cfg.sampler not in self.backbone.samplers:
+            raise UserError(f"--sampler {cfg.sampler} is not one this model offers", f"use one of {', '.join(self.backbone.samplers)}")  # fmt: skip
+        self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses --true-cfg where moot
+        return cfg
 
     def prompt_text(self, prompt: str, cfg: EditConfig) -> str:
         """What the edit samples: "<rare> <prompt>"; SINE feeds the edit prompt to the
@@ -133,21 +145,23 @@ class Editor:
     def guided(self, prompt: str, cfg: EditConfig, hw: tuple[int, int]) -> GuidedFn:
         """The guided denoiser of this edit's method, on the checkpoint applied now."""
         st, text = self.state, self.prompt_text(prompt, cfg)
-        c_u = self.negative(cfg, hw)
+        # w mixes predictions; g (guidance-distilled models) is embedded in every conditioning
+        w, g = self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
+        c_u = self.negative(cfg, hw, g)
         c_hat_text = tuned_prompt(self.folder.manifest, self.tune_cfg)
         if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            return multi_guided(st, self.folder, lambda ps: self.encode(ps, hw), c_u, prompt,
-                                self.full_prompt(prompt, cfg), c_hat_text, cfg)  # fmt: skip
+            return multi_guided(st, self.folder, lambda ps: self.encode(ps, hw, guidance=g), c_u,
+                                prompt, self.full_prompt(prompt, cfg), c_hat_text, replace(cfg, cfg=w))  # fmt: skip
         if cfg.method == "sine":
-            c_edit, c_hat = self.encode([prompt, c_hat_text], hw)
+            c_edit, c_hat = self.encode([prompt, c_hat_text], hw, guidance=g)
             return sine_guided(st.pretrained(), st.tuned(cfg.lora_scale), c_u, c_edit, c_hat,
-                               cfg.cfg, cfg.sine_v, cfg.sine_K)  # fmt: skip
+                               w, cfg.sine_v, cfg.sine_K)  # fmt: skip
         if cfg.prompt_guidance is not None:
-            base, cond = self.encode([self.full_prompt(cfg.prompt_guidance, cfg), text], hw)
+            base, cond = self.encode([self.full_prompt(cfg.prompt_guidance, cfg), text], hw, guidance=g)  # fmt: skip
         else:
-            (cond,) = self.encode([text], hw)
+            (cond,) = self.encode([text], hw, guidance=g)
             base = c_u
-        return cfg_guided(st.tuned(cfg.lora_scale), base, cond, cfg.cfg)
+        return cfg_guided(st.tuned(cfg.lora_scale), base, cond, w)
 
     @torch.no_grad()
     def edit(
@@ -164,6 +178,7 @@ class Editor:
         cfg.validate()
         for t in t0s or ():
             replace(cfg, t0=t).validate()
+        cfg = self.resolve(cfg)
         bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
         res = tuple(self.folder.manifest["resolution"])
@@ -192,7 +207,7 @@ class Editor:
             noise = noise.repeat(len(t0s), 1, 1, 1)
         latents = sample(
             guided,
-            bb.make_scheduler(cfg.sampler),
+            bb.make_scheduler(cfg.sampler, hw),
             noise,
             steps=cfg.steps,
             t0=cfg.t0 if t0s is None else [t for t in t0s for _ in cfg.seeds],
@@ -202,6 +217,7 @@ class Editor:
             eta=cfg.eta,
             progress=progress,
             renoise=bb.renoise,
+            start=bb.start_index,
         )
         pixels = (bb.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
         base = None

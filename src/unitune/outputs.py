@@ -33,6 +33,7 @@ def render_grid(
 ) -> Path:
     """Rows = checkpoints, columns = t0 x seeds. With a single-step sampler a row is ONE batch
     (every t0 and seed: sampling._staggered), else each cell's seeds are one batch."""
+    cfg = editor.resolve(cfg)  # the model's sampler decides whether a row is one batch
     rows: list[list[Image.Image | None]] = []
     row_labels: list[str] = []
     jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .backbones.base import Conditioning, cat_expand
+from .backbones.base import Conditioning, cat_expand, start_index
 from .guidance import blend_known
 from .guidance import cfg as cfg_mix
 
@@ -25,6 +25,8 @@ GuidedFn = Callable[[Tensor, Tensor], Tensor]
 Denoiser = Callable[[Tensor, Tensor, Conditioning], Tensor]
 # the forward process at timesteps t (B,): (scheduler, x0, noise, t) -> x_t (Backbone.renoise)
 Renoise = Callable[[object, Tensor, Tensor, Tensor], Tensor]
+# (steps, t0) -> index of the SDEdit start's first timestep (Backbone.start_index)
+Start = Callable[[int, float], int]
 
 
 def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) -> GuidedFn:
@@ -43,12 +45,6 @@ def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) 
         return cfg_mix(out_base, out_cond, w)
 
     return guided
-
-
-def start_index(steps: int, t0: float) -> int:
-    """Index of the first timestep for an SDEdit start at t0 (diffusers' img2img `strength`)."""
-    init = min(int(steps * t0), steps)
-    return max(steps - init, 0)
 
 
 def _step_kwargs(scheduler, generator: torch.Generator | None, eta: float) -> dict:
@@ -76,6 +72,7 @@ def sample(
     progress: bool = True,
     on_step: Callable[[int, Tensor, Tensor], None] | None = None,
     renoise: Renoise | None = None,
+    start: Start = start_index,
 ) -> Tensor:
     """Run the reverse process and return clean latents (B, C, h, w).
 
@@ -83,12 +80,13 @@ def sample(
     t0 < 1 (SDEdit start: x0 noised to the first kept timestep) and for ``mask`` (1 or B, 1, h, w),
     where 1 = may change: after every step the region outside the mask is reset to x0 noised to
     the next timestep with the same noise, so the known content is exactly x0 at the end.
-    ``renoise``: how x0 is noised to a timestep (the backbone's; default the scheduler's add_noise).
+    ``renoise``: how x0 is noised to a timestep (the backbone's; default the scheduler's add_noise);
+    ``start``: where an SDEdit start at t0 joins the schedule (the backbone's rounding).
     ``t0`` may also be one start per sample (see :func:`_staggered`).
     """
     renoise = renoise or (lambda sched, x, n, t: sched.add_noise(x, n, t))
     if isinstance(t0, Sequence):
-        return _staggered(guided, scheduler, noise, steps, list(t0), x0, mask, eta, progress, renoise)  # fmt: skip
+        return _staggered(guided, scheduler, noise, steps, list(t0), x0, mask, eta, progress, renoise, start)  # fmt: skip
     if not 0.0 <= t0 <= 1.0:
         raise ValueError(f"t0 must be in [0, 1], got {t0}")
     if (t0 < 1.0 or mask is not None) and x0 is None:
@@ -99,7 +97,7 @@ def sample(
         timesteps = scheduler.timesteps
         latents = noise * scheduler.init_noise_sigma
     else:
-        first = start_index(steps, t0) * scheduler.order
+        first = start(steps, t0) * scheduler.order
         timesteps = scheduler.timesteps[first:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first)
@@ -122,7 +120,7 @@ def sample(
     return latents
 
 
-def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise) -> Tensor:
+def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise, start) -> Tensor:  # fmt: skip
     """One batch whose samples start at different t0 (the grid's columns in one pass).
 
     All samples follow the same timestep schedule and differ only in where they join it, so at
@@ -142,7 +140,7 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
         raise ValueError("t0 < 1 and in-painting need the base latents x0")
     scheduler.set_timesteps(steps, device=noise.device)
     ts = scheduler.timesteps
-    starts = [start_index(steps, t) * scheduler.order for t in t0s]  # 0 for t0 = 1
+    starts = [start(steps, t) * scheduler.order for t in t0s]  # 0 for t0 = 1
     x0_b = x0.expand(b, -1, -1, -1) if x0 is not None else None
     latents = noise * scheduler.init_noise_sigma  # the samples starting from pure noise
     for k, s in enumerate(starts):

@@ -90,7 +90,7 @@ def tune(
     training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes."""
     out = Path(out)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
-    img, sha, folder = plan.image, plan.sha256, plan.resume
+    img, sha, folder, cfg = plan.image, plan.sha256, plan.resume, plan.cfg
     owned = backbone is None
     bb = backbone or load(plan.spec, device, vae=vae, accel=accel)
     digest = bb.digest  # of the weights as loaded (backbones.base.weights_digest)
@@ -212,7 +212,7 @@ def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainabl
         else:
             x0 = x0_base.expand(b, -1, -1, -1)
         noise = torch.randn((b, *x0_base.shape[1:]), generator=gen).to(dev, bb.dtype)
-        t = bb.sample_timesteps(b, gen).to(dev)
+        t = bb.sample_timesteps(b, gen, cfg.timestep_density, res).to(dev)
         noisy = bb.add_noise(x0, noise, t)
         target = bb.target(x0, noise, t)
         with amp:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_MODEL, Acceleration, Limits
+from ..config import DEFAULT_MODEL, Acceleration, Limits, ModelDefaults
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class Family:
     module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
     kohya: str | None = None  # kohya's ss_base_model_version tag (None: no kohya LoRA layout)
     single_file: bool = False  # export writes its original (A1111) single-file layout
+    defaults: ModelDefaults = ModelDefaults()  # tune and edit defaults (README "Model families")
 
 
 # (name, label, pipeline classes, backbone module); module None = recognised, refused in one line
@@ -43,11 +44,20 @@ _SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
+# The rectified-flow transformers (2-12 B parameters) tune LoRA adapters by default, at the rate
+# of diffusers' DreamBooth LoRA scripts (train_dreambooth_lora_sd3.py / _flux.py: 1e-4, also their
+# full-tuning scripts'); SD3 draws training sigmas logit-normally as train_dreambooth_lora_sd3.py
+# does, FLUX uniformly as train_dreambooth_lora_flux.py; guidance and steps are the pipelines'
+# defaults (StableDiffusion3Pipeline: CFG 7.0, 28 steps; FluxPipeline: distilled guidance 3.5,
+# 28 steps; FLUX.1-schnell's backbone takes 4 steps and no guidance).
+_FLOW = dict(tune_method="lora", lr_full=1e-4, lr_lora=1e-4, steps=28, sampler="euler")
+SD3_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="logit_normal", cfg=7.0)
+FLUX_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="uniform", cfg=3.5)
 FAMILIES = (
     Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd", kohya="sd_v1", single_file=True),
     Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl", kohya="sdxl_base_v1-0", single_file=True),
-    Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, None),
-    Family("flux", "FLUX.1", _FLUX, None),
+    Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, "sd3", defaults=SD3_DEFAULTS),
+    Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS),
     Family("if", "DeepFloyd IF", _IF, None),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
@@ -251,6 +261,7 @@ def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: 
 
     mod = importlib.import_module(f"{__name__}.{spec.family.module}")
     bb = mod.load(spec, device, dtype, vae=vae, offload=offload)
+    bb.defaults = bb.model_defaults(spec.family.defaults)
     if accel is not None:
         bb.accelerate(accel)
     return bb

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import Acceleration
+from ..config import Acceleration, ModelDefaults
 from ..images import Geometry
 
 
@@ -83,6 +83,13 @@ class Conditioning:
         return self._map(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
+def start_index(steps: int, t0: float) -> int:
+    """The first timestep's index for an SDEdit start at t0, as diffusers' SD / SDXL img2img
+    round ``strength`` (the number of steps run is truncated)."""
+    init = min(int(steps * t0), steps)
+    return max(steps - init, 0)
+
+
 def cat_expand(conds: list[Conditioning], b: int) -> Conditioning:
     """[c0 x b ; c1 x b ; ...] for one batched pass over ``len(conds) * b`` samples."""
     return Conditioning.cat([c.expand(b) for c in conds])
@@ -101,6 +108,12 @@ class Backbone(ABC):
     lora_targets: tuple[str, ...]  # module-name suffixes LoRA wraps (attention projections)
     lora_conv_targets: tuple[str, ...]  # ... and, with --lora-conv, the ResNet convs
     patch_site: str  # attribute of ``module`` whose output SINE's crop-box embedding is added to
+    defaults: ModelDefaults  # this model's defaults (its family's; load() sets them)
+    samplers: tuple[str, ...] = ("ddim", "dpm++")  # config.SAMPLERS this model offers
+
+    def model_defaults(self, family: ModelDefaults) -> ModelDefaults:
+        """This model's defaults: its family's (a variant of a family may refine them)."""
+        return family
 
     def accelerate(self, accel: Acceleration) -> None:
         """Apply ``accel`` to the denoiser in place (the same module object, so ModelState's
@@ -138,12 +151,27 @@ class Backbone(ABC):
 
     # --- prompts ------------------------------------------------------------------------------
     @abstractmethod
-    def encode(self, prompts: list[str], geometry: Geometry) -> Conditioning:
-        """One row per prompt, as the family's pipeline encodes a (positive) prompt."""
+    def encode(self, prompts: list[str], geometry: Geometry, guidance: float | None = None) -> Conditioning:  # fmt: skip
+        """One row per prompt, as the family's pipeline encodes a (positive) prompt. ``guidance``:
+        a guidance-distilled model's embedded guidance scale (None: the one it is tuned with);
+        other models ignore it."""
 
-    def encode_negative(self, prompt: str, geometry: Geometry) -> Conditioning:
+    def encode_negative(self, prompt: str, geometry: Geometry, guidance: float | None = None) -> Conditioning:  # fmt: skip
         """The unconditional / negative prompt's conditioning (families may treat "" specially)."""
-        return self.encode([prompt], geometry)
+        return self.encode([prompt], geometry, guidance)
+
+    def guidance_weights(self, cfg: float, true_cfg: float) -> tuple[float, float | None]:
+        """(w of the CFG-style mix, the guidance scale embedded in the conditioning or None).
+        A model trained with classifier-free guidance mixes two predictions with ``cfg``; a
+        guidance-distilled one embeds ``cfg`` and mixes only with ``true_cfg``."""
+        if true_cfg != 1.0:
+            from ..errors import UserError
+
+            raise UserError(
+                "--true-cfg is for guidance-distilled models (FLUX.1-dev); this model's CFG is --cfg",  # fmt: skip
+                "drop --true-cfg and set --cfg",
+            )
+        return cfg, None
 
     @abstractmethod
     def prompt_warning(self, prompt: str) -> str | None:
@@ -160,8 +188,14 @@ class Backbone(ABC):
 
     # --- schedule -----------------------------------------------------------------------------
     @abstractmethod
-    def make_scheduler(self, sampler: str):
-        """A fresh diffusers scheduler for sampling (the model's own schedule and prediction)."""
+    def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
+        """A fresh diffusers scheduler for sampling (the model's own schedule and prediction) at
+        output size hw (flow models shift their schedule with the image size)."""
+
+    def start_index(self, steps: int, t0: float) -> int:
+        """Index of the first of ``steps`` timesteps for an SDEdit start at t0, rounded as the
+        family's img2img pipeline rounds its ``strength``."""
+        return start_index(steps, t0)
 
     def renoise(self, scheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """x0 noised to the sampler's timesteps t (B,): the SDEdit start and in-painting's known
@@ -177,8 +211,10 @@ class Backbone(ABC):
         """What ``denoise`` should predict at x_t = add_noise(x0, noise, t)."""
 
     @abstractmethod
-    def sample_timesteps(self, n: int, gen: torch.Generator) -> Tensor:
-        """(n,) training timesteps, drawn from the family's training density."""
+    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
+                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+        """(n,) training timesteps on the 0..1000 scale, drawn from ``density`` (config.DENSITIES)
+        for training images of size hw."""
 
     @property
     def num_train_timesteps(self) -> int:

@@ -213,7 +213,8 @@ class SDBackbone(Backbone):
             )
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None) -> Conditioning:
+    def encode(self, prompts: list[str], geometry: Geometry | None = None,
+               guidance: float | None = None) -> Conditioning:  # fmt: skip
         self._need_text()
         te = self.text_encoder
         with self._visiting(te):
@@ -236,11 +237,11 @@ class SDBackbone(Backbone):
         return module(x, t, encoder_hidden_states=cond.emb).sample
 
     # --- schedule -----------------------------------------------------------------------------
-    def make_scheduler(self, sampler: str):
+    def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
         import diffusers
 
         if sampler not in SAMPLER_CLASSES:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_CLASSES)}")  # fmt: skip
+            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(SAMPLER_CLASSES)}")  # fmt: skip
         cls = getattr(diffusers, SAMPLER_CLASSES[sampler])
         extra: dict[str, Any] = {}
         if sampler == "dpm++":
@@ -257,8 +258,12 @@ class SDBackbone(Backbone):
             raise ValueError(f"prediction type {self.prediction_type!r} is not supported")
         return noise
 
-    def sample_timesteps(self, n: int, gen: torch.Generator) -> Tensor:
-        return torch.randint(0, self.num_train_timesteps, (n,), generator=gen)
+    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
+                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+        if density == "uniform":
+            return torch.randint(0, self.num_train_timesteps, (n,), generator=gen)
+        u = torch.sigmoid(torch.randn(n, generator=gen))  # logit-normal in (0, 1)
+        return (u * self.num_train_timesteps).long().clamp(max=self.num_train_timesteps - 1)
 
 
 class _Visit:

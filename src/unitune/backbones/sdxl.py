@@ -74,7 +74,8 @@ class SDXLBackbone(SDBackbone):
         return self.vae.dtype
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None) -> Conditioning:
+    def encode(self, prompts: list[str], geometry: Geometry | None = None,
+               guidance: float | None = None) -> Conditioning:  # fmt: skip
         self._need_text()
         embs, pooled = [], None
         for tok, te in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):  # fmt: skip
@@ -88,7 +89,8 @@ class SDXLBackbone(SDBackbone):
         n = len(prompts)
         return Conditioning(emb, pooled.to(self.dtype), {"time_ids": self.time_ids(geometry, n)})
 
-    def encode_negative(self, prompt: str, geometry: Geometry | None = None) -> Conditioning:
+    def encode_negative(self, prompt: str, geometry: Geometry | None = None,
+                        guidance: float | None = None) -> Conditioning:  # fmt: skip
         if prompt == "" and self.force_zeros:  # the pipeline's zeros for "no negative prompt"
             c = self.encode([""], geometry)
             return Conditioning(torch.zeros_like(c.emb), torch.zeros_like(c.pooled), c.extra)

@@ -1,0 +1,235 @@
+"""What the rectified-flow families (SD3 / 3.5, FLUX.1) share: the flow-matching process, its
+schedule and a transformer over VAE latents with a shift and a scale.
+
+The forward process is a straight line between the image and noise, at noise level sigma in
+[0, 1]:  x_sigma = (1 - sigma) x0 + sigma noise,  and the network predicts the velocity
+v = noise - x0 (the one parameterization every guidance formula mixes: they are linear in it).
+Timesteps are t = 1000 sigma, so SINE's K and the sampler's timesteps keep the 0..1000 scale of
+the noise-prediction families: K / 1000 is the noise level below which SINE stops mixing.
+
+Training draws sigma from the training scheduler's table as diffusers' DreamBooth scripts do
+(u uniform or logit-normal -> index -> sigma, SD3's static shift already in the table); a model
+whose scheduler shifts with the image size (FLUX, ``use_dynamic_shifting``) gets the same
+size-dependent shift its sampler applies at the training resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from . import ModelSpec
+from .base import Backbone, resolve_device, weights_digest
+from .sd import _collect, _NoVisit, _Visit, clip_warning
+
+FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}  # config.SAMPLERS -> diffusers
+
+
+def size_shift_mu(seq_len: int, config: dict[str, Any], max_shift: float) -> float:
+    """The log-shift mu of a schedule at ``seq_len`` image tokens: linear in the token count
+    between (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift), as diffusers'
+    pipelines compute it (``max_shift``: the pipeline's default when the config has none)."""
+    lo, hi = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    s_lo, s_hi = config.get("base_shift", 0.5), config.get("max_shift", max_shift)
+    m = (s_hi - s_lo) / (hi - lo)
+    return seq_len * m + (s_lo - m * lo)
+
+
+class FlowSchedule:
+    """A diffusers flow-matching scheduler as unitune's sampling loop drives it: ``set_timesteps``
+    with the pipeline's own sigma grid and size shift, the identity input scaling and unit
+    initial noise (flow schedulers have neither). Everything else is the scheduler's."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, scheduler, linspace_sigmas: bool, mu: float | None) -> None:
+        self.scheduler = scheduler
+        self._linspace, self._mu = linspace_sigmas, mu
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        kw = {} if self._mu is None else {"mu": self._mu}
+        if self._linspace:  # FluxPipeline passes sigmas 1 .. 1/steps itself
+            kw["sigmas"] = np.linspace(1.0, 1 / steps, steps)
+            self.scheduler.set_timesteps(device=device, **kw)
+        else:
+            self.scheduler.set_timesteps(steps, device=device, **kw)
+
+    def scale_model_input(self, x: Tensor, t: Tensor) -> Tensor:
+        return x
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["scheduler"], name)
+
+
+class FlowBackbone(Backbone):
+    """A rectified-flow transformer: ``module`` is the pipeline's ``transformer``. Subclasses set
+    the text encoders (``_take_text``, ``components``, ``encode``) and the denoiser call."""
+
+    samplers = ("euler",)
+    linspace_sigmas = False  # the pipeline passes its own sigma grid (FLUX)
+    default_max_shift = 1.16  # the pipeline's max_shift when the scheduler config has none
+    t5_max_length = 256  # the pipeline's max_sequence_length for the T5 prompt
+
+    def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
+                 offload: bool = False) -> None:  # fmt: skip
+        self.model_ref = spec.ref
+        self.device, self.dtype = device, dtype
+        self.module = pipe.transformer
+        self.vae = pipe.vae
+        self._take_text(pipe)
+        self.scheduler = pipe.scheduler
+        self.scheduler_config = dict(pipe.scheduler.config)
+        # --offload: the transformer stays on the device; the text encoders and the VAE wait on
+        # the CPU and visit the device only while they run
+        self.offload = offload and device.type != "cpu"
+        for name, m in self.components().items():
+            m.requires_grad_(False).eval()
+            m.to("cpu" if self.offload and name != "transformer" else device)
+        self.digest = weights_digest(self.components())
+
+    def _take_text(self, pipe) -> None:
+        raise NotImplementedError
+
+    # --- image <-> model space ----------------------------------------------------------------
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def token_size(self) -> int:
+        """Pixels per side of one image token (VAE factor x the transformer's patch)."""
+        return self.vae_scale * 2
+
+    @property
+    def size_multiple(self) -> int:
+        return self.token_size
+
+    def _visiting(self, module: nn.Module):
+        return _Visit(module, self.device) if self.offload else _NoVisit()
+
+    @torch.no_grad()
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        cfg = self.vae.config
+        with self._visiting(self.vae):
+            mean = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mean
+        return ((mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor).to(self.dtype)
+
+    @torch.no_grad()
+    def decode(self, x0: Tensor) -> Tensor:
+        cfg = self.vae.config
+        z = x0.to(self.device, self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        with self._visiting(self.vae):
+            return self.vae.decode(z).sample.float()
+
+    # --- prompts ------------------------------------------------------------------------------
+    def _need_text(self) -> None:
+        if self.text_encoder is None:
+            raise RuntimeError("the text encoders were freed (free_text_encoders): reload the model")  # fmt: skip
+
+    def _t5(self, tokenizer, encoder, prompts: list[str], width: int) -> Tensor:
+        """(B, t5_max_length, D) T5 states as the pipelines make them; zeros of the transformer's
+        text width when the model was saved without T5 (SD3's ``text_encoder_3=None``)."""
+        n = self.t5_max_length
+        if encoder is None:
+            return torch.zeros(len(prompts), n, width, device=self.device, dtype=self.dtype)
+        ids = tokenizer(prompts, padding="max_length", max_length=n, truncation=True,
+                        add_special_tokens=True, return_tensors="pt").input_ids  # fmt: skip
+        with self._visiting(encoder):
+            return encoder(ids.to(self.device))[0].to(self.dtype)
+
+    def _t5_warning(self, tokenizer, prompt: str) -> str | None:
+        if tokenizer is None:
+            return None
+        ids = tokenizer(prompt, truncation=False).input_ids
+        if len(ids) <= self.t5_max_length:
+            return None
+        return (f"prompt is {len(ids)} T5 tokens, the model takes {self.t5_max_length}: "
+                f"dropped {tokenizer.decode(ids[self.t5_max_length - 1 : -1])!r} — shorten it")  # fmt: skip
+
+    def _clip_warnings(self, tokenizers, prompt: str) -> str | None:
+        for tok in tokenizers:
+            msg = clip_warning(tok, prompt)
+            if msg:
+                return msg + " (the T5 encoder still reads it)"
+        return None
+
+    # --- schedule -----------------------------------------------------------------------------
+    def _mu(self, hw: tuple[int, int] | None) -> float:
+        h, w = hw or (self.resolution, self.resolution)
+        seq = (h // self.token_size) * (w // self.token_size)
+        return size_shift_mu(seq, self.scheduler_config, self.default_max_shift)
+
+    def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
+        import diffusers
+
+        if sampler not in FLOW_SAMPLERS:
+            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(FLOW_SAMPLERS)}")  # fmt: skip
+        sched = getattr(diffusers, FLOW_SAMPLERS[sampler]).from_config(self.scheduler_config)
+        dynamic = self.scheduler_config.get("use_dynamic_shifting", False)
+        return FlowSchedule(sched, self.linspace_sigmas, self._mu(hw) if dynamic else None)
+
+    def renoise(self, scheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        return scheduler.scale_noise(x0, t, noise)
+
+    def start_index(self, steps: int, t0: float) -> int:
+        # the flow img2img pipelines keep the fractional step count, then truncate the start
+        return int(max(steps - steps * t0, 0))
+
+    def _sigma(self, t: Tensor, like: Tensor) -> Tensor:
+        s = (t.float() / self.num_train_timesteps).to(like.device, like.dtype)
+        return s.view(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        s = self._sigma(t, x0)
+        return (1.0 - s) * x0 + s * noise
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        return noise - x0
+
+    def train_sigmas(self, hw: tuple[int, int] | None = None) -> Tensor:
+        """(N,) the training scheduler's sigma table, highest first (N = num_train_timesteps)."""
+        n = self.num_train_timesteps
+        s = torch.linspace(1, n, n, dtype=torch.float64).flip(0) / n
+        if self.scheduler_config.get("use_dynamic_shifting", False):
+            e = math.exp(self._mu(hw))  # the sampler's shift at this size
+            return (e / (e + (1 / s - 1))).float()
+        k = float(self.scheduler_config.get("shift", 1.0))
+        return (k * s / (1 + (k - 1) * s)).float()
+
+    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
+                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+        if density == "uniform":
+            u = torch.rand(n, generator=gen)
+        else:  # logit-normal (mean 0, std 1): most draws near sigma 0.5
+            u = torch.sigmoid(torch.randn(n, generator=gen))
+        table = self.train_sigmas(hw)
+        idx = (u * len(table)).long().clamp(max=len(table) - 1)
+        return table[idx] * self.num_train_timesteps
+
+    def free_text_encoders(self) -> None:
+        for name in self._text_names:
+            setattr(self, name, None)
+        _collect(self.device)
+
+    _text_names: tuple[str, ...] = ()  # the attributes holding text encoders
+
+
+def load_flow(cls, spec: ModelSpec, device, dtype: torch.dtype | None, vae: str | None,
+              offload: bool) -> FlowBackbone:  # fmt: skip
+    """Load a flow model's diffusers pipeline and wrap it in backbone class ``cls``."""
+    import diffusers
+
+    from .sd import load_pipeline, load_vae
+
+    dev = resolve_device(device)
+    dtype = dtype or torch.float32
+    extra: dict[str, Any] = {}
+    if vae is not None:
+        extra["vae"] = load_vae(vae, dtype)
+    pipe = load_pipeline(getattr(diffusers, cls.pipeline_class), spec, dtype, **extra)
+    return cls(pipe, spec, dev, dtype, offload)
