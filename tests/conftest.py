@@ -163,7 +163,13 @@ def tiny_flux(tmp_path_factory) -> str:
 def tiny_models(tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
     the rectified-flow sd3 and flux (dev)."""
-    return {"sd1": tiny_model, "sd2v": tiny_sd2, "sdxl": tiny_sdxl, "sd3": tiny_sd3, "flux": tiny_flux}
+    return {
+        "sd1": tiny_model,
+        "sd2v": tiny_sd2,
+        "sdxl": tiny_sdxl,
+        "sd3": tiny_sd3,
+        "flux": tiny_flux,
+    }
 
 
 @pytest.fixture(scope="package")

@@ -142,8 +142,9 @@ def _tiny_vae(seed: int):
 
 def build_tiny_sd3_pipeline(seed: int = 0):
     """Stable Diffusion 3's architecture in small. The SD3 transformer: patch 2 over 8 latent px
-    (a 4 x 4 token grid; positions up to 16 x 16, i.e. 128 px), 2 joint blocks of 2 heads x 8 =
-    16 wide (caption_projection_dim must equal it). Text: two CLIPTextModelWithProjection (16, 24
+    (a 4 x 4 token grid; positions up to 16 x 16, i.e. 128 px), 2 joint blocks of 4 heads x 16 =
+    64 wide (caption_projection_dim must equal it): as wide as a token's output (2 x 2 x 16), so
+    one image can be learned, which 16 wide could not. Text: two CLIPTextModelWithProjection (16, 24
     wide; their pooled projections concatenate to pooled_projection_dim 40, their penultimate
     states to 40 features, zero-padded to T5's 48 = joint_attention_dim) and T5 (tokenizer_3)."""
     from diffusers import (
@@ -157,8 +158,8 @@ def build_tiny_sd3_pipeline(seed: int = 0):
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(sample_size=TINY_RES // 4, patch_size=2,
                                         in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
-                                        num_layers=2, attention_head_dim=8, num_attention_heads=2,
-                                        joint_attention_dim=T5_DIM, caption_projection_dim=16,
+                                        num_layers=2, attention_head_dim=16, num_attention_heads=4,
+                                        joint_attention_dim=T5_DIM, caption_projection_dim=64,
                                         pooled_projection_dim=16 + 24, pos_embed_max_size=16)  # fmt: skip
     vae = _tiny_vae(seed + 1)
     te = _tiny_clip(seed + 2, 16, with_projection=True)
@@ -175,7 +176,7 @@ def build_tiny_sd3_pipeline(seed: int = 0):
 def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
     """FLUX.1's architecture in small: ``guidance_embeds`` True is FLUX.1-dev (distilled guidance
     as an input), False is schnell. Latents are packed 2 x 2 (in_channels 4 x 16 = 64, patch 1);
-    1 double + 1 single block of 2 heads x 8 (RoPE axes 2 + 2 + 4 = 8). Text: CLIPTextModel (16
+    1 double + 1 single block of 4 heads x 16 = 64 wide, a token's width (RoPE axes 4 + 6 + 6). Text: CLIPTextModel (16
     wide, its pooled output -> pooled_projection_dim) and T5 (tokenizer_2, joint_attention_dim).
     The pipeline's default size is hard-coded 128 x 4 = 512 px: pass height=width=32."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
@@ -184,10 +185,10 @@ def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=4 * LATENT_CHANNELS,
-                                         num_layers=1, num_single_layers=1, attention_head_dim=8,
-                                         num_attention_heads=2, joint_attention_dim=T5_DIM,
+                                         num_layers=1, num_single_layers=1, attention_head_dim=16,
+                                         num_attention_heads=4, joint_attention_dim=T5_DIM,
                                          pooled_projection_dim=16, guidance_embeds=guidance_embeds,
-                                         axes_dims_rope=(2, 2, 4))  # fmt: skip
+                                         axes_dims_rope=(4, 6, 6))  # fmt: skip
     vae = _tiny_vae(seed + 1)
     te = _tiny_clip(seed + 2, 16, with_projection=False)
     tok2 = build_t5_tokenizer()

@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from .backbones import SHORT_NAMES, ModelSpec, check_vae, probe
-from .config import EditConfig, GridConfig, TuneConfig
+from .config import Acceleration, EditConfig, GridConfig, TuneConfig
 from .errors import UserError
 from .guidespec import check_guides
 from .images import Placement, image_sha256, load_image, mask_image
@@ -78,6 +78,13 @@ def check_tune(
                     "pass --overwrite to start fresh, or another --out",
                 )
     return TunePlan(img, sha, spec, resume, clear, cfg)
+
+
+def refuse_quantized_full(accel: Acceleration | None, method: str | None) -> None:
+    """--quantize holds the base in int8: LoRA adapters train and apply on top of it, a full
+    tune's weights or deltas cannot."""
+    if accel is not None and accel.quantize and method == "full":
+        raise UserError("--quantize works with LoRA tunes only (a full tune changes the quantized weights)", "add --method lora, or drop --quantize")  # fmt: skip
 
 
 def tune_model_ref(folder: TuneFolder) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import EDIT_METHODS, SAMPLERS, Acceleration, EditConfig
+from .config import EDIT_METHODS, QUANTIZATIONS, SAMPLERS, Acceleration, EditConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,10 +64,13 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
                    help="the denoiser's weights in channels-last (NHWC) memory format")  # fmt: skip
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=a.tf32,
                    help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions")  # fmt: skip
+    p.add_argument("--quantize", choices=QUANTIZATIONS, default=a.quantize,
+                   help="int8 weight-only denoiser (torchao): less memory, LoRA tunes only")  # fmt: skip
 
 
 def acceleration(args: argparse.Namespace) -> Acceleration:
-    return Acceleration(compile=args.compile, channels_last=args.channels_last, tf32=args.tf32)
+    return Acceleration(compile=args.compile, channels_last=args.channels_last, tf32=args.tf32,
+                        quantize=args.quantize)  # fmt: skip
 
 
 def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:

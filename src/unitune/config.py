@@ -147,15 +147,21 @@ class TuneConfig:
         return self.rare_token
 
 
+QUANTIZATIONS = ("int8",)  # Acceleration.quantize: torchao int8 weight-only linear layers
+
+
 @dataclass(frozen=True)
 class Acceleration:
-    """How the denoiser runs, for tune and edit alike: speed, not results (up to float rounding).
-    Each is measured on and off by `unitune bench speed` (docs/SPEED.md) before any becomes a
-    default; neither is one today."""
+    """How the denoiser runs, for tune and edit alike: speed, not results (up to float rounding),
+    except ``quantize``, which trades accuracy for memory. The speed switches are measured on and
+    off by `unitune bench speed` (docs/SPEED.md) before any becomes a default; none is one today."""
 
     compile: bool = False  # torch.compile the denoiser in place (a one-off compile per shape)
     channels_last: bool = False  # the denoiser's weights in NHWC memory format (convolutions)
     tf32: bool = False  # CUDA: TF32 tensor cores for fp32 matmuls and convolutions (Ampere+)
+    # the denoiser's linear weights quantized (torchao, "int8" weight-only: half of bf16) for
+    # LoRA tunes and their edits; None = the weights as loaded
+    quantize: str | None = None
 
 
 @dataclass(frozen=True)

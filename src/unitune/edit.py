@@ -19,7 +19,7 @@ from torch import Tensor
 from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
-from .checks import tune_model_ref
+from .checks import refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
@@ -54,6 +54,7 @@ class Editor:
         self.folder = TuneFolder.open(tune_dir)
         m = self.folder.manifest
         self.tune_cfg = self.folder.tune_config()
+        refuse_quantized_full(accel, self.tune_cfg.method)
         self.backbone = backbone or load_model(
             tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload,
             accel=accel,

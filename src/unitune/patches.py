@@ -1,7 +1,8 @@
 """SINE patch-based fine-tuning (§3.3): random crops + a positional embedding of the crop box.
 
 The embedding is added to the output of the network's input layer, which the backbone names
-(``Backbone.patch_site``: ``conv_in`` for the UNets).
+(``Backbone.patch_site``: ``conv_in`` for the UNets, the patch embedder for the transformers,
+whose output is a token sequence (B, h * w, D) over an h x w grid, row-major).
 
 Each training step crops a box v = [h1, w1, h2, w2] of the full-resolution image (height and
 width uniform in [0.1 H, H] x [0.1 W, W]), resizes it to the training resolution, and tells the
@@ -65,26 +66,52 @@ def fourier(coords: Tensor, n_freq: int) -> Tensor:
     return emb.flatten(1, 2)
 
 
-class PositionalConvIn(nn.Module):
-    """Wraps ``unet.conv_in``: conv(x) + proj(fourier(coords(box))). Set ``box`` (B, 4) before a
-    forward pass; None = the whole image. ``enabled = False`` gives the pretrained behaviour
-    (used when one UNet serves as both models in SINE guidance)."""
+def _width(layer: nn.Module) -> int:
+    """Output features of an input layer: a conv, a linear token embedder or a PatchEmbed."""
+    for m in (layer, getattr(layer, "proj", None)):
+        if isinstance(m, nn.Conv2d):
+            return m.out_channels
+        if isinstance(m, nn.Linear):
+            return m.out_features
+    raise TypeError(f"cannot tell the output width of {type(layer).__name__}")
 
-    def __init__(self, conv: nn.Conv2d, n_freq: int) -> None:
+
+def _param(layer: nn.Module) -> Tensor:
+    return next(layer.parameters())
+
+
+class PositionalConvIn(nn.Module):
+    """Wraps the network's input layer: layer(x) + proj(fourier(coords(box))). Set ``box``
+    (B, 4) before a forward pass; None = the whole image. ``enabled = False`` gives the
+    pretrained behaviour (used when one network serves as both models in SINE guidance). Token
+    outputs (B, N, D) need their grid: ``grid`` (h, w), or read from a spatial input (B, C, H, W)."""
+
+    def __init__(self, conv: nn.Module, n_freq: int) -> None:
         super().__init__()
-        self.conv = conv
+        self.conv = conv  # the wrapped layer (named for the UNets' conv_in; checkpoints use it)
         self.n_freq = n_freq
-        self.pos_proj = nn.Conv2d(4 * n_freq, conv.out_channels, kernel_size=1)
+        self.pos_proj = nn.Conv2d(4 * n_freq, _width(conv), kernel_size=1)
         nn.init.zeros_(self.pos_proj.weight)
         nn.init.zeros_(self.pos_proj.bias)
         self.box: Tensor | None = None
+        self.grid: tuple[int, int] | None = None  # token grid of the next call (packed inputs)
         self.enabled = True
+
+    def _grid(self, x: Tensor, n: int) -> tuple[int, int]:
+        if x.ndim == 4:  # patches of a latent image: the grid is its size over the patch side
+            side = round((x.shape[2] * x.shape[3] / n) ** 0.5)
+            return x.shape[2] // side, x.shape[3] // side
+        if self.grid is None or self.grid[0] * self.grid[1] != n:
+            raise RuntimeError(f"{n} tokens but the token grid is {self.grid}: set_grid first")
+        return self.grid
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)
         if not self.enabled:
             return y
-        b, _, h, w = y.shape
+        tokens = y.ndim == 3
+        b = y.shape[0]
+        h, w = self._grid(x, y.shape[1]) if tokens else y.shape[2:]
         box = self.box
         if box is None:
             box = torch.tensor([FULL_BOX], device=y.device, dtype=torch.float32)
@@ -92,7 +119,8 @@ class PositionalConvIn(nn.Module):
         if box.shape[0] != b:  # CFG doubles the batch: the same boxes for each half
             box = box.repeat(b // box.shape[0], 1)
         emb = fourier(coord_map(box, h, w), self.n_freq).to(self.pos_proj.weight.dtype)
-        return y + self.pos_proj(emb).to(y.dtype)
+        pos = self.pos_proj(emb).to(y.dtype)  # (B, D, h, w)
+        return y + (pos.flatten(2).transpose(1, 2) if tokens else pos)
 
 
 def install(module: nn.Module, n_freq: int, site: str) -> PositionalConvIn:
@@ -101,7 +129,7 @@ def install(module: nn.Module, n_freq: int, site: str) -> PositionalConvIn:
     layer = getattr(module, site)
     if isinstance(layer, PositionalConvIn):
         return layer
-    wrapped = PositionalConvIn(layer, n_freq).to(layer.weight.device, layer.weight.dtype)
+    wrapped = PositionalConvIn(layer, n_freq).to(_param(layer).device, _param(layer).dtype)
     setattr(module, site, wrapped)
     return wrapped
 
@@ -109,6 +137,13 @@ def install(module: nn.Module, n_freq: int, site: str) -> PositionalConvIn:
 def get(module: nn.Module, site: str) -> PositionalConvIn | None:
     layer = getattr(module, site)
     return layer if isinstance(layer, PositionalConvIn) else None
+
+
+def set_grid(module: nn.Module, site: str, grid: tuple[int, int]) -> None:
+    """Tell the positional module (if any) the token grid of the next forward pass."""
+    mod = get(module, site)
+    if mod is not None:
+        mod.grid = grid
 
 
 def uninstall(module: nn.Module, site: str) -> None:
@@ -165,6 +200,6 @@ def projection(module: nn.Module, site: str, tensors: dict[str, Tensor], n_freq:
     (for a view that shares the network with others)."""
     mod = get(module, site)
     layer = mod.conv if mod is not None else getattr(module, site)
-    proj = nn.Conv2d(4 * n_freq, layer.out_channels, kernel_size=1)
+    proj = nn.Conv2d(4 * n_freq, _width(layer), kernel_size=1)
     proj.load_state_dict(_pos_tensors(tensors))
-    return proj.to(layer.weight.device, layer.weight.dtype).requires_grad_(False).eval()
+    return proj.to(_param(layer).device, _param(layer).dtype).requires_grad_(False).eval()

@@ -159,7 +159,7 @@ def best_of(editor, prompt: str, cfg, n: int, sweep: Sequence[dict] = (), mask=N
         images += res.images
         params += res.params
         pixels.append(res.pixels)
-        labels += [f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={c.cfg:g} seed {p['seed']}"
+        labels += [f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={p['edit_config']['cfg']:g} seed {p['seed']}"
                    for p in res.params]  # fmt: skip
     pix = torch.cat(pixels)
     hw = tuple(pix.shape[-2:])

@@ -24,7 +24,7 @@ from . import adapters, patches
 from .adafactor import Adafactor
 from .backbones import load
 from .backbones.base import Backbone, warn_long_prompts
-from .checks import check_tune, settings_dict
+from .checks import check_tune, refuse_quantized_full, settings_dict
 from .config import DEFAULT_MODEL, Acceleration, TuneConfig
 from .errors import UserError
 from .fileio import atomic_save_safetensors
@@ -91,6 +91,7 @@ def tune(
     out = Path(out)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
     img, sha, folder, cfg = plan.image, plan.sha256, plan.resume, plan.cfg
+    refuse_quantized_full(accel, cfg.method)
     owned = backbone is None
     bb = backbone or load(plan.spec, device, vae=vae, accel=accel)
     digest = bb.digest  # of the weights as loaded (backbones.base.weights_digest)
@@ -114,6 +115,7 @@ def tune(
                 "model_path": bb.model_ref,
                 "family": bb.family,  # backbones.FAMILIES
                 "vae": str(Path(vae).resolve()) if vae else None,  # --vae, used by edits too
+                "quantize": accel.quantize if accel else None,  # the base's weights while tuning
                 "model_digest": digest,  # the same name, other weights?
                 "image": {"source": str(image), "sha256": sha, "size": list(img.size)},
                 "placement": placement.to_dict(),

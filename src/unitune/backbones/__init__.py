@@ -44,13 +44,14 @@ _SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
-# The rectified-flow transformers (2-12 B parameters) tune LoRA adapters by default, at the rate
-# of diffusers' DreamBooth LoRA scripts (train_dreambooth_lora_sd3.py / _flux.py: 1e-4, also their
-# full-tuning scripts'); SD3 draws training sigmas logit-normally as train_dreambooth_lora_sd3.py
+# The rectified-flow transformers (2-12 B parameters) tune LoRA adapters by default. Rates: full
+# 1e-4, the default of diffusers' train_dreambooth_sd3.py / _flux.py; LoRA 4e-4, the rate of the
+# SD3 LoRA example in diffusers' README_sd3.md (its scripts default to 1e-4 over 500 steps; one
+# UniTune run is 128). SD3 draws training sigmas logit-normally as train_dreambooth_lora_sd3.py
 # does, FLUX uniformly as train_dreambooth_lora_flux.py; guidance and steps are the pipelines'
 # defaults (StableDiffusion3Pipeline: CFG 7.0, 28 steps; FluxPipeline: distilled guidance 3.5,
 # 28 steps; FLUX.1-schnell's backbone takes 4 steps and no guidance).
-_FLOW = dict(tune_method="lora", lr_full=1e-4, lr_lora=1e-4, steps=28, sampler="euler")
+_FLOW = dict(tune_method="lora", lr_full=1e-4, lr_lora=4e-4, steps=28, sampler="euler")
 SD3_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="logit_normal", cfg=7.0)
 FLUX_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="uniform", cfg=3.5)
 FAMILIES = (

@@ -121,10 +121,26 @@ class Backbone(ABC):
         if accel.tf32 and self.device.type == "cuda":  # process-wide, as torch only offers
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if accel.quantize:
+            self._quantize(accel.quantize)
         if accel.channels_last:
             self.module.to(memory_format=torch.channels_last)
         if accel.compile:
             self.module.compile()  # nn.Module.compile: compiles the forward, keeps the object
+
+    def _quantize(self, kind: str) -> None:
+        """The denoiser's nn.Linear weights to int8 in place (torchao weight-only: activations
+        stay in the compute dtype). PEFT trains LoRA adapters on top of such layers; full tunes
+        cannot (their deltas need float weights), which tune and edit refuse before loading."""
+        from ..errors import UserError
+
+        try:
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+        except ImportError:
+            raise UserError("--quantize needs torchao", "pip install torchao (or 'unitune[quant]')") from None  # fmt: skip
+        if kind != "int8":
+            raise UserError(f"unknown --quantize {kind!r}", "use --quantize int8")
+        quantize_(self.module, Int8WeightOnlyConfig())
 
     # --- image <-> model space ----------------------------------------------------------------
     @property

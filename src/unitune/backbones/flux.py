@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from .. import patches
 from ..config import ModelDefaults
 from ..images import Geometry
 from . import ModelSpec
@@ -131,6 +132,7 @@ class FluxBackbone(FlowBackbone):
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         b, _, h, w = x.shape
         txt_ids = torch.zeros(cond.emb.shape[1], 3, device=x.device, dtype=x.dtype)
+        patches.set_grid(module, self.patch_site, (h // 2, w // 2))  # SINE's crop box, if tuned
         out = module(
             hidden_states=pack(x),
             timestep=t.expand(b).to(x.dtype) / 1000,  # the transformer takes sigma
