@@ -19,7 +19,9 @@ from unitune.export import export
 from unitune.tune import tune
 
 PIPES = {"sd1": "StableDiffusionPipeline", "sd2v": "StableDiffusionPipeline",
-         "sdxl": "StableDiffusionXLPipeline"}  # fmt: skip
+         "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline",
+         "flux": "FluxPipeline"}  # fmt: skip
+FLOW = ("sd3", "flux")  # their pipelines keep their own (flow) scheduler
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
 
@@ -31,7 +33,7 @@ def tunes(tiny_models, photo, tmp_path_factory) -> dict:
     for fam, model in tiny_models.items():
         for method, lr in (("lora", 1e-2), ("full", 1e-3)):
             path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
-            cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4)
+            cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32)  # fmt: skip
             tune(photo, path, cfg, model=model, device="cpu", progress=False)
             out[fam, method] = path
     return out
@@ -41,9 +43,11 @@ def _pipe(family: str, source: str):
     import diffusers
 
     cls = getattr(diffusers, PIPES[family])
-    extra = {"safety_checker": None, "requires_safety_checker": False} if family != "sdxl" else {}
+    sd = family in ("sd1", "sd2v")
+    extra = {"safety_checker": None, "requires_safety_checker": False} if sd else {}
     pipe = cls.from_pretrained(source, **extra)
-    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    if family not in FLOW:
+        pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -64,12 +68,13 @@ def _ours(ed: Editor) -> np.ndarray:
     return ed.edit(PROMPT, EC, progress=False).pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux"])
 def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
     path = export(tunes[family, "lora"], "diffusers-lora", tmp_path / "l.safetensors").path
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert json.loads(meta["lora_adapter_metadata"])["unet.r"] == 4
+    net = "transformer" if family in FLOW else "unet"
+    assert json.loads(meta["lora_adapter_metadata"])[f"{net}.r"] == 4
     assert json.loads(meta["unitune"])["checkpoint"] == 2
     pipe = _pipe(family, tiny_models[family])
     pipe.load_lora_weights(str(path))
@@ -98,7 +103,8 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
     assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
 
 
-@pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full")])
+@pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full"),
+                                               ("sd3", "lora"), ("flux", "full")])  # fmt: skip
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
     out = export(tunes[family, method], "merged", tmp_path / "merged").path
     ed = Editor(tunes[family, method], "cpu")

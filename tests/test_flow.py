@@ -69,3 +69,22 @@ def test_flow_training_sigmas_follow_the_schedulers(tiny_models):
     assert (
         0 < t.min() and t.max() <= 1000 and abs(t.median().item() / 1000 - 0.75) < 0.05
     )  # 3s/(1+2s) at s = 0.5
+
+
+def test_sd3_heun_equals_the_pipeline_with_heun(tiny_models, photo, tmp_path):
+    """The second flow sampler on a fixed-shift model; FLUX (size shift) offers Euler only."""
+    import diffusers
+    import numpy as np
+
+    tune(photo, tmp_path / "u", TuneConfig(steps=0, resolution=32), model=tiny_models["sd3"], device="cpu", progress=False)  # fmt: skip
+    ed = Editor(tmp_path / "u", "cpu")
+    ec = EditConfig(checkpoint=0, t0=0.6, cfg=4.0, steps=8, seeds=(0, 3), interpolate=False, sampler="heun")  # fmt: skip
+    ours = ed.edit("a cat", ec, progress=False).pixels.permute(0, 2, 3, 1).numpy()
+    pipe = diffusers.StableDiffusion3Img2ImgPipeline.from_pretrained(tiny_models["sd3"])
+    pipe.scheduler = diffusers.FlowMatchHeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=0.6, prompt=["beikkpic a cat"] * 2,
+               guidance_scale=4.0, num_inference_steps=8, height=32, width=32, output_type="np",
+               generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)]).images  # fmt: skip
+    assert np.abs(ours - ref).max() < 1e-4
+    assert load_model(tiny_models["flux"], "cpu").samplers == ("euler",)

@@ -24,8 +24,9 @@ RESIZE_MODES = ("crop", "pad")  # TuneConfig.resize
 PRECISIONS = ("auto", "no", "bf16")  # TuneConfig.mixed_precision
 SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
 # EditConfig.sampler: DDIM and DPM-Solver++ (2nd order) for the noise-prediction families, the
-# flow-matching Euler step for the rectified-flow ones; each model offers its own (Backbone.samplers)
-SAMPLERS = ("ddim", "dpm++", "euler")
+# flow-matching Euler and Heun (2nd order) steps for the rectified-flow ones; each model offers
+# its own (Backbone.samplers)
+SAMPLERS = ("ddim", "dpm++", "euler", "heun")
 SINGLE_STEP = ("ddim", "euler")  # the samplers without multistep history: a batch may mix starts
 DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method

@@ -27,7 +27,11 @@ from . import ModelSpec
 from .base import Backbone, resolve_device, weights_digest
 from .sd import _collect, _NoVisit, _Visit, clip_warning
 
-FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}  # config.SAMPLERS -> diffusers
+# config.SAMPLERS -> diffusers; Heun's set_timesteps takes no size shift (mu): fixed-shift models
+FLOW_SAMPLERS = {
+    "euler": "FlowMatchEulerDiscreteScheduler",
+    "heun": "FlowMatchHeunDiscreteScheduler",
+}
 
 
 def size_shift_mu(seq_len: int, config: dict[str, Any], max_shift: float) -> float:
@@ -70,7 +74,6 @@ class FlowBackbone(Backbone):
     """A rectified-flow transformer: ``module`` is the pipeline's ``transformer``. Subclasses set
     the text encoders (``_take_text``, ``components``, ``encode``) and the denoiser call."""
 
-    samplers = ("euler",)
     linspace_sigmas = False  # the pipeline passes its own sigma grid (FLUX)
     default_max_shift = 1.16  # the pipeline's max_shift when the scheduler config has none
     t5_max_length = 256  # the pipeline's max_sequence_length for the T5 prompt
@@ -164,11 +167,16 @@ class FlowBackbone(Backbone):
         seq = (h // self.token_size) * (w // self.token_size)
         return size_shift_mu(seq, self.scheduler_config, self.default_max_shift)
 
+    @property
+    def samplers(self) -> tuple[str, ...]:  # type: ignore[override]
+        dynamic = self.scheduler_config.get("use_dynamic_shifting", False) or self.linspace_sigmas
+        return ("euler",) if dynamic else tuple(FLOW_SAMPLERS)
+
     def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
         import diffusers
 
-        if sampler not in FLOW_SAMPLERS:
-            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(FLOW_SAMPLERS)}")  # fmt: skip
+        if sampler not in self.samplers:
+            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(self.samplers)}")  # fmt: skip
         sched = getattr(diffusers, FLOW_SAMPLERS[sampler]).from_config(self.scheduler_config)
         dynamic = self.scheduler_config.get("use_dynamic_shifting", False)
         return FlowSchedule(sched, self.linspace_sigmas, self._mu(hw) if dynamic else None)

@@ -4,7 +4,7 @@ kohya's (A1111/Forge, ComfyUI).
 Input: a LoRA under PEFT's names for the network (``<module>.lora_A.weight`` = down,
 ``.lora_B.weight`` = up) and its LoraConfig (rank, alpha, patterns).
 
-- diffusers: the keys prefixed ``unet.`` and the config as ``lora_adapter_metadata``, written by
+- diffusers: the keys prefixed ``unet.`` (``transformer.`` for SD3 / FLUX) and the config as ``lora_adapter_metadata``, written by
   the family pipeline's own ``save_lora_weights`` so ``pipe.load_lora_weights(file)`` reads it
   with the exact rank and alpha of every layer.
 - kohya: ``lora_unet_<module path with '_' for '.'>.lora_down.weight`` / ``.lora_up.weight`` /
@@ -70,14 +70,22 @@ def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
 def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
                     pipeline_class, extra_meta: dict[str, str]) -> None:  # fmt: skip
     """Write diffusers' layout with the family pipeline's own writer, then add ``extra_meta``."""
+    import inspect
+
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    # the denoiser's name in the writer's arguments: unet_... (SD, SDXL), transformer_... (SD3, FLUX)
+    params = inspect.signature(pipeline_class.save_lora_weights).parameters
+    net = "unet" if "unet_lora_layers" in params else "transformer"
+    layers = {k: v.float().contiguous() for k, v in tensors.items()}
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         pipeline_class.save_lora_weights(
             tmp,
-            unet_lora_layers={k: v.float().contiguous() for k, v in tensors.items()},
-            unet_lora_adapter_metadata=json.loads(json.dumps(config)),
+            **{
+                f"{net}_lora_layers": layers,
+                f"{net}_lora_adapter_metadata": json.loads(json.dumps(config)),
+            },  # fmt: skip
             safe_serialization=True,
         )
         written = Path(tmp) / "pytorch_lora_weights.safetensors"
