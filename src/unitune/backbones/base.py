@@ -111,6 +111,28 @@ class Backbone(ABC):
     defaults: ModelDefaults  # this model's defaults (its family's; load() sets them)
     samplers: tuple[str, ...] = ("ddim", "dpm++")  # config.SAMPLERS this model offers
 
+    def _adopt(self, pipe, spec, device: torch.device, dtype: torch.dtype, offload: bool,
+               network: str) -> None:  # fmt: skip
+        """Take a loaded diffusers pipeline's pieces (``network``: its denoiser's attribute) and
+        place them: with ``offload`` (on a GPU) everything but the denoiser waits on the CPU and
+        visits the device only while it runs. Frozen, eval mode; the digest of them as loaded."""
+        self.model_ref = spec.ref
+        self.device, self.dtype = device, dtype
+        self.module = getattr(pipe, network)
+        self.vae = pipe.vae
+        self._take_text(pipe)
+        self.scheduler = pipe.scheduler  # the model's own scheduler (its class, for export)
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.offload = offload and device.type != "cpu"
+        for m in self.components().values():
+            m.requires_grad_(False).eval()
+            m.to("cpu" if self.offload and m is not self.module else device)
+        self.digest = weights_digest(self.components())
+
+    def _take_text(self, pipe) -> None:
+        """Keep the pipeline's tokenizers and text encoders."""
+        raise NotImplementedError
+
     def model_defaults(self, family: ModelDefaults) -> ModelDefaults:
         """This model's defaults: its family's (a variant of a family may refine them)."""
         return family

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from . import ModelSpec
-from .base import Backbone, resolve_device, weights_digest
+from .base import Backbone
 from .sd import _collect, _NoVisit, _Visit, clip_warning
 
 # config.SAMPLERS -> diffusers; Heun's set_timesteps takes no size shift (mu): fixed-shift models
@@ -80,23 +80,7 @@ class FlowBackbone(Backbone):
 
     def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
                  offload: bool = False) -> None:  # fmt: skip
-        self.model_ref = spec.ref
-        self.device, self.dtype = device, dtype
-        self.module = pipe.transformer
-        self.vae = pipe.vae
-        self._take_text(pipe)
-        self.scheduler = pipe.scheduler
-        self.scheduler_config = dict(pipe.scheduler.config)
-        # --offload: the transformer stays on the device; the text encoders and the VAE wait on
-        # the CPU and visit the device only while they run
-        self.offload = offload and device.type != "cpu"
-        for name, m in self.components().items():
-            m.requires_grad_(False).eval()
-            m.to("cpu" if self.offload and name != "transformer" else device)
-        self.digest = weights_digest(self.components())
-
-    def _take_text(self, pipe) -> None:
-        raise NotImplementedError
+        self._adopt(pipe, spec, device, dtype, offload, "transformer")
 
     # --- image <-> model space ----------------------------------------------------------------
     @property
@@ -225,19 +209,3 @@ class FlowBackbone(Backbone):
         _collect(self.device)
 
     _text_names: tuple[str, ...] = ()  # the attributes holding text encoders
-
-
-def load_flow(cls, spec: ModelSpec, device, dtype: torch.dtype | None, vae: str | None,
-              offload: bool) -> FlowBackbone:  # fmt: skip
-    """Load a flow model's diffusers pipeline and wrap it in backbone class ``cls``."""
-    import diffusers
-
-    from .sd import load_pipeline, load_vae
-
-    dev = resolve_device(device)
-    dtype = dtype or torch.float32
-    extra: dict[str, Any] = {}
-    if vae is not None:
-        extra["vae"] = load_vae(vae, dtype)
-    pipe = load_pipeline(getattr(diffusers, cls.pipeline_class), spec, dtype, **extra)
-    return cls(pipe, spec, dev, dtype, offload)

@@ -24,9 +24,9 @@ from .. import patches
 from ..config import ModelDefaults
 from ..images import Geometry
 from . import ModelSpec
-from .base import Conditioning
-from .flow import FlowBackbone, load_flow
-from .sd import clip_tokens
+from .base import Backbone, Conditioning
+from .flow import FlowBackbone
+from .sd import clip_tokens, load_backbone
 from .sd3 import TRANSFORMER_FF
 
 # diffusers' train_dreambooth_lora_flux.py targets, attention only (its default adds the
@@ -147,5 +147,5 @@ class FluxBackbone(FlowBackbone):
 
 
 def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> FluxBackbone:  # fmt: skip
-    return load_flow(FluxBackbone, spec, device, dtype, vae, offload)  # type: ignore[return-value]
+         offload: bool = False) -> Backbone:  # fmt: skip
+    return load_backbone(FluxBackbone, spec, device, dtype, vae, offload)

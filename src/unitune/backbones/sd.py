@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..images import Geometry
 from . import ModelSpec
-from .base import Backbone, Conditioning, resolve_device, weights_digest
+from .base import Backbone, Conditioning, resolve_device
 
 SAMPLER_CLASSES = {"ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}
 # LoRA on the transformer blocks' attention and feed-forward projections (as diffusers' DreamBooth
@@ -102,21 +102,8 @@ class SDBackbone(Backbone):
                  offload: bool = False) -> None:  # fmt: skip
         from diffusers import DDPMScheduler
 
-        self.model_ref = spec.ref
-        self.device, self.dtype = device, dtype
-        self.module = pipe.unet
-        self.vae = pipe.vae
-        self._take_text(pipe)
-        self.scheduler = pipe.scheduler  # the model's own scheduler (its class, for export)
-        self.scheduler_config = dict(pipe.scheduler.config)
+        self._adopt(pipe, spec, device, dtype, offload, "unet")
         self.train_scheduler = DDPMScheduler.from_config(self.scheduler_config)
-        # --offload: the UNet stays on the device; the text encoders and the VAE wait on the CPU
-        # and visit the device only while they run
-        self.offload = offload and device.type != "cpu"
-        for name, m in self.components().items():
-            m.requires_grad_(False).eval()
-            m.to("cpu" if self.offload and name != "unet" else device)
-        self.digest = weights_digest(self.components())
 
     def _take_text(self, pipe) -> None:
         self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
@@ -294,16 +281,23 @@ def _collect(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> SDBackbone:  # fmt: skip
-    """Load an SD 1.x / 2.x model. dtype defaults to fp32 (fp16 weights are upcast on load: CPU
-    kernels and fine-tuning both want fp32 masters)."""
+def load_backbone(cls, spec: ModelSpec, device, dtype: torch.dtype | None, vae: str | None,
+                  offload: bool, **extra: Any) -> Backbone:  # fmt: skip
+    """The pipeline of backbone class ``cls`` (its ``pipeline_class``) loaded and wrapped. dtype
+    defaults to fp32 (fp16 weights are upcast on load: CPU kernels and fine-tuning both want
+    fp32 masters); ``vae``: another VAE; ``extra``: more pipeline components."""
     import diffusers
 
     dev = resolve_device(device)
     dtype = dtype or torch.float32
-    extra: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if vae is not None:
         extra["vae"] = load_vae(vae, dtype)
-    pipe = load_pipeline(getattr(diffusers, SDBackbone.pipeline_class), spec, dtype, **extra)
-    return SDBackbone(pipe, spec, dev, dtype, offload)
+    pipe = load_pipeline(getattr(diffusers, cls.pipeline_class), spec, dtype, **extra)
+    return cls(pipe, spec, dev, dtype, offload)
+
+
+def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
+         offload: bool = False) -> Backbone:  # fmt: skip
+    """Load an SD 1.x / 2.x model."""
+    return load_backbone(SDBackbone, spec, device, dtype, vae, offload, safety_checker=None,
+                         requires_safety_checker=False)  # fmt: skip

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from ..images import Geometry
 from . import ModelSpec
-from .base import Conditioning
-from .flow import FlowBackbone, load_flow
-from .sd import clip_tokens
+from .base import Backbone, Conditioning
+from .flow import FlowBackbone
+from .sd import clip_tokens, load_backbone
 
 # diffusers' train_dreambooth_lora_sd3.py targets: attention of the image and the text stream
 SD3_LORA = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
@@ -102,5 +102,5 @@ class SD3Backbone(FlowBackbone):
 
 
 def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> SD3Backbone:  # fmt: skip
-    return load_flow(SD3Backbone, spec, device, dtype, vae, offload)  # type: ignore[return-value]
+         offload: bool = False) -> Backbone:  # fmt: skip
+    return load_backbone(SD3Backbone, spec, device, dtype, vae, offload)

@@ -15,16 +15,14 @@ The SDXL VAE overflows in fp16: with fp16 weights it decodes and encodes in fp32
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
 from ..images import Geometry
 from . import ModelSpec
-from .base import Conditioning, resolve_device
-from .sd import SDBackbone, _collect, clip_tokens, clip_warning, load_pipeline, load_vae
+from .base import Backbone, Conditioning
+from .sd import SDBackbone, _collect, clip_tokens, clip_warning, load_backbone
 
 
 class SDXLBackbone(SDBackbone):
@@ -116,13 +114,5 @@ class SDXLBackbone(SDBackbone):
 
 
 def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> SDXLBackbone:  # fmt: skip
-    import diffusers
-
-    dev = resolve_device(device)
-    dtype = dtype or torch.float32
-    extra: dict[str, Any] = {}
-    if vae is not None:
-        extra["vae"] = load_vae(vae, dtype)
-    pipe = load_pipeline(getattr(diffusers, SDXLBackbone.pipeline_class), spec, dtype, **extra)
-    return SDXLBackbone(pipe, spec, dev, dtype, offload)
+         offload: bool = False) -> Backbone:  # fmt: skip
+    return load_backbone(SDXLBackbone, spec, device, dtype, vae, offload)
