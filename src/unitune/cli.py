@@ -318,9 +318,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
     ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload,
                 accel=acceleration(args))  # fmt: skip
-    path = render_grid(
-        ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
-    )
+    path = render_grid(ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet)[0]  # fmt: skip
     print(path)
 
 

@@ -117,7 +117,7 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
                           title=f"checkpoint {ed.step}, t0 {edit_cfg.t0:g}, CFG {edit_cfg.cfg:g}{pg}")  # fmt: skip
     atomic_write(out / "edits.png", lambda tmp: sheet.save(tmp, format="PNG"))
     grid_path = render_grid(ed, edits[0].prompt, replace(edit_cfg, seeds=(0,)), grid_cfg,
-                            out / "grid.png", progress=progress)  # fmt: skip
+                            out / "grid.png", progress=progress)[0]  # fmt: skip
     summary = {
         "scene": SCENE.to_dict(),
         "tune_seconds": round(t_tuned - t_start, 1),

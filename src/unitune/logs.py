@@ -9,7 +9,15 @@ import warnings
 
 from .errors import UnituneWarning
 
-THIRD_PARTY = ("transformers", "diffusers", "huggingface_hub", "peft", "accelerate", "torch")
+THIRD_PARTY = (
+    "transformers",
+    "diffusers",
+    "huggingface_hub",
+    "peft",
+    "accelerate",
+    "torch",
+    "torchao",
+)
 
 
 def configure(verbose: bool) -> None:
@@ -32,8 +40,17 @@ def configure(verbose: bool) -> None:
 
 
 def quiet_libraries() -> None:
-    """Errors only from transformers and diffusers, and their load bars off (diffusers' bar
-    reads no environment variable). Imports both: call it just before a model loads."""
+    """Errors only from transformers, diffusers, torch and torchao, and the load bars off
+    (diffusers' bar reads no environment variable). Imports them: call it just before a model
+    loads."""
+    import logging
+
+    import torch  # noqa: F401 - torch sets up its loggers on import: set their level after
+
+    # torch's and torchao's own loggers (diffusers imports torchao when it is installed, which
+    # reports kernels it cannot load for this machine): errors only
+    for name in ("torch", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 

@@ -30,12 +30,16 @@ def render_grid(
     out: Path,
     mask: str | None = None,
     progress: bool = True,
-) -> Path:
+    cells: Path | None = None,
+) -> list[Path]:
     """Rows = checkpoints, columns = t0 x seeds. With a single-step sampler a row is ONE batch
-    (every t0 and seed: sampling._staggered), else each cell's seeds are one batch."""
+    (every t0 and seed: sampling._staggered), else each cell's seeds are one batch. Returns the
+    sheet's path, then with ``cells`` (a folder) every cell saved there as its own edit (PNG with
+    its parameters + sidecar), row by row."""
     cfg = editor.resolve(cfg)  # the model's sampler decides whether a row is one batch
     rows: list[list[Image.Image | None]] = []
     row_labels: list[str] = []
+    saved: list[Path] = []
     jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]
     bar = tqdm(total=len(jobs), desc="grid", disable=not progress)
     for c in grid.checkpoints:
@@ -43,12 +47,17 @@ def render_grid(
         row: list[Image.Image | None] = []
         at_c = replace(cfg, checkpoint=c, seeds=grid.seeds)
         if cfg.sampler in SINGLE_STEP:
-            row.extend(editor.edit(prompt, at_c, mask, progress=False, t0s=grid.t0s).images)
+            results = [editor.edit(prompt, at_c, mask, progress=False, t0s=grid.t0s)]
             bar.update(len(grid.t0s))
         else:
+            results = []
             for t0 in grid.t0s:
-                row.extend(editor.edit(prompt, replace(at_c, t0=t0), mask, progress=False).images)
+                results.append(editor.edit(prompt, replace(at_c, t0=t0), mask, progress=False))
                 bar.update(1)
+        for res in results:
+            row.extend(res.images)
+            if cells is not None:
+                saved += [save_edit(im, p, cells) for im, p in zip(res.images, res.params)]
         rows.append(row)
         row_labels.append(f"{c} steps" if c else "pretrained")
     bar.close()
@@ -71,4 +80,4 @@ def render_grid(
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
-    return out
+    return [out, *saved]
