@@ -193,3 +193,14 @@ def tuned(tiny_model, photo, tmp_path_factory) -> Path:
                  "--save-at", "2,4", "--device", "cpu", "--quiet"])  # fmt: skip
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="package")
+def demo_photo(tmp_path_factory) -> str:
+    """The demo's photo: its scene of the embedded model's world, rendered at 64 px."""
+    from unitune.demo import SCENE
+    from unitune.world.render import render, to_pil
+
+    path = tmp_path_factory.mktemp("demo") / "scene.png"
+    to_pil(render([SCENE], 64)[0]).save(path)
+    return str(path)

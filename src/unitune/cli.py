@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from . import logs
+from .app.cli import add_serve_parser, cmd_serve
 from .bench.cli import add_bench_parser, cmd_bench
 from .cliargs import (
     Parser,
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     add_common(x)
     add_bench_parser(sub, add_common)
+    add_serve_parser(sub, add_common)
     return ap
 
 
@@ -371,6 +373,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "export": cmd_export,
     "bench": cmd_bench,
+    "serve": lambda args: cmd_serve(args, _before_load),
 }
 
 

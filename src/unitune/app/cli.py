@@ -1,0 +1,53 @@
+"""`unitune serve` under the main parser: flags, checks before anything loads, then the server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from .server import ServeConfig
+
+
+def add_serve_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    d = ServeConfig()
+    s = sub.add_parser(
+        "serve", help="the web app and HTTP API (Gradio) with a persistent job queue"
+    )
+    s.add_argument("--data", default=d.data, help=f"data directory: queue, uploads, tunes, edits (default {d.data})")  # fmt: skip
+    s.add_argument("--host", default=d.host, help="address to bind (default loopback; others need --auth)")  # fmt: skip
+    s.add_argument("--port", type=int, default=d.port, help=f"(default {d.port})")
+    s.add_argument("--auth", default=d.auth, help="USER:PASSWORD login (required off loopback)")
+    s.add_argument("--model", dest="models", action="append", help="a model the page may tune (repeatable; default: the embedded world model)")  # fmt: skip
+    s.add_argument("--gpu-jobs", type=int, default=d.gpu_jobs, help="jobs run at once (each loads its own models)")  # fmt: skip
+    s.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting jobs before submits are refused")  # fmt: skip
+    add_common(s)
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(data=args.data, host=args.host, port=args.port, auth=args.auth,
+                       models=tuple(args.models or ServeConfig().models), device=args.device,
+                       gpu_jobs=args.gpu_jobs, max_queue=args.max_queue)  # fmt: skip
+
+
+def cmd_serve(args: argparse.Namespace, before_load: Callable[[argparse.Namespace], None]) -> None:
+    from .server import check_serve
+
+    cfg = serve_config(args)
+    check_serve(cfg)
+    # Gradio keeps uploads and served copies in its temp dir: put it inside the data directory
+    os.environ["GRADIO_TEMP_DIR"] = str(Path(cfg.data).resolve() / "gradio-tmp")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+    before_load(args)
+    from .server import Server
+    from .ui import launch
+
+    server = Server(cfg)
+    if server.recovered:
+        print(f"unitune: resuming jobs {server.recovered} left running by the last server")
+    print(f"unitune: serving on http://{cfg.host}:{cfg.port} (data in {server.store.root})", flush=True)  # fmt: skip
+    try:
+        launch(server, quiet=not args.verbose)
+    finally:
+        server.close()

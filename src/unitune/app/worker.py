@@ -1,0 +1,171 @@
+"""The worker of `unitune serve`: takes jobs from the queue and runs them through the library.
+
+One worker thread per device slot (``gpu_jobs``, default 1): tunes and edits use the model, so
+they run one at a time per slot, while the web handlers only read and write the queue and never
+wait for a job. Each model the server offers is loaded once and shared by every tune and edit
+of it (tune() leaves a model it is handed as it found it). A job that raises a UserError fails
+with that one line; anything else fails with its type and first line, and the worker goes on.
+
+Job parameters are checked when they are submitted (server.py); here they are only run:
+
+- ``tune``: {upload, model, settings (TuneConfig fields)} -> tunes/tune-<id> (resumes there
+  after a restart, from its last checkpoint);
+- ``grid``: {tune, prompt, edit (EditConfig fields), grid (GridConfig fields)} -> the sheet and
+  every cell as its own PNG, under edits/grid-<id>;
+- ``edit``: {tune, prompt, edit, mask} -> one PNG per seed under edits/edit-<id>.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..config import EditConfig, GridConfig, TuneConfig
+from ..errors import UserError
+from .jobs import Job, JobQueue
+from .store import Store
+
+log = logging.getLogger("unitune.serve")
+
+
+def tune_config(settings: dict[str, Any]) -> TuneConfig:
+    s = dict(settings)
+    if "save_at" in s:
+        s["save_at"] = tuple(s["save_at"])
+    return replace(TuneConfig(), **s)
+
+
+def edit_config(settings: dict[str, Any]) -> EditConfig:
+    s = dict(settings)
+    if "seeds" in s:
+        s["seeds"] = tuple(s["seeds"])
+    return replace(EditConfig(), **s)
+
+
+def grid_config(settings: dict[str, Any]) -> GridConfig:
+    return replace(GridConfig(), **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})  # fmt: skip
+
+
+class Worker:
+    """Runs ``queue``'s jobs on ``slots`` threads with the models named in ``models``."""
+
+    def __init__(self, queue: JobQueue, store: Store, models: dict[str, str], device: str = "auto",
+                 slots: int = 1, poll: float = 0.3) -> None:  # fmt: skip
+        self.queue, self.store, self.models, self.device = queue, store, models, device
+        self.slots, self.poll = slots, poll
+        self._local = threading.local()  # per slot: model name -> Backbone (a model's state is
+        # not shared between threads: each slot loads its own copy of the models it runs)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self.slots):
+            t = threading.Thread(target=self._loop, name=f"unitune-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.queue.claim()
+            if job is None:
+                self._stop.wait(self.poll)
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        try:
+            result = getattr(self, f"_{job.kind}")(job)
+        except UserError as e:
+            self.queue.fail(job.id, str(e))
+        except Exception as e:  # noqa: BLE001 - a job's failure must not stop the worker
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self.queue.fail(job.id, f"{type(e).__name__}: {first}")
+        else:
+            self.queue.finish(job.id, result)
+
+    def backbone(self, name: str):
+        """The model ``name`` (one of the server's), loaded once per slot."""
+        loaded = self._local.__dict__.setdefault("models", {})
+        if name not in loaded:
+            from ..backbones import load_model
+
+            loaded[name] = load_model(self.models[name], self.device)
+        return loaded[name]
+
+    def _editor(self, tune_rel: str):
+        from ..edit import Editor
+        from ..tunefolder import TuneFolder
+
+        folder = self.store.inside(tune_rel)
+        model = TuneFolder.open(folder).manifest["model"]
+        name = next((n for n, ref in self.models.items() if ref == model), None)
+        if name is None:
+            raise UserError(f"{tune_rel} was tuned on a model this server does not offer", "tune it again here")  # fmt: skip
+        return Editor(folder, self.device, backbone=self.backbone(name))
+
+    # --- the job kinds ------------------------------------------------------------------------
+    def _tune(self, job: Job) -> dict[str, Any]:
+        from ..tune import tune
+
+        p = job.params
+        cfg = tune_config(p["settings"])
+        out = self.store.tune_dir(job.id)
+        start = time.time()
+        first: list[int] = []
+
+        def on_step(step: int, loss: float) -> None:
+            first.append(step) if not first else None
+            done = step - first[0] + 1  # steps run by this process (a resumed run starts later)
+            eta = (time.time() - start) / done * (cfg.steps - step)
+            self.queue.progress(job.id, step=step, of=cfg.steps, loss=round(loss, 5), eta_s=round(eta, 1))  # fmt: skip
+
+        folder = tune(self.store.upload(p["upload"]), out, cfg, model=self.models[p["model"]],
+                      device=self.device, progress=False, backbone=self.backbone(p["model"]),
+                      on_step=on_step)  # fmt: skip
+        return {"tune": self.store.rel(out), "checkpoints": folder.checkpoints,
+                "loss": [round(v, 5) for v in folder.manifest.get("loss_history", [])]}  # fmt: skip
+
+    def _grid(self, job: Job) -> dict[str, Any]:
+        from ..outputs import render_grid
+
+        p = job.params
+        ed = self._editor(p["tune"])
+        out = self.store.edit_dir("grid", job.id)
+        paths = render_grid(ed, p["prompt"], edit_config(p["edit"]), grid_config(p["grid"]),
+                            out / "grid.png", progress=False, cells=out / "cells")  # fmt: skip
+        return {"sheet": self.store.rel(paths[0]), "cells": [self.store.rel(c) for c in paths[1:]]}
+
+    def _edit(self, job: Job) -> dict[str, Any]:
+        from ..outputs import save_edit
+
+        p = job.params
+        ed = self._editor(p["tune"])
+        mask = self.store.upload(p["mask"]) if p.get("mask") else None
+        res = ed.edit(p["prompt"], edit_config(p["edit"]), mask=mask, progress=False)
+        out = self.store.edit_dir("edit", job.id)
+        saved = [save_edit(im, prm, out) for im, prm in zip(res.images, res.params)]
+        return {"images": [self.store.rel(s) for s in saved]}
+
+
+def wait(queue: JobQueue, job_id: int, timeout: float = 600, poll: float = 0.2) -> Job:
+    """Block until job ``job_id`` is done or failed (tests, `unitune batch`)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        job = queue.get(job_id)
+        if job is not None and job.state in ("done", "failed"):
+            return job
+        time.sleep(poll)
+    raise TimeoutError(f"job {job_id} did not finish in {timeout:g} s")
+
+
+def result_path(store: Store, rel: str) -> Path:
+    return store.inside(rel)

@@ -1,0 +1,235 @@
+"""`unitune serve` end to end: a real server process on loopback with the embedded model, driven
+by a real browser (Debian's chromium + chromedriver through selenium) and by the HTTP API
+(gradio_client): the whole Tune -> Explore -> Download path, a restart during a tune, the upload
+limits, a full queue and concurrent clients."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from unitune.app.jobs import JobQueue
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Srv:
+    """A `unitune serve` subprocess on a free loopback port."""
+
+    def __init__(self, data: Path, *extra: str) -> None:
+        self.data, self.port = data, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        argv = [sys.executable, "-m", "unitune.cli", "serve", "--data", str(data), "--port",
+                str(self.port), "--device", "cpu", *extra]  # fmt: skip
+        self.log = open(data.parent / f"serve-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        end = time.time() + 120
+        while time.time() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert self.proc.poll() is None, Path(self.log.name).read_text()
+                time.sleep(0.5)
+        raise TimeoutError("the server did not start")
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture()
+def srv(tmp_path):
+    servers: list[Srv] = []
+
+    def start(*extra: str, data: Path | None = None) -> Srv:
+        s = Srv(data or tmp_path / "data", *extra)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.kill()
+
+
+def _wait(client, job: int, timeout: float = 300) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        st = client.predict(job, api_name="/job")
+        if st["state"] in ("done", "failed"):
+            return st
+        time.sleep(0.5)
+    raise TimeoutError(f"job {job}")
+
+
+def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> int:
+    from gradio_client import handle_file
+
+    job, _status = client.predict(handle_file(photo), caption, steps, "world", api_name="/submit_tune")  # fmt: skip
+    return int(job)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium + chromedriver (apt)")
+def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
+    """Upload the demo image, tune 4 steps, render a 2-cell grid, open a cell, download its PNG:
+    the download carries its `parameters` chunk. A screenshot per step in tmp_path/shots."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    s = srv()
+    shots, dl = tmp_path / "shots", tmp_path / "downloads"
+    shots.mkdir()
+    dl.mkdir()
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):  # fmt: skip
+        opts.add_argument(a)
+    opts.binary_location = CHROMIUM
+    opts.add_experimental_option("prefs", {"download.default_directory": str(dl), "download.prompt_for_download": False})  # fmt: skip
+    d = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        wait = lambda t=240: WebDriverWait(d, t, poll_frequency=0.5)  # noqa: E731
+        css = lambda sel: d.find_element(By.CSS_SELECTOR, sel)  # noqa: E731
+
+        def tab(name: str) -> None:
+            next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if name in b.text).click()  # fmt: skip
+            time.sleep(0.5)
+
+        def status(sel: str) -> str:
+            wait().until(lambda _: any(w in css(sel).text for w in ("done", "failed")))
+            return css(sel).text
+
+        d.get(s.url)
+        wait().until(lambda _: d.find_elements(By.CSS_SELECTOR, "#photo input[type=file]"))
+        d.save_screenshot(str(shots / "1-page.png"))
+        css("#photo input[type=file]").send_keys(demo_photo)
+        wait().until(lambda _: d.find_elements(By.CSS_SELECTOR, "#photo-preview img"))
+        css("#caption textarea").send_keys("a red circle")
+        steps = css("#steps input")
+        steps.send_keys(Keys.CONTROL, "a")
+        steps.send_keys("4")
+        css("#tune-btn").click()
+        assert "done" in status("#tune-status")
+        d.save_screenshot(str(shots / "2-tuned.png"))
+        tab("Explore")  # the tune just made is picked already
+        wait(30).until(lambda _: "#1 a red circle" in css("#pick input").get_attribute("value"))
+        css("#prompt textarea").send_keys("a green circle")
+        t0s = css("#t0s textarea")
+        t0s.send_keys(Keys.CONTROL, "a")
+        t0s.send_keys("0.9,1")
+        css("#grid-btn").click()
+        assert "done" in status("#grid-status")
+        wait().until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#cells .thumbnail-item")) == 2)
+        d.save_screenshot(str(shots / "3-grid.png"))
+        d.find_elements(By.CSS_SELECTOR, "#cells .thumbnail-item")[0].click()
+        tab("Download")
+        wait(30).until(lambda _: '"t0": 0.9' in css("#chosen-params").text)
+        d.save_screenshot(str(shots / "4-cell.png"))
+        css("#download").click()
+        wait(30).until(lambda _: glob.glob(str(dl / "*.png")))
+    finally:
+        d.quit()
+    (png,) = glob.glob(str(dl / "*.png"))
+    text = Image.open(png).text["parameters"]
+    assert (
+        text.startswith("beikkpic a green circle") and "Checkpoint: 4" in text and "t0: 0.9" in text
+    ), text
+
+
+@pytest.mark.slow
+def test_restart_during_a_tune_resumes_and_loses_nothing(srv, demo_photo, tmp_path):
+    """Kill -9 the server mid-tune with another job queued; the next server resumes the tune
+    from its last checkpoint and runs the queued job; finished jobs stay listed."""
+    s = srv()
+    c = s.client()
+    first = _submit_tune(c, demo_photo, 4)
+    assert _wait(c, first)["state"] == "done"
+    long, queued = _submit_tune(c, demo_photo, 48), _submit_tune(c, demo_photo, 2, "another")
+    q = JobQueue(s.data / "queue.sqlite")
+    tune_dir = s.data / "tunes" / f"tune-{long}" / "checkpoints"
+    end = time.time() + 300
+    while not (tune_dir / "step-000032.safetensors").exists():  # the 16- and 32-step checkpoints
+        assert time.time() < end
+        time.sleep(0.2)
+    s.kill()
+    assert q.get(long).state == "running" and q.get(queued).state == "queued"
+    s2 = srv(data=s.data)
+    c2 = s2.client()
+    assert _wait(c2, long)["state"] == "done" and _wait(c2, queued)["state"] == "done"
+    job = q.get(long)
+    assert job.attempts == 2 and job.result["checkpoints"] == [16, 32, 48]
+    assert len(job.result["loss"]) == 48  # one history: the resumed run continued it
+    assert job.progress["step"] == 48
+    assert q.get(first).state == "done" and q.counts()["failed"] == 0
+
+
+def _bomb(path: Path) -> Path:
+    """A 1-bit PNG of 20000 x 20000 (400 MP) that is a few kB on disk."""
+    Image.new("1", (20000, 20000)).save(path, optimize=True)
+    return path
+
+
+@pytest.mark.slow
+def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path):
+    from gradio_client import handle_file
+
+    s = srv("--max-queue", "1")
+    c = s.client()
+    before = {p for p in tmp_path.rglob("*")}
+    (tmp_path / "notes.png").write_text("this is not an image")
+    bad = {
+        "not an image": tmp_path / "notes.png",
+        "decompression bomb|MP": _bomb(tmp_path / "bomb.png"),
+    }
+    for words, path in bad.items():
+        with pytest.raises(Exception) as e:
+            c.predict(handle_file(str(path)), "", 4, "world", api_name="/submit_tune")
+        assert any(w in str(e.value) for w in words.split("|")), str(e.value)
+    big = tmp_path / "big.png"
+    big.write_bytes(os.urandom(26 * 2**20))  # over the 25 MB upload limit
+    with pytest.raises(Exception) as e:
+        c.predict(handle_file(str(big)), "", 4, "world", api_name="/submit_tune")
+    assert "maximum file size" in str(e.value), str(
+        e.value
+    )  # Gradio's limit (launch max_file_size)
+    odd = tmp_path / "..%2F..%2Fescape.png"  # a path-like client name: stored by content hash
+    shutil.copy(demo_photo, odd)
+    running = _submit_tune(c, str(odd), 400)  # keeps the worker busy
+    time.sleep(1)
+    _submit_tune(c, demo_photo, 2)  # waits: the queue now holds its 1
+    with pytest.raises(Exception, match="queue is full"):
+        _submit_tune(c, demo_photo, 2)
+    q = JobQueue(s.data / "queue.sqlite")
+    assert q.counts()["queued"] == 1 and q.get(running).state == "running"
+    uploads = sorted(p.name for p in (s.data / "uploads").iterdir())
+    assert all(len(n) == 36 and n.endswith(".png") for n in uploads), uploads
+    s.kill()
+    new = {p for p in tmp_path.rglob("*")} - before
+    outside = [p for p in new if s.data not in (p, *p.parents) and p.parent != tmp_path]
+    assert not outside, outside  # nothing but the data dir (and the test's own files) written
