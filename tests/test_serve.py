@@ -6,6 +6,7 @@ limits, a full queue and concurrent clients."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -233,3 +234,76 @@ def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path
     new = {p for p in tmp_path.rglob("*")} - before
     outside = [p for p in new if s.data not in (p, *p.parents) and p.parent != tmp_path]
     assert not outside, outside  # nothing but the data dir (and the test's own files) written
+
+
+def _tuned(c, photo: str, steps: int = 4) -> int:
+    job = _submit_tune(c, photo, steps, "a red circle")
+    assert _wait(c, job)["state"] == "done"
+    return job
+
+
+@pytest.mark.slow
+def test_api_refine_edit_with_mask_fidelity_and_sine(srv, demo_photo, tmp_path):
+    """The Refine tab's call through the API: seeds, the fidelity knob, SINE, a drawn mask
+    (an ImageEditor layer); the PNGs come back with their parameters."""
+    from gradio_client import handle_file
+
+    s = srv()
+    c = s.client()
+    tune = _tuned(c, demo_photo, 16)  # the fidelity knob's map starts at checkpoint 16
+    w, h = Image.open(demo_photo).size
+    layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (0, 0, w // 2, h))  # paint the left half: it may change
+    layer.save(tmp_path / "layer.png")
+    mask = {"background": handle_file(demo_photo), "layers": [handle_file(str(tmp_path / "layer.png"))],
+            "composite": handle_file(demo_photo)}  # fmt: skip
+    job, _ = c.predict(tune, "a green circle", "0,1", 0.8, True, "", "sine", 300, 0.6, mask, api_name="/submit_edit")  # fmt: skip
+    st = _wait(c, int(job))
+    assert st["state"] == "done", st
+    files = c.predict(int(job), api_name="/files")
+    assert len(files) == 2
+    text = Image.open(files[0]).text["parameters"]
+    assert "SINE K: 300" in text and "Mask:" in text and 'Batch seeds: "0,1"' in text, text
+    stored = json.loads(Image.open(files[0]).text["unitune"])
+    assert stored["edit_config"]["sine_v"] == 0.6
+    with pytest.raises(Exception, match="empty"):  # a bad request: one clear line, not queued
+        c.predict(tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_login_required_when_auth_is_set(srv):
+    from gradio_client import Client
+
+    s = srv("--auth", "ana:long-password")
+    with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own types
+        Client(s.url, verbose=False)
+    assert "/submit_tune" in Client(s.url, auth=("ana", "long-password"), verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
+    """N clients submit an edit at once to a queue of 3: each job finishes or is refused with
+    the full-queue message; prints the throughput (a load test, not a timing assertion)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = srv("--max-queue", "3")
+    tune = _tuned(s.client(), demo_photo)
+    n = 8
+
+    def client(i: int):
+        c = s.client()
+        try:
+            job, _ = c.predict(tune, "a green circle", str(i), 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+        except Exception as e:  # noqa: BLE001
+            return ("refused", str(e))
+        return ("done" if _wait(c, int(job))["state"] == "done" else "failed", int(job))
+
+    start = time.time()
+    with ThreadPoolExecutor(n) as pool:
+        outcomes = list(pool.map(client, range(n)))
+    wall = time.time() - start
+    done = [o for o in outcomes if o[0] == "done"]
+    refused = [o for o in outcomes if o[0] == "refused"]
+    assert len(done) + len(refused) == n and done, outcomes
+    assert all("queue is full" in msg for _, msg in refused), refused
+    print(f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, {wall:.1f} s, {len(done) / wall:.2f} edits/s")  # fmt: skip

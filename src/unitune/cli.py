@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from . import logs
-from .app.cli import add_serve_parser, cmd_serve
+from .app.cli import add_batch_parser, add_serve_parser, cmd_batch, cmd_serve
 from .bench.cli import add_bench_parser, cmd_bench
 from .cliargs import (
     Parser,
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(x)
     add_bench_parser(sub, add_common)
     add_serve_parser(sub, add_common)
+    add_batch_parser(sub, add_common)
     return ap
 
 
@@ -374,6 +375,7 @@ COMMANDS = {
     "export": cmd_export,
     "bench": cmd_bench,
     "serve": lambda args: cmd_serve(args, _before_load),
+    "batch": lambda args: cmd_batch(args, _before_load),
 }
 
 
