@@ -30,8 +30,8 @@ def main() -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_serve import Srv
 
+    from test_serve import Srv
     from unitune.demo import SCENE
     from unitune.world.render import render, to_pil
 
