@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_MODEL, EditConfig, TuneConfig
+from .config import DEFAULT_MODEL, EditConfig, TuneConfig, from_json
 from .errors import UserError
 from .fileio import atomic_write_json
 
@@ -43,7 +42,7 @@ def _fields(d: dict[str, Any], cls, what: str) -> dict[str, Any]:
             raise UserError(f"unknown {what} setting {k!r}", f"use {cls.__name__} field names")
         if f in ("seeds", "save_at") and isinstance(v, str):
             v = [int(x) for x in v.split(",")]
-        out[f] = tuple(v) if isinstance(v, list) else v
+        out[f] = v
     return out
 
 
@@ -61,7 +60,7 @@ def parse_line(text: str, line_no: int, base: Path) -> dict[str, Any]:
     image = Path(spec["image"])
     image = image if image.is_absolute() else base / image
     load_image(image)  # exists and decodes (size limits included)
-    tune = replace(TuneConfig(), **_fields(spec.get("tune", {}), TuneConfig, "tune"))
+    tune = from_json(TuneConfig, _fields(spec.get("tune", {}), TuneConfig, "tune"))
     tune.validate()
     edits = []
     for e in spec.get("edits", []):
@@ -69,7 +68,7 @@ def parse_line(text: str, line_no: int, base: Path) -> dict[str, Any]:
         prompt = e.pop("prompt", None)
         if not prompt:
             raise UserError(f"line {line_no}: an edit has no \"prompt\"", 'e.g. {"prompt": "a cat wearing sunglasses"}')  # fmt: skip
-        ec = replace(EditConfig(), **_fields(e, EditConfig, "edit"))
+        ec = from_json(EditConfig, _fields(e, EditConfig, "edit"))
         ec.validate()
         edits.append((prompt, ec))
     default = re.sub(r"[^A-Za-z0-9_.-]+", "-", image.stem)[:40] or "image"

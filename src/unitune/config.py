@@ -37,6 +37,12 @@ EXPORT_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full", "merged")
 LORA_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full")  # the ones that write a LoRA
 
 
+def from_json(cls, fields: dict[str, Any]):
+    """One of these configs from its fields as JSON keeps them (lists back to tuples), the
+    defaults for the rest; unknown fields raise TypeError."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """The defaults that depend on the model family (README "Model families"). The values here

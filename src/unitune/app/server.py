@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import EditConfig, GridConfig, TuneConfig
+from ..config import EditConfig, GridConfig, TuneConfig, from_json
 from ..errors import UserError
 from .jobs import Job, JobQueue
 from .store import Store
-from .worker import Worker, edit_config
+from .worker import Worker
 
 # what the page lets a user set for a tune: (TuneConfig field, smallest, largest)
 TUNE_FIELDS = {"steps": (1, 2000)}
@@ -121,7 +121,10 @@ class Server:
         unknown = set(s) - set(EditConfig.__dataclass_fields__) - {"guides", "size"}
         if unknown:
             raise UserError(f"unknown edit settings {sorted(unknown)}", "use EditConfig's fields")
-        ec = edit_config({k: v for k, v in s.items() if k not in ("guides", "size")})
+        try:
+            ec = from_json(EditConfig, {k: v for k, v in s.items() if k not in ("guides", "size")})
+        except TypeError as e:
+            raise UserError(f"bad edit settings ({e})", "use EditConfig's fields") from None
         tune = self.tune_of(tune_job)
         if fidelity is not None:
             from ..fidelity import apply_fidelity

@@ -156,13 +156,13 @@ def build(server: Server) -> gr.Blocks:
         params = read_sidecar(path)
         text = json.dumps({k: params[k] for k in ("prompt", "seed", "cfg_scale", "steps") if k in params}
                           | {"checkpoint": params["edit_config"]["checkpoint"], "t0": params["edit_config"]["t0"]})  # fmt: skip
-        return str(path), text, gr.update(value=str(path), interactive=True), params
+        return str(path), text, gr.update(value=str(path), interactive=True)
 
     with gr.Blocks(title="unitune") as page:
         gr.Markdown("# unitune\nTune a diffusion model on one photo, then edit it with a sentence.")
         # job ids: hidden numbers, not State, so the API's replies carry them too
         tune_job, grid_job, edit_job = (gr.Number(None, visible=False, precision=0) for _ in range(3))  # fmt: skip
-        grid_shown, edit_shown, last_params = gr.State(None), gr.State(None), gr.State(None)
+        grid_shown, edit_shown = gr.State(None), gr.State(None)
         picks_shown = gr.State([tid for _, tid in server.tunes()])
         with gr.Tab("1 Tune"):
             with gr.Row():
@@ -226,8 +226,8 @@ def build(server: Server) -> gr.Blocks:
         timer.tick(poll, [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
                    [tune_status, grid_status, edit_status, pick, picks_shown, cells, grid_shown,
                     results, edit_shown, history], show_progress="hidden", api_visibility="private")  # fmt: skip
-        cells.select(select, grid_shown, [chosen, chosen_params, download, last_params], api_visibility="private")  # fmt: skip
-        results.select(select, edit_shown, [chosen, chosen_params, download, last_params], api_visibility="private")  # fmt: skip
+        cells.select(select, grid_shown, [chosen, chosen_params, download], api_visibility="private")  # fmt: skip
+        results.select(select, edit_shown, [chosen, chosen_params, download], api_visibility="private")  # fmt: skip
     return page
 
 

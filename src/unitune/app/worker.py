@@ -21,34 +21,14 @@ import logging
 import threading
 import time
 import traceback
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from ..config import EditConfig, GridConfig, TuneConfig
+from ..config import EditConfig, GridConfig, TuneConfig, from_json
 from ..errors import UserError
 from .jobs import Job, JobQueue
 from .store import Store
 
 log = logging.getLogger("unitune.serve")
-
-
-def tune_config(settings: dict[str, Any]) -> TuneConfig:
-    s = dict(settings)
-    if "save_at" in s:
-        s["save_at"] = tuple(s["save_at"])
-    return replace(TuneConfig(), **s)
-
-
-def edit_config(settings: dict[str, Any]) -> EditConfig:
-    s = dict(settings)
-    if "seeds" in s:
-        s["seeds"] = tuple(s["seeds"])
-    return replace(EditConfig(), **s)
-
-
-def grid_config(settings: dict[str, Any]) -> GridConfig:
-    return replace(GridConfig(), **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})  # fmt: skip
 
 
 class Worker:
@@ -117,7 +97,7 @@ class Worker:
         from ..tune import tune
 
         p = job.params
-        cfg = tune_config(p["settings"])
+        cfg = from_json(TuneConfig, p["settings"])
         out = self.store.tune_dir(job.id)
         start = time.time()
         first: list[int] = []
@@ -140,7 +120,7 @@ class Worker:
         p = job.params
         ed = self._editor(p["tune"])
         out = self.store.edit_dir("grid", job.id)
-        paths = render_grid(ed, p["prompt"], edit_config(p["edit"]), grid_config(p["grid"]),
+        paths = render_grid(ed, p["prompt"], from_json(EditConfig, p["edit"]), from_json(GridConfig, p["grid"]),
                             out / "grid.png", progress=False, cells=out / "cells")  # fmt: skip
         return {"sheet": self.store.rel(paths[0]), "cells": [self.store.rel(c) for c in paths[1:]]}
 
@@ -150,22 +130,7 @@ class Worker:
         p = job.params
         ed = self._editor(p["tune"])
         mask = self.store.upload(p["mask"]) if p.get("mask") else None
-        res = ed.edit(p["prompt"], edit_config(p["edit"]), mask=mask, progress=False)
+        res = ed.edit(p["prompt"], from_json(EditConfig, p["edit"]), mask=mask, progress=False)
         out = self.store.edit_dir("edit", job.id)
         saved = [save_edit(im, prm, out) for im, prm in zip(res.images, res.params)]
         return {"images": [self.store.rel(s) for s in saved]}
-
-
-def wait(queue: JobQueue, job_id: int, timeout: float = 600, poll: float = 0.2) -> Job:
-    """Block until job ``job_id`` is done or failed (tests, `unitune batch`)."""
-    end = time.time() + timeout
-    while time.time() < end:
-        job = queue.get(job_id)
-        if job is not None and job.state in ("done", "failed"):
-            return job
-        time.sleep(poll)
-    raise TimeoutError(f"job {job_id} did not finish in {timeout:g} s")
-
-
-def result_path(store: Store, rel: str) -> Path:
-    return store.inside(rel)
