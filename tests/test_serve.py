@@ -153,10 +153,13 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
         wait(30).until(lambda _: '"t0": 0.9' in css("#chosen-params").text)
         d.save_screenshot(str(shots / "4-cell.png"))
         css("#download").click()
-        wait(30).until(lambda _: glob.glob(str(dl / "*.png")))
+        css("#sidecar").click()
+        wait(30).until(lambda _: glob.glob(str(dl / "*.png")) and glob.glob(str(dl / "*.json")))
     finally:
         d.quit()
     (png,) = glob.glob(str(dl / "*.png"))
+    (side,) = glob.glob(str(dl / "*.json"))
+    assert json.loads(Path(side).read_text())["edit_config"]["t0"] == 0.9
     text = Image.open(png).text["parameters"]
     assert (
         text.startswith("beikkpic a green circle") and "Checkpoint: 4" in text and "t0: 0.9" in text

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from ..errors import UserError
-from ..pngmeta import read_sidecar
+from ..pngmeta import read_sidecar, sidecar_path
 from .jobs import QueueFull
 from .server import Server
 
@@ -151,12 +151,13 @@ def build(server: Server) -> gr.Blocks:
                 for j in server.queue.list(limit=50)]  # fmt: skip
 
     def select(files_of: int | None, evt: gr.SelectData):
-        """A clicked cell -> its image, parameters and download."""
+        """A clicked cell -> its image, parameters and downloads (PNG, sidecar)."""
         path = server.files(int(files_of))[evt.index]
         params = read_sidecar(path)
         text = json.dumps({k: params[k] for k in ("prompt", "seed", "cfg_scale", "steps") if k in params}
                           | {"checkpoint": params["edit_config"]["checkpoint"], "t0": params["edit_config"]["t0"]})  # fmt: skip
-        return str(path), text, gr.update(value=str(path), interactive=True)
+        side = gr.update(value=str(sidecar_path(path)), interactive=True)
+        return str(path), text, gr.update(value=str(path), interactive=True), side
 
     with gr.Blocks(title="unitune") as page:
         gr.Markdown("# unitune\nTune a diffusion model on one photo, then edit it with a sentence.")
@@ -206,6 +207,7 @@ def build(server: Server) -> gr.Blocks:
                 with gr.Column():
                     chosen_params = gr.Code(label="parameters", language="json", elem_id="chosen-params")  # fmt: skip
                     download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")  # fmt: skip
+                    sidecar = gr.DownloadButton("Download sidecar (.json)", interactive=False, elem_id="sidecar")  # fmt: skip
         with gr.Tab("History"):
             history = gr.Dataframe(headers=["job", "kind", "state", "step", "error"], elem_id="history")  # fmt: skip
         # the API-only calls: poll a job, fetch its files
@@ -226,8 +228,9 @@ def build(server: Server) -> gr.Blocks:
         timer.tick(poll, [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
                    [tune_status, grid_status, edit_status, pick, picks_shown, cells, grid_shown,
                     results, edit_shown, history], show_progress="hidden", api_visibility="private")  # fmt: skip
-        cells.select(select, grid_shown, [chosen, chosen_params, download], api_visibility="private")  # fmt: skip
-        results.select(select, edit_shown, [chosen, chosen_params, download], api_visibility="private")  # fmt: skip
+        shown = [chosen, chosen_params, download, sidecar]
+        cells.select(select, grid_shown, shown, api_visibility="private")
+        results.select(select, edit_shown, shown, api_visibility="private")
     return page
 
 
