@@ -122,6 +122,11 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
             next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if name in b.text).click()  # fmt: skip
             time.sleep(0.5)
 
+        def fill(sel: str, text: str) -> None:  # replace a field's text
+            field = css(sel)
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(text)
+
         def status(sel: str) -> str:
             wait().until(lambda _: any(w in css(sel).text for w in ("done", "failed")))
             return css(sel).text
@@ -132,18 +137,14 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
         css("#photo input[type=file]").send_keys(demo_photo)
         wait().until(lambda _: d.find_elements(By.CSS_SELECTOR, "#photo-preview img"))
         css("#caption textarea").send_keys("a red circle")
-        steps = css("#steps input")
-        steps.send_keys(Keys.CONTROL, "a")
-        steps.send_keys("4")
+        fill("#steps input", "4")
         css("#tune-btn").click()
         assert "done" in status("#tune-status")
         d.save_screenshot(str(shots / "2-tuned.png"))
         tab("Explore")  # the tune just made is picked already
         wait(30).until(lambda _: "#1 a red circle" in css("#pick input").get_attribute("value"))
         css("#prompt textarea").send_keys("a green circle")
-        t0s = css("#t0s textarea")
-        t0s.send_keys(Keys.CONTROL, "a")
-        t0s.send_keys("0.9,1")
+        fill("#t0s textarea", "0.9,1")
         css("#grid-btn").click()
         assert "done" in status("#grid-status")
         wait().until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#cells .thumbnail-item")) == 2)

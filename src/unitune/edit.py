@@ -133,8 +133,7 @@ class Editor:
         """``cfg`` with the model's defaults for what it leaves open (guidance, steps, sampler),
         checked against what the model offers."""
         cfg = cfg.for_model(self.backbone.defaults)
-        if cfg.sampler not in self.backbone.samplers:
-            raise UserError(f"--sampler {cfg.sampler} is not one this model offers", f"use one of {', '.join(self.backbone.samplers)}")  # fmt: skip
+        self.backbone.check_sampler(cfg.sampler)
         self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses --true-cfg where moot
         return cfg
 

@@ -109,7 +109,7 @@ class Backbone(ABC):
     lora_conv_targets: tuple[str, ...]  # ... and, with --lora-conv, the ResNet convs
     patch_site: str  # attribute of ``module`` whose output SINE's crop-box embedding is added to
     defaults: ModelDefaults  # this model's defaults (its family's; load() sets them)
-    samplers: tuple[str, ...] = ("ddim", "dpm++")  # config.SAMPLERS this model offers
+    samplers: tuple[str, ...]  # the config.SAMPLERS this model offers
 
     def _adopt(self, pipe, spec, device: torch.device, dtype: torch.dtype, offload: bool,
                network: str) -> None:  # fmt: skip
@@ -229,6 +229,13 @@ class Backbone(ABC):
     def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
         """A fresh diffusers scheduler for sampling (the model's own schedule and prediction) at
         output size hw (flow models shift their schedule with the image size)."""
+
+    def check_sampler(self, sampler: str) -> None:
+        """Refuse a sampler this model does not offer, in one line naming those it does."""
+        if sampler not in self.samplers:
+            from ..errors import UserError
+
+            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(self.samplers)}")  # fmt: skip
 
     def start_index(self, steps: int, t0: float) -> int:
         """Index of the first of ``steps`` timesteps for an SDEdit start at t0, rounded as the

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
 from . import ModelSpec
 from .base import Backbone
 from .sd import _collect, _NoVisit, _Visit, clip_warning
@@ -159,8 +158,7 @@ class FlowBackbone(Backbone):
     def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
         import diffusers
 
-        if sampler not in self.samplers:
-            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(self.samplers)}")  # fmt: skip
+        self.check_sampler(sampler)
         sched = getattr(diffusers, FLOW_SAMPLERS[sampler]).from_config(self.scheduler_config)
         dynamic = self.scheduler_config.get("use_dynamic_shifting", False)
         return FlowSchedule(sched, self.linspace_sigmas, self._mu(hw) if dynamic else None)

@@ -97,6 +97,7 @@ class SDBackbone(Backbone):
     lora_targets = UNET_LORA
     lora_conv_targets = UNET_LORA_CONV
     patch_site = "conv_in"
+    samplers = tuple(SAMPLER_CLASSES)
 
     def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
                  offload: bool = False) -> None:  # fmt: skip
@@ -227,8 +228,7 @@ class SDBackbone(Backbone):
     def make_scheduler(self, sampler: str, hw: tuple[int, int] | None = None):
         import diffusers
 
-        if sampler not in SAMPLER_CLASSES:
-            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(SAMPLER_CLASSES)}")  # fmt: skip
+        self.check_sampler(sampler)
         cls = getattr(diffusers, SAMPLER_CLASSES[sampler])
         extra: dict[str, Any] = {}
         if sampler == "dpm++":
