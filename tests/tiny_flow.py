@@ -11,9 +11,6 @@ offline by ``unitune.clip_vocab``.
 
 from __future__ import annotations
 
-import json
-import string
-
 import torch
 
 TINY_RES = 32  # pixels: 8 latent px x VAE factor 4
@@ -57,48 +54,18 @@ a sleepy owl on a branch at night. a fluffy white rabbit eating a carrot in the 
 _T5_VOCAB: list[tuple[str, float]] | None = None  # trained once per process
 
 
-def _train_t5_vocab() -> list[tuple[str, float]]:
-    """Unigram pieces and scores, trained on ``_CORPUS`` with T5's pre-tokenization.
-
-    The ``tokenizers`` trainer is not bit-deterministic (its hash maps make the unseen alphabet
-    and rarest characters' scores, and the last float bits of the others, vary per process), so
-    the result is canonicalized: scores rounded to 6 decimals, the rarest and the unseen characters
-    one fixed lowest score, pieces ordered by (score, piece). Ids are the same in every run."""
-    from tokenizers import Tokenizer, pre_tokenizers, trainers
-    from tokenizers.models import Unigram
-
-    tok = Tokenizer(Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="always")]
-    )
-    specials = ["<pad>", "</s>", "<unk>"]  # T5's ids 0, 1, 2
-    trainer = trainers.UnigramTrainer(vocab_size=512, special_tokens=specials, unk_token="<unk>")
-    tok.train_from_iterator(_CORPUS.strip().split("\n"), trainer=trainer)
-    pieces = {p: round(s, 6) for p, s in json.loads(tok.to_str())["model"]["vocab"]}
-    lowest = min(pieces.values())
-    floor = lowest - 1.0
-    for p, s in pieces.items():  # the rare characters, appended in hash order 1e-4 apart
-        pieces[p] = floor if s < lowest + 0.01 else s
-    learned = sorted((p for p in pieces if p not in specials), key=lambda p: (-pieces[p], p))
-    # every printable ASCII character stays encodable (no <unk>), as in T5's real vocabulary
-    unseen = sorted(set(string.ascii_letters + string.digits + string.punctuation) - set(pieces))
-    learned += unseen
-    pieces.update(dict.fromkeys(unseen, floor))
-    return [(p, 0.0) for p in specials] + [(p, pieces[p]) for p in learned]
-
-
 def build_t5_tokenizer(model_max_length: int = T5_MAX_LENGTH):
     """A ``T5TokenizerFast`` of 343 pieces: Unigram, Metaspace, ``<pad>`` 0 / ``</s>`` 1 /
     ``<unk>`` 2, ``</s>`` appended (T5TokenizerFast builds that around the trained pieces); no
     ``<extra_id_*>`` sentinels, which only T5's pre-training uses. Rare words such as ``beikkpic``
     split into several pieces, as in the real one. The trained vocabulary is cached; each call
     returns a fresh tokenizer (tests may add tokens to it). 512 positions: FLUX's default."""
-    from transformers import T5TokenizerFast
+    from unitune.embedded.t5_vocab import t5_tokenizer, train_unigram
 
     global _T5_VOCAB
     if _T5_VOCAB is None:
-        _T5_VOCAB = _train_t5_vocab()
-    return T5TokenizerFast(vocab=list(_T5_VOCAB), extra_ids=0, model_max_length=model_max_length)
+        _T5_VOCAB = train_unigram(_CORPUS.strip().split("\n"), 512)
+    return t5_tokenizer(_T5_VOCAB, model_max_length)
 
 
 def _tiny_t5(seed: int, vocab_size: int):
