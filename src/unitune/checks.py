@@ -6,13 +6,13 @@ line on stderr; the library calls the same checks, so its errors are the CLI's."
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from .backbones import SHORT_NAMES, ModelSpec, check_vae, probe
+from .backbones import SHORT_NAMES, ModelSpec, check_cascade, check_vae, probe
 from .config import Acceleration, EditConfig, GridConfig, TuneConfig
 from .errors import UserError
 from .guidespec import check_guides
@@ -53,6 +53,10 @@ def check_tune(
     sha = image_sha256(img)
     spec = probe(model, model_config)
     cfg = cfg.for_model(spec.family.defaults)
+    sr_model = check_cascade(spec, cfg.cascade, cfg.sr_model)
+    cfg = replace(cfg, cascade=sr_model is not None, sr_model=sr_model)  # recorded resolved
+    if sr_model and cfg.patches:
+        raise UserError("--patches does not combine with a cascade tune (the SR stage has no crops of its input)", "add --no-cascade, or drop --patches")  # fmt: skip
     resume, clear = None, False
     if out.exists():
         if not out.is_dir():

@@ -26,13 +26,19 @@ SWITCHES = ("auto", "on", "off")  # TuneConfig.gradient_checkpointing
 # EditConfig.sampler: DDIM and DPM-Solver++ (2nd order) for the noise-prediction families, the
 # flow-matching Euler and Heun (2nd order) steps for the rectified-flow ones; each model offers
 # its own (Backbone.samplers)
-SAMPLERS = ("ddim", "dpm++", "euler", "heun")
-SINGLE_STEP = ("ddim", "euler")  # the samplers without multistep history: a batch may mix starts
+# and DDPM with learned variances for the pixel cascades (DeepFloyd IF's own)
+SAMPLERS = ("ddim", "dpm++", "euler", "heun", "ddpm")
+SINGLE_STEP = (
+    "ddim",
+    "euler",
+    "ddpm",
+)  # the samplers without multistep history: a batch may mix starts
 DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
 # model merged into a whole model (a diffusers folder, or one .safetensors in the original layout)
+GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 EXPORT_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full", "merged")
 LORA_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full")  # the ones that write a LoRA
 
@@ -95,6 +101,13 @@ class TuneConfig:
     patches: bool = False  # SINE patch-based fine-tuning with a positional embedding of the crop
     patch_min_frac: float = 0.1  # SINE: crop sides uniform in [min_frac, 1] x the image's sides
     pos_freqs: int = 6  # SINE: Fourier frequencies per coordinate in the positional embedding
+    # pixel cascades (DeepFloyd IF): also tune the super-resolution stage in the same run, on
+    # (the image at the base size -> the image at its size), same steps and checkpoints, as
+    # UniTune tunes Imagen's 64 -> 256 model; False: the base stage only
+    cascade: bool = True
+    # the super-resolution model (a diffusers IFSuperResolutionPipeline); None -> the one the
+    # base model names (the embedded world-if: world-if-sr); recorded resolved
+    sr_model: str | None = None
 
     def validate(self) -> None:
         """Raise a UserError (one line: the flag, the value, a fix) for any value out of range;
@@ -206,6 +219,12 @@ class EditConfig:
     paste_back: bool = False  # paste the edit back into the original photo at its size
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
+    # cascade tunes (DeepFloyd IF): the super-resolution stage after the base stage's edit
+    sr_checkpoint: int | None = None  # its checkpoint: None -> the base stage's step if saved, else the last; 0 = pretrained  # fmt: skip
+    sr_t0: float = 1.0  # its SDEdit start from the base image at the output size (1 = none)
+    sr_cfg: float | None = None  # its guidance weight; None -> the SR model's (IF: 4.0)
+    sr_steps: int | None = None  # its steps; None -> the SR model's (IF: 50)
+    sr_noise_level: int = 250  # noise augmentation of the base stage's output (IF's default 250)
 
     def validate(self) -> None:
         """Raise a UserError for any value out of range (no model needed)."""
@@ -226,6 +245,11 @@ class EditConfig:
         _bad(_finite(self.sine_v) and 0.0 <= self.sine_v <= 1.0, f"--v must be in [0, 1], got {self.sine_v}", "e.g. --v 0.7 (SINE)")  # fmt: skip
         _bad(self.size is None or min(self.size) > 0, f"--size must be positive, got {self.size}", "e.g. --size 512x768")  # fmt: skip
         _bad(_finite(self.eta) and self.eta >= 0, f"--eta must be >= 0, got {self.eta}", "e.g. --eta 0 (deterministic DDIM)")  # fmt: skip
+        _bad(self.sr_checkpoint is None or self.sr_checkpoint >= 0, f"--sr-checkpoint must be >= 0, got {self.sr_checkpoint}", "a saved step, or 0 for the pretrained SR model")  # fmt: skip
+        _bad(_finite(self.sr_t0) and 0.0 <= self.sr_t0 <= 1.0, f"--sr-t0 must be in [0, 1], got {self.sr_t0}", "e.g. --sr-t0 0.7 (1.0 = pure noise)")  # fmt: skip
+        _bad(self.sr_cfg is None or (_finite(self.sr_cfg) and self.sr_cfg >= 0), f"--sr-cfg must be >= 0, got {self.sr_cfg}", "e.g. --sr-cfg 4")  # fmt: skip
+        _bad(self.sr_steps is None or self.sr_steps >= 1, f"--sr-steps must be >= 1, got {self.sr_steps}", "e.g. --sr-steps 50")  # fmt: skip
+        _bad(0 <= self.sr_noise_level < 1000, f"--sr-noise-level must be in [0, 1000), got {self.sr_noise_level}", "e.g. 250 (IF's)")  # fmt: skip
 
     def for_model(self, defaults: ModelDefaults) -> EditConfig:
         """Every ``None`` that means "the model's" filled in (what an edit runs with and records)."""
@@ -281,6 +305,7 @@ class GridConfig:
     """The paper's figure-10 view: checkpoints x t0 (x seeds)."""
 
     checkpoints: tuple[int, ...] = (16, 32, 64, 128)  # rows
+    rows: str = "checkpoint"  # what the rows vary: "checkpoint", or "sr_checkpoint" (cascades)
     t0s: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0)  # columns
     seeds: tuple[int, ...] = (0,)  # extra columns per t0
     cell: int = 128  # cell size in pixels on the sheet (images are upscaled, never downscaled)
@@ -289,6 +314,7 @@ class GridConfig:
         _bad(bool(self.checkpoints) and min(self.checkpoints) >= 0, f"--checkpoints must list steps >= 0, got {self.checkpoints}", "e.g. --checkpoints 16,32,64")  # fmt: skip
         _bad(bool(self.t0s) and all(_finite(t) and 0 <= t <= 1 for t in self.t0s), f"--t0 values must be in [0, 1], got {self.t0s}", "e.g. --t0 0.8,0.9,1")  # fmt: skip
         _bad(bool(self.seeds) and min(self.seeds) >= 0, f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0")  # fmt: skip
+        _bad(self.rows in GRID_ROWS, f"unknown --rows {self.rows!r}", f"use one of {', '.join(GRID_ROWS)}")  # fmt: skip
         _bad(16 <= self.cell <= 2048, f"--cell must be in [16, 2048] pixels, got {self.cell}", "e.g. --cell 128")  # fmt: skip
 
 

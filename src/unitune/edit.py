@@ -19,6 +19,7 @@ from torch import Tensor
 from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
+from .cascade import Upscaler, is_cascade
 from .checks import refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig
 from .errors import UnituneWarning, UserError
@@ -69,6 +70,8 @@ class Editor:
                 UnituneWarning,
                 stacklevel=2,
             )
+        # a cascade tune (pixel cascades): its super-resolution stage, loaded beside the base
+        self.upscaler = Upscaler(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None  # fmt: skip
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
@@ -135,7 +138,19 @@ class Editor:
         cfg = cfg.for_model(self.backbone.defaults)
         self.backbone.check_sampler(cfg.sampler)
         self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses --true-cfg where moot
-        return cfg
+        return self.upscaler.resolve(cfg) if self.upscaler else cfg
+
+    def sizes(self, cfg: EditConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(the base stage's size, the output size): equal but for a cascade, whose output is its
+        SR stage's (cfg.size, else the SR tune's resolution) and base stage that / its factor."""
+        res = tuple(self.folder.manifest["resolution"])
+        up = self.upscaler
+        out = tuple(cfg.size) if cfg.size else (up.resolution if up else res)
+        f = up.factor(res) if up else 1
+        k = self.backbone.size_multiple * f
+        if out[0] % k or out[1] % k:
+            raise UserError(f"--size {out[0]}x{out[1]} is not a multiple of {k}", "round it")
+        return (out[0] // f, out[1] // f), out
 
     def prompt_text(self, prompt: str, cfg: EditConfig) -> str:
         """What the edit samples: "<rare> <prompt>"; SINE feeds the edit prompt to the
@@ -181,11 +196,7 @@ class Editor:
         cfg = self.resolve(cfg)
         bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
-        res = tuple(self.folder.manifest["resolution"])
-        hw = tuple(cfg.size) if cfg.size else res
-        k = bb.size_multiple
-        if hw[0] % k or hw[1] % k:
-            raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", "round it")
+        hw, out_hw = self.sizes(cfg)
         if cfg.guides:
             cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
         text = self.prompt_text(prompt, cfg)
@@ -198,13 +209,12 @@ class Editor:
             pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1,1,H,W)
             lat_mask = latent_mask(pix_mask, shape[1:])
         guided = self.guided(prompt, cfg, hw)
-        # one CPU generator per seed: the same noise on any device and in any batch
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in cfg.seeds]
+        # one CPU generator per sample (a seed at each start): the same noise, and the same step
+        # noise of stochastic samplers, on any device and in any batch
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for _ in starts for s in cfg.seeds]
         noise = torch.cat(
             [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
         )
-        if t0s is not None:  # each seed's noise at every start
-            noise = noise.repeat(len(t0s), 1, 1, 1)
         latents = sample(
             guided,
             bb.make_scheduler(cfg.sampler, hw),
@@ -213,13 +223,24 @@ class Editor:
             t0=cfg.t0 if t0s is None else [t for t in t0s for _ in cfg.seeds],
             x0=x0,
             mask=lat_mask,
-            generator=gens[0] if len(gens) == 1 and t0s is None else None,
+            generator=gens,
             eta=cfg.eta,
             progress=progress,
             renoise=bb.renoise,
             start=bb.start_index,
         )
-        pixels = (bb.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
+        dec, sr_step = bb, None
+        if self.upscaler is not None:  # the cascade's SR stage on the base stage's samples
+            sr_step = self.upscaler.use(cfg, step)
+            (c_sr,) = self.encode([self.full_prompt(prompt, cfg)], hw, warn=False)
+            base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
+            if mask is not None:
+                pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
+            m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
+            latents = self.upscaler.upscale(latents, c_sr, self.negative(cfg, hw), cfg, gens,
+                                            base_hi, m_hi, progress)  # fmt: skip
+            dec, hw = self.upscaler.backbone, out_hw
+        pixels = (dec.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
         base = None
         if pix_mask is not None or cfg.interpolate:
             base = (pil_to_tensor(self.base_image_at(hw)).to(pixels.device) / 2 + 0.5).clamp(0, 1)
@@ -230,7 +251,7 @@ class Editor:
         images = tensor_to_pil(pixels * 2 - 1)
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]
-        params = [self._params(prompt, text, replace(cfg, t0=t), step, s, hw, mask)
+        params = [self._params(prompt, text, replace(cfg, t0=t, sr_checkpoint=sr_step), step, s, hw, mask)
                   for t in starts for s in cfg.seeds]  # fmt: skip
         return EditResult(images, params, pixels, latents)
 
@@ -291,6 +312,8 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         out["SINE K"], out["SINE v"] = ec["sine_K"], ec["sine_v"]
     if ec.get("guides"):
         out["Guides"] = " | ".join(ec["guides"])
+    if ec.get("sr_checkpoint") is not None:  # a cascade's super-resolution stage
+        out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
     if p.get("mask"):
         out["Mask"] = p["mask"]
     if ec["interpolate"]:

@@ -53,6 +53,15 @@ def multi_guidance(eps_uncond: Tensor, conds: Sequence[Tensor], weights: Sequenc
     return out
 
 
+def keep_variance(mixed: Tensor, positive: Tensor, channels: int) -> Tensor:
+    """Models with learned variances (DeepFloyd IF) predict [eps, v] (2C channels): guidance
+    mixes the eps half only, and v stays the positive (conditional) prediction's, as IF's
+    pipelines do; a C-channel prediction is returned as it is."""
+    if mixed.shape[1] != 2 * channels:
+        return mixed
+    return torch.cat([mixed[:, :channels], positive[:, channels:]], dim=1)
+
+
 def blend_known(x: Tensor, x_known: Tensor, mask: Tensor) -> Tensor:
     """In-painting: keep the sample where mask = 1 (may change), the known latent elsewhere.
     mask (1 or B, 1, h, w) in [0, 1] at latent resolution."""

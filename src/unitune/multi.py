@@ -56,7 +56,7 @@ from torch import Tensor
 from .backbones.base import Conditioning
 from .config import EditConfig
 from .errors import UserError
-from .guidance import multi_guidance, sine_active
+from .guidance import keep_variance, multi_guidance, sine_active
 from .guidespec import GuideSpec, as_spec, check_same_base
 from .sampling import Denoiser, GuidedFn
 from .state import ModelState
@@ -85,7 +85,8 @@ def _evaluate(pre: Denoiser, c_u: Conditioning, terms: list[_Term], x: Tensor, t
         c = Conditioning.cat([cd.expand(b) for cd in conds])
         outs[view] = view(torch.cat([x] * n), t, c).chunk(n)
     preds = [outs[view][i] for view, i in where]
-    return multi_guidance(outs[pre][0], preds, [term.weight for term in terms])
+    mixed = multi_guidance(outs[pre][0], preds, [term.weight for term in terms])
+    return keep_variance(mixed, preds[0], x.shape[1])  # learned variances: the first term's
 
 
 def multi_guided(

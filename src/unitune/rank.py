@@ -100,6 +100,7 @@ class Judge:
         target = self.bb.target(x, eps, t)  # what the prediction should be: eps, v, ...
         cond = self.conds.repeat(n * p)  # 2 N P rows: [ref ; edit]
         out = self.den(torch.cat([xt, xt]), torch.cat([t, t]), cond)
+        out = out[:, : latents.shape[1]]  # learned-variance models: the eps half of [eps, v]
         pred = out.reshape(2, n, p, *latents.shape[1:]).transpose(0, 1)
         return pred, target.reshape(n, p, *latents.shape[1:])
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .backbones.base import Conditioning, cat_expand, start_index
-from .guidance import blend_known
+from .guidance import blend_known, keep_variance
 from .guidance import cfg as cfg_mix
 
 # guided(x_t (B, C, h, w) already scaled by the scheduler, t scalar tensor) -> model output
@@ -42,7 +42,7 @@ def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) 
         if b not in batched:
             batched[b] = cat_expand([base, cond], b)
         out_base, out_cond = den(torch.cat([x, x]), t, batched[b]).chunk(2)
-        return cfg_mix(out_base, out_cond, w)
+        return keep_variance(cfg_mix(out_base, out_cond, w), out_cond, x.shape[1])
 
     return guided
 
@@ -67,7 +67,7 @@ def sample(
     t0: float | Sequence[float] = 1.0,
     x0: Tensor | None = None,
     mask: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     eta: float = 0.0,
     progress: bool = True,
     on_step: Callable[[int, Tensor, Tensor], None] | None = None,
@@ -80,13 +80,14 @@ def sample(
     t0 < 1 (SDEdit start: x0 noised to the first kept timestep) and for ``mask`` (1 or B, 1, h, w),
     where 1 = may change: after every step the region outside the mask is reset to x0 noised to
     the next timestep with the same noise, so the known content is exactly x0 at the end.
+    ``generator``: the stochastic samplers' step noise (DDPM, DDIM eta > 0): one, or one per sample.
     ``renoise``: how x0 is noised to a timestep (the backbone's; default the scheduler's add_noise);
     ``start``: where an SDEdit start at t0 joins the schedule (the backbone's rounding).
     ``t0`` may also be one start per sample (see :func:`_staggered`).
     """
     renoise = renoise or (lambda sched, x, n, t: sched.add_noise(x, n, t))
     if isinstance(t0, Sequence):
-        return _staggered(guided, scheduler, noise, steps, list(t0), x0, mask, eta, progress, renoise, start)  # fmt: skip
+        return _staggered(guided, scheduler, noise, steps, list(t0), x0, mask, eta, progress, renoise, start, generator)  # fmt: skip
     if not 0.0 <= t0 <= 1.0:
         raise ValueError(f"t0 must be in [0, 1], got {t0}")
     if (t0 < 1.0 or mask is not None) and x0 is None:
@@ -120,7 +121,7 @@ def sample(
     return latents
 
 
-def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise, start) -> Tensor:  # fmt: skip
+def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise, start, generator=None) -> Tensor:  # fmt: skip
     """One batch whose samples start at different t0 (the grid's columns in one pass).
 
     All samples follow the same timestep schedule and differ only in where they join it, so at
@@ -129,7 +130,8 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
     batch of 2), and the scheduler steps them with the scalar T[i], as in :func:`sample`. Each
     sample matches its own :func:`sample` call up to float rounding. Multistep schedulers keep
     the previous steps' outputs for the whole batch, which a growing batch would mix up, so only
-    single-step ones (DDIM, Euler) are accepted.
+    single-step ones (DDIM, Euler, DDPM) are accepted; a stochastic one's step noise comes from
+    ``generator``, one per sample (each sample draws only at the steps it takes part in).
     """
     b = noise.shape[0]
     if len(t0s) != b or not all(0.0 <= t <= 1.0 for t in t0s):
@@ -153,6 +155,8 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
     for i in tqdm(range(first, len(ts)), desc="sampling", disable=not progress, leave=False):
         t = ts[i]
         idx = torch.tensor([k for k in range(b) if starts[k] <= i], device=noise.device)
+        if isinstance(generator, list) and "generator" in kw:
+            kw["generator"] = [generator[k] for k in idx.tolist()]
         lat = latents[idx]
         out = guided(scheduler.scale_model_input(lat, t), t)
         lat = scheduler.step(out, t, lat, **kw, return_dict=False)[0]

@@ -27,7 +27,7 @@ from torch import Tensor
 from .backbones.base import Conditioning, cat_expand
 from .config import TuneConfig
 from .guidance import cfg as cfg_mix
-from .guidance import sine_active, sine_mix
+from .guidance import keep_variance, sine_active, sine_mix
 from .sampling import Denoiser, GuidedFn
 
 
@@ -45,9 +45,10 @@ def sine_guided(pre: Denoiser, tuned: Denoiser, c_u: Conditioning, c_edit: Condi
         b = x.shape[0]
         # one batched pass of the pretrained model for [eps_u ; eps_pre]
         eps_u, eps_pre = pre(torch.cat([x, x]), t, cat_expand([c_u, c_edit], b)).chunk(2)
+        c = x.shape[1]  # learned-variance models keep the conditional prediction's variance
         if not sine_active(t, K) or v == 1.0:  # t <= K (or v = 1): plain CFG, pretrained model
-            return cfg_mix(eps_u, eps_pre, w)
+            return keep_variance(cfg_mix(eps_u, eps_pre, w), eps_pre, c)
         eps_ft = tuned(x, t, c_hat.expand(b))
-        return sine_mix(eps_u, eps_pre, eps_ft, w, v)
+        return keep_variance(sine_mix(eps_u, eps_pre, eps_ft, w, v), eps_ft, c)
 
     return guided

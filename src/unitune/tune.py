@@ -17,12 +17,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import adapters, patches
 from .adafactor import Adafactor
-from .backbones import load
+from .backbones import load, probe
 from .backbones.base import Backbone, warn_long_prompts
 from .checks import check_tune, refuse_quantized_full, settings_dict
 from .config import DEFAULT_MODEL, Acceleration, TuneConfig
@@ -31,7 +30,9 @@ from .fileio import atomic_save_safetensors
 from .images import Placement, fit_image, pil_to_tensor
 from .state import state_of
 from .tunefolder import (
+    MANIFEST,
     RESUME,
+    SR_DIR,
     TuneFolder,
     load_resume_state,
     save_resume_state,
@@ -133,11 +134,48 @@ def tune(
         fitted.save(out / "base.png")
         x0 = bb.encode_image(pil_to_tensor(fitted))
         atomic_save_safetensors({"latents": x0.cpu()}, out / "base_latents.safetensors")
-    _train(folder, bb, cfg, img, progress, on_step, free_text=owned)
-    resume_file = folder.path / RESUME
-    if resume_file.exists() and not keep_resume:
-        resume_file.unlink()  # exact state is only needed while a run can still be resumed
+    placement = Placement.from_dict(folder.manifest["placement"])
+    warn_long_prompts(bb, [cfg.prompt()])
+    cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
+    if owned:
+        bb.free_text_encoders()
+    _train(folder, bb, cfg, img, progress, on_step, cond)
+    if cfg.sr_model:  # a cascade: its super-resolution stage, on the same prompt's embedding
+        _tune_sr(folder, cfg, img, cond, bb.device, progress, on_step, accel, keep_resume)
+    _drop_resume(folder, keep_resume)
     return folder
+
+
+def _drop_resume(folder: TuneFolder, keep: bool) -> None:
+    resume_file = folder.path / RESUME
+    if resume_file.exists() and not keep:
+        resume_file.unlink()  # exact state is only needed while a run can still be resumed
+
+
+def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, device, progress, on_step, accel,
+             keep_resume: bool) -> None:  # fmt: skip
+    """The cascade's super-resolution stage, tuned into ``folder/sr`` on (the base stage's image
+    -> the image at the SR model's size), with noise augmentation of its input as the SR model
+    was trained (Backbone.training_cond)."""
+    path = folder.path / SR_DIR
+    sr = TuneFolder.open(path) if (path / MANIFEST).is_file() else None
+    bb = load(probe(cfg.sr_model), device, accel=accel)
+    if sr is not None and sr.manifest.get("model_digest") != bb.digest:
+        raise UserError(f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh")  # fmt: skip
+    res = bb.resolution
+    if sr is None:
+        hi, _ = fit_image(img, (res, res), cfg.resize)
+        m = folder.manifest
+        sr = TuneFolder.create(path, {**{k: m[k] for k in ("image", "placement", "prompt", "settings", "versions")},
+                                      "model": cfg.sr_model, "model_path": bb.model_ref, "family": bb.family,
+                                      "model_digest": bb.digest, "resolution": [res, res],
+                                      "size_multiple": bb.size_multiple, "status": "running",
+                                      "checkpoints": {}, "loss_history": []})  # fmt: skip
+        hi.save(path / "base.png")
+        atomic_save_safetensors({"latents": bb.encode_image(pil_to_tensor(hi)).cpu()}, path / "base_latents.safetensors")  # fmt: skip
+    low = folder.base_latents()  # the base stage's image (pixels: IF's model space)
+    _train(sr, bb, cfg, img, progress, on_step, bb.with_low(cond, low))
+    _drop_resume(sr, keep_resume)
 
 
 def _train(
@@ -147,18 +185,15 @@ def _train(
     original,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
-    free_text: bool,
+    cond,
 ) -> None:
+    """Tune ``bb`` into ``folder`` on the one-row conditioning ``cond`` (resumes; a no-op once
+    the folder is complete)."""
     dev = bb.device
     cuda = dev.type == "cuda"
     if folder.manifest.get("status") == "complete":
         return
     x0_base = folder.base_latents().to(dev, bb.dtype)  # (1, C, h, w)
-    placement = Placement.from_dict(folder.manifest["placement"])
-    warn_long_prompts(bb, [cfg.prompt()])
-    cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
-    if free_text:
-        bb.free_text_encoders()
     state = state_of(bb)
     with state.training(cfg) as trainable:
         module = bb.module
@@ -217,9 +252,10 @@ def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainabl
         t = bb.sample_timesteps(b, gen, cfg.timestep_density, res).to(dev)
         noisy = bb.add_noise(x0, noise, t)
         target = bb.target(x0, noise, t)
+        c = bb.training_cond(cond_b, gen, res)  # an SR stage's noise augmentation
         with amp:
-            pred = bb.denoise(module, noisy, t, cond_b)
-        loss = F.mse_loss(pred.float(), target.float())
+            pred = bb.denoise(module, noisy, t, c)
+        loss = bb.loss(pred, target, x0, noisy, t)
         loss.backward()
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)

@@ -153,6 +153,7 @@ class TuneFolder:
 
 
 RESUME = Path("checkpoints") / "resume.safetensors"  # the exact training state, under a tune folder
+SR_DIR = "sr"  # a cascade tune's super-resolution stage: a tune folder inside the base stage's
 
 
 def save_resume_state(

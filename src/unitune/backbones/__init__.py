@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from .base import Backbone
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHORT_NAMES = {DEFAULT_MODEL: ASSETS / "world-model"}  # the embedded model, shipped offline
+# the embedded models, shipped offline: the latent model, and the pixel cascade's two stages
+SHORT_NAMES = {
+    DEFAULT_MODEL: ASSETS / "world-model",
+    "world-if": ASSETS / "world-if",
+    "world-if-sr": ASSETS / "world-if-sr",
+}
+CASCADE_FILE = "unitune_cascade.json"  # in a base stage's folder: {"sr_model": its partner}
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class Family:
     kohya: str | None = None  # kohya's ss_base_model_version tag (None: no kohya LoRA layout)
     single_file: bool = False  # export writes its original (A1111) single-file layout
     defaults: ModelDefaults = ModelDefaults()  # tune and edit defaults (README "Model families")
+    upscaler: bool = False  # a super-resolution stage: tuned and sampled as a cascade's --sr-model
+    sr_family: str | None = None  # the family of this base stage's super-resolution models
 
 
 # (name, label, pipeline classes, backbone module); module None = recognised, refused in one line
@@ -43,7 +51,8 @@ _SD = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 _SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
-_IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
+_IF = ("IFPipeline", "IFImg2ImgPipeline")
+_IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
 # The rectified-flow transformers (2-12 B parameters) tune LoRA adapters by default. Rates: full
 # 1e-4, the default of diffusers' train_dreambooth_sd3.py / _flux.py; LoRA 4e-4, the rate of the
 # SD3 LoRA example in diffusers' README_sd3.md (its scripts default to 1e-4 over 500 steps; one
@@ -54,12 +63,25 @@ _IF = ("IFPipeline", "IFImg2ImgPipeline", "IFSuperResolutionPipeline")
 _FLOW = dict(tune_method="lora", lr_full=1e-4, lr_lora=4e-4, steps=28, sampler="euler")
 SD3_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="logit_normal", cfg=7.0)
 FLUX_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="uniform", cfg=3.5)
+# DeepFloyd IF: UniTune's own recipe (full tune, Adafactor 1e-4; LoRA at SD's rate); sampling as
+# the pipelines do by default: IFPipeline CFG 7.0 over 100 DDPM steps with learned variances;
+# the super-resolution stage IFSuperResolutionPipeline's CFG 4.0 over 50 steps.
+IF_DEFAULTS = ModelDefaults(cfg=7.0, steps=100, sampler="ddpm")
+IF_SR_DEFAULTS = ModelDefaults(cfg=4.0, steps=50, sampler="ddpm")
 FAMILIES = (
     Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd", kohya="sd_v1", single_file=True),
     Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl", kohya="sdxl_base_v1-0", single_file=True),
     Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, "sd3", defaults=SD3_DEFAULTS),
     Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS),
-    Family("if", "DeepFloyd IF", _IF, None),
+    Family("if", "DeepFloyd IF", _IF, "deepfloyd_if", defaults=IF_DEFAULTS, sr_family="if_sr"),
+    Family(
+        "if_sr",
+        "DeepFloyd IF super-resolution",
+        _IF_SR,
+        "deepfloyd_if",
+        defaults=IF_SR_DEFAULTS,
+        upscaler=True,
+    ),
 )
 BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -202,6 +224,41 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
             f"supported: {supported()}",
         )
     return spec
+
+
+def sr_partner(spec: ModelSpec) -> str | None:
+    """The super-resolution model a base stage's folder names (its CASCADE_FILE), or None."""
+    f = Path(spec.ref) / CASCADE_FILE
+    if spec.single_file or not f.is_file():
+        return None
+    try:
+        return str(json.loads(f.read_text())["sr_model"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_cascade(spec: ModelSpec, cascade: bool, sr_model: str | None) -> str | None:
+    """The super-resolution model a tune of ``spec`` also tunes (None: none), checked before
+    anything loads: an upscaler is never tuned alone, and --sr-model must be one for this family."""
+    fam = spec.family
+    if fam.upscaler:
+        raise UserError(
+            f"{spec.ref!r} is a super-resolution stage ({fam.label}): it is tuned with its cascade's base",  # fmt: skip
+            f"tune the base stage and pass --sr-model {spec.ref}",
+        )
+    if fam.sr_family is None:
+        if sr_model:
+            raise UserError(f"--sr-model is for pixel cascades; {fam.label} has no super-resolution stage", "drop --sr-model")  # fmt: skip
+        return None
+    if not cascade:
+        return None
+    sr_model = sr_model or sr_partner(spec)
+    if sr_model is None:
+        return None
+    sr = probe(sr_model)
+    if sr.family.name != fam.sr_family:
+        raise UserError(f"--sr-model {sr_model!r} is a {sr.family.label} model, not a {fam.label} super-resolution stage", f"pass a {BY_NAME[fam.sr_family].pipelines[0]} model")  # fmt: skip
+    return sr_model
 
 
 def check_vae(path: str | None) -> None:

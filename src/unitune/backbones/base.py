@@ -119,7 +119,7 @@ class Backbone(ABC):
         self.model_ref = spec.ref
         self.device, self.dtype = device, dtype
         self.module = getattr(pipe, network)
-        self.vae = pipe.vae
+        self.vae = getattr(pipe, "vae", None)  # pixel-space families (IF) have none
         self._take_text(pipe)
         self.scheduler = pipe.scheduler  # the model's own scheduler (its class, for export)
         self.scheduler_config = dict(pipe.scheduler.config)
@@ -223,6 +223,16 @@ class Backbone(ABC):
     @abstractmethod
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         """The prediction of ``module`` (this family's network, in some weight state) at x_t."""
+
+    def loss(self, pred: Tensor, target: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """The training loss of ``pred`` = denoise(x_t) (B, C', h, w) against ``target`` (B, C, h,
+        w): the MSE; models with learned variances add the bound's term for them."""
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    def training_cond(self, cond: Conditioning, gen: torch.Generator, hw: tuple[int, int]) -> Conditioning:  # fmt: skip
+        """A training step's conditioning (B rows) from the tune's (expanded to B rows): the same
+        for text-only models; a super-resolution stage draws its noise augmentation here."""
+        return cond
 
     # --- schedule -----------------------------------------------------------------------------
     @abstractmethod

@@ -1,0 +1,138 @@
+"""DeepFloyd IF's pixel cascade on tiny seeded stages (tiny_if.py): the cascade's edit equals
+IFImg2ImgPipeline followed by IFImg2ImgSuperResolutionPipeline (IFPipeline / IFSuperResolution-
+Pipeline at t0 = 1), a cascade tune tunes, saves and resumes both stages, and the learned
+variances stay trained (the hybrid loss) so the pipelines' own scheduler stays valid."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unitune.config import EditConfig, TuneConfig
+from unitune.edit import Editor
+from unitune.images import pil_to_tensor
+from unitune.tune import tune
+from unitune.tunefolder import TuneFolder
+
+PROMPT = "a cat wearing sunglasses"
+
+
+@pytest.fixture(scope="module")
+def tiny_if(tmp_path_factory) -> tuple[str, str]:
+    from tiny_if import build_tiny_if
+
+    return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
+
+
+@pytest.fixture(scope="module")
+def untuned(tiny_if, photo, tmp_path_factory):
+    """A cascade tune folder with no fine-tuning (checkpoint 0 = the pretrained stages)."""
+    path = tmp_path_factory.mktemp("if") / "untuned"
+    return tune(photo, path, TuneConfig(steps=0), model=tiny_if[0], device="cpu", progress=False).path  # fmt: skip
+
+
+def _peers(tiny_if):
+    import diffusers
+
+    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
+    out = {}
+    for cls, path in (("IFImg2ImgPipeline", tiny_if[0]), ("IFPipeline", tiny_if[0]),
+                      ("IFImg2ImgSuperResolutionPipeline", tiny_if[1]),
+                      ("IFSuperResolutionPipeline", tiny_if[1])):  # fmt: skip
+        out[cls] = getattr(diffusers, cls).from_pretrained(path, **none)
+        out[cls].set_progress_bar_config(disable=True)
+    return out
+
+
+@pytest.mark.parametrize(("t0", "sr_t0"), [(0.6, 0.7), (0.95, 1.0), (1.0, 0.5), (1.0, 1.0)])
+def test_cascade_edit_equals_the_if_pipelines(t0, sr_t0, tiny_if, untuned):
+    ed = Editor(untuned, "cpu")
+    cfg = EditConfig(checkpoint=0, sr_checkpoint=0, t0=t0, sr_t0=sr_t0, cfg=7.0, sr_cfg=4.0,
+                     steps=12, sr_steps=10, seeds=(3,), interpolate=False)  # fmt: skip
+    ours = ed.edit(PROMPT, cfg, progress=False).pixels
+    assert ours.shape == (1, 3, 32, 32)
+    peers, text = _peers(tiny_if), f"beikkpic {PROMPT}"
+    low = pil_to_tensor(ed.base_image)  # the tune's base image at 8 px
+    g = torch.Generator().manual_seed(3)  # one generator through both stages, as IF's examples
+    if t0 < 1:
+        x = peers["IFImg2ImgPipeline"](prompt=text, image=low, strength=t0, num_inference_steps=12,
+                                        guidance_scale=7.0, generator=g, output_type="pt").images  # fmt: skip
+    else:
+        x = peers["IFPipeline"](prompt=text, num_inference_steps=12, guidance_scale=7.0,
+                                generator=g, output_type="pt").images  # fmt: skip
+    common = dict(prompt=text, image=x, num_inference_steps=10, guidance_scale=4.0,
+                  noise_level=250, generator=g, output_type="pt")  # fmt: skip
+    if sr_t0 < 1:
+        hi = pil_to_tensor(ed.base_image_at((32, 32)))
+        y = peers["IFImg2ImgSuperResolutionPipeline"](original_image=hi, strength=sr_t0, **common).images  # fmt: skip
+    else:
+        y = peers["IFSuperResolutionPipeline"](**common).images
+    theirs = (y / 2 + 0.5).clamp(0, 1)
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def _fixed_mse(bb, view, cond, x0, seed: int = 0) -> float:
+    """The eps half's MSE of a view at 8 fixed (timestep, noise) pairs on x0."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(50, 950, 8).long()
+    noise = torch.randn((8, *x0.shape[1:]), generator=g)
+    c = bb.training_cond(cond.expand(8), g, tuple(x0.shape[-2:]))
+    out = view(bb.add_noise(x0.expand(8, -1, -1, -1), noise, t), t, c)
+    return (out[:, :3] - noise).pow(2).mean().item()
+
+
+@pytest.mark.slow
+def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_path):
+    from unitune.cascade import Upscaler
+
+    cfg = TuneConfig(steps=8, save_at=(4, 8), lr=1e-3)
+    full = tune(photo, tmp_path / "a", cfg, model=tiny_if[0], device="cpu", progress=False)
+    m = full.manifest
+    assert m["settings"]["sr_model"] == tiny_if[1] and m["settings"]["cascade"] is True
+    sr = json.loads((full.path / "sr" / "manifest.json").read_text())
+    assert sorted(map(int, sr["checkpoints"])) == [4, 8] and sr["status"] == "complete"
+    assert sr["resolution"] == [32, 32] and m["resolution"] == [8, 8]
+
+    seen = {"sixes": 0, "die_at": 0}
+
+    class Boom(Exception):
+        pass
+
+    def die(step, loss):  # stage I dies at 6; rerun: it passes 6 again, stage II dies at 6
+        seen["sixes"] += step == 6
+        if step == 6 and seen["sixes"] == seen["die_at"]:
+            raise Boom
+
+    for n in (1, 3):  # the 6th step's 1st visit (stage I), then its 3rd (stage II after resuming)
+        seen["die_at"] = n
+        with pytest.raises(Boom):
+            tune(photo, tmp_path / "b", cfg, model=tiny_if[0], device="cpu", progress=False, on_step=die)  # fmt: skip
+    part = json.loads((tmp_path / "b" / "sr" / "manifest.json").read_text())
+    assert part["status"] == "running" and sorted(map(int, part["checkpoints"])) == [4]
+    done = tune(photo, tmp_path / "b", cfg, model=tiny_if[0], device="cpu", progress=False)
+    for a_dir, b_dir in ((full.path, done.path), (full.path / "sr", done.path / "sr")):
+        for step in (4, 8):
+            ta, _ = TuneFolder.open(a_dir).load_checkpoint(step)
+            tb, _ = TuneFolder.open(b_dir).load_checkpoint(step)
+            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (b_dir, step)  # fmt: skip
+        la = json.loads((a_dir / "manifest.json").read_text())["loss_history"]
+        lb = json.loads((b_dir / "manifest.json").read_text())["loss_history"]
+        assert la == lb and len(la) == 8
+    assert not list(done.path.rglob("resume.safetensors"))
+
+    # both stages learn the image: their eps error at fixed (t, noise) falls from step 0 to 8
+    ed = Editor(full.path, "cpu")
+    up = Upscaler(full.path, "cpu")
+    (c,) = ed.encode([m["prompt"]], (8, 8))
+    low = ed.folder.base_latents()
+    x_hi = up.folder.base_latents()
+    for st, folder, x0, cond in ((ed.state, ed.folder, low, c),
+                                 (up.state, up.folder, x_hi, up.backbone.with_low(c, low))):  # fmt: skip
+        bb = st.backbone
+        st.use(folder, 0)
+        before = _fixed_mse(bb, st.tuned(), cond, x0)
+        st.use(folder, 8)
+        after = _fixed_mse(bb, st.tuned(), cond, x0)
+        assert after < 0.8 * before, (folder.path, before, after)
