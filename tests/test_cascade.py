@@ -6,6 +6,7 @@ variances stay trained (the hybrid loss) so the pipelines' own scheduler stays v
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +137,66 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
         st.use(folder, 8)
         after = _fixed_mse(bb, st.tuned(), cond, x0)
         assert after < 0.8 * before, (folder.path, before, after)
+
+
+@pytest.mark.slow
+def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
+    """Through the CLI: full and LoRA cascade tunes, a base-only tune (--no-cascade), every
+    base-stage option (t0, prompt guidance, mask, interpolation, paste-back, SINE, guides), the SR
+    flags, the grid over SR checkpoints, --params, and the refusals of what does not apply."""
+    from PIL import Image
+
+    from unitune.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv] + ["--device", "cpu", "--quiet"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def ok(*argv) -> list[str]:
+        code, out, err = run(*argv)
+        assert code == 0, (argv, err)
+        return out.split()
+
+    m, t = tiny_if[0], tmp_path
+    tune_args = ["--model", m, "--steps", 2, "--save-at", "1,2"]
+    ok("tune", photo, "--out", t / "full", *tune_args)
+    ok("tune", photo, "--out", t / "lora", *tune_args, "--method", "lora", "--lora-rank", 4)
+    ok("tune", photo, "--out", t / "base", *tune_args, "--no-cascade")
+    assert (t / "full" / "sr" / "checkpoints").is_dir() and not (t / "base" / "sr").exists()
+    w, h = Image.open(photo).size
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, (w // 4, h // 4, w // 2, h // 2))
+    mask.save(t / "mask.png")
+    edits = [
+        ("full", "--checkpoint", 2, "--t0", 0.8, "--prompt-guidance", "a cat", "--mask", t / "mask.png",
+         "--paste-back", "--seeds", "0,1", "--sr-checkpoint", 1, "--sr-t0", 0.7, "--sr-cfg", 2),
+        ("lora", "--lora-scale", 0.5, "--sampler", "ddim", "--no-interpolate", "--sr-noise-level", 100),
+        ("lora", "--method", "sine", "--guide", f"{t / 'full'}:beikkpic:1.5", "--K", 300, "--v", 0.5),
+        ("full", "--size", "32x64", "--sr-checkpoint", 0),
+        ("base", "--t0", 0.9),
+    ]  # fmt: skip
+    for i, (tune_dir, *flags) in enumerate(edits):
+        files = ok("edit", t / tune_dir, "a dog", *flags, "--steps", 2, "--sr-steps", 2, "--out", t / f"e{i}")  # fmt: skip
+        assert files and all(Path(f).is_file() for f in files), flags
+    first = Path(sorted((t / "e0").glob("*.png"))[0])
+    assert Image.open(first).size == (w, h)  # --paste-back: the photo's own size
+    assert Image.open(sorted((t / "e3").glob("*.png"))[0]).size == (64, 32)  # the SR stage's size
+    assert Image.open(sorted((t / "e4").glob("*.png"))[0]).size == (8, 8)  # base stage only
+    info = Image.open(first).text["parameters"]
+    assert "SR checkpoint: 1" in info and "SR t0: 0.7" in info, info
+    again = Path(ok("edit", t / "full", "--params", first, "--out", t / "r")[0])
+    assert Image.open(again).tobytes() == Image.open(first).tobytes()
+    ok("grid", t / "full", "a dog", "--rows", "sr_checkpoint", "--checkpoints", "0,1,2", "--t0", "0.8,1",
+       "--steps", 2, "--sr-steps", 2, "--out", t / "grid.png")  # fmt: skip
+    assert (t / "grid.png").is_file()
+    for argv, words in (
+        (("edit", t / "base", "a dog", "--sr-checkpoint", 1), "cascade tunes"),
+        (("edit", t / "full", "a dog", "--sr-checkpoint", 5), "checkpoint 5 is not in"),
+        (("grid", t / "base", "a dog", "--rows", "sr_checkpoint"), "needs a cascade tune"),
+        (("tune", photo, "--out", t / "x", "--model", tiny_if[1]), "super-resolution stage"),
+        (("tune", photo, "--out", t / "y", "--model", m, "--sr-model", m), "not a DeepFloyd IF super-resolution"),
+        (("tune", photo, "--out", t / "z", "--model", m, "--patches"), "--patches does not combine"),
+    ):  # fmt: skip
+        code, out, err = run(*argv)
+        assert code == 2 and words in err and err.count("\n") == 1, (argv, err)

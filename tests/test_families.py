@@ -180,8 +180,8 @@ def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, t
 @pytest.mark.parametrize(
     ("cls", "words"),
     [
-        ("IFPipeline", ["DeepFloyd IF", "IFPipeline"]),
         ("KandinskyV22Pipeline", ["KandinskyV22Pipeline"]),
+        ("StableCascadePriorPipeline", ["StableCascadePriorPipeline"]),
     ],  # fmt: skip
 )
 def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, photo, tmp_path):

@@ -17,7 +17,7 @@ from .config import Acceleration, EditConfig, GridConfig, TuneConfig
 from .errors import UserError
 from .guidespec import check_guides
 from .images import Placement, image_sha256, load_image, mask_image
-from .tunefolder import MANIFEST, TuneFolder
+from .tunefolder import MANIFEST, SR_DIR, TuneFolder
 
 
 @dataclass
@@ -120,8 +120,7 @@ def check_edit(
         raise UserError(
             f"{folder.path} has no base_latents.safetensors", "re-run `unitune tune --overwrite`"
         )
-    hw = tuple(cfg.size) if cfg.size else tuple(folder.manifest["resolution"])
-    k = folder.manifest.get("size_multiple")  # absent in manifests written before it existed
+    hw, k = _edit_size(folder, cfg)
     if k and (hw[0] % k or hw[1] % k):
         raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", f"round it to a multiple of {k}")  # fmt: skip
     if mask is not None:
@@ -131,9 +130,33 @@ def check_edit(
     return folder
 
 
+def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], int | None]:
+    """(the output size, the multiple it must be of), checking the --sr-* flags: a cascade tune's
+    output is its SR stage's, sized by the base stage's multiple x the SR factor."""
+    res = tuple(folder.manifest["resolution"])
+    k = folder.manifest.get("size_multiple")  # absent in manifests written before it existed
+    sr_path = folder.path / SR_DIR
+    if not (sr_path / MANIFEST).is_file():
+        if cfg.sr_checkpoint is not None or cfg.sr_t0 != 1.0:
+            raise UserError("--sr-checkpoint and --sr-t0 apply to cascade tunes (DeepFloyd IF)", "drop them")  # fmt: skip
+        return (tuple(cfg.size) if cfg.size else res), k
+    sr = TuneFolder.open(sr_path)
+    if cfg.sr_checkpoint is not None:
+        sr.resolve_checkpoint(cfg.sr_checkpoint)
+    out = tuple(sr.manifest["resolution"])
+    return (tuple(cfg.size) if cfg.size else out), k * (out[0] // res[0])
+
+
 def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None,
                vae: str | None = None) -> TuneFolder:  # fmt: skip
     grid.validate()
+    if grid.rows == "sr_checkpoint":
+        folder = check_edit(tune_dir, cfg, mask, (), vae)
+        if not (folder.path / SR_DIR / MANIFEST).is_file():
+            raise UserError("--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint")  # fmt: skip
+        for c in grid.checkpoints:
+            TuneFolder.open(folder.path / SR_DIR).resolve_checkpoint(c)
+        return folder
     return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae)
 
 

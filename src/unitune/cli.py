@@ -29,6 +29,7 @@ from .config import (
     DEFAULT_MODEL,
     DENSITIES,
     EXPORT_FORMATS,
+    GRID_ROWS,
     PRECISIONS,
     RESIZE_MODES,
     SWITCHES,
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=keep,
         help=f"--patches: crop sides uniform in [FRAC, 1] x the image's ({td.patch_min_frac})",
     )
+    t.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=td.cascade, help="pixel cascades (DeepFloyd IF): tune the super-resolution stage too")  # fmt: skip
+    t.add_argument("--sr-model", default=td.sr_model, help="that stage's model (default: the one the base names; world-if: world-if-sr)")  # fmt: skip
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
     t.add_argument("--keep-resume", action="store_true",
                    help="keep checkpoints/resume.safetensors (exact training state) after the run")  # fmt: skip
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t0", dest="t0s", type=floats, default=gd.t0s, help="comma list")
     g.add_argument("--seeds", type=ints, default=gd.seeds)
     g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")
+    g.add_argument("--rows", choices=GRID_ROWS, default=gd.rows, help="rows vary the checkpoint, or a cascade's SR checkpoint")  # fmt: skip
     g.add_argument("--out", default="grid.png")
     add_edit_flags(g, EditConfig(), grid=True)
     add_common(g)
@@ -312,7 +316,8 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from .checks import check_grid
 
     cfg = _edit_config(args)
-    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell)
+    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell,
+                      rows=args.rows)  # fmt: skip
     check_grid(args.tune, cfg, gcfg, args.mask, args.vae)
     _check_out_file(args.out, ".png")
     _before_load(args)

@@ -107,6 +107,12 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     p.add_argument("--size", type=size, default=d.size, help="HxW output size")
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
+    sr = p.add_argument_group("cascade tunes (DeepFloyd IF): the super-resolution stage")
+    sr.add_argument("--sr-checkpoint", type=int, default=d.sr_checkpoint, help="its step (0 = the pretrained SR model; default: the base stage's step if saved, else the last)")  # fmt: skip
+    sr.add_argument("--sr-t0", type=float, default=d.sr_t0, help=f"its SDEdit start from the base image at the output size ({d.sr_t0:g} = none)")  # fmt: skip
+    sr.add_argument("--sr-cfg", type=float, default=d.sr_cfg, help="its guidance weight (default: the SR model's, IF 4)")  # fmt: skip
+    sr.add_argument("--sr-steps", type=int, default=d.sr_steps, help="its steps (default: the SR model's, IF 50)")  # fmt: skip
+    sr.add_argument("--sr-noise-level", type=int, default=d.sr_noise_level, help=f"noise augmentation of the base stage's output ({d.sr_noise_level})")  # fmt: skip
     p.add_argument("--vae", help="another VAE (folder or .safetensors); default: the tune's")
     p.add_argument("--offload", action="store_true",
                    help="keep the text encoders and VAE on the CPU between uses (small GPUs)")  # fmt: skip

@@ -32,7 +32,8 @@ def render_grid(
     progress: bool = True,
     cells: Path | None = None,
 ) -> list[Path]:
-    """Rows = checkpoints, columns = t0 x seeds. With a single-step sampler a row is ONE batch
+    """Rows = checkpoints (or, with grid.rows "sr_checkpoint", a cascade's SR checkpoints at the
+    edit's own checkpoint), columns = t0 x seeds. With a single-step sampler a row is ONE batch
     (every t0 and seed: sampling._staggered), else each cell's seeds are one batch. Returns the
     sheet's path, then with ``cells`` (a folder) every cell saved there as its own edit (PNG with
     its parameters + sidecar), row by row."""
@@ -42,10 +43,12 @@ def render_grid(
     saved: list[Path] = []
     jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]
     bar = tqdm(total=len(jobs), desc="grid", disable=not progress)
+    sr_rows = grid.rows == "sr_checkpoint"
     for c in grid.checkpoints:
-        editor.folder.resolve_checkpoint(c)  # errors early, naming the saved steps
+        # errors early, naming the saved steps
+        (editor.upscaler.folder if sr_rows else editor.folder).resolve_checkpoint(c)
         row: list[Image.Image | None] = []
-        at_c = replace(cfg, checkpoint=c, seeds=grid.seeds)
+        at_c = replace(cfg, **{grid.rows: c}, seeds=grid.seeds)
         if cfg.sampler in SINGLE_STEP:
             results = [editor.edit(prompt, at_c, mask, progress=False, t0s=grid.t0s)]
             bar.update(len(grid.t0s))
@@ -73,7 +76,7 @@ def render_grid(
         rows,
         row_labels,
         col_labels,
-        row_title="checkpoint",
+        row_title="SR checkpoint" if sr_rows else "checkpoint",
         col_title="SDEdit start t0",
         title=title,
         cell_size=grid.cell,

@@ -77,8 +77,12 @@ def _activate(module: nn.Module, name: str | None, scale: float) -> None:
     if name is None:
         module.disable_adapters()
         return
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
     module.enable_adapters()  # disable_adapters() is a separate flag set_adapters() does not clear
-    module.set_adapters([name], weights=[scale])
+    # what ModelMixin.set_adapters does for one float scale, without its per-block expansion of
+    # scales, which fails on UNets with per-block layer counts (IF's super-resolution stages)
+    set_weights_and_activate_adapters(module, [name], [scale])
 
 
 @dataclass(eq=False)

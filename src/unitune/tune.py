@@ -141,7 +141,7 @@ def tune(
         bb.free_text_encoders()
     _train(folder, bb, cfg, img, progress, on_step, cond)
     if cfg.sr_model:  # a cascade: its super-resolution stage, on the same prompt's embedding
-        _tune_sr(folder, cfg, img, cond, bb.device, progress, on_step, accel, keep_resume)
+        _tune_sr(folder, cfg, img, cond, bb, progress, on_step, accel, keep_resume)
     _drop_resume(folder, keep_resume)
     return folder
 
@@ -152,17 +152,18 @@ def _drop_resume(folder: TuneFolder, keep: bool) -> None:
         resume_file.unlink()  # exact state is only needed while a run can still be resumed
 
 
-def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, device, progress, on_step, accel,
-             keep_resume: bool) -> None:  # fmt: skip
+def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, progress, on_step,
+             accel, keep_resume: bool) -> None:  # fmt: skip
     """The cascade's super-resolution stage, tuned into ``folder/sr`` on (the base stage's image
-    -> the image at the SR model's size), with noise augmentation of its input as the SR model
-    was trained (Backbone.training_cond)."""
+    -> the image at the SR model's size, or as many times the base stage's --resolution as its
+    native sizes differ), with noise augmentation of its input as the SR model was trained
+    (Backbone.training_cond), on the base stage's device."""
     path = folder.path / SR_DIR
     sr = TuneFolder.open(path) if (path / MANIFEST).is_file() else None
-    bb = load(probe(cfg.sr_model), device, accel=accel)
+    bb = load(probe(cfg.sr_model), base.device, accel=accel)
     if sr is not None and sr.manifest.get("model_digest") != bb.digest:
         raise UserError(f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh")  # fmt: skip
-    res = bb.resolution
+    res = folder.manifest["resolution"][0] * bb.resolution // base.resolution
     if sr is None:
         hi, _ = fit_image(img, (res, res), cfg.resize)
         m = folder.manifest
