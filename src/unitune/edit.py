@@ -40,6 +40,7 @@ class EditResult:
     params: list[dict[str, Any]] = field(default_factory=list)
     pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
     latents: Tensor | None = None  # (B, C, h, w) the final x0 in model space, before decoding
+    base_stage: Tensor | None = None  # cascades: (B, 3, h, w) the base stage's samples, in [-1, 1]
 
 
 class Editor:
@@ -229,8 +230,9 @@ class Editor:
             renoise=bb.renoise,
             start=bb.start_index,
         )
-        dec, sr_step = bb, None
-        if self.upscaler is not None:  # the cascade's SR stage on the base stage's samples
+        dec, sr_step, low = bb, None, None
+        if self.upscaler is not None:
+            low = latents  # the cascade's SR stage on the base stage's samples
             sr_step = self.upscaler.use(cfg, step)
             (c_sr,) = self.encode([self.full_prompt(prompt, cfg)], hw, warn=False)
             base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
@@ -253,7 +255,7 @@ class Editor:
             images = [paste_back(im, self.placement, self.original) for im in images]
         params = [self._params(prompt, text, replace(cfg, t0=t, sr_checkpoint=sr_step), step, s, hw, mask)
                   for t in starts for s in cfg.seeds]  # fmt: skip
-        return EditResult(images, params, pixels, latents)
+        return EditResult(images, params, pixels, latents, low)
 
     def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:
         m = self.folder.manifest
