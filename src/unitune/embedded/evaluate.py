@@ -1,6 +1,7 @@
 """Measure the embedded model with the oracle on held-out captions (never used in training).
 
     python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --steps 25 --out docs/world_eval.json
+    python -m unitune.embedded.evaluate --model world-if --sr-model world-if-sr --cfg 3,7 --steps 25 --out docs/world_if_eval.json
 
 256 fixed scenes from the held-out split (96 with one object, 96 with two, 64 with three),
 their full captions, one sample each (seed = index), DDIM (``--steps``, default 50; the README's
@@ -72,6 +73,35 @@ def generate(bb, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
     return torch.cat(out)
 
 
+@torch.no_grad()
+def upscale(sr, base, low: torch.Tensor, prompts: list[str], w: float, steps: int,
+            batch: int = 32, seed0: int = 0, level: int = 250) -> torch.Tensor:  # fmt: skip
+    """(N, 3, H, W) in [0, 1]: a cascade's SR stage ``sr`` on the base stage's samples ``low``
+    (N, 3, h, w) in [0, 1], the prompts encoded by the base stage's T5 (IF's stages share it);
+    DDIM on the eps half, the augmentation at IF's default level; sample i seeds seed0 + i."""
+    hw = (sr.resolution, sr.resolution)
+    out = []
+    for i in range(0, len(prompts), batch):
+        ps = prompts[i : i + batch]
+        n = len(ps)
+        embs = base.encode([""] + ps).emb
+        gens = [torch.Generator().manual_seed(seed0 + i + j) for j in range(n)]
+        noise = torch.cat([torch.randn((1, 3, *hw), generator=g) for g in gens])
+        aug = torch.cat([torch.randn((1, 3, *hw), generator=g) for g in gens])
+        lo = low[i : i + n].to(sr.device) * 2 - 1
+        c = sr.condition(Conditioning(embs[1:]), lo, level, aug)
+        u = sr.condition(Conditioning(embs[:1].expand(n, -1, -1)), lo, level, aug)
+        both = Conditioning.cat([u, c])
+
+        def guided(x, t, both=both):
+            o_u, o_c = sr.denoise(sr.module, torch.cat([x, x]), t, both).chunk(2)
+            return o_u + w * (o_c - o_u)
+
+        x = sample(guided, sr.make_scheduler("ddim"), noise.to(sr.device, sr.dtype), steps=steps, t0=1.0, progress=False)  # fmt: skip
+        out.append((x.float() / 2 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(out)
+
+
 def _batched(den, x, t, base, cond, w):
     # per-sample conditions (cfg_guided shares one prompt across the batch)
     if w == 1.0:
@@ -118,18 +148,26 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
 
 
 def evaluate(model: str = DEFAULT_MODEL, cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
-             steps: int = 50, progress: bool = True, sheet: str | None = None, seed0: int = 0
-             ) -> dict:  # fmt: skip
+             steps: int = 50, progress: bool = True, sheet: str | None = None, seed0: int = 0,
+             sr_model: str | None = None, sr_cfg: float = 4.0) -> dict:  # fmt: skip
     """Oracle scores per CFG weight; sample i uses seed ``seed0 + i`` (0: the README's table;
-    another value re-draws the noise for the same captions, to see how much the scores move)."""
+    another value re-draws the noise for the same captions, to see how much the scores move).
+    ``sr_model``: a cascade; the base stage's samples go through it (CFG ``sr_cfg``, the same
+    steps) and are scored at its size, beside the same samples resized bicubically to it."""
     bb = load_model(model, device)
+    sr = load_model(sr_model, device) if sr_model else None
     items = eval_set()
     prompts = [c for _, c in items]
-    res = {"model": model, "n": len(items), "steps": steps, "sampler": "ddim", "seed0": seed0,
-           "by_cfg": {}}  # fmt: skip
+    res = {"model": model, "sr_model": sr_model, "n": len(items), "steps": steps,
+           "sampler": "ddim", "seed0": seed0, "by_cfg": {}}  # fmt: skip
     for w in cfgs:
         t = time.time()
         imgs = generate(bb, prompts, w, steps, progress=progress, seed0=seed0)
+        if sr is not None:
+            hw = (sr.resolution, sr.resolution)
+            plain = torch.nn.functional.interpolate(imgs, size=hw, mode="bicubic").clamp(0, 1)
+            imgs = upscale(sr, bb, imgs, prompts, sr_cfg, steps, seed0=seed0)
+            res.setdefault("plain_upsampling", {})[str(w)] = score(items, plain)
         res["by_cfg"][str(w)] = {**score(items, imgs), "seconds": round(time.time() - t, 1)}
         if sheet and w == cfgs[-1]:
             _sheet(imgs[:32], prompts[:32], sheet)
@@ -157,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the results JSON here")
     ap.add_argument("--sheet", help="write a contact sheet of 32 samples (last CFG) here")
     ap.add_argument("--seed0", type=int, default=0, help="sample i uses seed SEED0 + i")
+    ap.add_argument("--sr-model", help="a cascade: its super-resolution stage (e.g. world-if-sr)")
+    ap.add_argument("--sr-cfg", type=float, default=4.0, help="the SR stage's CFG (IF's 4)")
     a = ap.parse_args(argv)
     res = evaluate(a.model, tuple(float(x) for x in a.cfg.split(",")), a.device, a.steps,
-                   sheet=a.sheet, seed0=a.seed0)  # fmt: skip
+                   sheet=a.sheet, seed0=a.seed0, sr_model=a.sr_model, sr_cfg=a.sr_cfg)  # fmt: skip
     print(json.dumps(res, indent=2))
     if a.out:
         atomic_write_json(a.out, res)
