@@ -6,6 +6,7 @@ variances stay trained (the hybrid loss) so the pipelines' own scheduler stays v
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,39 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
     ):  # fmt: skip
         code, out, err = run(*argv)
         assert code == 2 and words in err and err.count("\n") == 1, (argv, err)
+
+
+def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(tiny_if, untuned, tmp_path, monkeypatch):  # fmt: skip
+    """--upscaler: the finished edit through StableDiffusionUpscalePipeline, each sample's own
+    generator going on from where the two stages left it."""
+    from diffusers import StableDiffusionUpscalePipeline
+
+    from tiny_if import build_tiny_x4
+    from unitune import upscale
+    from unitune.images import tensor_to_pil
+
+    x4 = build_tiny_x4(tmp_path)
+    seen = {}
+    call = upscale.Upscaler4x.__call__
+
+    def spy(self, images, prompt, negative, gens, steps, noise_level):
+        seen["images"], seen["states"] = images, [g.get_state() for g in gens]
+        return call(self, images, prompt, negative, gens, steps, noise_level)
+
+    monkeypatch.setattr(upscale.Upscaler4x, "__call__", spy)
+    ed = Editor(untuned, "cpu")
+    cfg = EditConfig(checkpoint=0, sr_checkpoint=0, steps=4, sr_steps=3, seeds=(1, 2), interpolate=False,
+                     negative_prompt="blurry", upscaler=x4, upscale_steps=3, upscale_noise_level=50)  # fmt: skip
+    plain = ed.edit(PROMPT, replace(cfg, upscaler=None), progress=False)
+    big = ed.edit(PROMPT, cfg, progress=False)
+    assert big.pixels.shape == (2, 3, 128, 128) and big.images[0].size == (128, 128)
+    assert [im.tobytes() for im in seen["images"]] == [im.tobytes() for im in plain.images]
+    gens = [torch.Generator().set_state(st) for st in seen["states"]]
+    pipe = StableDiffusionUpscalePipeline.from_pretrained(x4)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(prompt=[PROMPT] * 2, image=tensor_to_pil(plain.pixels * 2 - 1), negative_prompt=["blurry"] * 2,
+               num_inference_steps=3, noise_level=50, output_type="pt", generator=gens).images  # fmt: skip
+    assert (ref.float() - big.pixels).abs().max().item() < 1e-4
+    assert (
+        "x4" not in big.params[0]["edit_config"]["upscaler"] or big.params[0]["size"] == "128x128"
+    )

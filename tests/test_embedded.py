@@ -185,3 +185,53 @@ def test_evaluate_seeds_and_scores(tiny_model):
     x = render([s for s, _ in items[:8]], 64)
     sc = score(items[:8], x)
     assert sc["background"] == 1.0 and sc["single_colour"] == 1.0 and sc["single_shape"] == 1.0
+
+
+def test_shipped_cascade_is_small_fp16_and_loads_in_the_if_pipelines():
+    """world-if + world-if-sr: IF folders diffusers' own pipelines run; with the latent model,
+    at most 60 MB of files in all."""
+    from diffusers import IFPipeline, IFSuperResolutionPipeline
+
+    base, sr = SHORT_NAMES["world-if"], SHORT_NAMES["world-if-sr"]
+    total = sum(p.stat().st_size for d in (SHIPPED, base, sr) for p in d.rglob("*") if p.is_file())
+    assert total <= 60e6, total
+    for d in (base, sr):
+        with safe_open(str(d / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    assert json.loads((base / "unitune_cascade.json").read_text())["sr_model"] == "world-if-sr"
+    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
+    p1 = IFPipeline.from_pretrained(base, **none)
+    p2 = IFSuperResolutionPipeline.from_pretrained(sr, text_encoder=None, **none)
+    p1.set_progress_bar_config(disable=True)
+    p2.set_progress_bar_config(disable=True)
+    g = torch.Generator().manual_seed(0)
+    emb, neg = p1.encode_prompt(
+        "a red circle on a white background", do_classifier_free_guidance=True
+    )
+    low = p1(prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=8, generator=g,
+             output_type="pt").images  # fmt: skip
+    hi = p2(image=low, prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=8,
+            generator=g, output_type="pt").images  # fmt: skip
+    assert low.shape == (1, 3, 16, 16) and hi.shape == (1, 3, 64, 64) and hi.isfinite().all()
+
+
+def test_cascade_trainer_smoke_resumes_and_exports(tmp_path):
+    """Two iterations, then two more from the saved state; the export loads as the pipelines."""
+    from dataclasses import replace
+
+    from diffusers import IFSuperResolutionPipeline
+
+    from unitune.embedded.cascade import CascadeConfig
+    from unitune.embedded.cascade import train as train_cascade
+
+    cfg = replace(CascadeConfig(), steps=2, batch=2, sr_batch=1, save_every=1)
+    assert train_cascade(cfg, tmp_path / "w", None, progress=False)["steps"] == 2
+    with safe_open(str(tmp_path / "w" / "cascade.safetensors"), "pt") as f:
+        assert int(f.get_tensor("step")) == 2
+    done = train_cascade(replace(cfg, steps=4), tmp_path / "w", tmp_path / "out", progress=False)
+    assert done["steps"] == 4
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["steps"] == 4
+    sr = IFSuperResolutionPipeline.from_pretrained(tmp_path / "out" / "world-if-sr", text_encoder=None,
+                                                   safety_checker=None, feature_extractor=None,
+                                                   watermarker=None, requires_safety_checker=False)  # fmt: skip
+    assert sr.unet.config.in_channels == 6 and sr.unet.config.class_embed_type == "timestep"

@@ -67,3 +67,35 @@ def build_tiny_if(folder: Path, seed: int = 0) -> tuple[str, str]:
     sr.save_pretrained(paths[1], safe_serialization=True)
     (Path(paths[0]) / "unitune_cascade.json").write_text(json.dumps({"sr_model": paths[1]}))
     return paths
+
+
+def build_tiny_x4(folder: Path, seed: int = 0) -> str:
+    """A tiny StableDiffusionUpscalePipeline (diffusers' own test sizes): the x4 stage III."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        StableDiffusionUpscalePipeline,
+        UNet2DConditionModel,
+    )
+
+    from tiny_flow import _tiny_clip
+    from unitune.clip_vocab import load_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=32,
+                                in_channels=7, out_channels=4, cross_attention_dim=32,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                                attention_head_dim=8, use_linear_projection=True,
+                                only_cross_attention=(True, True, False), num_class_embeds=100)  # fmt: skip
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(block_out_channels=[32, 32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3)  # fmt: skip
+    pipe = StableDiffusionUpscalePipeline(unet=unet, low_res_scheduler=DDPMScheduler(),
+                                          scheduler=DDIMScheduler(prediction_type="v_prediction"),
+                                          vae=vae, text_encoder=_tiny_clip(seed + 2, 32, False),
+                                          tokenizer=load_clip_tokenizer(), max_noise_level=350)  # fmt: skip
+    path = str(folder / "x4")
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path

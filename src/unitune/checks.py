@@ -127,6 +127,10 @@ def check_edit(
         mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
     check_guides(folder, cfg.guides)
     probe(tune_model_ref(folder))
+    if cfg.upscaler:
+        from .upscale import check_upscaler
+
+        check_upscaler(cfg.upscaler)
     return folder
 
 

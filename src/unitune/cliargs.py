@@ -113,6 +113,10 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     sr.add_argument("--sr-cfg", type=float, default=d.sr_cfg, help="its guidance weight (default: the SR model's, IF 4)")  # fmt: skip
     sr.add_argument("--sr-steps", type=int, default=d.sr_steps, help="its steps (default: the SR model's, IF 50)")  # fmt: skip
     sr.add_argument("--sr-noise-level", type=int, default=d.sr_noise_level, help=f"noise augmentation of the base stage's output ({d.sr_noise_level})")  # fmt: skip
+    x4 = p.add_argument_group("stage III: an x4 upscaler on the output (untuned)")
+    x4.add_argument("--upscaler", default=d.upscaler, help="a StableDiffusionUpscalePipeline (hub id or folder), e.g. stabilityai/stable-diffusion-x4-upscaler")  # fmt: skip
+    x4.add_argument("--upscale-steps", type=int, default=d.upscale_steps, help=f"({d.upscale_steps})")  # fmt: skip
+    x4.add_argument("--upscale-noise-level", type=int, default=d.upscale_noise_level, help=f"({d.upscale_noise_level}, as IF's docs)")  # fmt: skip
     p.add_argument("--vae", help="another VAE (folder or .safetensors); default: the tune's")
     p.add_argument("--offload", action="store_true",
                    help="keep the text encoders and VAE on the CPU between uses (small GPUs)")  # fmt: skip

@@ -225,6 +225,11 @@ class EditConfig:
     sr_cfg: float | None = None  # its guidance weight; None -> the SR model's (IF: 4.0)
     sr_steps: int | None = None  # its steps; None -> the SR model's (IF: 50)
     sr_noise_level: int = 250  # noise augmentation of the base stage's output (IF's default 250)
+    # stage III: an x4 upscaler (a StableDiffusionUpscalePipeline: hub id or folder) run on the
+    # output, untuned; None = none. Its steps and noise level (IF's docs: 100; the pipeline's: 20)
+    upscaler: str | None = None
+    upscale_steps: int = 75  # the pipeline's default
+    upscale_noise_level: int = 100
 
     def validate(self) -> None:
         """Raise a UserError for any value out of range (no model needed)."""
@@ -249,6 +254,8 @@ class EditConfig:
         _bad(_finite(self.sr_t0) and 0.0 <= self.sr_t0 <= 1.0, f"--sr-t0 must be in [0, 1], got {self.sr_t0}", "e.g. --sr-t0 0.7 (1.0 = pure noise)")  # fmt: skip
         _bad(self.sr_cfg is None or (_finite(self.sr_cfg) and self.sr_cfg >= 0), f"--sr-cfg must be >= 0, got {self.sr_cfg}", "e.g. --sr-cfg 4")  # fmt: skip
         _bad(self.sr_steps is None or self.sr_steps >= 1, f"--sr-steps must be >= 1, got {self.sr_steps}", "e.g. --sr-steps 50")  # fmt: skip
+        _bad(self.upscale_steps >= 1, f"--upscale-steps must be >= 1, got {self.upscale_steps}", "e.g. 75")  # fmt: skip
+        _bad(0 <= self.upscale_noise_level <= 350, f"--upscale-noise-level must be in [0, 350], got {self.upscale_noise_level}", "e.g. 100")  # fmt: skip
         _bad(0 <= self.sr_noise_level < 1000, f"--sr-noise-level must be in [0, 1000), got {self.sr_noise_level}", "e.g. 250 (IF's)")  # fmt: skip
 
     def for_model(self, defaults: ModelDefaults) -> EditConfig:

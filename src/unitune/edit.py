@@ -76,6 +76,7 @@ class Editor:
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
+        self._x4: tuple[str, Any] | None = None  # stage III (--upscaler), loaded on first use
 
     @property
     def original(self) -> Image.Image:
@@ -132,6 +133,14 @@ class Editor:
 
     def negative(self, cfg: EditConfig, hw: tuple[int, int], guidance: float | None = None) -> Conditioning:  # fmt: skip
         return self.backbone.encode_negative(cfg.negative_prompt, self.placement.geometry(hw), guidance)  # fmt: skip
+
+    def _stage3(self, ref: str):
+        """The x4 upscaler ``ref``, loaded on first use and kept."""
+        from .upscale import Upscaler4x
+
+        if self._x4 is None or self._x4[0] != ref:
+            self._x4 = (ref, Upscaler4x(ref, self.backbone.device, self.backbone.dtype))
+        return self._x4[1]
 
     def resolve(self, cfg: EditConfig) -> EditConfig:
         """``cfg`` with the model's defaults for what it leaves open (guidance, steps, sampler),
@@ -250,6 +259,10 @@ class Editor:
             pixels = pix_mask * pixels + (1 - pix_mask) * base
         if cfg.interpolate:
             pixels = interpolate(pixels, base, cfg.interp_window, cfg.interp_threshold)
+        if cfg.upscaler:  # stage III, untuned, on the finished output
+            pixels = self._stage3(cfg.upscaler)(tensor_to_pil(pixels * 2 - 1), prompt, cfg.negative_prompt,
+                                                gens, cfg.upscale_steps, cfg.upscale_noise_level)  # fmt: skip
+            hw = tuple(pixels.shape[-2:])
         images = tensor_to_pil(pixels * 2 - 1)
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]

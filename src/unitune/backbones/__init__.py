@@ -189,6 +189,19 @@ def _hub_class(ref: str) -> str:
         ) from None
 
 
+def pipeline_class(ref: str, flag: str = "--model") -> tuple[str, str]:
+    """(the resolved reference, its pipeline class) of a diffusers folder or hub id."""
+    ref = resolve_model_ref(ref)
+    path = Path(ref)
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"{flag} {ref!r} is not a diffusers model folder (no model_index.json)", "pass a folder saved with save_pretrained, or a hub id")  # fmt: skip
+        return ref, _index_class(path)
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        return ref, _hub_class(ref)
+    raise UserError(f"{flag} {ref!r} does not exist", "pass a diffusers folder or a hub id (owner/name)")  # fmt: skip
+
+
 def probe(ref: str, model_config: str | None = None) -> ModelSpec:
     """Resolve and recognise a ``--model`` reference from its configs; no weights are read."""
     ref = resolve_model_ref(ref)
