@@ -237,3 +237,31 @@ def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(tiny_if, untu
     assert (
         "x4" not in big.params[0]["edit_config"]["upscaler"] or big.params[0]["size"] == "128x128"
     )
+
+
+def test_exported_loras_of_both_stages_give_the_same_edit_in_the_if_pipelines(
+    tiny_if, photo, tmp_path
+):
+    """`unitune export` of the tune and of its sr/ folder: diffusers-lora files IF's pipelines
+    load (load_lora_weights) and sample the cascade's edit with, to 1e-4."""
+    from unitune.cli import main
+
+    cfg = TuneConfig(steps=2, save_at=(2,), lr=1e-2, method="lora", lora_rank=4)
+    folder = tune(photo, tmp_path / "t", cfg, model=tiny_if[0], device="cpu", progress=False).path
+    for src, out in ((folder, "i.safetensors"), (folder / "sr", "ii.safetensors")):
+        assert main(["export", str(src), "--format", "diffusers-lora", "--out", str(tmp_path / out), "--quiet"]) == 0  # fmt: skip
+    ed = Editor(folder, "cpu")
+    ec = EditConfig(checkpoint=2, sr_checkpoint=2, t0=0.7, sr_t0=0.8, steps=6, sr_steps=5, seeds=(0,), interpolate=False)  # fmt: skip
+    ours = ed.edit(PROMPT, ec, progress=False).pixels
+    peers = _peers(tiny_if)
+    p1, p2 = peers["IFImg2ImgPipeline"], peers["IFImg2ImgSuperResolutionPipeline"]
+    p1.load_lora_weights(str(tmp_path / "i.safetensors"))
+    p2.load_lora_weights(str(tmp_path / "ii.safetensors"))
+    g, text = torch.Generator().manual_seed(0), f"beikkpic {PROMPT}"
+    x = p1(prompt=text, image=pil_to_tensor(ed.base_image), strength=0.7, num_inference_steps=6,
+           guidance_scale=7.0, generator=g, output_type="pt").images  # fmt: skip
+    y = p2(prompt=text, image=x, original_image=pil_to_tensor(ed.base_image_at((32, 32))), strength=0.8,
+           num_inference_steps=5, guidance_scale=4.0, noise_level=250, generator=g, output_type="pt").images  # fmt: skip
+    plain = ed.edit(PROMPT, replace(ec, checkpoint=0, sr_checkpoint=0), progress=False).pixels
+    assert (ours - plain).abs().max() > 1e-3  # the LoRAs change the edit
+    assert (ours - (y / 2 + 0.5).clamp(0, 1)).abs().max().item() < 1e-4
