@@ -27,7 +27,7 @@ from ..images import Geometry
 from ..learned_variance import hybrid_loss
 from . import ModelSpec
 from .base import Backbone, Conditioning
-from .sd import UNET_LORA_CONV, _collect, _NoVisit, _Visit, load_backbone
+from .sd import SDBackbone, _collect, _NoVisit, _Visit, load_backbone
 
 SAMPLER_CLASSES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler"}
 # IF's attention layers are AttnAddedKV (self-attention with the text as added keys / values):
@@ -49,26 +49,22 @@ class _EpsOnly:
         return self._s.step(model_output[:, : sample.shape[1]], t, sample, *args, **kwargs)
 
 
-class IFBackbone(Backbone):
-    """IF stage I. The pipeline's pieces: unet, text_encoder (T5), tokenizer, scheduler."""
+class IFBackbone(SDBackbone):
+    """IF stage I: an epsilon UNet as SD's (its training noise, target and timesteps are SD's),
+    on pixels, with T5. The pipeline's pieces: unet, text_encoder, tokenizer, scheduler."""
 
     family = "if"
     pipeline_class = "IFPipeline"
     lora_targets = IF_LORA
-    lora_conv_targets = UNET_LORA_CONV
-    patch_site = "conv_in"
     samplers = tuple(SAMPLER_CLASSES)
 
     def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
                  offload: bool = False) -> None:  # fmt: skip
-        from diffusers import DDPMScheduler
-
-        self._adopt(pipe, spec, device, dtype, offload, "unet")
+        super().__init__(pipe, spec, device, dtype, offload)
         self._pipe = pipe  # encode_prompt: IF's caption cleaning and T5 call, exactly
-        self.train_scheduler = DDPMScheduler.from_config(self.scheduler_config)
 
-    def _take_text(self, pipe) -> None:
-        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
+    def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
+        raise NotImplementedError("DeepFloyd IF has no single-file layout")
 
     def components(self) -> dict[str, nn.Module]:
         out = {"unet": self.module}
@@ -146,19 +142,6 @@ class IFBackbone(Backbone):
         sched = getattr(diffusers, SAMPLER_CLASSES[sampler]).from_config(self.scheduler_config)
         learned = sched.config.get("variance_type") in ("learned", "learned_range")
         return sched if sampler == "ddpm" and learned else _EpsOnly(sched)
-
-    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        return self.train_scheduler.add_noise(x0, noise, t)
-
-    def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        return noise
-
-    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
-                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
-        if density == "uniform":
-            return torch.randint(0, self.num_train_timesteps, (n,), generator=gen)
-        u = torch.sigmoid(torch.randn(n, generator=gen))
-        return (u * self.num_train_timesteps).long().clamp(max=self.num_train_timesteps - 1)
 
 
 class IFSRBackbone(IFBackbone):
