@@ -115,6 +115,8 @@ def main() -> int:
     ap.add_argument("--t0", type=float, default=0.9, help="the base stage's SDEdit start")
     ap.add_argument("--tune-steps", type=int, default=128, help="(128: the paper's)")
     ap.add_argument("--steps", type=int, help="base-stage sampling steps (default: the model's, 100; the SR stage half)")  # fmt: skip
+    ap.add_argument("--start", type=int, default=0, help="run only scenes START.. (a parallel share; no summary)")  # fmt: skip
+    ap.add_argument("--done-only", action="store_true", help="summarize the scenes already done")
     ap.add_argument("--work", default="runs/cascade-sr")
     ap.add_argument("--out", default="docs/cascade_sr.json")
     a = ap.parse_args()
@@ -122,12 +124,17 @@ def main() -> int:
     lp = get_lpips("alex", torch.device("cpu"))
     work = Path(a.work)
     results = []
-    for item in make_suite(a.scenes):
+    for item in make_suite(a.scenes)[a.start :]:
+        if a.done_only and not (work / item.sid / "result.json").is_file():
+            continue
         t = time.time()
         results.append(run_scene(item, work, a, lp))
         print(f"{item.sid}: {time.time() - t:.0f} s", flush=True)
+    if a.start:  # a share of the scenes for a parallel process: the summary comes from a full run
+        return 0
+    done = [r["scene"] for r in results]
     out = {"command": f"python scripts/cascade_sr.py --scenes {a.scenes} --checkpoint {a.checkpoint} --t0 {a.t0}",
-           "model": "world-if + world-if-sr", "seeds": [0, 1], "summary": summarize(results),
+           "model": "world-if + world-if-sr", "seeds": [0, 1], "scenes_done": done, "summary": summarize(results),
            "scenes": results}  # fmt: skip
     atomic_write_json(a.out, out)
     print(json.dumps(out["summary"], indent=2))
