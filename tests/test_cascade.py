@@ -195,6 +195,7 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
         (("edit", t / "base", "a dog", "--sr-checkpoint", 1), "cascade tunes"),
         (("edit", t / "full", "a dog", "--sr-checkpoint", 5), "checkpoint 5 is not in"),
         (("grid", t / "base", "a dog", "--rows", "sr_checkpoint"), "needs a cascade tune"),
+        (("edit", t / "full", "a dog", "--best-of", 2), "does not rank a cascade"),
         (("tune", photo, "--out", t / "x", "--model", tiny_if[1]), "super-resolution stage"),
         (("tune", photo, "--out", t / "y", "--model", m, "--sr-model", m), "not a DeepFloyd IF super-resolution"),
         (("tune", photo, "--out", t / "z", "--model", m, "--patches"), "--patches does not combine"),

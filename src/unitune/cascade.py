@@ -27,11 +27,7 @@ from .checks import tune_model_ref
 from .config import Acceleration, EditConfig
 from .sampling import cfg_guided, sample
 from .state import state_of
-from .tunefolder import MANIFEST, SR_DIR, TuneFolder
-
-
-def is_cascade(tune_dir: str | Path) -> bool:
-    return (Path(tune_dir) / SR_DIR / MANIFEST).is_file()
+from .tunefolder import SR_DIR, TuneFolder
 
 
 class Upscaler:

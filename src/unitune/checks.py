@@ -17,7 +17,7 @@ from .config import Acceleration, EditConfig, GridConfig, TuneConfig
 from .errors import UserError
 from .guidespec import check_guides
 from .images import Placement, image_sha256, load_image, mask_image
-from .tunefolder import MANIFEST, SR_DIR, TuneFolder
+from .tunefolder import MANIFEST, SR_DIR, TuneFolder, is_cascade
 
 
 @dataclass
@@ -140,7 +140,7 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
     res = tuple(folder.manifest["resolution"])
     k = folder.manifest.get("size_multiple")  # absent in manifests written before it existed
     sr_path = folder.path / SR_DIR
-    if not (sr_path / MANIFEST).is_file():
+    if not is_cascade(folder.path):
         if cfg.sr_checkpoint is not None or cfg.sr_t0 != 1.0:
             raise UserError("--sr-checkpoint and --sr-t0 apply to cascade tunes (DeepFloyd IF)", "drop them")  # fmt: skip
         return (tuple(cfg.size) if cfg.size else res), k
@@ -156,7 +156,7 @@ def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=Non
     grid.validate()
     if grid.rows == "sr_checkpoint":
         folder = check_edit(tune_dir, cfg, mask, (), vae)
-        if not (folder.path / SR_DIR / MANIFEST).is_file():
+        if not is_cascade(folder.path):
             raise UserError("--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint")  # fmt: skip
         for c in grid.checkpoints:
             TuneFolder.open(folder.path / SR_DIR).resolve_checkpoint(c)

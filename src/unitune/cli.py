@@ -42,6 +42,7 @@ from .config import (
     tune_preset,
 )
 from .errors import UnituneWarning, UserError
+from .tunefolder import is_cascade
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +306,8 @@ def _check_best_of(args: argparse.Namespace) -> None:
         raise UserError(f"--best-of must be >= 1, got {args.best_of}", "e.g. --best-of 8")
     if args.best_of and args.params:
         raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
+    if args.best_of and is_cascade(args.tune):  # its judge is one model at the output's size
+        raise UserError("--best-of does not rank a cascade tune's edits (DeepFloyd IF)", "drop --best-of; compare seeds with unitune grid")  # fmt: skip
     sweeping = args.sweep_t0 or args.sweep_checkpoints or args.keep_all
     if (sweeping or args.balance != RankConfig.balance) and not args.best_of:
         raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip

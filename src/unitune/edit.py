@@ -19,7 +19,7 @@ from torch import Tensor
 from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
-from .cascade import Upscaler, is_cascade
+from .cascade import Upscaler
 from .checks import refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig
 from .errors import UnituneWarning, UserError
@@ -31,7 +31,7 @@ from .multi import multi_guided
 from .sampling import GuidedFn, cfg_guided, sample
 from .sine import sine_guided, tuned_prompt
 from .state import state_of
-from .tunefolder import TuneFolder
+from .tunefolder import TuneFolder, is_cascade
 
 
 @dataclass

@@ -156,6 +156,11 @@ RESUME = Path("checkpoints") / "resume.safetensors"  # the exact training state,
 SR_DIR = "sr"  # a cascade tune's super-resolution stage: a tune folder inside the base stage's
 
 
+def is_cascade(tune_dir: str | Path) -> bool:
+    """A cascade tune: its SR stage's tune folder is inside it."""
+    return (Path(tune_dir) / SR_DIR / MANIFEST).is_file()
+
+
 def save_resume_state(
     folder: TuneFolder, step: int, tensors: dict[str, torch.Tensor], scalars: dict
 ) -> None:
