@@ -163,11 +163,11 @@ class IFSRBackbone(IFBackbone):
         """(B, 3, h, w) -> (B, 3, H, W) as the pipeline upscales stage I's output."""
         return F.interpolate(low.float(), hw, mode="bilinear", align_corners=True).to(self.dtype)
 
-    def condition(self, cond: Conditioning, low: Tensor, level: int, noise: Tensor) -> Conditioning:
+    def condition(self, cond: Conditioning, low: Tensor, level: int | Tensor, noise: Tensor) -> Conditioning:  # fmt: skip
         """``cond`` (B rows) + the low-res images (B, 3, h, w) upscaled to noise's size and noised
-        to augmentation ``level`` with ``noise`` (B, 3, H, W)."""
+        with ``noise`` (B, 3, H, W) to augmentation ``level`` (one, or (B,) levels)."""
         up = self.upscaled(low.to(self.device), tuple(noise.shape[-2:]))
-        lv = torch.full((up.shape[0],), int(level), device=self.device)
+        lv = torch.as_tensor(level, device=self.device).expand(up.shape[0])
         up = self.noising.add_noise(up, noise.to(up), lv)
         return Conditioning(cond.emb, cond.pooled, {**cond.extra, "up": up, "level": lv})
 
@@ -182,8 +182,7 @@ class IFSRBackbone(IFBackbone):
         b = len(cond)
         level = torch.randint(0, self.aug_max, (b,), generator=gen)
         noise = torch.randn((b, 3, *hw), generator=gen).to(self.device, self.dtype)
-        up = self.noising.add_noise(self.upscaled(low.expand(b, -1, -1, -1), hw), noise, level.to(self.device))  # fmt: skip
-        return Conditioning(cond.emb, cond.pooled, {**extra, "up": up, "level": level.to(self.device)})  # fmt: skip
+        return self.condition(Conditioning(cond.emb, cond.pooled, extra), low.expand(b, -1, -1, -1), level, noise)  # fmt: skip
 
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         inp = torch.cat([x, cond.extra["up"].to(x.dtype)], dim=1)

@@ -25,7 +25,7 @@ from ..backbones import load_model
 from ..backbones.base import Conditioning
 from ..config import DEFAULT_MODEL
 from ..fileio import atomic_write_json
-from ..sampling import sample
+from ..sampling import cfg_guided, sample
 from ..world.oracle import match, read
 from ..world.scene import FULL, caption, sample_scene
 
@@ -91,12 +91,7 @@ def upscale(sr, base, low: torch.Tensor, prompts: list[str], w: float, steps: in
         lo = low[i : i + n].to(sr.device) * 2 - 1
         c = sr.condition(Conditioning(embs[1:]), lo, level, aug)
         u = sr.condition(Conditioning(embs[:1].expand(n, -1, -1)), lo, level, aug)
-        both = Conditioning.cat([u, c])
-
-        def guided(x, t, both=both):
-            o_u, o_c = sr.denoise(sr.module, torch.cat([x, x]), t, both).chunk(2)
-            return o_u + w * (o_c - o_u)
-
+        guided = cfg_guided(lambda x, t, cc: sr.denoise(sr.module, x, t, cc), u, c, w)
         x = sample(guided, sr.make_scheduler("ddim"), noise.to(sr.device, sr.dtype), steps=steps, t0=1.0, progress=False)  # fmt: skip
         out.append((x.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
