@@ -24,63 +24,141 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_MODEL, EditConfig, TuneConfig, from_json
+from .config import (
+    DEFAULT_MODEL,
+    EditConfig,
+    TuneConfig,
+    WorkLimits,
+    check_prompt,
+    from_json,
+    show_value,
+)
 from .errors import UserError
 from .fileio import atomic_write_json
 
 RESULT = "result.json"
 ALIASES = {"K": "sine_K", "v": "sine_v"}
+KEYS = ("image", "name", "model", "tune", "edits")  # a line's keys
+MAX_LINE = 1_000_000  # characters of one line
+RESERVED = {"manifest.json"}  # names of --out's own files
 
 
-def _fields(d: dict[str, Any], cls, what: str) -> dict[str, Any]:
+def _fields(d: Any, cls, what: str) -> dict[str, Any]:
     """JSON flags -> dataclass fields (dashes -> underscores, lists -> tuples), unknown refused."""
+    if not isinstance(d, dict):
+        raise UserError(f"{what} settings must be an object, got {show_value(d)}", 'e.g. {"steps": 128}')  # fmt: skip
     names = set(cls.__dataclass_fields__)
     out = {}
     for k, v in d.items():
         f = ALIASES.get(k, k.replace("-", "_"))
         if f not in names:
-            raise UserError(f"unknown {what} setting {k!r}", f"use {cls.__name__} field names")
+            raise UserError(
+                f"unknown {what} setting {show_value(k)}", f"use {cls.__name__} field names"
+            )
         if f in ("seeds", "save_at") and isinstance(v, str):
-            v = [int(x) for x in v.split(",")]
+            try:
+                v = [int(x) for x in v.split(",")]
+            except ValueError:
+                raise UserError(f"{what} setting {k!r} must list integers, got {show_value(v)}", 'e.g. "0,1,2" or [0, 1, 2]') from None  # fmt: skip
         out[f] = v
     return out
 
 
-def parse_line(text: str, line_no: int, base: Path) -> dict[str, Any]:
+def _name(spec: dict[str, Any], image: Path, line_no: int) -> str:
+    """The line's folder under --out: its "name" (or line number and image stem), characters
+    outside [A-Za-z0-9_.-] replaced by "-"; one plain folder name, never a path."""
+    if "name" not in spec:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", image.stem).strip(".")[:40] or "image"
+        return f"{line_no:04d}-{stem}"
+    raw = spec["name"]
+    fix = 'one folder name, e.g. "cat"'
+    if not isinstance(raw, str):
+        raise UserError(f'"name" must be text, got {show_value(raw)}', fix)
+    if "/" in raw or "\\" in raw or raw.strip() in (".", "..") or Path(raw).is_absolute():
+        raise UserError(f'"name" {show_value(raw)} is a path: outputs stay inside --out', fix)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip(".")
+    if not name or len(name) > 100 or name.lower() in RESERVED:
+        raise UserError(f'"name" {show_value(raw)} is not a usable folder name', fix)
+    return name
+
+
+def parse_line(text: str, line_no: int, base: Path, limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
     """One JSONL line -> {name, image, model, tune (TuneConfig), edits [(prompt, EditConfig)]},
-    every setting checked; raises UserError naming what is wrong."""
+    every setting checked (within ``limits``), the line alone; raises a one-line UserError
+    naming what is wrong, whatever the line holds."""
+    try:
+        return _parse_line(text, line_no, base, limits)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any other shape of bad line: its one-line reason
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"line {line_no} is malformed ({type(e).__name__}: {show_value(first, 100)})", "see `unitune batch --help` for a line's form") from None  # fmt: skip
+
+
+def _parse_line(text: str, line_no: int, base: Path, limits: WorkLimits) -> dict[str, Any]:
     from .images import load_image
 
+    if len(text) > MAX_LINE:
+        raise UserError(f"line {line_no} is {len(text)} characters, at most {MAX_LINE}", "one image per line")  # fmt: skip
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"line {line_no} is not JSON ({e.msg})", "one JSON object per line") from None  # fmt: skip
     if not isinstance(spec, dict) or "image" not in spec:
         raise UserError(f"line {line_no} has no \"image\"", 'e.g. {"image": "cat.jpg", "edits": [...]}')  # fmt: skip
+    unknown = [k for k in spec if k not in KEYS]
+    if unknown:
+        raise UserError(f"line {line_no}: unknown key {show_value(unknown[0])}", f"a line's keys: {', '.join(KEYS)}")  # fmt: skip
+    if not isinstance(spec["image"], str) or not spec["image"] or "\x00" in spec["image"]:
+        raise UserError(f'line {line_no}: "image" must be a file path, got {show_value(spec["image"])}', 'e.g. "cat.jpg"')  # fmt: skip
+    model = spec.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str) or not model or len(model) > 4096:
+        raise UserError(f'line {line_no}: "model" must be a model reference, got {show_value(model)}', 'e.g. "world"')  # fmt: skip
     image = Path(spec["image"])
     image = image if image.is_absolute() else base / image
-    load_image(image)  # exists and decodes (size limits included)
+    name = _name(spec, image, line_no)
     tune = from_json(TuneConfig, _fields(spec.get("tune", {}), TuneConfig, "tune"))
-    tune.validate()
+    tune.validate(limits=limits)
+    edits_spec = spec.get("edits", [])
+    if not isinstance(edits_spec, list):
+        raise UserError(f'line {line_no}: "edits" must be a list of edits, got {show_value(edits_spec)}', 'e.g. [{"prompt": "a cat wearing sunglasses"}]')  # fmt: skip
     edits = []
-    for e in spec.get("edits", []):
+    for e in edits_spec:
+        if not isinstance(e, dict):
+            raise UserError(f"line {line_no}: an edit must be an object, got {show_value(e)}", 'e.g. {"prompt": "a cat wearing sunglasses"}')  # fmt: skip
         e = dict(e)
         prompt = e.pop("prompt", None)
-        if not prompt:
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
             raise UserError(f"line {line_no}: an edit has no \"prompt\"", 'e.g. {"prompt": "a cat wearing sunglasses"}')  # fmt: skip
+        check_prompt(prompt, limits)
         ec = from_json(EditConfig, _fields(e, EditConfig, "edit"))
-        ec.validate()
+        ec.validate(limits=limits)
         edits.append((prompt, ec))
-    default = re.sub(r"[^A-Za-z0-9_.-]+", "-", image.stem)[:40] or "image"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(spec.get("name", f"{line_no:04d}-{default}")))
-    return {"name": name, "image": str(image), "model": spec.get("model", DEFAULT_MODEL),
-            "tune": tune, "edits": edits}  # fmt: skip
+    load_image(image)  # exists and decodes (size limits included)
+    return {"name": name, "image": str(image), "model": model, "tune": tune, "edits": edits}
+
+
+def check_names(jobs: dict[int, dict[str, Any]]) -> dict[int, str]:
+    """Two lines may not share a folder: {line: its one-line failure} for every line whose name
+    (case-insensitively: macOS and Windows folders) an earlier line already has; the first keeps
+    it."""
+    first: dict[str, int] = {}
+    failed = {}
+    for line_no in sorted(jobs):
+        key = jobs[line_no]["name"].casefold()
+        if key in first:
+            why = f"line {line_no}: name {jobs[line_no]['name']!r} is also line {first[key]}'s (two lines would share a folder)"  # fmt: skip
+            failed[line_no] = str(UserError(why, 'give each line its own "name"'))
+        else:
+            first[key] = line_no
+    return failed
 
 
 _MODELS: dict[str, Any] = {}  # per worker process: model reference -> loaded backbone
 
 
-def run_image(line_no: int, text: str, base: str, out: str, device: str) -> dict[str, Any]:
+def run_image(line_no: int, text: str, base: str, out: str, device: str,
+              limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
     """One image's task (in a worker process or a Ray task): check, tune, edit, write its
     result.json. Never raises: a failure is the result's ``error``."""
     from . import logs
@@ -89,7 +167,7 @@ def run_image(line_no: int, text: str, base: str, out: str, device: str) -> dict
     start = time.time()
     record: dict[str, Any] = {"line": line_no, "status": "failed"}
     try:
-        job = parse_line(text, line_no, Path(base))
+        job = parse_line(text, line_no, Path(base), limits)
         record["name"] = job["name"]
         folder = Path(out) / job["name"]
         logs.quiet_libraries()
@@ -105,7 +183,7 @@ def run_image(line_no: int, text: str, base: str, out: str, device: str) -> dict
         ed = Editor(folder / "tune", device, backbone=bb)
         images = []
         for i, (prompt, ec) in enumerate(job["edits"]):
-            res = ed.edit(prompt, ec, progress=False)
+            res = ed.edit(prompt, ec, progress=False, limits=limits)
             images += [str(save_edit(im, p, folder / f"edit-{i}")) for im, p in zip(res.images, res.params)]  # fmt: skip
         record |= {"status": "done", "tune": str(folder / "tune"), "images": images}
     except UserError as e:
@@ -119,23 +197,24 @@ def run_image(line_no: int, text: str, base: str, out: str, device: str) -> dict
     return record
 
 
-def _done(out: Path, line_no: int, text: str, base: Path) -> dict[str, Any] | None:
+def _done(out: Path, name: str) -> dict[str, Any] | None:
     """The finished result of a line from an earlier run, if any."""
-    try:
-        name = parse_line(text, line_no, base)["name"]
-    except UserError:
-        return None  # a bad line is reported again
     path = out / name / RESULT
-    if path.is_file():
-        rec = json.loads(path.read_text())
-        if rec.get("status") == "done":
-            return rec | {"skipped": True}
+    try:
+        rec = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # an unreadable marker: run the line again
+    if isinstance(rec, dict) and rec.get("status") == "done":
+        return rec | {"skipped": True}
     return None
 
 
 def run_batch(jobs_file: str | Path, out: str | Path, workers: int = 1, ray: str | None = None,
-              device: str = "cpu", progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Run every line of ``jobs_file``; the manifest (also written to ``out/manifest.json``)."""
+              device: str = "cpu", progress: bool = True,
+              limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
+    """Run every line of ``jobs_file``; the manifest (also written to ``out/manifest.json``).
+    Every line is checked alone first (within ``limits``): a bad line, or one whose name an
+    earlier line has, fails with its one-line reason and the others run."""
     from tqdm.auto import tqdm
 
     jobs_file, out = Path(jobs_file), Path(out)
@@ -143,19 +222,33 @@ def run_batch(jobs_file: str | Path, out: str | Path, workers: int = 1, ray: str
         raise UserError(f"{jobs_file} does not exist", "pass a JSONL file, one image per line")
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}", "e.g. --workers 2")
+    try:
+        text = jobs_file.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{jobs_file} is unreadable ({type(e).__name__})", "pass a UTF-8 JSONL file") from None  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     base = jobs_file.resolve().parent
-    lines = [(i, t) for i, t in enumerate(jobs_file.read_text().splitlines(), 1) if t.strip()]
+    lines = [(i, t) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
     results: dict[int, dict[str, Any]] = {}
+    jobs: dict[int, dict[str, Any]] = {}
+    for i, t in lines:
+        try:
+            jobs[i] = parse_line(t, i, base, limits)
+        except UserError as e:
+            results[i] = {"line": i, "status": "failed", "error": str(e), "seconds": 0.0}
+    for i, why in check_names(jobs).items():
+        results[i] = {"line": i, "status": "failed", "error": why, "seconds": 0.0}
+        del jobs[i]
     todo = []
     for i, t in lines:
-        done = _done(out, i, t, base)
-        if done is not None:
-            results[i] = done
-        else:
-            todo.append((i, t))
+        if i in jobs:
+            done = _done(out, jobs[i]["name"])
+            if done is not None:
+                results[i] = done
+            else:
+                todo.append((i, t))
     bar = tqdm(total=len(lines), initial=len(results), desc="batch", disable=not progress)
-    args = [(i, t, str(base), str(out), device) for i, t in todo]
+    args = [(i, t, str(base), str(out), device, limits) for i, t in todo]
     for rec in _run(args, workers, ray):
         results[rec["line"]] = rec
         bar.update(1)

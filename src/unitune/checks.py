@@ -6,6 +6,8 @@ line on stderr; the library calls the same checks, so its errors are the CLI's."
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,15 @@ from typing import Any
 from PIL import Image
 
 from .backbones import SHORT_NAMES, ModelSpec, check_cascade, check_vae, probe
-from .config import Acceleration, EditConfig, GridConfig, TuneConfig
+from .config import (
+    Acceleration,
+    EditConfig,
+    GridConfig,
+    TuneConfig,
+    WorkLimits,
+    check_prompt,
+    show_value,
+)
 from .errors import UserError
 from .guidespec import check_guides
 from .images import Placement, image_sha256, load_image, mask_image
@@ -37,6 +47,196 @@ def settings_dict(cfg: TuneConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
+    """An output path the command can write: ``kind`` "folder" (an existing folder, or a new
+    path) or "file" (an existing regular file, or a new path). Refuses, in one line, a file where
+    a folder is needed and the reverse, a device / FIFO / socket, and a place whose nearest
+    existing parent is not a writable folder."""
+    text = str(path)
+    if not text or "\x00" in text:
+        raise UserError(f"{flag} {show_value(text)} is not a path", f"pass a {kind} path")
+    p = Path(text)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {show_value(text)} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            if kind == "file":
+                raise UserError(f"{flag} {show_value(text)} is a folder", "pass a file name")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UserError(f"{flag} {show_value(text)} is not writable", f"pass a {kind} you may write")  # fmt: skip
+            return p
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{flag} {show_value(text)} is a device, FIFO or socket, not a {kind}", f"pass a {kind} path")  # fmt: skip
+        if kind == "folder":
+            raise UserError(f"{flag} {show_value(text)} is a file", "pass a folder path")
+    parent = p.absolute().parent
+    while True:
+        try:
+            pst = os.stat(parent)
+            break
+        except FileNotFoundError:
+            parent = parent.parent
+        except (OSError, ValueError) as e:
+            raise UserError(f"{flag} {show_value(text)} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
+    if not stat.S_ISDIR(pst.st_mode):
+        raise UserError(f"{flag} {show_value(text)} is inside {show_value(str(parent))}, which is not a folder", f"pass another {kind}")  # fmt: skip
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {show_value(text)} is not writable (no write permission in {show_value(str(parent))})", f"pass a {kind} you may write")  # fmt: skip
+    return p
+
+
+def _reason(e: Exception) -> str:
+    """An OS error's reason, in a few words."""
+    text = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
+    return show_value(text, 80) if text else type(e).__name__
+
+
+def check_out_file(path: str | Path, suffix: str, flag: str = "--out") -> Path:
+    """An output file ending in ``suffix`` (e.g. a grid's .png) that can be written."""
+    p = Path(str(path))
+    if p.suffix.lower() != suffix:
+        raise UserError(f"{flag} {show_value(str(path))} must end in {suffix}", f"e.g. {flag} grid{suffix}")  # fmt: skip
+    return check_out(p, "file", flag)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _ints_of(v: Any, n: int | None = None) -> bool:
+    return isinstance(v, list) and (n is None or len(v) == n) and all(_is_int(x) for x in v)
+
+
+def _numbers_of(v: Any, n: int) -> bool:
+    ok = isinstance(v, list) and len(v) == n
+    return ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
+def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
+    """A manifest that is valid JSON of the wrong shape (a list, "settings" not an object, a
+    missing key ...) refused in one line: the types of every key the code reads."""
+    fix = "re-run `unitune tune --overwrite` on this folder"
+    if not isinstance(manifest, dict):
+        raise UserError(f"{where} is not a unitune manifest (a JSON {type(manifest).__name__}, not an object)", fix)  # fmt: skip
+
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise UserError(f"{where}: {key!r} must be {what}, got {show_value(manifest.get(key))}", fix)  # fmt: skip
+
+    m = manifest
+    need("model", isinstance(m.get("model"), str), "a model reference")
+    need("model_path", isinstance(m.get("model_path", ""), str), "a path")
+    need("settings", isinstance(m.get("settings"), dict), "an object of tune settings")
+    st = m["settings"]
+    if not _ints_of(st.get("save_at")):
+        raise UserError(f"{where}: settings 'save_at' must be a list of integers, got {show_value(st.get('save_at'))}", fix)  # fmt: skip
+    try:
+        TuneConfig(**{**st, "save_at": tuple(st["save_at"])})
+    except TypeError as e:
+        raise UserError(f"{where}: bad settings ({show_value(str(e), 80)})", fix) from None
+    need("checkpoints", isinstance(m.get("checkpoints", {}), dict), "an object of step -> record")
+    for step, rec in m.get("checkpoints", {}).items():
+        ok = isinstance(step, str) and step.isascii() and step.isdigit() and len(step) < 10
+        ok = ok and isinstance(rec, dict) and isinstance(rec.get("file"), str)
+        ok = ok and isinstance(rec.get("loss", 0.0), (int, float))
+        if not ok:
+            raise UserError(f"{where}: checkpoint {show_value(step)} has a bad record {show_value(rec)}", fix)  # fmt: skip
+    image = m.get("image")
+    need("image", isinstance(image, dict) and isinstance(image.get("sha256"), str), 'an object with "sha256"')  # fmt: skip
+    need("resolution", _ints_of(m.get("resolution"), 2) and min(m["resolution"]) > 0, "[height, width]")  # fmt: skip
+    need("size_multiple", m.get("size_multiple") is None or (_is_int(m["size_multiple"]) and m["size_multiple"] > 0), "a positive integer")  # fmt: skip
+    pl = m.get("placement")
+    ok = isinstance(pl, dict) and _ints_of(pl.get("orig_size"), 2) and _ints_of(pl.get("target"), 2)
+    ok = ok and isinstance(pl.get("mode"), str) and _numbers_of(pl.get("box"), 4)
+    need("placement", ok, "an object of orig_size, target, mode and box")
+    for key in ("family", "vae", "model_digest", "prompt", "status"):
+        need(key, m.get(key) is None or isinstance(m[key], str), "text")
+    need("loss_history", _numbers_of(m.get("loss_history", []), len(m.get("loss_history", [])))
+         if isinstance(m.get("loss_history", []), list) else False, "a list of numbers")  # fmt: skip
+
+
+def open_tune(path: str | Path) -> TuneFolder:
+    """TuneFolder.open, and its manifest's shape checked (check_manifest_shape): whatever the
+    folder holds, a one-line UserError or a folder the code can read."""
+    mf = Path(path) / MANIFEST
+    if mf.is_file():
+        try:
+            data = json.loads(mf.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{mf} is unreadable ({_reason(e)})", "re-run `unitune tune --overwrite`") from None  # fmt: skip
+        if not isinstance(data, dict):
+            check_manifest_shape(data, mf)
+    folder = TuneFolder.open(path)
+    check_manifest_shape(folder.manifest, mf)
+    return folder
+
+
+def scheduler_table(spec: ModelSpec) -> int | None:
+    """The training schedule's length (num_train_timesteps) of a model read from its scheduler
+    config before anything loads, where it is on disk (a folder, or --model-config); else None."""
+    for root in (spec.config_dir, None if spec.single_file else spec.ref):
+        f = Path(root) / "scheduler" / "scheduler_config.json" if root else None
+        if f is not None and f.is_file():
+            try:
+                n = json.loads(f.read_text()).get("num_train_timesteps")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return n if _is_int(n) and n > 0 else None
+    return None
+
+
+def check_steps_table(steps: int | None, table: int | None, flag: str = "--steps") -> None:
+    """Sampling steps beyond the model's training schedule (its scheduler has no more)."""
+    if steps is not None and table is not None and steps > table:
+        raise UserError(f"{flag} {steps} exceeds the model's {table}-step training schedule", f"pass at most {flag} {table}")  # fmt: skip
+
+
+def check_preset(cfg: TuneConfig, preset: str) -> None:
+    """SINE's template needs a class noun; a --base-prompt placing the rare token itself (a style
+    or content-removal tune) is the whole prompt and also does."""
+    if preset == "sine" and not cfg.class_noun and cfg.prompt() != cfg.base_prompt:
+        raise UserError(
+            f"--preset sine needs --class-noun (SINE tunes on 'a photo of a {cfg.rare_token} "
+            "<class noun>')",
+            "pass e.g. --class-noun dog (or --base-prompt with a full prompt that contains "
+            f"{cfg.rare_token!r})",
+        )
+
+
+def check_best_of(best_of: int, *, params: bool = False, tune_dir: str | Path | None = None,
+                  sweeping: bool = False, balance: float = 1.0,
+                  limits: WorkLimits = WorkLimits()) -> None:  # fmt: skip
+    """`edit --best-of N`: N candidates (seeds, at most limits.max_seeds), not with --params nor a
+    cascade tune; --sweep-*, --keep-all and --balance only with it."""
+    from .config import RankConfig, _finite, _int
+
+    if best_of:
+        _int(best_of, "--best-of", 1, limits.max_seeds, "e.g. --best-of 8", "max_seeds")
+    if best_of and params:
+        raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
+    if best_of and tune_dir is not None and is_cascade(tune_dir):  # its judge: one model, one size
+        raise UserError("--best-of does not rank a cascade tune's edits (DeepFloyd IF)", "drop --best-of; compare seeds with unitune grid")  # fmt: skip
+    if (sweeping or balance != RankConfig.balance) and not best_of:
+        raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip
+    if not (_finite(balance) and balance >= 0):
+        raise UserError(f"--balance must be >= 0, got {show_value(balance)}", "e.g. --balance 1")
+
+
+def check_fidelity(fidelity: float, explicit: list[str], params: bool = False) -> None:
+    """--fidelity sets the checkpoint, t0 and CFG itself: not with those flags nor --params."""
+    from .config import _real
+
+    if explicit or params:
+        what = ", ".join(explicit) or "--params"
+        raise UserError(f"--fidelity sets the checkpoint, t0 and CFG itself; {what} given too",
+                        "pass either --fidelity or those flags")  # fmt: skip
+    _real(fidelity, "--fidelity", "0 = most expressive, 1 = most faithful", ge=0, le=1)
+
+
 def check_tune(
     image: str | Path,
     out: str | Path,
@@ -45,10 +245,14 @@ def check_tune(
     model_config: str | None = None,
     overwrite: bool = False,
     vae: str | None = None,
+    *,
+    limits: WorkLimits = WorkLimits(),
 ) -> TunePlan:
-    cfg.validate()
+    """Check a tune: its settings within ``limits``, the VAE, the output folder (writable, and a
+    new, empty, or resumable tune folder), the image and the model."""
+    cfg.validate(limits=limits)
     check_vae(vae)
-    out = Path(out)
+    out = check_out(out, "folder")
     img = load_image(image)
     sha = image_sha256(img)
     spec = probe(model, model_config)
@@ -70,7 +274,7 @@ def check_tune(
         if is_tune and overwrite:
             clear = True
         elif is_tune:
-            resume = TuneFolder.open(out)
+            resume = open_tune(out)
             m = resume.manifest
             differ = [what for what, same in (
                 ("image", m["image"]["sha256"] == sha),
@@ -104,11 +308,17 @@ def check_edit(
     mask: str | Path | None = None,
     checkpoints: tuple[int, ...] = (),
     vae: str | None = None,
+    *,
+    prompt: str | None = None,
+    limits: WorkLimits = WorkLimits(),
 ) -> TuneFolder:
-    """Check an edit (and any extra ``checkpoints`` it will visit) against a tune folder."""
-    cfg.validate()
+    """Check an edit (and any extra ``checkpoints`` it will visit) against a tune folder; the
+    settings and ``prompt`` (when given) within ``limits``."""
+    cfg.validate(limits=limits)
+    if prompt is not None:
+        check_prompt(prompt, limits)
     check_vae(vae)
-    folder = TuneFolder.open(tune_dir)
+    folder = open_tune(tune_dir)
     for c in (cfg.checkpoint, *checkpoints):
         if c is not None:
             folder.resolve_checkpoint(c)
@@ -126,7 +336,8 @@ def check_edit(
     if mask is not None:
         mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
     check_guides(folder, cfg.guides)
-    probe(tune_model_ref(folder))
+    spec = probe(tune_model_ref(folder))
+    check_steps_table(cfg.steps or spec.family.defaults.steps, scheduler_table(spec))
     if cfg.upscaler:
         from .upscale import check_upscaler
 
@@ -144,7 +355,7 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
         if cfg.sr_checkpoint is not None or cfg.sr_t0 != 1.0:
             raise UserError("--sr-checkpoint and --sr-t0 apply to cascade tunes (DeepFloyd IF)", "drop them")  # fmt: skip
         return (tuple(cfg.size) if cfg.size else res), k
-    sr = TuneFolder.open(sr_path)
+    sr = open_tune(sr_path)
     if cfg.sr_checkpoint is not None:
         sr.resolve_checkpoint(cfg.sr_checkpoint)
     out = tuple(sr.manifest["resolution"])
@@ -152,16 +363,19 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
 
 
 def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None,
-               vae: str | None = None) -> TuneFolder:  # fmt: skip
-    grid.validate()
+               vae: str | None = None, *, prompt: str | None = None,
+               limits: WorkLimits = WorkLimits()) -> TuneFolder:  # fmt: skip
+    grid.validate(limits=limits)
+    kw = {"prompt": prompt, "limits": limits}
     if grid.rows == "sr_checkpoint":
-        folder = check_edit(tune_dir, cfg, mask, (), vae)
+        folder = check_edit(tune_dir, cfg, mask, (), vae, **kw)
         if not is_cascade(folder.path):
             raise UserError("--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint")  # fmt: skip
+        sr = open_tune(folder.path / SR_DIR)
         for c in grid.checkpoints:
-            TuneFolder.open(folder.path / SR_DIR).resolve_checkpoint(c)
+            sr.resolve_checkpoint(c)
         return folder
-    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae)
+    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae, **kw)
 
 
 @dataclass
@@ -189,8 +403,10 @@ def check_export(
     from .config import EXPORT_FORMATS, LORA_FORMATS
 
     if fmt not in EXPORT_FORMATS:
-        raise UserError(f"unknown --format {fmt!r}", f"use one of {', '.join(EXPORT_FORMATS)}")
-    folder = TuneFolder.open(tune_dir)
+        raise UserError(
+            f"unknown --format {show_value(fmt)}", f"use one of {', '.join(EXPORT_FORMATS)}"
+        )
+    folder = open_tune(tune_dir)
     m = folder.manifest
     if checkpoint == 0:
         raise UserError("checkpoint 0 is the pretrained model: nothing was tuned", "pass a saved step, or leave --checkpoint out for the last")  # fmt: skip
@@ -202,8 +418,10 @@ def check_export(
             f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",  # fmt: skip
             "export a plain tune (without --patches), or edit this one with unitune",
         )
-    if rank is not None and rank < 1:
-        raise UserError(f"--rank must be >= 1, got {rank}", "e.g. --rank 32")
+    if checkpoint is not None and not (_is_int(checkpoint) and checkpoint >= 0):
+        raise UserError(f"--checkpoint must be a saved step, got {show_value(checkpoint)}", "e.g. --checkpoint 128")  # fmt: skip
+    if rank is not None and not (_is_int(rank) and 1 <= rank <= 4096):
+        raise UserError(f"--rank must be an integer in [1, 4096], got {show_value(rank)}", "e.g. --rank 32")  # fmt: skip
     if rank is not None and lora_tune:
         raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")  # fmt: skip
     if fmt == "lora-from-full" and lora_tune:
@@ -225,6 +443,7 @@ def check_export(
         raise UserError(f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out")  # fmt: skip
     if out.exists() and out.is_dir() != (fmt == "merged" and not single):
         raise UserError(f"--out {str(out)!r} is a {'folder' if out.is_dir() else 'file'}", "pass another --out")  # fmt: skip
+    check_out(out, "folder" if fmt == "merged" and not single else "file")
     spec = probe(tune_model_ref(folder))
     refusal = single_file_refusal(spec) if fmt == "merged" and single else None
     if refusal:

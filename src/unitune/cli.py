@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from . import logs
-from .app.cli import add_batch_parser, add_serve_parser, cmd_batch, cmd_serve
+from .app.cli import add_batch_parser, add_serve_parser, cmd_serve
 from .bench.cli import add_bench_parser, cmd_bench
 from .cliargs import (
     Parser,
@@ -39,10 +39,11 @@ from .config import (
     GridConfig,
     RankConfig,
     TuneConfig,
+    WorkLimits,
+    parse_limits,
     tune_preset,
 )
 from .errors import UnituneWarning, UserError
-from .tunefolder import is_cascade
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub, add_common)
     add_serve_parser(sub, add_common)
     add_batch_parser(sub, add_common)
+    sub.choices["batch"].add_argument(
+        "--limit",
+        dest="limits",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a work limit of each line, repeatable: KEY a WorkLimits field (max_seeds, "
+        "max_sample_steps, max_tune_steps, max_side, max_prompt_chars, ...), VALUE an integer",
+    )
     return ap
 
 
@@ -194,7 +203,7 @@ def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from .checks import check_tune
+    from .checks import check_preset, check_tune
 
     names = {f.name for f in fields(TuneConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
@@ -205,15 +214,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         method=given.get("method", td.method),
     )
     cfg = replace(td, **{**over, **given})
-    # SINE's template needs a class noun; a --base-prompt placing the rare token itself (a style
-    # or content-removal tune) is the whole prompt and also does
-    if args.preset == "sine" and not cfg.class_noun and cfg.prompt() != cfg.base_prompt:
-        raise UserError(
-            f"--preset sine needs --class-noun (SINE tunes on 'a photo of a {cfg.rare_token} "
-            "<class noun>')",
-            "pass e.g. --class-noun dog (or --base-prompt with a full prompt that contains "
-            f"{cfg.rare_token!r})",
-        )
+    cfg.validate()
+    check_preset(cfg, args.preset)
     check_tune(args.image, args.out, cfg, args.model, args.model_config, args.overwrite, args.vae)
     _before_load(args)
     from .tune import tune
@@ -246,7 +248,7 @@ def _before_load(args: argparse.Namespace) -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
-    from .checks import check_edit
+    from .checks import check_best_of, check_edit, check_fidelity, check_out
     from .pngmeta import edit_config_from_params, read_sidecar
 
     only_seed = None  # --params: keep only the recorded image of the re-run batch
@@ -258,23 +260,23 @@ def cmd_edit(args: argparse.Namespace) -> None:
         if not args.prompt:
             raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
-    _check_best_of(args)
+    sweeping = bool(args.sweep_t0 or args.sweep_checkpoints or args.keep_all)
+    check_best_of(args.best_of, params=bool(args.params), tune_dir=args.tune, sweeping=sweeping,
+                  balance=args.balance)  # fmt: skip
     if args.fidelity is not None:
         explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
-        if explicit or args.params:
-            what = ", ".join(explicit) or "--params"
-            raise UserError(f"--fidelity sets the checkpoint, t0 and CFG itself; {what} given too",
-                            "pass either --fidelity or those flags")  # fmt: skip
+        check_fidelity(args.fidelity, explicit, bool(args.params))
+        from .checks import open_tune
         from .fidelity import apply_fidelity
-        from .tunefolder import TuneFolder
 
-        steps = set(TuneFolder.open(args.tune).checkpoints)
+        steps = set(open_tune(args.tune).checkpoints)
         cfg = apply_fidelity(cfg, args.fidelity, steps)
         print(f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
               f"CFG {cfg.cfg:g}", file=sys.stderr)  # fmt: skip
-    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()), args.vae)
+    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()), args.vae, prompt=prompt)
     for t0 in args.sweep_t0 or ():
         replace(cfg, t0=t0).validate()
+    check_out(args.out, "folder")
     _before_load(args)
     from .edit import Editor
     from .outputs import save_edit
@@ -301,28 +303,14 @@ def cmd_edit(args: argparse.Namespace) -> None:
             print(save_edit(img, p, out))
 
 
-def _check_best_of(args: argparse.Namespace) -> None:
-    if args.best_of < 0:
-        raise UserError(f"--best-of must be >= 1, got {args.best_of}", "e.g. --best-of 8")
-    if args.best_of and args.params:
-        raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
-    if args.best_of and is_cascade(args.tune):  # its judge is one model at the output's size
-        raise UserError("--best-of does not rank a cascade tune's edits (DeepFloyd IF)", "drop --best-of; compare seeds with unitune grid")  # fmt: skip
-    sweeping = args.sweep_t0 or args.sweep_checkpoints or args.keep_all
-    if (sweeping or args.balance != RankConfig.balance) and not args.best_of:
-        raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip
-    if args.balance < 0:
-        raise UserError(f"--balance must be >= 0, got {args.balance}", "e.g. --balance 1")
-
-
 def cmd_grid(args: argparse.Namespace) -> None:
-    from .checks import check_grid
+    from .checks import check_grid, check_out_file
 
     cfg = _edit_config(args)
     gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell,
                       rows=args.rows)  # fmt: skip
-    check_grid(args.tune, cfg, gcfg, args.mask, args.vae)
-    _check_out_file(args.out, ".png")
+    check_grid(args.tune, cfg, gcfg, args.mask, args.vae, prompt=args.prompt)
+    check_out_file(args.out, ".png")
     _before_load(args)
     from .edit import Editor
     from .outputs import render_grid
@@ -333,21 +321,14 @@ def cmd_grid(args: argparse.Namespace) -> None:
     print(path)
 
 
-def _check_out_file(path: str, suffix: str) -> None:
-    p = Path(path)
-    if p.suffix.lower() != suffix:
-        raise UserError(f"--out {path!r} must end in {suffix}", f"e.g. --out grid{suffix}")
-    if p.is_dir():
-        raise UserError(f"--out {path!r} is a folder", f"pass a file name ending in {suffix}")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DEMO_EDIT
 
     edit_cfg = replace(DEMO_EDIT, seeds=args.seeds) if args.seeds else DEMO_EDIT
+    from .checks import check_out
+
     edit_cfg.validate()
-    if Path(args.out).is_file():
-        raise UserError(f"--out {args.out!r} is a file", "pass a folder for the demo's outputs")
+    check_out(args.out, "folder")
     _before_load(args)
     from .demo import print_summary, run_demo
 
@@ -375,15 +356,49 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(res.path)
 
 
+def cmd_bench_checked(args: argparse.Namespace) -> None:
+    """`unitune bench`, its output paths checked first (a folder for edits, a file for speed)."""
+    from .checks import check_out
+
+    if args.bench == "edits":
+        check_out(args.out, "folder")
+        if getattr(args, "work", None):
+            check_out(args.work, "folder", "--work")
+    elif getattr(args, "out", None):
+        check_out(args.out, "file")
+    cmd_bench(args)
+
+
+def cmd_batch(args: argparse.Namespace) -> None:
+    """`unitune batch JOBS --out DIR`: the file, the folder, the workers and the --limit work
+    limits checked before anything loads; each line is then checked alone (unitune.batch)."""
+    from .batch import run_batch
+    from .checks import check_out
+
+    limits = parse_limits(args.limits) if args.limits else WorkLimits()
+    if not Path(args.jobs).is_file():
+        raise UserError(f"{args.jobs} does not exist", "pass a JSONL file, one image per line")
+    check_out(args.out, "folder")
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}", "e.g. --workers 2")
+    _before_load(args)
+    m = run_batch(args.jobs, args.out, args.workers, args.ray, args.device,
+                  progress=not args.quiet, limits=limits)  # fmt: skip
+    for r in m["results"]:
+        if r["status"] == "failed":
+            print(f"unitune: line {r['line']} failed: {r['error']}", file=sys.stderr)
+    print(f"{m['done']} done, {m['failed']} failed: {Path(args.out) / 'manifest.json'}")
+
+
 COMMANDS = {
     "tune": cmd_tune,
     "edit": cmd_edit,
     "grid": cmd_grid,
     "demo": cmd_demo,
     "export": cmd_export,
-    "bench": cmd_bench,
+    "bench": cmd_bench_checked,
     "serve": lambda args: cmd_serve(args, _before_load),
-    "batch": lambda args: cmd_batch(args, _before_load),
+    "batch": cmd_batch,
 }
 
 

@@ -8,8 +8,9 @@ SINE §3.2 / §4).
 from __future__ import annotations
 
 import math
+import numbers
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .errors import UserError
@@ -65,13 +66,151 @@ class ModelDefaults:
     sampler: str = "ddim"  # the model's own single-step sampler
 
 
+@dataclass(frozen=True)
+class WorkLimits:
+    """How much work one request may ask for: the CLI, the library, `unitune batch` and the web
+    app refuse anything beyond these before any model loads (`unitune serve --limit KEY=VALUE`
+    lets an operator lower or raise them). The defaults leave every documented use in reach (the
+    SINE patch preset's 10,000 steps, a 4K output); a server usually wants them tighter."""
+
+    max_seeds: int = 64  # images of one edit (one batch: memory grows with it)
+    max_seed: int = 2**32 - 1  # largest seed (A1111's and numpy's 32-bit range)
+    max_grid_cells: int = 400  # checkpoints x t0s x seeds of one grid
+    max_sample_steps: int = 1000  # sampling steps (a 1000-step training schedule has no more)
+    max_tune_steps: int = 10_000  # fine-tuning steps (SINE's patch preset: 10,000)
+    max_batch_size: int = 64  # copies of the latent per tuning step
+    max_prompt_chars: int = 2000  # any prompt (the text encoders read 77-512 tokens of it)
+    max_side: int = 4096  # largest output or tuning size in pixels, per side
+    max_guides: int = 8  # multi-model guidance terms of one edit
+
+
+def parse_limits(
+    items: list[str] | tuple[str, ...] | None, base: WorkLimits | None = None
+) -> WorkLimits:
+    """``--limit KEY=VALUE`` items (repeatable; keys: WorkLimits' fields, dashes allowed; values:
+    integers) -> the WorkLimits they set over ``base`` (default: WorkLimits()); a UserError (one
+    line) otherwise."""
+    names = [f.name for f in fields(WorkLimits)]
+    over: dict[str, int] = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        _bad(bool(sep), f"--limit {show_value(item)} is not KEY=VALUE", "e.g. --limit max_seeds=8")
+        _bad(key in names, f"unknown --limit {show_value(key)}", f"use one of {', '.join(names)}")
+        text = value.strip().replace("_", "")
+        ok = text.isascii() and text.isdigit() and len(text) <= 30
+        lo = 0 if key == "max_seed" else 1
+        _bad(ok and int(text) >= lo, f"--limit {key} must be an integer >= {lo}, got {show_value(value)}", f"e.g. --limit {key}={getattr(WorkLimits(), key)}")  # fmt: skip
+        over[key] = int(text)
+    return replace(base or WorkLimits(), **over)
+
+
 def _bad(ok: bool, problem: str, fix: str) -> None:
     if not ok:
         raise UserError(problem, fix)
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def _is_int(x: Any) -> bool:
+    """An integer (bool is not one here: True is no step count)."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _finite(x: Any) -> bool:
+    """A finite real number (an integer of any size, or a float that is neither NaN nor inf)."""
+    if _is_int(x):
+        return True
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def show_value(v: Any, width: int = 60) -> str:
+    """A value for a one-line message: its repr, shortened; huge integers and lists by size."""
+    if _is_int(v) and abs(int(v)) >= 10**18:
+        return f"a {int(v).bit_length()}-bit integer"
+    if isinstance(v, (list, tuple, dict, set)) and len(v) > 16:
+        return f"a {type(v).__name__} of {len(v)} items"
+    try:
+        text = repr(v)
+    except Exception:  # noqa: BLE001 - e.g. a repr beyond Python's int-to-text limit
+        text = f"a {type(v).__name__}"
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _int(v: Any, flag: str, lo: int, hi: int, fix: str, limit: str | None = None) -> None:
+    """``v`` an integer in [lo, hi]; ``limit``: the WorkLimits field that sets ``hi``."""
+    if _is_int(v) and lo <= v <= hi:
+        return
+    why = f" (work limit {limit})" if limit and _is_int(v) and v > hi else ""
+    raise UserError(f"{flag} must be an integer in [{lo}, {hi}]{why}, got {show_value(v)}", fix)
+
+
+def _opt_int(v: Any, flag: str, lo: int, hi: int, fix: str, limit: str | None = None) -> None:
+    if v is not None:
+        _int(v, flag, lo, hi, fix, limit)
+
+
+def _ints(v: Any, flag: str, lo: int, hi: int, fix: str, most: int,
+          limit: str | None = None, count_limit: str | None = None) -> None:  # fmt: skip
+    """``v`` a non-empty list (tuple) of at most ``most`` integers, each in [lo, hi]."""
+    _bad(isinstance(v, (tuple, list)) and len(v) >= 1, f"{flag} must list at least one integer, got {show_value(v)}", fix)  # fmt: skip
+    why = f" (work limit {count_limit})" if count_limit else ""
+    _bad(len(v) <= most, f"{flag} lists {len(v)} values, at most {most}{why}", fix)
+    for x in v:
+        if not (_is_int(x) and lo <= x <= hi):
+            why = f" (work limit {limit})" if limit and _is_int(x) and x > hi else ""
+            raise UserError(f"{flag} values must be integers in [{lo}, {hi}]{why}, got {show_value(x)}", fix)  # fmt: skip
+
+
+def _real(v: Any, flag: str, fix: str, *, ge: float | None = None, gt: float | None = None,
+          le: float | None = None, none_ok: bool = False) -> None:  # fmt: skip
+    """``v`` a finite number with the bounds given (``none_ok``: or None)."""
+    if v is None and none_ok:
+        return
+    ok = _finite(v) and (ge is None or v >= ge) and (gt is None or v > gt) and (le is None or v <= le)  # fmt: skip
+    if ok:
+        return
+    if ge is not None and le is not None:
+        rng = f" in [{ge:g}, {le:g}]"
+    elif gt is not None and le is not None:
+        rng = f" in ({gt:g}, {le:g}]"
+    else:
+        rng = f" >= {ge:g}" if ge is not None else f" > {gt:g}" if gt is not None else ""
+    raise UserError(f"{flag} must be a number{rng}, got {show_value(v)}", fix)
+
+
+def _flag(v: Any, flag: str) -> None:
+    _bad(
+        isinstance(v, bool), f"{flag} must be true or false, got {show_value(v)}", "pass a boolean"
+    )
+
+
+def _choice(v: Any, flag: str, choices: tuple, none_ok: bool = False) -> None:
+    ok = (v is None and none_ok) or (isinstance(v, str) and v in choices)
+    _bad(ok, f"unknown {flag} {show_value(v)}", f"use one of {', '.join(choices)}")
+
+
+def _text(v: Any, flag: str, most: int, *, none_ok: bool = False, required: bool = False) -> None:
+    """``v`` a string of at most ``most`` characters without NUL (``required``: not blank)."""
+    if v is None and none_ok:
+        return
+    _bad(isinstance(v, str), f"{flag} must be text, got {show_value(v)}", "pass a string")
+    _bad(not required or bool(v.strip()), f"{flag} is empty", "pass some text")
+    _bad(len(v) <= most, f"{flag} is {len(v)} characters, at most {most} (work limit max_prompt_chars)", "shorten it")  # fmt: skip
+    _bad("\x00" not in v, f"{flag} contains a NUL character", "remove it")
+
+
+def check_prompt(prompt: Any, limits: WorkLimits = WorkLimits(), *, what: str = "the edit prompt",
+                 required: bool = True) -> str:  # fmt: skip
+    """A prompt as the CLI, the library, batch and the server take it: text (not blank where
+    ``required``; the library may sample the rare token alone from ""), at most
+    ``limits.max_prompt_chars`` characters, no NUL; returned as is."""
+    if required and (prompt is None or (isinstance(prompt, str) and not prompt.strip())):
+        raise UserError(f"{what} is empty", 'describe the edit, e.g. "a cat wearing sunglasses"')
+    _text(prompt, what, limits.max_prompt_chars)
+    return prompt
+
+
+BIG = 2**31 - 1  # bound of the step numbers that name checkpoints (no tune has more)
 
 
 @dataclass(frozen=True)
@@ -109,24 +248,34 @@ class TuneConfig:
     # base model names (the embedded world-if: world-if-sr); recorded resolved
     sr_model: str | None = None
 
-    def validate(self) -> None:
-        """Raise a UserError (one line: the flag, the value, a fix) for any value out of range;
-        needs no model, so the CLI checks it before anything heavy loads."""
-        _bad(self.steps >= 0, f"--steps must be >= 0, got {self.steps}", "pass e.g. --steps 128")
-        _bad(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}", "pass e.g. 4")  # fmt: skip
-        _bad(self.method in (None, *TUNE_METHODS), f"unknown --method {self.method!r}", f"use one of {', '.join(TUNE_METHODS)}")  # fmt: skip
-        _bad(self.resize in RESIZE_MODES, f"unknown --resize {self.resize!r}", f"use one of {', '.join(RESIZE_MODES)}")  # fmt: skip
-        _bad(self.mixed_precision in PRECISIONS, f"unknown --mixed-precision {self.mixed_precision!r}", f"use one of {', '.join(PRECISIONS)}")  # fmt: skip
-        _bad(self.gradient_checkpointing in SWITCHES, f"unknown --gradient-checkpointing {self.gradient_checkpointing!r}", f"use one of {', '.join(SWITCHES)}")  # fmt: skip
-        _bad(bool(self.save_at) and all(s > 0 for s in self.save_at), f"--save-at must list positive steps, got {self.save_at}", "e.g. 16,32,64")  # fmt: skip
-        lr = self.learning_rate()
-        _bad(_finite(lr) and lr > 0, f"--lr must be a positive number, got {self.lr}", "e.g. --lr 1e-4")  # fmt: skip
-        _bad(self.timestep_density in (None, *DENSITIES), f"unknown --timestep-density {self.timestep_density!r}", f"use one of {', '.join(DENSITIES)}")  # fmt: skip
-        _bad(self.lora_rank is None or self.lora_rank >= 1, f"--lora-rank must be >= 1, got {self.lora_rank}", "e.g. --lora-rank 16")  # fmt: skip
-        _bad(self.resolution is None or self.resolution >= 8, f"--resolution must be >= 8, got {self.resolution}", "e.g. --resolution 512")  # fmt: skip
-        _bad(0.0 < self.patch_min_frac <= 1.0, f"--patch-min-frac must be in (0, 1], got {self.patch_min_frac}", "e.g. 0.1 (SINE)")  # fmt: skip
-        _bad(self.max_grad_norm is None or self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}", "e.g. 1.0, or None for no clipping")  # fmt: skip
-        _bad(bool(self.rare_token.strip()), "--rare-token is empty", "e.g. --rare-token beikkpic")
+    def validate(self, *, limits: WorkLimits = WorkLimits()) -> None:
+        """Raise a UserError (one line: the flag, the value, a fix) for any value out of range or
+        of the wrong type, or beyond ``limits``; needs no model, so the CLI checks it before
+        anything heavy loads (a save_at step beyond --steps is never reached: it is ignored)."""
+        lim = limits
+        _int(self.steps, "--steps", 0, lim.max_tune_steps, "pass e.g. --steps 128", "max_tune_steps")  # fmt: skip
+        _ints(self.save_at, "--save-at", 1, lim.max_tune_steps, "e.g. --save-at 16,32,64",
+              lim.max_tune_steps, "max_tune_steps")  # fmt: skip
+        _int(self.batch_size, "--batch-size", 1, lim.max_batch_size, "pass e.g. 4", "max_batch_size")  # fmt: skip
+        _real(self.lr, "--lr", "e.g. --lr 1e-4", gt=0, none_ok=True)
+        _choice(self.method, "--method", TUNE_METHODS, none_ok=True)
+        _opt_int(self.lora_rank, "--lora-rank", 1, 1024, "e.g. --lora-rank 16")
+        _flag(self.lora_conv, "--lora-conv")
+        _choice(self.timestep_density, "--timestep-density", DENSITIES, none_ok=True)
+        _text(self.rare_token, "--rare-token", lim.max_prompt_chars, required=True)
+        _text(self.base_prompt, "--base-prompt", lim.max_prompt_chars, none_ok=True)
+        _text(self.class_noun, "--class-noun", lim.max_prompt_chars, none_ok=True)
+        _int(self.seed, "--seed", 0, lim.max_seed, "e.g. --seed 0", "max_seed")
+        _choice(self.resize, "--resize", RESIZE_MODES)
+        _opt_int(self.resolution, "--resolution", 8, lim.max_side, "e.g. --resolution 512", "max_side")  # fmt: skip
+        _choice(self.mixed_precision, "--mixed-precision", PRECISIONS)
+        _choice(self.gradient_checkpointing, "--gradient-checkpointing", SWITCHES)
+        _real(self.max_grad_norm, "max_grad_norm", "e.g. 1.0, or None for no clipping", gt=0, none_ok=True)  # fmt: skip
+        _flag(self.patches, "--patches")
+        _real(self.patch_min_frac, "--patch-min-frac", "e.g. 0.1 (SINE)", gt=0, le=1)
+        _int(self.pos_freqs, "pos_freqs", 1, 64, "e.g. 6 (SINE)")
+        _flag(self.cascade, "--cascade")
+        _text(self.sr_model, "--sr-model", 4096, none_ok=True)
 
     def uses_gradient_checkpointing(self, cuda: bool) -> bool:
         """Recompute activations in the backward pass (less memory, more time)?"""
@@ -231,32 +380,50 @@ class EditConfig:
     upscale_steps: int = 75  # the pipeline's default
     upscale_noise_level: int = 100
 
-    def validate(self) -> None:
-        """Raise a UserError for any value out of range (no model needed)."""
-        t0, w = self.t0, self.cfg
-        _bad(_finite(t0) and 0.0 <= t0 <= 1.0, f"--t0 must be in [0, 1], got {t0}", "e.g. --t0 0.9 (1.0 = pure noise)")  # fmt: skip
-        _bad(w is None or (_finite(w) and w >= 0), f"--cfg must be >= 0, got {w}", "e.g. --cfg 7.5 (paper: 32)")  # fmt: skip
-        _bad(_finite(self.true_cfg) and self.true_cfg >= 1, f"--true-cfg must be >= 1, got {self.true_cfg}", "e.g. --true-cfg 2 (1 = off)")  # fmt: skip
-        _bad(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}", "e.g. --steps 50")  # fmt: skip
-        _bad(self.sampler in (None, *SAMPLERS), f"unknown --sampler {self.sampler!r}", f"use one of {', '.join(SAMPLERS)}")  # fmt: skip
-        _bad(bool(self.seeds), "no seeds given", "pass e.g. --seeds 0,1,2,3")
-        _bad(all(s >= 0 for s in self.seeds), f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0,1,2,3")  # fmt: skip
-        _bad(self.checkpoint is None or self.checkpoint >= 0, f"--checkpoint must be >= 0, got {self.checkpoint}", "a saved step, or 0 for the pretrained model")  # fmt: skip
-        _bad(self.interp_window >= 1 and self.interp_window % 2 == 1, f"--interp-window must be odd, got {self.interp_window}", "e.g. 5")  # fmt: skip
-        _bad(_finite(self.interp_threshold) and self.interp_threshold > 0, f"--interp-threshold must be > 0, got {self.interp_threshold}", "e.g. 0.1")  # fmt: skip
-        _bad(self.method in EDIT_METHODS, f"unknown --method {self.method!r}", f"use one of {', '.join(EDIT_METHODS)}")  # fmt: skip
-        _bad(_finite(self.lora_scale), f"--lora-scale must be a number, got {self.lora_scale}", "e.g. 1 (tuned) or 0 (pretrained)")  # fmt: skip
-        _bad(0 <= self.sine_K <= 1000, f"--K must be in [0, 1000], got {self.sine_K}", "e.g. --K 400 (SINE)")  # fmt: skip
-        _bad(_finite(self.sine_v) and 0.0 <= self.sine_v <= 1.0, f"--v must be in [0, 1], got {self.sine_v}", "e.g. --v 0.7 (SINE)")  # fmt: skip
-        _bad(self.size is None or min(self.size) > 0, f"--size must be positive, got {self.size}", "e.g. --size 512x768")  # fmt: skip
-        _bad(_finite(self.eta) and self.eta >= 0, f"--eta must be >= 0, got {self.eta}", "e.g. --eta 0 (deterministic DDIM)")  # fmt: skip
-        _bad(self.sr_checkpoint is None or self.sr_checkpoint >= 0, f"--sr-checkpoint must be >= 0, got {self.sr_checkpoint}", "a saved step, or 0 for the pretrained SR model")  # fmt: skip
-        _bad(_finite(self.sr_t0) and 0.0 <= self.sr_t0 <= 1.0, f"--sr-t0 must be in [0, 1], got {self.sr_t0}", "e.g. --sr-t0 0.7 (1.0 = pure noise)")  # fmt: skip
-        _bad(self.sr_cfg is None or (_finite(self.sr_cfg) and self.sr_cfg >= 0), f"--sr-cfg must be >= 0, got {self.sr_cfg}", "e.g. --sr-cfg 4")  # fmt: skip
-        _bad(self.sr_steps is None or self.sr_steps >= 1, f"--sr-steps must be >= 1, got {self.sr_steps}", "e.g. --sr-steps 50")  # fmt: skip
-        _bad(self.upscale_steps >= 1, f"--upscale-steps must be >= 1, got {self.upscale_steps}", "e.g. 75")  # fmt: skip
-        _bad(0 <= self.upscale_noise_level <= 350, f"--upscale-noise-level must be in [0, 350], got {self.upscale_noise_level}", "e.g. 100")  # fmt: skip
-        _bad(0 <= self.sr_noise_level < 1000, f"--sr-noise-level must be in [0, 1000), got {self.sr_noise_level}", "e.g. 250 (IF's)")  # fmt: skip
+    def validate(self, *, limits: WorkLimits = WorkLimits()) -> None:
+        """Raise a UserError (one line) for any value out of range or of the wrong type, or
+        beyond ``limits`` (no model needed; the edit prompt itself: check_prompt)."""
+        lim = limits
+        _opt_int(self.checkpoint, "--checkpoint", 0, BIG, "a saved step, or 0 for the pretrained model")  # fmt: skip
+        _int(self.auto_checkpoint, "auto_checkpoint", 0, BIG, "e.g. 32")
+        _real(self.cfg, "--cfg", "e.g. --cfg 7.5 (paper: 32)", ge=0, none_ok=True)
+        _real(self.true_cfg, "--true-cfg", "e.g. --true-cfg 2 (1 = off)", ge=1)
+        _real(self.t0, "--t0", "e.g. --t0 0.9 (1.0 = pure noise)", ge=0, le=1)
+        _opt_int(self.steps, "--steps", 1, lim.max_sample_steps, "e.g. --steps 50", "max_sample_steps")  # fmt: skip
+        _choice(self.sampler, "--sampler", SAMPLERS, none_ok=True)
+        _bad(not isinstance(self.seeds, (tuple, list)) or bool(self.seeds), "no seeds given", "pass e.g. --seeds 0,1,2,3")  # fmt: skip
+        _ints(self.seeds, "--seeds", 0, lim.max_seed, "e.g. --seeds 0,1,2,3", lim.max_seeds,
+              "max_seed", "max_seeds")  # fmt: skip
+        _text(self.negative_prompt, "--negative-prompt", lim.max_prompt_chars)
+        _flag(self.rare_token, "rare_token (--no-rare-token)")
+        _text(self.prompt_guidance, "--prompt-guidance", lim.max_prompt_chars, none_ok=True)
+        _flag(self.interpolate, "--interpolate")
+        _int(self.interp_window, "--interp-window", 1, 255, "an odd number, e.g. 5")
+        _bad(self.interp_window % 2 == 1, f"--interp-window must be odd, got {self.interp_window}", "e.g. 5")  # fmt: skip
+        _real(self.interp_threshold, "--interp-threshold", "e.g. 0.1", gt=0)
+        _real(self.lora_scale, "--lora-scale", "e.g. 1 (tuned) or 0 (pretrained)")
+        _choice(self.method, "--method", EDIT_METHODS)
+        _int(self.sine_K, "--K", 0, 1000, "e.g. --K 400 (SINE)")
+        _real(self.sine_v, "--v", "e.g. --v 0.7 (SINE)", ge=0, le=1)
+        if self.size is not None:
+            ok = isinstance(self.size, (tuple, list)) and len(self.size) == 2
+            _bad(ok, f"--size must be (height, width), got {show_value(self.size)}", "e.g. --size 512x768")  # fmt: skip
+            for side in self.size:
+                _int(side, "--size", 1, lim.max_side, "e.g. --size 512x768", "max_side")
+        _flag(self.paste_back, "--paste-back")
+        _real(self.eta, "--eta", "e.g. --eta 0 (deterministic DDIM)", ge=0)
+        ok = isinstance(self.guides, (tuple, list)) and len(self.guides) <= lim.max_guides
+        _bad(ok, f"--guide: at most {lim.max_guides} terms (work limit max_guides), got {show_value(self.guides)}", "drop some")  # fmt: skip
+        for g in self.guides:
+            _text(g, "--guide", lim.max_prompt_chars + 4096)
+        _opt_int(self.sr_checkpoint, "--sr-checkpoint", 0, BIG, "a saved step, or 0 for the pretrained SR model")  # fmt: skip
+        _real(self.sr_t0, "--sr-t0", "e.g. --sr-t0 0.7 (1.0 = pure noise)", ge=0, le=1)
+        _real(self.sr_cfg, "--sr-cfg", "e.g. --sr-cfg 4", ge=0, none_ok=True)
+        _opt_int(self.sr_steps, "--sr-steps", 1, lim.max_sample_steps, "e.g. --sr-steps 50", "max_sample_steps")  # fmt: skip
+        _int(self.sr_noise_level, "--sr-noise-level", 0, 999, "e.g. 250 (IF's)")
+        _text(self.upscaler, "--upscaler", 4096, none_ok=True)
+        _int(self.upscale_steps, "--upscale-steps", 1, lim.max_sample_steps, "e.g. 75", "max_sample_steps")  # fmt: skip
+        _int(self.upscale_noise_level, "--upscale-noise-level", 0, 350, "e.g. 100")
 
     def for_model(self, defaults: ModelDefaults) -> EditConfig:
         """Every ``None`` that means "the model's" filled in (what an edit runs with and records)."""
@@ -317,12 +484,21 @@ class GridConfig:
     seeds: tuple[int, ...] = (0,)  # extra columns per t0
     cell: int = 128  # cell size in pixels on the sheet (images are upscaled, never downscaled)
 
-    def validate(self) -> None:
-        _bad(bool(self.checkpoints) and min(self.checkpoints) >= 0, f"--checkpoints must list steps >= 0, got {self.checkpoints}", "e.g. --checkpoints 16,32,64")  # fmt: skip
-        _bad(bool(self.t0s) and all(_finite(t) and 0 <= t <= 1 for t in self.t0s), f"--t0 values must be in [0, 1], got {self.t0s}", "e.g. --t0 0.8,0.9,1")  # fmt: skip
-        _bad(bool(self.seeds) and min(self.seeds) >= 0, f"--seeds must be >= 0, got {self.seeds}", "e.g. --seeds 0")  # fmt: skip
-        _bad(self.rows in GRID_ROWS, f"unknown --rows {self.rows!r}", f"use one of {', '.join(GRID_ROWS)}")  # fmt: skip
-        _bad(16 <= self.cell <= 2048, f"--cell must be in [16, 2048] pixels, got {self.cell}", "e.g. --cell 128")  # fmt: skip
+    def validate(self, *, limits: WorkLimits = WorkLimits()) -> None:
+        """Raise a UserError (one line) for a bad value, or a grid beyond ``limits``."""
+        lim = limits
+        _ints(self.checkpoints, "--checkpoints", 0, BIG, "e.g. --checkpoints 16,32,64",
+              lim.max_grid_cells, None, "max_grid_cells")  # fmt: skip
+        ok = isinstance(self.t0s, (tuple, list)) and 1 <= len(self.t0s) <= lim.max_grid_cells
+        _bad(ok, f"--t0 must list 1 to {lim.max_grid_cells} values, got {show_value(self.t0s)}", "e.g. --t0 0.8,0.9,1")  # fmt: skip
+        for t in self.t0s:
+            _real(t, "--t0 values", "e.g. --t0 0.8,0.9,1", ge=0, le=1)
+        _ints(self.seeds, "--seeds", 0, lim.max_seed, "e.g. --seeds 0", lim.max_seeds,
+              "max_seed", "max_seeds")  # fmt: skip
+        _choice(self.rows, "--rows", GRID_ROWS)
+        _int(self.cell, "--cell", 16, 2048, "e.g. --cell 128")
+        cells = len(self.checkpoints) * len(self.t0s) * len(self.seeds)
+        _bad(cells <= lim.max_grid_cells, f"the grid has {cells} cells (checkpoints x t0s x seeds), at most {lim.max_grid_cells} (work limit max_grid_cells)", "fewer checkpoints, t0s or seeds")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import Upscaler
-from .checks import refuse_quantized_full, tune_model_ref
-from .config import Acceleration, EditConfig
+from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
+from .config import Acceleration, EditConfig, WorkLimits, check_prompt
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
 from .guidespec import guide_strings
@@ -31,7 +31,7 @@ from .multi import multi_guided
 from .sampling import GuidedFn, cfg_guided, sample
 from .sine import sine_guided, tuned_prompt
 from .state import state_of
-from .tunefolder import TuneFolder, is_cascade
+from .tunefolder import is_cascade
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Editor:
         VAE (default: the one the tune was made with); ``offload``: keep the text encoders and
         the VAE on the CPU between uses (GPUs with little memory); ``accel``: torch.compile /
         channels_last for the model loaded here."""
-        self.folder = TuneFolder.open(tune_dir)
+        self.folder = open_tune(tune_dir)  # its manifest's shape checked too
         m = self.folder.manifest
         self.tune_cfg = self.folder.tune_config()
         refuse_quantized_full(accel, self.tune_cfg.method)
@@ -148,6 +148,7 @@ class Editor:
         cfg = cfg.for_model(self.backbone.defaults)
         self.backbone.check_sampler(cfg.sampler)
         self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses --true-cfg where moot
+        check_steps_table(cfg.steps, self.backbone.num_train_timesteps)  # the scheduler has no more
         return self.upscaler.resolve(cfg) if self.upscaler else cfg
 
     def sizes(self, cfg: EditConfig) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -196,13 +197,16 @@ class Editor:
         mask: str | Path | None = None,
         progress: bool = True,
         t0s: tuple[float, ...] | None = None,
+        limits: WorkLimits = WorkLimits(),
     ) -> EditResult:
         """Sample ``cfg.seeds`` in one batch. ``t0s``: instead of ``cfg.t0``, every seed at each
         of these SDEdit starts, still one batch (the grid's row; single-step samplers only);
-        images and params come t0-major: (t0s[0], seeds...), (t0s[1], seeds...), ..."""
-        cfg.validate()
+        images and params come t0-major: (t0s[0], seeds...), (t0s[1], seeds...), ...
+        ``limits``: the work one call may ask for (the CLI's checks, unitune.checks)."""
+        check_prompt(prompt, limits, required=False)  # "": the tuned prompt alone
+        cfg.validate(limits=limits)
         for t in t0s or ():
-            replace(cfg, t0=t).validate()
+            replace(cfg, t0=t).validate(limits=limits)
         cfg = self.resolve(cfg)
         bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
