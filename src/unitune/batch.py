@@ -102,8 +102,9 @@ def _parse_line(text: str, line_no: int, base: Path, limits: WorkLimits) -> dict
         raise UserError(f"line {line_no} is {len(text)} characters, at most {MAX_LINE}", "one image per line")  # fmt: skip
     try:
         spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"line {line_no} is not JSON ({e.msg})", "one JSON object per line") from None  # fmt: skip
+    except ValueError as e:  # a JSONDecodeError, or a number beyond Python's int-from-text limit
+        why = getattr(e, "msg", None) or show_value(str(e), 80)
+        raise UserError(f"line {line_no} is not JSON ({why})", "one JSON object per line") from None  # fmt: skip
     if not isinstance(spec, dict) or "image" not in spec:
         raise UserError(f"line {line_no} has no \"image\"", 'e.g. {"image": "cat.jpg", "edits": [...]}')  # fmt: skip
     unknown = [k for k in spec if k not in KEYS]

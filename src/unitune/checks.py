@@ -406,6 +406,8 @@ def check_export(
         raise UserError(
             f"unknown --format {show_value(fmt)}", f"use one of {', '.join(EXPORT_FORMATS)}"
         )
+    if checkpoint is not None and not (_is_int(checkpoint) and checkpoint >= 0):
+        raise UserError(f"--checkpoint must be a saved step, got {show_value(checkpoint)}", "e.g. --checkpoint 128")  # fmt: skip
     folder = open_tune(tune_dir)
     m = folder.manifest
     if checkpoint == 0:
@@ -418,8 +420,6 @@ def check_export(
             f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",  # fmt: skip
             "export a plain tune (without --patches), or edit this one with unitune",
         )
-    if checkpoint is not None and not (_is_int(checkpoint) and checkpoint >= 0):
-        raise UserError(f"--checkpoint must be a saved step, got {show_value(checkpoint)}", "e.g. --checkpoint 128")  # fmt: skip
     if rank is not None and not (_is_int(rank) and 1 <= rank <= 4096):
         raise UserError(f"--rank must be an integer in [1, 4096], got {show_value(rank)}", "e.g. --rank 32")  # fmt: skip
     if rank is not None and lora_tune:
