@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .backbones.base import Conditioning, cat_expand, start_index
+from .cancel import checkpoint
 from .guidance import blend_known, keep_variance
 from .guidance import cfg as cfg_mix
 
@@ -107,6 +108,7 @@ def sample(
         latents = renoise(scheduler, x0, noise, timesteps[:1].repeat(b))
     kw = _step_kwargs(scheduler, generator, eta)
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
+        checkpoint()  # a cancelled job stops between steps
         model_in = scheduler.scale_model_input(latents, t)
         out = guided(model_in, t)
         latents = scheduler.step(out, t, latents, **kw, return_dict=False)[0]
@@ -153,6 +155,7 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
         scheduler.set_begin_index(first)
     kw = _step_kwargs(scheduler, None, eta)
     for i in tqdm(range(first, len(ts)), desc="sampling", disable=not progress, leave=False):
+        checkpoint()
         t = ts[i]
         idx = torch.tensor([k for k in range(b) if starts[k] <= i], device=noise.device)
         if isinstance(generator, list) and "generator" in kw:

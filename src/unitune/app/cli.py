@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +21,26 @@ def add_serve_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     s.add_argument("--data", default=d.data, help=f"data directory: queue, uploads, tunes, edits (default {d.data})")  # fmt: skip
     s.add_argument("--host", default=d.host, help="address to bind (default loopback; others need --auth)")  # fmt: skip
     s.add_argument("--port", type=int, default=d.port, help=f"(default {d.port})")
-    s.add_argument("--auth", default=d.auth, help="USER:PASSWORD login (required off loopback)")
+    s.add_argument("--auth", action="append", default=[], help="USER:PASSWORD login (repeatable: one per user, each sees only their jobs; required off loopback)")  # fmt: skip
     s.add_argument("--model", dest="models", action="append", help="a model the page may tune (repeatable; default: the embedded world model)")  # fmt: skip
     s.add_argument("--gpu-jobs", type=int, default=d.gpu_jobs, help="jobs run at once (each loads its own models)")  # fmt: skip
     s.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting jobs before submits are refused")  # fmt: skip
+    s.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
+                   help="the work one request may ask for, e.g. max_seeds=8 (repeatable; keys: WorkLimits' fields; defaults: ServeConfig.limits)")  # fmt: skip
+    s.add_argument("--job-timeout", type=float, default=d.job_timeout_s, metavar="SECONDS",
+                   help=f"stop a job running longer (default {d.job_timeout_s:g})")  # fmt: skip
     add_common(s)
 
 
 def serve_config(args: argparse.Namespace) -> ServeConfig:
-    return ServeConfig(data=args.data, host=args.host, port=args.port, auth=args.auth,
-                       models=tuple(args.models or ServeConfig().models), device=args.device,
-                       gpu_jobs=args.gpu_jobs, max_queue=args.max_queue)  # fmt: skip
+    from ..config import parse_limits
+
+    d = ServeConfig()
+    return ServeConfig(data=args.data, host=args.host, port=args.port, auth=tuple(args.auth),
+                       models=tuple(args.models or d.models), device=args.device,
+                       gpu_jobs=args.gpu_jobs, max_queue=args.max_queue,
+                       limits=parse_limits(args.limit, base=d.limits),
+                       job_timeout_s=args.job_timeout)  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace, before_load: Callable[[argparse.Namespace], None]) -> None:
@@ -37,8 +48,11 @@ def cmd_serve(args: argparse.Namespace, before_load: Callable[[argparse.Namespac
 
     cfg = serve_config(args)
     check_serve(cfg)
-    # Gradio keeps uploads and served copies in its temp dir: put it inside the data directory
-    os.environ["GRADIO_TEMP_DIR"] = str(Path(cfg.data).resolve() / "gradio-tmp")
+    # Gradio keeps uploads and the copies it serves in its temp dir, and serves anything in it:
+    # a private folder of this process, outside the data directory (never the jobs' files),
+    # removed when the server stops
+    gradio_tmp = tempfile.mkdtemp(prefix="unitune-serve-")
+    os.environ["GRADIO_TEMP_DIR"] = gradio_tmp
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
     before_load(args)
     from .server import Server
@@ -52,6 +66,7 @@ def cmd_serve(args: argparse.Namespace, before_load: Callable[[argparse.Namespac
         launch(server, quiet=not args.verbose)
     finally:
         server.close()
+        shutil.rmtree(gradio_tmp, ignore_errors=True)
 
 
 def add_batch_parser(sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -4,58 +4,142 @@ No logic of its own: every button calls a :class:`~unitune.app.server.Server` me
 checks the request and queues a job; one timer polls the jobs and shows their progress. The
 events carry ``api_name``s, so the same calls are the HTTP API (gradio_client; README).
 
-Everything the page shows comes from the data directory; uploads are read as bytes and stored
-under a name derived from their content (store.py), never under the name the browser sent.
+What leaves the server: a job's own images and sidecars, as copies handed to Gradio (``_hand``),
+never a path into the data directory. Gradio serves only its own upload/cache folder, which is a
+private temporary folder outside the data directory (cli.py), and the data directory is on its
+block list besides. Every call runs as the caller: gradio's login name is the owner passed to
+the server, so a user sees and fetches only their own jobs. An upload is read once as bytes,
+decoded and re-encoded by store.py, and the file the browser sent is deleted at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hmac
+import html
 import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from ..errors import UserError
-from ..pngmeta import read_sidecar, sidecar_path
+from ..pngmeta import read_sidecar
 from .jobs import QueueFull
 from .server import Server
 
 CSS = "#cells .thumbnail-item {min-width: 96px}"
+OUTBOX = "unitune-out"  # under Gradio's upload folder: the copies handed to clients
+log = logging.getLogger("unitune.serve")
+
+
+def _owner(request: gr.Request | None) -> str | None:
+    """The caller's login (None on a server without --auth)."""
+    return getattr(request, "username", None) or None
 
 
 def _ui_error(fn):
-    """A UserError / full queue -> gr.Error: its one line in the page and in the API's reply."""
+    """A refused request -> gr.Error with its one line (in the page and the API's reply);
+    anything else is a bug: logged with its traceback, answered without internals."""
 
-    def wrapped(*a):
+    @functools.wraps(fn)  # gradio reads gr.Request / gr.SelectData from the signature
+    def wrapped(*a, **kw):
         try:
-            return fn(*a)
-        except (UserError, QueueFull) as e:
-            raise gr.Error(str(e)) from None
+            return fn(*a, **kw)
+        except (UserError, QueueFull) as e:  # a refusal: one line back, one line in the log
+            log.info("%s refused: %s", fn.__name__, e)
+            raise gr.Error(str(e), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception:  # noqa: BLE001 - a bug: the client gets one line, the log the traceback
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error("the server could not do that (its log says why)", print_exception=False) from None  # fmt: skip
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
     return wrapped
 
 
-def _read(path: str | None, what: str) -> bytes:
-    if not path:
+def _raw(component):
+    """``component`` whose value reaches the handler as the client sent it: server.py checks
+    every value (one line for any type), where gradio's own preprocessing answers a wrong type
+    with a Python message and a logged traceback. (Set on the instance: a subclass would make
+    gradio write a .pyi stub beside this module.)"""
+    component.preprocess = lambda payload: payload
+    return component
+
+
+def _quiet(component, validate: bool = False):
+    """``component`` whose preprocessing failures (an upload of the wrong type, an unreadable
+    image; with ``validate``, a payload of the wrong shape too) are answered in one line, without
+    a logged traceback."""
+    inner, model = component.preprocess, None
+    if validate:  # an input-only component: its payload's model is checked below, in one line
+        info, model = component.api_info(), component.data_model
+        component.data_model, component.api_info = None, lambda: info
+
+    def preprocess(payload):
+        try:
+            if model is not None and payload is not None:
+                payload = model.model_validate(payload, context={"validate_meta": True})
+            return inner(payload)
+        except gr.Error as e:
+            raise gr.Error(str(e).splitlines()[0][:200], print_exception=False) from None
+        except Exception:  # noqa: BLE001 - gradio's decoders raise anything
+            what = component.label or "upload"
+            raise gr.Error(f"the {what} could not be read", print_exception=False) from None
+
+    component.preprocess = preprocess
+    return component
+
+
+def _upload_dir() -> Path:
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def _take_upload(path: Any, what: str) -> bytes:
+    """The bytes of a file the client uploaded; the uploaded file itself is deleted (only the
+    decoded image store.py writes is kept). Only files in Gradio's upload folder are read."""
+    if not path or not isinstance(path, str):
         raise UserError(f"no {what} uploaded", f"drop a {what} into the page first")
-    return Path(path).read_bytes()
+    p = Path(path).resolve()
+    if _upload_dir() not in p.parents or not p.is_file():
+        raise UserError(f"no {what} uploaded", f"upload the {what} again")
+    data = p.read_bytes()
+    if _upload_dir() / OUTBOX not in p.parents:  # our own hand-outs are decoded images: kept
+        p.unlink(missing_ok=True)
+    return data
+
+
+def _hand(path: Path) -> str:
+    """A copy of one of the server's files for Gradio to serve: in a fresh folder with a random
+    name inside Gradio's own upload folder, never the data directory's path."""
+    out = _upload_dir() / OUTBOX / secrets.token_hex(16)
+    out.mkdir(parents=True)
+    dst = out / path.name
+    shutil.copyfile(path, dst)
+    return str(dst)
 
 
 def _progress_html(job: dict[str, Any] | None) -> str:
     if not job:
         return ""
     state, p = job["state"], job.get("progress") or {}
-    if state == "failed":
-        return f"<b>#{job['id']} failed:</b> {job['error']}"
+    if state in ("failed", "cancelled"):
+        return f"<b>{job['kind']} {state}:</b> {html.escape(job['error'] or '')}"
     if state == "done":
-        return f"<b>#{job['id']} done</b>"
+        return f"<b>{job['kind']} done</b>"
     if state == "queued" or not p:
-        return f"#{job['id']} {state}…"
+        return f"{job['kind']} {state}…"
     return (f"<progress value='{p['step']}' max='{p['of']}'></progress> "
-            f"#{job['id']} step {p['step']}/{p['of']} · loss {p['loss']:.4f} · ETA {p['eta_s']:.0f} s")  # fmt: skip
+            f"{job['kind']} step {p['step']}/{p['of']} · loss {p['loss']:.4f} · ETA {p['eta_s']:.0f} s")  # fmt: skip
 
 
 def _mask_bytes(editor_value: dict | None) -> bytes | None:
@@ -65,13 +149,13 @@ def _mask_bytes(editor_value: dict | None) -> bytes | None:
     import numpy as np
     from PIL import Image
 
-    layers = (editor_value or {}).get("layers") or []
+    layers = (editor_value or {}).get("layers") or [] if isinstance(editor_value, dict) else []
     if not layers:
         return None
     alpha = np.zeros(np.asarray(layers[0]).shape[:2], dtype=np.uint8)
     for layer in layers:
         a = np.asarray(layer)
-        if a.ndim == 3 and a.shape[2] == 4:
+        if a.ndim == 3 and a.shape[2] == 4 and a.shape[:2] == alpha.shape:
             alpha = np.maximum(alpha, a[..., 3])
     if not alpha.any():
         return None
@@ -84,121 +168,133 @@ def build(server: Server) -> gr.Blocks:
     """The page, wired to ``server``."""
 
     @_ui_error
-    def show_upload(photo: str | None) -> str:
-        """The photo as the server keeps it (checked, RGB, PNG)."""
-        return str(server.store.upload(server.store.save_upload(_read(photo, "photo"))))
+    def show_upload(photo: str | None, request: gr.Request):
+        """The photo as the server keeps it (checked, RGB, PNG): shown, and what the Tune
+        button sends (the browser's file is gone once read)."""
+        name = server.store.save_upload(_take_upload(photo, "photo"))
+        kept = _hand(server.store.upload(name))
+        return kept, kept
 
     @_ui_error
-    def submit_tune(photo: str | None, caption: str, steps: float, model: str):
-        """Upload a photo and queue its tune -> (job id, status)."""
-        job = server.submit_tune(_read(photo, "photo"), caption or "", int(steps), model)
-        return job, f"tune #{job} queued"
+    def submit_tune(photo: str | None, caption: str, steps: float, model: str, request: gr.Request):
+        """Upload a photo and queue its tune -> (job token, status)."""
+        job = server.submit_tune(_take_upload(photo, "photo"), caption, steps, model, _owner(request))  # fmt: skip
+        return job, "tune queued"
 
     @_ui_error
-    def submit_grid(tune: int | None, prompt: str, t0s: str, seeds: str):
-        """Queue the checkpoints x t0 grid of a finished tune -> (job id, status)."""
-        if tune is None:
-            raise UserError("no tune picked", "tune a photo first, then pick it")
-        job = server.submit_grid(int(tune), prompt, t0s, seeds)
-        return job, f"grid #{job} queued"
+    def submit_grid(tune: str | None, prompt: str, t0s: str, seeds: str, request: gr.Request):
+        """Queue the checkpoints x t0 grid of a finished tune -> (job token, status)."""
+        job = server.submit_grid(tune, prompt, t0s, seeds, owner=_owner(request))
+        return job, "grid queued"
 
     @_ui_error
-    def submit_edit(tune, prompt, seeds, fidelity, use_fidelity, guidance, method, K, v, mask):
-        """Queue an edit with the Refine settings -> (job id, status)."""
-        if tune is None:
-            raise UserError("no tune picked", "tune a photo first, then pick it")
-        settings: dict[str, Any] = {"seeds": [int(s) for s in str(seeds).split(",") if s.strip()],
-                                    "method": method, "sine_K": int(K), "sine_v": float(v)}  # fmt: skip
-        if guidance and guidance.strip():
+    def submit_edit(tune, prompt, seeds, fidelity, use_fidelity, guidance, method, K, v, mask,
+                    request: gr.Request):  # fmt: skip
+        """Queue an edit with the Refine settings -> (job token, status)."""
+        settings: dict[str, Any] = {"seeds": seeds, "method": method, "sine_K": K, "sine_v": v}
+        if isinstance(guidance, str) and guidance.strip():
             settings["prompt_guidance"] = guidance.strip()
         if use_fidelity:
-            settings["fidelity"] = float(fidelity)
-        job = server.submit_edit(int(tune), prompt, settings, _mask_bytes(mask))
-        return job, f"edit #{job} queued"
+            settings["fidelity"] = fidelity
+        job = server.submit_edit(tune, prompt, settings, _mask_bytes(mask), _owner(request))
+        return job, "edit queued"
 
     @_ui_error
-    def job_status(job_id: float) -> dict[str, Any]:
-        """A job's state, progress, result or error (API: poll this)."""
-        return server.job(int(job_id)).public()
+    def cancel(job: str | None, request: gr.Request) -> str:
+        """Stop a job: a queued one now, a running one at its next step -> its state."""
+        return server.cancel(job, _owner(request))
 
     @_ui_error
-    def job_files(job_id: float) -> list[str]:
+    def job_status(job: str, request: gr.Request) -> dict[str, Any]:
+        """A job's state, progress or error (API: poll this)."""
+        return server.job(job, _owner(request)).public()
+
+    @_ui_error
+    def job_files(job: str, request: gr.Request) -> list[str]:
         """The PNGs a finished job made (each with its `parameters` chunk)."""
-        return [str(p) for p in server.files(int(job_id))]
+        return [_hand(p) for p in server.files(job, _owner(request))]
 
-    def poll(tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown):
+    def _job_public(token: str | None, owner: str | None) -> dict | None:
+        job = server.queue.find(token, owner) if token else None
+        return job.public() if job else None
+
+    def poll(tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown, request: gr.Request):  # fmt: skip
         """One tick: progress of the three current jobs; the tune list when a tune finished (the
         newest picked); galleries filled once a job is done. Unchanged parts are skipped, so an
         open list or a selection in the page is left alone."""
-        out: list[Any] = []
-        for j in (tune_job, grid_job, edit_job):
-            out.append(_progress_html(server.queue.get(int(j)).public() if j else None))
-        picks = server.tunes()
+        owner = _owner(request)
+        out: list[Any] = [_progress_html(_job_public(j, owner)) for j in (tune_job, grid_job, edit_job)]  # fmt: skip
+        picks = server.tunes(owner)
         ids = [i for _, i in picks]
         changed = ids != (picks_shown or [])
         out += [gr.update(choices=picks, value=ids[0]) if changed else gr.skip(), ids]
         for j, shown in ((grid_job, grid_shown), (edit_job, edit_shown)):
-            job = server.queue.get(int(j)) if j else None
-            if job is not None and job.state == "done" and shown != job.id:
-                out += [[(str(p), _caption(p)) for p in server.files(job.id)], job.id]
+            job = server.queue.find(j, owner) if j else None
+            if job is not None and job.state == "done" and shown != job.token:
+                out += [[(_hand(p), _caption(p)) for p in server.files(job.token, owner)], job.token]  # fmt: skip
             else:
                 out += [gr.skip(), gr.skip()]
-        out.append(_history())
+        out.append([[j.kind, j.state, (j.progress or {}).get("step", ""), j.error or ""]
+                    for j in server.history(owner)])  # fmt: skip
         return out
 
-    def _history():
-        return [[j.id, j.kind, j.state, (j.progress or {}).get("step", ""), j.error or ""]
-                for j in server.queue.list(limit=50)]  # fmt: skip
-
-    def select(files_of: int | None, evt: gr.SelectData):
+    @_ui_error
+    def select(files_of: str | None, evt: gr.SelectData, request: gr.Request):
         """A clicked cell -> its image, parameters and downloads (PNG, sidecar)."""
-        path = server.files(int(files_of))[evt.index]
+        path, side = server.sidecar(files_of, evt.index, _owner(request))
         params = read_sidecar(path)
         text = json.dumps({k: params[k] for k in ("prompt", "seed", "cfg_scale", "steps") if k in params}
                           | {"checkpoint": params["edit_config"]["checkpoint"], "t0": params["edit_config"]["t0"]})  # fmt: skip
-        side = gr.update(value=str(sidecar_path(path)), interactive=True)
-        return str(path), text, gr.update(value=str(path), interactive=True), side
+        png = _hand(path)
+        return png, text, gr.update(value=png, interactive=True), gr.update(value=_hand(side), interactive=True)  # fmt: skip
 
-    with gr.Blocks(title="unitune") as page:
+    with gr.Blocks(title="unitune", delete_cache=(600, 3600)) as page:
         gr.Markdown("# unitune\nTune a diffusion model on one photo, then edit it with a sentence.")
-        # job ids: hidden numbers, not State, so the API's replies carry them too
-        tune_job, grid_job, edit_job = (gr.Number(None, visible=False, precision=0) for _ in range(3))  # fmt: skip
+        # job tokens: hidden text, not State, so the API's replies carry them too
+        tune_job, grid_job, edit_job = (gr.Textbox(None, visible=False) for _ in range(3))
         grid_shown, edit_shown = gr.State(None), gr.State(None)
-        picks_shown = gr.State([tid for _, tid in server.tunes()])
+        picks_shown = gr.State([])
+        d_steps = server.limits.max_tune_steps
         with gr.Tab("1 Tune"):
             with gr.Row():
                 with gr.Column():
                     # a file, not gr.Image: the upload reaches our checks (store.py) undecoded
-                    photo = gr.File(label="photo", file_types=["image"], type="filepath", elem_id="photo")  # fmt: skip
+                    photo = _quiet(gr.File(label="photo", file_types=["image"], type="filepath", elem_id="photo"))  # fmt: skip
                     preview = gr.Image(label="as stored", interactive=False, elem_id="photo-preview")  # fmt: skip
                 with gr.Column():
                     caption = gr.Textbox(label="base caption (optional)", placeholder="a cat", elem_id="caption")  # fmt: skip
-                    steps = gr.Number(128, label="steps (paper: 128)", precision=0, elem_id="steps")
-                    model = gr.Dropdown(list(server.models), value=next(iter(server.models)), label="model")  # fmt: skip
-                    tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
+                    steps = _raw(gr.Number(_TUNE_STEPS, label=f"steps (paper: {_TUNE_STEPS}; at most {d_steps})", precision=0, elem_id="steps"))  # fmt: skip
+                    model = _raw(gr.Dropdown(list(server.models), value=next(iter(server.models)), label="model"))  # fmt: skip
+                    with gr.Row():
+                        tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
+                        tune_stop = gr.Button("Cancel", elem_id="tune-cancel")
                     tune_status = gr.HTML(elem_id="tune-status")
         with gr.Tab("2 Explore"):
             with gr.Row():
-                # any id may come from the API; the server checks it (a finished tune of its own)
-                pick = gr.Dropdown(server.tunes(), label="tune", elem_id="pick", interactive=True, allow_custom_value=True)  # fmt: skip
+                # any token may come from the API; the server checks it (a finished tune of the caller's)
+                pick = _raw(gr.Dropdown([], label="tune", elem_id="pick", interactive=True, allow_custom_value=True))  # fmt: skip
                 prompt = gr.Textbox(label="edit prompt", placeholder="a cat wearing sunglasses", elem_id="prompt")  # fmt: skip
-                t0s = gr.Textbox("0.8,0.9,1", label="t0 (SDEdit starts)", elem_id="t0s")
+                t0s = gr.Textbox(_GRID_T0S, label="t0 (SDEdit starts)", elem_id="t0s")
                 grid_seeds = gr.Textbox("0", label="seeds", elem_id="grid-seeds")
-            grid_btn = gr.Button("Render grid", variant="primary", elem_id="grid-btn")
+            with gr.Row():
+                grid_btn = gr.Button("Render grid", variant="primary", elem_id="grid-btn")
+                grid_stop = gr.Button("Cancel", elem_id="grid-cancel")
             grid_status = gr.HTML(elem_id="grid-status")
             cells = gr.Gallery(label="checkpoints x t0: click a cell", columns=6, height=420, format="png", elem_id="cells")  # fmt: skip
         with gr.Tab("3 Refine"):
             with gr.Row():
                 seeds = gr.Textbox("0,1,2,3", label="seeds", elem_id="seeds")
-                use_fid = gr.Checkbox(False, label="use the fidelity knob")
-                fidelity = gr.Slider(0, 1, 0.5, label="fidelity (0 expressive .. 1 faithful)")
+                use_fid = _raw(gr.Checkbox(False, label="use the fidelity knob"))
+                fidelity = _raw(gr.Slider(0, 1, 0.5, label="fidelity (0 expressive .. 1 faithful)"))
                 guidance = gr.Textbox(label="prompt guidance: base prompt (optional)")
             with gr.Row():
-                method = gr.Radio(["unitune", "sine"], value="unitune", label="method")
-                K = gr.Slider(0, 1000, 400, step=10, label="SINE K")
-                v = gr.Slider(0, 1, 0.7, label="SINE v")
-            mask = gr.ImageEditor(label="mask: paint where the edit may change (optional)", type="numpy")  # fmt: skip
-            edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
+                method = _raw(gr.Radio(["unitune", "sine"], value="unitune", label="method"))
+                K = _raw(gr.Slider(0, 1000, _EDIT.sine_K, step=10, label="SINE K"))
+                v = _raw(gr.Slider(0, 1, _EDIT.sine_v, label="SINE v"))
+            mask = _quiet(gr.ImageEditor(label="mask: paint where the edit may change (optional)", type="numpy"), validate=True)  # fmt: skip
+            with gr.Row():
+                edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
+                edit_stop = gr.Button("Cancel", elem_id="edit-cancel")
             edit_status = gr.HTML(elem_id="edit-status")
             results = gr.Gallery(label="edits: click one", columns=6, height=420, format="png", elem_id="results")  # fmt: skip
         with gr.Tab("Download"):
@@ -209,28 +305,33 @@ def build(server: Server) -> gr.Blocks:
                     download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")  # fmt: skip
                     sidecar = gr.DownloadButton("Download sidecar (.json)", interactive=False, elem_id="sidecar")  # fmt: skip
         with gr.Tab("History"):
-            history = gr.Dataframe(headers=["job", "kind", "state", "step", "error"], elem_id="history")  # fmt: skip
-        # the API-only calls: poll a job, fetch its files
-        api_job = gr.Number(visible=False)
-        api_status, api_files = (
+            history = gr.Dataframe(headers=["kind", "state", "step", "error"], elem_id="history")
+        # the API-only calls: poll a job, fetch its files, cancel it
+        api_job = gr.Textbox(visible=False)
+        api_status, api_files, api_state = (
             gr.JSON(visible=False),
             gr.File(file_count="multiple", visible=False),
+            gr.Textbox(visible=False),
         )
 
-        photo.upload(show_upload, photo, preview, api_visibility="private")
+        private = {"api_visibility": "private"}
+        photo.upload(show_upload, photo, [preview, photo], **private)
         tune_btn.click(submit_tune, [photo, caption, steps, model], [tune_job, tune_status], api_name="submit_tune")  # fmt: skip
         grid_btn.click(submit_grid, [pick, prompt, t0s, grid_seeds], [grid_job, grid_status], api_name="submit_grid")  # fmt: skip
         edit_btn.click(submit_edit, [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask],
                        [edit_job, edit_status], api_name="submit_edit")  # fmt: skip
         api_job.change(job_status, api_job, api_status, api_name="job")
         api_status.change(job_files, api_job, api_files, api_name="files")
+        gr.Button(visible=False).click(cancel, api_job, api_state, api_name="cancel")
+        for btn, job in ((tune_stop, tune_job), (grid_stop, grid_job), (edit_stop, edit_job)):
+            btn.click(cancel, job, api_state, **private)
         timer = gr.Timer(1.0)
         timer.tick(poll, [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
                    [tune_status, grid_status, edit_status, pick, picks_shown, cells, grid_shown,
-                    results, edit_shown, history], show_progress="hidden", api_visibility="private")  # fmt: skip
+                    results, edit_shown, history], show_progress="hidden", **private)  # fmt: skip
         shown = [chosen, chosen_params, download, sidecar]
-        cells.select(select, grid_shown, shown, api_visibility="private")
-        results.select(select, edit_shown, shown, api_visibility="private")
+        cells.select(select, grid_shown, shown, **private)
+        results.select(select, edit_shown, shown, **private)
     return page
 
 
@@ -239,12 +340,93 @@ def _caption(path: Path) -> str:
     return f"ckpt {ec['checkpoint']} · t0 {ec['t0']:g} · seed {ec['seeds'][0] if len(ec['seeds']) == 1 else read_sidecar(path)['seed']}"  # fmt: skip
 
 
+def _defaults():
+    from ..config import EditConfig, GridConfig, TuneConfig
+
+    return TuneConfig().steps, ",".join(f"{t:g}" for t in GridConfig().t0s), EditConfig()
+
+
+_TUNE_STEPS, _GRID_T0S, _EDIT = _defaults()  # the page's defaults are the library's
+
+
+class LoginGuard:
+    """gradio's login check, slowed for guessing: passwords compared in constant time, and after
+    ``free`` failed attempts for a user name every attempt for it is refused (the right password
+    too) for a lockout that doubles with each further failure, up to ``cap_s`` seconds. Parallel
+    guesses do not help: the lockout is per name, not per connection."""
+
+    def __init__(self, logins: dict[str, str], free: int = 5, base_s: float = 1.0,
+                 cap_s: float = 300.0) -> None:  # fmt: skip
+        self.logins = dict(logins)
+        self.free, self.base_s, self.cap_s = free, base_s, cap_s
+        self._fails: dict[str, int] = {}
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def check(self, username: str, password: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._until.get(username, 0.0):
+                return False
+            want = self.logins.get(username)
+            # compared even for an unknown name, so the answer's time does not tell names apart
+            ok = hmac.compare_digest(password.encode(), (want or secrets.token_hex(16)).encode())
+            if ok and want is not None:
+                self._fails.pop(username, None)
+                return True
+            n = self._fails[username] = self._fails.get(username, 0) + 1
+            if n >= self.free:
+                self._until[username] = now + min(self.base_s * 2 ** (n - self.free), self.cap_s)
+            return False
+
+
+class _SecurityHeaders:
+    """ASGI middleware: every response says nosniff (a served file is never re-typed by the
+    browser), no referrer, and may not be framed by another site."""
+
+    HEADERS = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"SAMEORIGIN"),
+    ]
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.HEADERS if k not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 def launch(server: Server, quiet: bool = True) -> None:
     """Serve the page until interrupted (binds the configured host; no share link ever)."""
+    from starlette.middleware import Middleware
+
     cfg = server.cfg
-    auth = tuple(cfg.auth.split(":", 1)) if cfg.auth else None
+    auth = None
+    if cfg.auth:
+        guard = LoginGuard(dict(a.split(":", 1) for a in cfg.auth))
+
+        async def auth(username: str, password: str) -> bool:  # a coroutine: gradio awaits it
+            ok = guard.check(username, password)
+            if not ok:
+                await asyncio.sleep(0.2)  # a refused attempt is never instant (nothing blocks)
+            return ok
+
+    if _upload_dir() == server.store.root or server.store.root in _upload_dir().parents:
+        raise UserError("Gradio's temp folder is inside --data", "unset GRADIO_TEMP_DIR")
+    os.makedirs(_upload_dir(), exist_ok=True)
     page = build(server)
     page.queue(default_concurrency_limit=8)
     page.launch(server_name=cfg.host, server_port=cfg.port, auth=auth, share=False,
-                max_file_size="25mb", allowed_paths=[str(server.store.root)], quiet=quiet,
-                show_error=True, css=CSS)  # fmt: skip
+                max_file_size="25mb", blocked_paths=[str(server.store.root)], quiet=quiet,
+                show_error=True, css=CSS, app_kwargs={"middleware": [Middleware(_SecurityHeaders)]})  # fmt: skip

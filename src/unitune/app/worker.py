@@ -6,6 +6,11 @@ wait for a job. Each model the server offers is loaded once and shared by every 
 of it (tune() leaves a model it is handed as it found it). A job that raises a UserError fails
 with that one line; anything else fails with its type and first line, and the worker goes on.
 
+A job runs inside a cancel scope (cancel.py): at every tuning or sampling step it asks whether
+the job was cancelled (the queue's flag, read at most every ``CANCEL_POLL_S``) or ran past the
+server's time limit, and stops there; the job ends "cancelled", keeping what it saved (a tune's
+checkpoints).
+
 Job parameters are checked when they are submitted (server.py); here they are only run:
 
 - ``tune``: {upload, model, settings (TuneConfig fields)} -> tunes/tune-<id> (resumes there
@@ -23,21 +28,31 @@ import time
 import traceback
 from typing import Any
 
+from ..cancel import Cancelled, cancellable, checkpoint
 from ..config import EditConfig, GridConfig, TuneConfig, from_json
 from ..errors import UserError
 from .jobs import Job, JobQueue
 from .store import Store
 
 log = logging.getLogger("unitune.serve")
+CANCEL_POLL_S = 0.5  # how often a running job reads its cancel flag from the queue
 
 
 class Worker:
     """Runs ``queue``'s jobs on ``slots`` threads with the models named in ``models``."""
 
-    def __init__(self, queue: JobQueue, store: Store, models: dict[str, str], device: str = "auto",
-                 slots: int = 1, poll: float = 0.3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        queue: JobQueue,
+        store: Store,
+        models: dict[str, str],
+        device: str = "auto",
+        slots: int = 1,
+        poll: float = 0.3,
+        timeout_s: float = float("inf"),
+    ) -> None:
         self.queue, self.store, self.models, self.device = queue, store, models, device
-        self.slots, self.poll = slots, poll
+        self.slots, self.poll, self.timeout_s = slots, poll, timeout_s
         self._local = threading.local()  # per slot: model name -> Backbone (a model's state is
         # not shared between threads: each slot loads its own copy of the models it runs)
         self._stop = threading.Event()
@@ -60,9 +75,28 @@ class Worker:
                 continue
             self.run(job)
 
+    def _should_stop(self, job: Job):
+        """The cancel scope's question for ``job``: cancelled, or past the time limit?"""
+        start, seen = time.monotonic(), {"at": 0.0, "cancel": False}
+
+        def ask() -> bool:
+            now = time.monotonic()
+            if now - start > self.timeout_s:
+                seen["why"] = f"stopped after the server's time limit of {self.timeout_s:g} s"
+                return True
+            if now - seen["at"] >= CANCEL_POLL_S:
+                seen["at"], seen["cancel"] = now, self.queue.cancel_requested(job.id)
+            return seen["cancel"]
+
+        return ask, seen
+
     def run(self, job: Job) -> None:
+        ask, seen = self._should_stop(job)
         try:
-            result = getattr(self, f"_{job.kind}")(job)
+            with cancellable(ask):
+                result = getattr(self, f"_{job.kind}")(job)
+        except Cancelled:
+            self.queue.fail(job.id, seen.get("why", "cancelled"), state="cancelled")
         except UserError as e:
             self.queue.fail(job.id, str(e))
         except Exception as e:  # noqa: BLE001 - a job's failure must not stop the worker
@@ -103,6 +137,7 @@ class Worker:
         first: list[int] = []
 
         def on_step(step: int, loss: float) -> None:
+            checkpoint()  # a cancelled tune stops here, its saved checkpoints kept
             first.append(step) if not first else None
             done = step - first[0] + 1  # steps run by this process (a resumed run starts later)
             eta = (time.time() - start) / done * (cfg.steps - step)
