@@ -81,6 +81,5 @@ def render_grid(
         title=title,
         cell_size=grid.cell,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
     return [out, *saved]

@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 
 from .config import EditConfig
 from .errors import UserError
-from .fileio import atomic_write, atomic_write_json
+from .fileio import atomic_write, atomic_write_json, clean_leftovers
 
 
 def _quote(v: Any) -> str:
@@ -81,14 +81,28 @@ def save_png(
     params: dict[str, Any],
     text_params: dict[str, Any] | None = None,
 ) -> Path:
-    """Write PNG (atomically) with a `parameters` chunk, and its JSON sidecar next to it."""
+    """Write PNG (atomically) with a `parameters` chunk, then its JSON sidecar next to it: a
+    sidecar never exists without its PNG (a PNG whose sidecar a kill prevented still carries the
+    params in its `unitune` chunk, which ``read_sidecar`` reads). The first write into a folder
+    removes the temps a killed run left there."""
     path = Path(path)
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", format_parameters(text_params or params))
     info.add_text("unitune", json.dumps(params))
-    atomic_write_json(sidecar_path(path), params)
+    _clean_once(path.parent)
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
+    atomic_write_json(sidecar_path(path), params)
     return path
+
+
+_cleaned: set[Path] = set()
+
+
+def _clean_once(folder: Path) -> None:
+    key = folder.absolute()
+    if key not in _cleaned:
+        clean_leftovers(folder)
+        _cleaned.add(key)
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

@@ -10,13 +10,14 @@ last checkpoint. The model passed in is left exactly as it was (``ModelState.tra
 
 from __future__ import annotations
 
-import shutil
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import adapters, patches
@@ -25,8 +26,8 @@ from .backbones import load, probe
 from .backbones.base import Backbone, warn_long_prompts
 from .checks import check_tune, refuse_quantized_full, settings_dict
 from .config import DEFAULT_MODEL, Acceleration, TuneConfig
-from .errors import UserError
-from .fileio import atomic_save_safetensors
+from .errors import UnituneWarning, UserError
+from .fileio import clean_leftovers, recover, remove_file
 from .images import Placement, fit_image, pil_to_tensor
 from .state import state_of
 from .tunefolder import (
@@ -90,7 +91,10 @@ def tune(
     torch.compile / channels_last for a model loaded here. ``keep_resume``: keep the exact
     training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes."""
     out = Path(out)
+    recover(out)  # a killed run's temps beside the folder (and a half-done --overwrite)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
+    if plan.resume is not None:
+        clean_leftovers(out, recursive=True)  # a killed run's temp files inside it
     img, sha, folder, cfg = plan.image, plan.sha256, plan.resume, plan.cfg
     refuse_quantized_full(accel, cfg.method)
     owned = backbone is None
@@ -102,13 +106,20 @@ def tune(
             f"{out} holds a tune of a different model weights",
             "pass --overwrite to start fresh, or another --out",
         )
-    if plan.clear:  # --overwrite: only now that the model has loaded
-        shutil.rmtree(out)
+    # --overwrite: the new folder replaces the old in one rename (TuneFolder.create), once
+    # the model has loaded
     res = cfg.resolution or bb.resolution
     if res % bb.size_multiple:
         raise UserError(f"--resolution {res} is not a multiple of {bb.size_multiple}", "round it")
     fitted, placement = fit_image(img, (res, res), cfg.resize)
     if folder is None:
+
+        def base_files(tmp: Path) -> None:  # in the new folder before it moves in
+            img.save(tmp / "original.png", format="PNG")
+            fitted.save(tmp / "base.png", format="PNG")
+            x0 = bb.encode_image(pil_to_tensor(fitted)).detach().contiguous().cpu()
+            save_file({"latents": x0}, str(tmp / "base_latents.safetensors"))
+
         folder = TuneFolder.create(
             out,
             {
@@ -129,11 +140,8 @@ def tune(
                 "checkpoints": {},
                 "loss_history": [],
             },
+            base_files,
         )
-        img.save(out / "original.png")
-        fitted.save(out / "base.png")
-        x0 = bb.encode_image(pil_to_tensor(fitted))
-        atomic_save_safetensors({"latents": x0.cpu()}, out / "base_latents.safetensors")
     placement = Placement.from_dict(folder.manifest["placement"])
     warn_long_prompts(bb, [cfg.prompt()])
     cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
@@ -147,9 +155,8 @@ def tune(
 
 
 def _drop_resume(folder: TuneFolder, keep: bool) -> None:
-    resume_file = folder.path / RESUME
-    if resume_file.exists() and not keep:
-        resume_file.unlink()  # exact state is only needed while a run can still be resumed
+    if not keep:  # exact state is only needed while a run can still be resumed
+        remove_file(folder.path / RESUME)
 
 
 def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, progress, on_step,
@@ -160,6 +167,8 @@ def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, pro
     (Backbone.training_cond), on the base stage's device."""
     path = folder.path / SR_DIR
     sr = TuneFolder.open(path) if (path / MANIFEST).is_file() else None
+    if sr is not None:
+        clean_leftovers(path, recursive=True)
     bb = load(probe(cfg.sr_model), base.device, accel=accel)
     if sr is not None and sr.manifest.get("model_digest") != bb.digest:
         raise UserError(f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh")  # fmt: skip
@@ -167,13 +176,17 @@ def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, pro
     if sr is None:
         hi, _ = fit_image(img, (res, res), cfg.resize)
         m = folder.manifest
+
+        def base_files(tmp: Path) -> None:
+            hi.save(tmp / "base.png", format="PNG")
+            lat = bb.encode_image(pil_to_tensor(hi)).detach().contiguous().cpu()
+            save_file({"latents": lat}, str(tmp / "base_latents.safetensors"))
+
         sr = TuneFolder.create(path, {**{k: m[k] for k in ("image", "placement", "prompt", "settings", "versions")},
                                       "model": cfg.sr_model, "model_path": bb.model_ref, "family": bb.family,
                                       "model_digest": bb.digest, "resolution": [res, res],
                                       "size_multiple": bb.size_multiple, "status": "running",
-                                      "checkpoints": {}, "loss_history": []})  # fmt: skip
-        hi.save(path / "base.png")
-        atomic_save_safetensors({"latents": bb.encode_image(pil_to_tensor(hi)).cpu()}, path / "base_latents.safetensors")  # fmt: skip
+                                      "checkpoints": {}, "loss_history": []}, base_files)  # fmt: skip
     low = folder.base_latents()  # the base stage's image (pixels: IF's model space)
     _train(sr, bb, cfg, img, progress, on_step, bb.with_low(cond, low))
     _drop_resume(sr, keep_resume)
@@ -192,8 +205,15 @@ def _train(
     the folder is complete)."""
     dev = bb.device
     cuda = dev.type == "cuda"
+    # a rerun trusts only what verifies: every recorded checkpoint's size and sha256
+    damaged = folder.damaged(digest=True)
     if folder.manifest.get("status") == "complete":
-        return
+        if not damaged:
+            return
+        folder.manifest["status"] = "running"
+    if damaged:
+        warnings.warn(f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; re-training them",  # fmt: skip
+                      UnituneWarning, stacklevel=2)  # fmt: skip
     x0_base = folder.base_latents().to(dev, bb.dtype)  # (1, C, h, w)
     state = state_of(bb)
     with state.training(cfg) as trainable:
@@ -201,16 +221,20 @@ def _train(
         opt = Adafactor(trainable, lr=cfg.learning_rate())  # transformers' update, batched
         gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
         start = 0
-        history: list[float] = list(folder.manifest.get("loss_history", []))
+        history: list[float] = []
         # full tunes store deltas against the PRETRAINED weights (taken before a resume loads)
         base_state = state.snapshot() if cfg.method == "full" else None
         resume = load_resume_state(folder)
+        if resume is not None and damaged and damaged[0] <= resume[0]:
+            resume = None  # a damaged checkpoint before the resume point: only step 0 re-makes it
         if resume is not None:
-            start, tensors, scalars = resume
+            start, tensors, scalars, hist = resume
             adapters.load_trainable_state(module, tensors)
             _restore_optimizer(opt, tensors, scalars)
             gen.set_state(tensors["rng"])
-            history = history[:start]
+            # the resume file's own history (older files: the manifest's, cut at its step)
+            old = folder.manifest.get("loss_history", [])[:start]
+            history = list(hist if hist is not None else old)
         # checkpoints past --steps are dropped; the last step is always saved
         save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
         if start < cfg.steps:
@@ -279,5 +303,5 @@ def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainabl
             folder.save_checkpoint(done, weights, meta, record)
             opt_t, scalars = _flatten_optimizer(opt)
             exact = {**adapters.trainable_state(module), **opt_t, "rng": gen.get_state()}
-            save_resume_state(folder, done, exact, scalars)
+            save_resume_state(folder, done, exact, scalars, history)
     folder.manifest["loss_history"] = history

@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import TuneConfig
-from .errors import UserError
-from .fileio import atomic_save_safetensors, atomic_write_json
+from .errors import UnituneWarning, UserError
+from .fileio import (
+    atomic_save_safetensors,
+    atomic_write_json,
+    file_sha256,
+    install_dir,
+    new_dir,
+    writing,
+)
 
 if (
     TYPE_CHECKING
@@ -62,6 +72,7 @@ def ckpt_name(step: int) -> str:
 class TuneFolder:
     path: Path
     manifest: dict[str, Any]
+    _verified: set = field(default_factory=set, repr=False, compare=False)  # digests checked
 
     @classmethod
     def open(cls, path: str | Path) -> TuneFolder:
@@ -84,13 +95,29 @@ class TuneFolder:
         return cls(p, manifest)
 
     @classmethod
-    def create(cls, path: str | Path, manifest: dict[str, Any]) -> TuneFolder:
+    def create(
+        cls,
+        path: str | Path,
+        manifest: dict[str, Any],
+        write_files: Callable[[Path], None] | None = None,
+    ) -> TuneFolder:
+        """A new tune folder, built in a hidden folder beside ``path`` (``write_files(tmp)`` writes
+        the base files there, then the manifest) and moved in by one rename, replacing what is
+        at ``path``: a kill at any moment leaves the old folder or this complete one."""
         p = Path(path)
-        (p / "checkpoints").mkdir(parents=True, exist_ok=True)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
-        tf = cls(p, manifest)
-        tf.save_manifest()
-        return tf
+        tmp = new_dir(p)
+        try:
+            with writing(tmp / MANIFEST):
+                (tmp / "checkpoints").mkdir()
+                if write_files is not None:
+                    write_files(tmp)
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            install_dir(tmp, p)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cls(p, manifest)
 
     def tune_config(self) -> TuneConfig:
         """The settings the tune was made with."""
@@ -101,25 +128,62 @@ class TuneFolder:
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
     # --- checkpoints -------------------------------------------------------------------------
+    # A checkpoint's manifest record holds its file's size and sha256: the file is written
+    # first, then the record, so a record vouches for a complete file. ``checkpoints`` checks
+    # sizes (a stat); ``resolve_checkpoint`` and ``damaged(digest=True)`` check digests too.
+    def problem(self, step: int, digest: bool = True) -> str | None:
+        """What is wrong with checkpoint ``step``'s file (None: it is as recorded)."""
+        rec = self.manifest.get("checkpoints", {}).get(str(step))
+        if rec is None:
+            return "not recorded"
+        f = self.path / ckpt_name(step)
+        try:
+            st = f.stat()
+        except OSError:
+            return "its file is missing"
+        if "size" in rec and st.st_size != rec["size"]:
+            return f"its file has {st.st_size} bytes, {rec['size']} were written"
+        if digest and "sha256" in rec:
+            key = (step, st.st_size, st.st_mtime_ns, rec["sha256"])
+            if key not in self._verified:
+                if file_sha256(f) != rec["sha256"]:
+                    return "its file's sha256 differs from the one written"
+                self._verified.add(key)
+        return None
+
+    def damaged(self, digest: bool = True) -> list[int]:
+        """Recorded checkpoints whose file is missing or differs from what was written."""
+        steps = sorted(int(s) for s in self.manifest.get("checkpoints", {}))
+        return [s for s in steps if self.problem(s, digest) is not None]
+
     @property
     def checkpoints(self) -> list[int]:
-        """Saved checkpoint steps whose file exists, ascending (step 0 = the pretrained model)."""
+        """Saved checkpoint steps whose file exists with its recorded size, ascending (step 0 =
+        the pretrained model)."""
         steps = [int(s) for s in self.manifest.get("checkpoints", {})]
-        return sorted(s for s in steps if (self.path / ckpt_name(s)).is_file())
+        return sorted(s for s in steps if self.problem(s, digest=False) is None)
 
     def resolve_checkpoint(self, step: int | None) -> int:
-        saved = self.checkpoints
+        """The checkpoint to use (None: the last saved), verified against its record (size and
+        sha256) or a UserError naming what is wrong."""
+        recorded = sorted(int(s) for s in self.manifest.get("checkpoints", {}))
         if step is None:
-            if not saved:
+            if not recorded:
                 raise UserError(f"{self.path} has no checkpoints yet", "run `unitune tune` on it")
-            return saved[-1]
+            step = recorded[-1]
         if step == 0:
             return 0  # the pretrained model itself
-        if step not in saved:
-            have = ", ".join(map(str, saved)) or "none"
+        if step not in recorded:
+            have = ", ".join(map(str, self.checkpoints)) or "none"
             raise UserError(
                 f"checkpoint {step} is not in {self.path} (saved: {have})",
                 "pick one of the saved steps, or 0 for the pretrained model",
+            )
+        why = self.problem(step)
+        if why is not None:
+            raise UserError(
+                f"checkpoint {step} of {self.path} is damaged ({why})",
+                "re-run the same `unitune tune` command on this folder: it re-trains it",
             )
         return step
 
@@ -127,8 +191,11 @@ class TuneFolder:
         self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], record: dict
     ) -> None:
         name = ckpt_name(step)
-        atomic_save_safetensors(tensors, self.path / name, {"unitune": json.dumps(meta)})
-        self.manifest.setdefault("checkpoints", {})[str(step)] = {"file": name, **record}
+        f = atomic_save_safetensors(tensors, self.path / name, {"unitune": json.dumps(meta)})
+        size, sha = f.stat().st_size, file_sha256(f)
+        self.manifest.setdefault("checkpoints", {})[str(step)] = {
+            "file": name, "size": size, "sha256": sha, **record
+        }  # fmt: skip
         self.save_manifest()
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -161,23 +228,59 @@ def is_cascade(tune_dir: str | Path) -> bool:
     return (Path(tune_dir) / SR_DIR / MANIFEST).is_file()
 
 
-def save_resume_state(
-    folder: TuneFolder, step: int, tensors: dict[str, torch.Tensor], scalars: dict
-) -> None:
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes (the resume state's own check)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_resume_state(folder: TuneFolder, step: int, tensors: dict[str, torch.Tensor],
+                      scalars: dict, history: list[float]) -> None:  # fmt: skip
+    """The exact training state at ``step`` with the loss history up to it: the resume file is
+    the authority on where a rerun continues and what it has recorded so far."""
     atomic_save_safetensors(
         tensors,
         folder.path / RESUME,
-        {"step": str(step), "scalars": json.dumps(scalars)},
+        {
+            "step": str(step),
+            "scalars": json.dumps(scalars),
+            "history": json.dumps(history),
+            "digest": _tensors_digest(tensors),
+        },
     )
 
 
-def load_resume_state(folder: TuneFolder) -> tuple[int, dict[str, torch.Tensor], dict] | None:
+def load_resume_state(
+    folder: TuneFolder,
+) -> tuple[int, dict[str, torch.Tensor], dict, list[float] | None] | None:
+    """(step, tensors, scalars, loss history up to step) of the resume file, or None when there
+    is none or it does not verify (then the run starts over; warned)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     f = folder.path / RESUME
     if not f.is_file():
         return None
-    with safe_open(str(f), framework="pt") as sf:
-        md = sf.metadata() or {}
-    return int(md["step"]), load_file(str(f)), json.loads(md.get("scalars", "{}"))
+    try:
+        with safe_open(str(f), framework="pt") as sf:
+            md = sf.metadata() or {}
+        tensors = load_file(str(f))
+        step = int(md["step"])
+        if "digest" in md and _tensors_digest(tensors) != md["digest"]:
+            raise ValueError("digest mismatch")
+        hist = json.loads(md["history"]) if "history" in md else None
+        if hist is not None and len(hist) != step:
+            raise ValueError("history length")
+        return step, tensors, json.loads(md.get("scalars", "{}")), hist
+    except Exception as e:  # noqa: BLE001 - any damage: not trusted
+        warnings.warn(f"{f} is damaged ({type(e).__name__}: {e}); the tune restarts from step 0",
+                      UnituneWarning, stacklevel=2)  # fmt: skip
+        return None

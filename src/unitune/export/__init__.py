@@ -7,19 +7,21 @@
   (``--out x.safetensors``) one file in the family's original (A1111) layout.
 
 Everything is checked first (checks.check_export); files are written to a temp and renamed,
-folders built beside the target and moved in, so a failure leaves nothing half-written.
+folders built beside the target and swapped in by one rename (fileio.install_dir), so a failure
+or a kill leaves the old export or the new one, never half of either; a rerun removes the temps
+a killed export left (fileio.recover).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..checks import check_export, tune_model_ref
+from ..fileio import atomic_save_safetensors, install_dir, new_dir, recover, writing
 from ..tunefolder import TuneFolder
 
 
@@ -41,9 +43,11 @@ def provenance(folder: TuneFolder, step: int) -> dict[str, Any]:
 
 def export(tune_dir: str | Path, fmt: str, out: str | Path, checkpoint: int | None = None,
            rank: int | None = None, overwrite: bool = False, device: str = "cpu") -> Exported:  # fmt: skip
+    recover(out)  # a killed export's temps beside --out (and a half-done --overwrite)
     plan = check_export(tune_dir, fmt, out, checkpoint, rank, overwrite)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out, "create the folder of"):
+        out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "merged":
         return _merged(plan, out, device)
     return _lora(plan, fmt, out, rank)
@@ -84,7 +88,6 @@ def _lora(plan, fmt: str, out: Path, rank: int | None) -> Exported:
 
 def _merged(plan, out: Path, device: str) -> Exported:
     from ..backbones import load_model
-    from ..fileio import atomic_save_safetensors
     from ..state import state_of
 
     folder = plan.folder
@@ -94,14 +97,13 @@ def _merged(plan, out: Path, device: str) -> Exported:
     if plan.single_file:
         atomic_save_safetensors(bb.original_layout(module), out, meta)
         return Exported(out, [])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = new_dir(out)  # built beside --out, then swapped in: the old export or the new, whole
     try:
-        bb.to_pipeline(module).save_pretrained(tmp, safe_serialization=True)
-        (tmp / "unitune_export.json").write_text(meta["unitune"] + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with writing(out):
+            bb.to_pipeline(module).save_pretrained(tmp, safe_serialization=True)
+            (tmp / "unitune_export.json").write_text(meta["unitune"] + "\n")
+        install_dir(tmp, out)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return Exported(out, [])

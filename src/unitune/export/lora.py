@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..fileio import atomic_save_safetensors
+from ..fileio import atomic_save_safetensors, new_dir, writing
 
 LORA_A, LORA_B = ".lora_A.weight", ".lora_B.weight"
 
@@ -79,19 +79,23 @@ def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, An
     params = inspect.signature(pipeline_class.save_lora_weights).parameters
     net = "unet" if "unet_lora_layers" in params else "transformer"
     layers = {k: v.float().contiguous() for k, v in tensors.items()}
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        pipeline_class.save_lora_weights(
-            tmp,
-            **{
-                f"{net}_lora_layers": layers,
-                f"{net}_lora_adapter_metadata": json.loads(json.dumps(config)),
-            },  # fmt: skip
-            safe_serialization=True,
-        )
-        written = Path(tmp) / "pytorch_lora_weights.safetensors"
+    tmp = new_dir(path)  # hidden beside the file: a killed run's is removed by the next
+    try:
+        with writing(path):
+            pipeline_class.save_lora_weights(
+                str(tmp),
+                **{
+                    f"{net}_lora_layers": layers,
+                    f"{net}_lora_adapter_metadata": json.loads(json.dumps(config)),
+                },  # fmt: skip
+                safe_serialization=True,
+            )
+        written = tmp / "pytorch_lora_weights.safetensors"
         with safe_open(str(written), framework="pt") as f:
             meta = dict(f.metadata() or {})
         atomic_save_safetensors(load_file(str(written)), path, {**meta, **extra_meta})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kohya_metadata(provenance: dict[str, Any], config: dict[str, Any], base_version: str,
