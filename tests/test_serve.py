@@ -33,13 +33,13 @@ def _free_port() -> int:
 class Srv:
     """A `unitune serve` subprocess on a free loopback port."""
 
-    def __init__(self, data: Path, *extra: str) -> None:
+    def __init__(self, data: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data, self.port = data, _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         argv = [sys.executable, "-m", "unitune.cli", "serve", "--data", str(data), "--port",
                 str(self.port), "--device", "cpu", *extra]  # fmt: skip
         self.log = open(data.parent / f"serve-{self.port}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         end = time.time() + 120
         while time.time() < end:
             try:
@@ -76,21 +76,21 @@ def srv(tmp_path):
         s.kill()
 
 
-def _wait(client, job: int, timeout: float = 300) -> dict:
+def _wait(client, job: str, timeout: float = 300) -> dict:
     end = time.time() + timeout
     while time.time() < end:
         st = client.predict(job, api_name="/job")
-        if st["state"] in ("done", "failed"):
+        if st["state"] in ("done", "failed", "cancelled"):
             return st
         time.sleep(0.5)
     raise TimeoutError(f"job {job}")
 
 
-def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> int:
+def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> str:
     from gradio_client import handle_file
 
     job, _status = client.predict(handle_file(photo), caption, steps, "world", api_name="/submit_tune")  # fmt: skip
-    return int(job)
+    return job
 
 
 @pytest.mark.slow
@@ -177,21 +177,22 @@ def test_restart_during_a_tune_resumes_and_loses_nothing(srv, demo_photo, tmp_pa
     assert _wait(c, first)["state"] == "done"
     long, queued = _submit_tune(c, demo_photo, 48), _submit_tune(c, demo_photo, 2, "another")
     q = JobQueue(s.data / "queue.sqlite")
-    tune_dir = s.data / "tunes" / f"tune-{long}" / "checkpoints"
+    long_id, queued_id = q.find(long, None).id, q.find(queued, None).id
+    tune_dir = s.data / "tunes" / f"tune-{long_id}" / "checkpoints"
     end = time.time() + 300
     while not (tune_dir / "step-000032.safetensors").exists():  # the 16- and 32-step checkpoints
         assert time.time() < end
         time.sleep(0.2)
     s.kill()
-    assert q.get(long).state == "running" and q.get(queued).state == "queued"
+    assert q.get(long_id).state == "running" and q.get(queued_id).state == "queued"
     s2 = srv(data=s.data)
     c2 = s2.client()
     assert _wait(c2, long)["state"] == "done" and _wait(c2, queued)["state"] == "done"
-    job = q.get(long)
+    job = q.get(long_id)
     assert job.attempts == 2 and job.result["checkpoints"] == [16, 32, 48]
     assert len(job.result["loss"]) == 48  # one history: the resumed run continued it
     assert job.progress["step"] == 48
-    assert q.get(first).state == "done" and q.counts()["failed"] == 0
+    assert q.find(first, None).state == "done" and q.counts()["failed"] == 0
 
 
 def _bomb(path: Path) -> Path:
@@ -231,7 +232,7 @@ def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path
     with pytest.raises(Exception, match="queue is full"):
         _submit_tune(c, demo_photo, 2)
     q = JobQueue(s.data / "queue.sqlite")
-    assert q.counts()["queued"] == 1 and q.get(running).state == "running"
+    assert q.counts()["queued"] == 1 and q.find(running, None).state == "running"
     uploads = sorted(p.name for p in (s.data / "uploads").iterdir())
     assert all(len(n) == 36 and n.endswith(".png") for n in uploads), uploads
     s.kill()
@@ -240,20 +241,19 @@ def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path
     assert not outside, outside  # nothing but the data dir (and the test's own files) written
 
 
-def _tuned(c, photo: str, steps: int = 4) -> int:
+def _tuned(c, photo: str, steps: int = 4) -> str:
     job = _submit_tune(c, photo, steps, "a red circle")
     assert _wait(c, job)["state"] == "done"
     return job
 
 
 @pytest.mark.slow
-def test_api_refine_edit_with_mask_fidelity_and_sine(srv, demo_photo, tmp_path):
+def test_api_refine_edit_with_mask_fidelity_and_sine(team, demo_photo, tmp_path):
     """The Refine tab's call through the API: seeds, the fidelity knob, SINE, a drawn mask
     (an ImageEditor layer); the PNGs come back with their parameters."""
     from gradio_client import handle_file
 
-    s = srv()
-    c = s.client()
+    c = team.client("ana")
     tune = _tuned(c, demo_photo, 16)  # the fidelity knob's map starts at checkpoint 16
     w, h = Image.open(demo_photo).size
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -262,9 +262,9 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(srv, demo_photo, tmp_path):
     mask = {"background": handle_file(demo_photo), "layers": [handle_file(str(tmp_path / "layer.png"))],
             "composite": handle_file(demo_photo)}  # fmt: skip
     job, _ = c.predict(tune, "a green circle", "0,1", 0.8, True, "", "sine", 300, 0.6, mask, api_name="/submit_edit")  # fmt: skip
-    st = _wait(c, int(job))
+    st = _wait(c, job)
     assert st["state"] == "done", st
-    files = c.predict(int(job), api_name="/files")
+    files = c.predict(job, api_name="/files")
     assert len(files) == 2
     text = Image.open(files[0]).text["parameters"]
     assert "SINE K: 300" in text and "Mask:" in text and 'Batch seeds: "0,1"' in text, text
@@ -272,16 +272,6 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(srv, demo_photo, tmp_path):
     assert stored["edit_config"]["sine_v"] == 0.6
     with pytest.raises(Exception, match="empty"):  # a bad request: one clear line, not queued
         c.predict(tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
-
-
-@pytest.mark.slow
-def test_login_required_when_auth_is_set(srv):
-    from gradio_client import Client
-
-    s = srv("--auth", "ana:long-password")
-    with pytest.raises(Exception):  # noqa: B017 - gradio_client raises its own types
-        Client(s.url, verbose=False)
-    assert "/submit_tune" in Client(s.url, auth=("ana", "long-password"), verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -300,7 +290,7 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
             job, _ = c.predict(tune, "a green circle", str(i), 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
         except Exception as e:  # noqa: BLE001
             return ("refused", str(e))
-        return ("done" if _wait(c, int(job))["state"] == "done" else "failed", int(job))
+        return ("done" if _wait(c, job)["state"] == "done" else "failed", job)
 
     start = time.time()
     with ThreadPoolExecutor(n) as pool:
@@ -311,3 +301,176 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
     assert len(done) + len(refused) == n and done, outcomes
     assert all("queue is full" in msg for _, msg in refused), refused
     print(f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, {wall:.1f} s, {len(done) / wall:.2f} edits/s")  # fmt: skip
+
+
+# --- one server shared by the tests below: three logins, a pre-existing file in --data ----------
+USERS = {"ana": "ana-long-password", "bob": "bob-long-password", "carol": "carol-long-password"}
+
+
+class Team(Srv):
+    """A server with a login per user; ``client(user)`` / ``http(user)`` call it as that user."""
+
+    def client(self, user: str = "ana"):
+        from gradio_client import Client
+
+        return Client(self.url, auth=(user, USERS[user]), verbose=False)
+
+    def http(self, user: str = "ana"):
+        import httpx
+
+        h = httpx.Client(base_url=self.url, timeout=30)
+        assert h.post("login", data={"username": user, "password": USERS[user]}).status_code == 200
+        return h
+
+    def gradio_tmp(self) -> Path:
+        """The server's private Gradio folder (made under the TMPDIR the fixture gives it)."""
+        (tmp,) = (self.data.parent / "tmp").glob("unitune-serve-*")
+        return tmp
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    data = tmp_path_factory.mktemp("team") / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("in the data folder before the server started")
+    logins = [a for u, pw in USERS.items() for a in ("--auth", f"{u}:{pw}")]
+    (data.parent / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(data.parent / "tmp")}
+    s = Team(data, *logins, "--limit", "max_seeds=4", "--limit", "max_tune_steps=5000", env=env)
+    yield s
+    s.kill()
+    log = Path(s.log.name).read_text()
+    assert "Traceback" not in log, log[-3000:]  # every refusal was one line, in the log too
+
+
+def _refused(call, *words: str) -> str:
+    """``call`` is refused with one line naming one of ``words``."""
+    with pytest.raises(Exception) as e:
+        call()
+    msg = str(e.value)
+    assert "\n" not in msg.strip() and any(w in msg for w in words), msg
+    return msg
+
+
+@pytest.mark.slow
+def test_the_server_hands_out_only_a_jobs_own_files(team, demo_photo):
+    """Nothing under --data is served by path (the queue, uploads, checkpoints, outputs, a file
+    that was there before the server), however the path is spelled; a job's own images come
+    back through its token, with their parameters."""
+    c = team.client("ana")
+    tune = _tuned(c, demo_photo)
+    job, _ = c.predict(tune, "a green circle", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+    assert _wait(c, job)["state"] == "done"
+    (png,) = c.predict(job, api_name="/files")
+    assert "beikkpic a green circle" in Image.open(png).text["parameters"]
+    d = team.data.resolve()
+    private = [d / "queue.sqlite", d / "notes.txt", *d.glob("uploads/*.png"), *d.glob("tunes/*/manifest.json"),
+               *d.glob("tunes/*/checkpoints/*.safetensors"), *d.glob("edits/*/*.png"), *d.glob("edits/*/*.json")]  # fmt: skip
+    assert len(private) >= 7, private
+    h = team.http("ana")
+    for p in private:
+        for spelled in (str(p), str(p).replace("/", "%2F"), f"{team.gradio_tmp()}/../..{p}", f"{d}/./{p.relative_to(d)}"):  # fmt: skip
+            r = h.get(f"gradio_api/file={spelled}")
+            assert r.status_code in (403, 404), (spelled, r.status_code)
+    assert h.get("gradio_api/file=/etc/passwd").status_code in (403, 404)
+    assert not any(team.gradio_tmp() in p.parents for p in private)  # Gradio's folder is elsewhere
+
+
+@pytest.mark.slow
+def test_an_uploaded_html_file_is_an_attachment_and_is_not_kept(team, tmp_path):
+    """A script uploaded as a file is served back (to whoever has its unguessable path) only as
+    a download, never inline; and once a request has read an upload that is no image, the
+    upload is gone from the server."""
+    from gradio_client import handle_file
+
+    marker = b"UNITUNE-XSS-MARKER"
+    page = b"<html><script>alert(document.cookie)</script>" + marker + b"</html>"
+    h = team.http("ana")
+    sent = set()
+    for name, ctype in (("evil.html", "text/html"), ("evil.svg", "image/svg+xml")):
+        (up,) = h.post("gradio_api/upload", files={"files": (name, page, ctype)}).json()
+        sent.add(Path(up).parent.name)
+        r = h.get(f"gradio_api/file={up}")
+        assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["content-disposition"].startswith("attachment"), r.headers
+        assert r.headers["content-type"] == "application/octet-stream", r.headers
+    c = team.client("ana")
+    (tmp_path / "evil.html").write_bytes(page)
+    _refused(lambda: c.predict(handle_file(str(tmp_path / "evil.html")), "", 4, "world", api_name="/submit_tune"), "Invalid file type")  # fmt: skip
+    (tmp_path / "evil.png").write_bytes(page)  # named like an image: reaches the server's check
+    _refused(lambda: c.predict(handle_file(str(tmp_path / "evil.png")), "", 4, "world", api_name="/submit_tune"), "not an image")  # fmt: skip
+    kept = [p for p in team.gradio_tmp().rglob("evil.*") if marker in p.read_bytes()]
+    kept = [p for p in kept if p.parent.name not in sent]  # the two sent by hand above stay
+    assert not kept, kept  # the upload that was read is deleted
+    assert not [p for p in team.data.rglob("*") if p.is_file() and marker in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_jobs_belong_to_the_login_that_made_them(team, demo_photo):
+    from gradio_client import Client
+
+    with pytest.raises(Exception):  # noqa: B017 - no login, no page
+        Client(team.url, verbose=False)
+    ana, bob = team.client("ana"), team.client("bob")
+    tune = _tuned(ana, demo_photo)
+    assert len(tune) == 32 and int(tune, 16) >= 0  # 128 random bits, not a sequence number
+    assert _wait(ana, tune)["state"] == "done"
+    for call in (
+        lambda: bob.predict(tune, api_name="/job"),
+        lambda: bob.predict(tune, api_name="/files"),
+        lambda: bob.predict(tune, api_name="/cancel"),
+    ):
+        _refused(call, "no such job")
+    _refused(lambda: bob.predict(tune, "a green circle", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit"), "no such tune")  # fmt: skip
+    _refused(lambda: bob.predict(tune, "a green circle", "1", "0", api_name="/submit_grid"), "no such tune")  # fmt: skip
+    _refused(lambda: ana.predict("1", api_name="/job"), "no such job")  # ids are no names
+
+
+@pytest.mark.slow
+def test_one_request_cannot_occupy_the_server(team, demo_photo):
+    """Requests beyond the operator's limits, of the wrong type or NaN are refused in one line
+    before anything is queued; a running job stops when cancelled, a queued one never runs."""
+    c = team.client("ana")
+    tune = _tuned(c, demo_photo)
+    q = JobQueue(team.data / "queue.sqlite")
+    before = q.counts()["queued"] + q.counts()["running"]
+    edit = lambda seeds="0", prompt="a green circle", K=400, fid=0.5, use=False: c.predict(  # noqa: E731
+        tune, prompt, seeds, fid, use, "", "unitune", K, 0.7, None, api_name="/submit_edit")  # fmt: skip
+    _refused(lambda: edit(seeds="0,1,2,3,4"), "more than this server's 4")
+    _refused(lambda: edit(seeds=str(2**64)), "a seed must be in")
+    _refused(lambda: edit(seeds="zero"), "whole number")
+    _refused(lambda: edit(prompt="x" * 2_000_000), "characters")
+    _refused(lambda: edit(K="abc"), "--K")
+    _refused(lambda: edit(fid="nan", use=True), "finite")
+    _refused(lambda: c.predict(tune, "x", ",".join(["0.5"] * 100), "0", api_name="/submit_grid"), "max_grid_cells", "more than")  # fmt: skip
+    _refused(lambda: _submit_tune(c, demo_photo, 10**9), "steps must be in")
+    _refused(lambda: _submit_tune(c, demo_photo, "many"), "whole number")
+    assert q.counts()["queued"] + q.counts()["running"] == before  # nothing was queued
+    long = _submit_tune(c, demo_photo, 5000)
+    waiting = _submit_tune(c, demo_photo, 3)
+    assert c.predict(waiting, api_name="/cancel") == "cancelled"  # queued: ends now
+    end = time.time() + 300
+    while (c.predict(long, api_name="/job").get("progress") or {}).get("step", 0) < 2:
+        assert time.time() < end
+        time.sleep(0.3)
+    assert c.predict(long, api_name="/cancel") == "running"  # stops at its next step
+    st = _wait(c, long)
+    assert st["state"] == "cancelled" and st["progress"]["step"] < 5000, st
+    assert c.predict(waiting, api_name="/job")["state"] == "cancelled"
+    assert q.find(waiting, "ana").started is None  # it never ran
+
+
+@pytest.mark.slow
+def test_password_guessing_is_locked_out(team):
+    """After 5 wrong passwords a name is locked (the right password refused too), for a time
+    that doubles with each further failure; the other names are not affected."""
+    import httpx
+
+    def login(user: str, pw: str) -> int:
+        return httpx.post(team.url + "login", data={"username": user, "password": pw}).status_code
+
+    assert [login("carol", f"guess-{i}") for i in range(5)] == [400] * 5
+    assert login("carol", USERS["carol"]) == 400  # locked: 1 s after the 5th failure
+    assert login("bob", USERS["bob"]) == 200
+    time.sleep(1.5)
+    assert login("carol", USERS["carol"]) == 200

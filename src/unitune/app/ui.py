@@ -89,6 +89,7 @@ def _quiet(component, validate: bool = False):
                 payload = model.model_validate(payload, context={"validate_meta": True})
             return inner(payload)
         except gr.Error as e:
+            _drop_upload(payload)  # refused (e.g. the wrong type): not kept
             raise gr.Error(str(e).splitlines()[0][:200], print_exception=False) from None
         except Exception:  # noqa: BLE001 - gradio's decoders raise anything
             what = component.label or "upload"
@@ -116,6 +117,14 @@ def _take_upload(path: Any, what: str) -> bytes:
     if _upload_dir() / OUTBOX not in p.parents:  # our own hand-outs are decoded images: kept
         p.unlink(missing_ok=True)
     return data
+
+
+def _drop_upload(payload: Any) -> None:
+    """Delete the file(s) a refused upload left in Gradio's upload folder."""
+    for item in payload if isinstance(payload, list) else [payload]:
+        p = getattr(item, "path", None)
+        if isinstance(p, str) and _upload_dir() in Path(p).resolve().parents:
+            Path(p).unlink(missing_ok=True)
 
 
 def _hand(path: Path) -> str:
