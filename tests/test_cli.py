@@ -224,3 +224,184 @@ def test_third_party_logs_quiet_unless_verbose(tuned, tmp_path):
     assert r.returncode == 0 and r.stderr == "", r.stderr
     v = _cli(*argv, "--out", tmp_path / "v", "--verbose")
     assert v.returncode == 0 and "Loading pipeline components" in v.stderr, v.stderr
+
+
+# --- #31: every bad input refused before work starts, in one line ------------------------------
+class _Loaded(Exception):
+    """The command got past its checks: it was about to load a model."""
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Replace the step before any model loads: reaching it raises _Loaded."""
+    import unitune.cli as cli
+
+    monkeypatch.setattr(cli, "_before_load", lambda args: (_ for _ in ()).throw(_Loaded()))
+
+
+@pytest.fixture
+def bad_outs(tmp_path, monkeypatch):
+    """Outputs that cannot be written: an existing file, a FIFO, a path under a file, a folder
+    without write permission (faked through os.access: the tests may run as root)."""
+    import os
+
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir.png").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    os.mkfifo(tmp_path / "fifo.png")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != ro and real(p, mode, **kw))
+    return tmp_path
+
+
+FOLDER_OUTS = [("a-file", "is a file"), ("fifo", "device"), ("a-file/x", "not a folder"),
+               ("ro", "not writable"), ("ro/x", "not writable")]  # fmt: skip
+FILE_OUTS = [("a-dir.png", "is a folder"), ("fifo.png", "device"), ("a-file/x.png", "not a folder"),
+             ("ro/x.png", "not writable")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("out", "words"), FOLDER_OUTS)
+@pytest.mark.parametrize("cmd", ["edit", "tune", "demo", "export", "bench", "batch"])
+def test_unwritable_out_refused_before_loading(tuned, tiny_model, photo, bad_outs, capsys, no_load,
+                                               cmd, out, words):  # fmt: skip
+    o = str(bad_outs / out)
+    (bad_outs / "jobs.jsonl").write_text('{"image": "x.png"}\n')
+    argv = {
+        "edit": ["edit", tuned, "a dog", "--out", o],
+        "tune": ["tune", photo, "--model", tiny_model, "--out", o],
+        "demo": ["demo", "--out", o],
+        "export": ["export", tuned, "--format", "merged", "--out", o, "--overwrite"],
+        "bench": ["bench", "edits", "--quick", "--out", o],
+        "batch": ["batch", bad_outs / "jobs.jsonl", "--out", o],
+    }[cmd]
+    code, _, err = run(capsys, *argv)
+    assert_user_error(code, err, "--out", words)
+
+
+@pytest.mark.parametrize(("out", "words"), FILE_OUTS)
+def test_unwritable_grid_out_refused_before_loading(tuned, bad_outs, capsys, no_load, out, words):
+    code, _, err = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--out",
+                       bad_outs / out)  # fmt: skip
+    assert_user_error(code, err, "--out", words)
+
+
+def _broken(m: dict, how: str):
+    return {
+        "list": lambda: [m],
+        "settings": lambda: {**m, "settings": "lora"},
+        "checkpoints": lambda: {**m, "checkpoints": [2, 4]},
+        "placement": lambda: {k: v for k, v in m.items() if k != "placement"},
+        "resolution": lambda: {**m, "resolution": "big"},
+        "settings-key": lambda: {**m, "settings": {**m["settings"], "bogus": 1}},
+    }[how]()
+
+
+@pytest.mark.parametrize("how", ["list", "settings", "checkpoints", "placement", "resolution",
+                                 "settings-key"])  # fmt: skip
+def test_manifest_of_the_wrong_shape_refused(tuned, tiny_model, photo, tmp_path, capsys, no_load,
+                                             how):  # fmt: skip
+    import shutil
+
+    t = tmp_path / "t"
+    shutil.copytree(tuned, t)
+    m = json.loads((t / "manifest.json").read_text())
+    (t / "manifest.json").write_text(json.dumps(_broken(m, how)))
+    for argv in (["edit", t, "a dog", "--out", tmp_path / "e"],
+                 ["grid", t, "a dog", "--checkpoints", "2", "--out", tmp_path / "g.png"],
+                 ["export", t, "--format", "merged", "--out", tmp_path / "x"],
+                 ["tune", photo, "--model", tiny_model, "--out", t]):  # fmt: skip
+        code, _, err = run(capsys, *argv)
+        assert_user_error(code, err, "manifest")
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--seed", str(2**70)], ["--seed", "max_seed"]),
+        (["--seed", "-1"], ["--seed"]),
+        (["--steps", str(10**6)], ["--steps", "max_tune_steps"]),
+        (["--resolution", "100000"], ["--resolution", "max_side"]),
+        (["--batch-size", "1000"], ["--batch-size", "max_batch_size"]),
+        (["--save-at", "0,4"], ["--save-at"]),
+        (["--lr", "nan"], ["--lr"]),
+        (["--base-prompt", "a\x00b"], ["--base-prompt", "NUL"]),
+        (["--class-noun", "x" * 3000], ["--class-noun", "max_prompt_chars"]),
+    ],
+)
+def test_out_of_range_tune_numbers(tiny_model, photo, tmp_path, capsys, no_load, flags, words):
+    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "o",
+                       *flags)  # fmt: skip
+    assert_user_error(code, err, *words)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--seeds", str(2**64 + 1)], ["--seeds", "max_seed"]),
+        (["--seeds", ",".join(map(str, range(100)))], ["--seeds", "max_seeds"]),
+        (["--steps", "5000"], ["--steps", "max_sample_steps"]),
+        (["--size", "8192x8192"], ["--size", "max_side"]),
+        (["--negative-prompt", "x" * 3000], ["--negative-prompt", "max_prompt_chars"]),
+        (["--t0", "nan"], ["--t0"]),
+        (["--cfg", "inf"], ["--cfg"]),
+        (["--best-of", "1000"], ["--best-of", "max_seeds"]),
+    ],
+)
+def test_out_of_range_edit_numbers(tuned, tmp_path, capsys, no_load, flags, words):
+    code, _, err = run(capsys, "edit", tuned, "a dog", *flags, "--out", tmp_path / "e")
+    assert_user_error(code, err, *words)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "a\x00b", "x" * 3000])
+def test_bad_edit_prompts(tuned, tmp_path, capsys, no_load, prompt):
+    for argv in (["edit", tuned, prompt], ["grid", tuned, prompt, "--checkpoints", "2"]):
+        code, _, err = run(capsys, *argv, "--out", tmp_path / "e.png")
+        assert_user_error(code, err, "prompt")
+
+
+def test_grid_cells_bounded(tuned, tmp_path, capsys, no_load):
+    code, _, err = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--t0",
+                       ",".join(["0.9"] * 50), "--seeds", "0,1,2,3,4", "--out", tmp_path / "g.png")  # fmt: skip
+    assert_user_error(code, err, "500 cells", "max_grid_cells")
+
+
+def test_steps_beyond_the_schedule_refused(tuned, tiny_model, tmp_path, capsys, no_load):
+    """A model whose scheduler trained on 20 timesteps has no 50-step schedule: refused from its
+    scheduler config, before the model loads."""
+    import shutil
+
+    short = tmp_path / "short"
+    shutil.copytree(tiny_model, short)
+    sc = short / "scheduler" / "scheduler_config.json"
+    sc.write_text(json.dumps({**json.loads(sc.read_text()), "num_train_timesteps": 20}))
+    t = tmp_path / "t"
+    shutil.copytree(tuned, t)
+    m = json.loads((t / "manifest.json").read_text())
+    (t / "manifest.json").write_text(json.dumps({**m, "model": str(short), "model_path": str(short)}))  # fmt: skip
+    code, _, err = run(capsys, "edit", t, "a dog", "--steps", 50, "--out", tmp_path / "e")
+    assert_user_error(code, err, "--steps 50", "20-step")
+    with pytest.raises(_Loaded):
+        run(capsys, "edit", t, "a dog", "--steps", 10, "--out", tmp_path / "e")
+
+
+def test_library_refuses_what_the_cli_refuses(tuned):
+    """Editor.edit runs the CLI's checks (and the scheduler's table, with the limits raised)."""
+    from unitune.config import EditConfig, WorkLimits
+    from unitune.edit import Editor
+    from unitune.errors import UserError
+
+    ed = Editor(tuned, "cpu")
+    for prompt, cfg, words in [
+        ("a dog", EditConfig(seeds=(2**70,)), "max_seed"),
+        ("a dog", EditConfig(steps=2.5), "--steps"),
+        ("a\x00", EditConfig(), "NUL"),
+        ("x" * 3000, EditConfig(), "max_prompt_chars"),
+    ]:
+        with pytest.raises(UserError, match=words):
+            ed.edit(prompt, cfg, progress=False)
+    with pytest.raises(UserError, match="1000-step training schedule"):
+        ed.edit("a dog", EditConfig(steps=1500), progress=False,
+                limits=WorkLimits(max_sample_steps=5000))  # fmt: skip

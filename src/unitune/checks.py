@@ -16,6 +16,7 @@ from PIL import Image
 
 from .backbones import SHORT_NAMES, ModelSpec, check_cascade, check_vae, probe
 from .config import (
+    BIG,
     Acceleration,
     EditConfig,
     GridConfig,
@@ -53,46 +54,47 @@ def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
     a folder is needed and the reverse, a device / FIFO / socket, and a place whose nearest
     existing parent is not a writable folder."""
     text = str(path)
+    shown = show_value(text, 300)
     if not text or "\x00" in text:
-        raise UserError(f"{flag} {show_value(text)} is not a path", f"pass a {kind} path")
+        raise UserError(f"{flag} {shown} is not a path", f"pass a {kind} path")
     p = Path(text)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        st = None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{flag} {show_value(text)} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
+    st = _stat(p, flag, shown, kind)
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             if kind == "file":
-                raise UserError(f"{flag} {show_value(text)} is a folder", "pass a file name")
+                raise UserError(f"{flag} {shown} is a folder", "pass a file name")
             if not os.access(p, os.W_OK | os.X_OK):
-                raise UserError(f"{flag} {show_value(text)} is not writable", f"pass a {kind} you may write")  # fmt: skip
+                raise UserError(f"{flag} {shown} is not writable", f"pass a {kind} you may write")  # fmt: skip
             return p
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{flag} {show_value(text)} is a device, FIFO or socket, not a {kind}", f"pass a {kind} path")  # fmt: skip
+            raise UserError(f"{flag} {shown} is a device, FIFO or socket, not a {kind}", f"pass a {kind} path")  # fmt: skip
         if kind == "folder":
-            raise UserError(f"{flag} {show_value(text)} is a file", "pass a folder path")
+            raise UserError(f"{flag} {shown} is a file", "pass a folder path")
     parent = p.absolute().parent
-    while True:
-        try:
-            pst = os.stat(parent)
-            break
-        except FileNotFoundError:
-            parent = parent.parent
-        except (OSError, ValueError) as e:
-            raise UserError(f"{flag} {show_value(text)} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
-    if not stat.S_ISDIR(pst.st_mode):
-        raise UserError(f"{flag} {show_value(text)} is inside {show_value(str(parent))}, which is not a folder", f"pass another {kind}")  # fmt: skip
+    while (pst := _stat(parent, flag, shown, kind)) is None and parent != parent.parent:
+        parent = parent.parent
+    where = show_value(str(parent), 300)
+    if pst is None or not stat.S_ISDIR(pst.st_mode):
+        raise UserError(f"{flag} {shown} is inside {where}, which is not a folder", f"pass another {kind}")  # fmt: skip
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {show_value(text)} is not writable (no write permission in {show_value(str(parent))})", f"pass a {kind} you may write")  # fmt: skip
+        raise UserError(f"{flag} {shown} is not writable (no write permission in {where})", f"pass a {kind} you may write")  # fmt: skip
     return p
+
+
+def _stat(p: Path, flag: str, shown: str, kind: str) -> os.stat_result | None:
+    """os.stat of ``p``, None where nothing is there (or a file stands where a folder would)."""
+    try:
+        return os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {shown} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
 
 
 def _reason(e: Exception) -> str:
     """An OS error's reason, in a few words."""
     text = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
-    return show_value(text, 80) if text else type(e).__name__
+    return text[:80] if text else type(e).__name__
 
 
 def check_out_file(path: str | Path, suffix: str, flag: str = "--out") -> Path:
@@ -420,8 +422,8 @@ def check_export(
             f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",  # fmt: skip
             "export a plain tune (without --patches), or edit this one with unitune",
         )
-    if rank is not None and not (_is_int(rank) and 1 <= rank <= 4096):
-        raise UserError(f"--rank must be an integer in [1, 4096], got {show_value(rank)}", "e.g. --rank 32")  # fmt: skip
+    if rank is not None and not (_is_int(rank) and 1 <= rank <= BIG):  # beyond a layer's: full
+        raise UserError(f"--rank must be an integer >= 1, got {show_value(rank)}", "e.g. --rank 32")  # fmt: skip
     if rank is not None and lora_tune:
         raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")  # fmt: skip
     if fmt == "lora-from-full" and lora_tune:
@@ -439,11 +441,9 @@ def check_export(
     single = out.suffix.lower() == ".safetensors"
     if fmt in LORA_FORMATS and not single:
         raise UserError(f"--out {str(out)!r}: a LoRA is one .safetensors file", "e.g. --out cat-lora.safetensors")  # fmt: skip
+    check_out(out, "folder" if fmt == "merged" and not single else "file")
     if out.exists() and not overwrite:
         raise UserError(f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out")  # fmt: skip
-    if out.exists() and out.is_dir() != (fmt == "merged" and not single):
-        raise UserError(f"--out {str(out)!r} is a {'folder' if out.is_dir() else 'file'}", "pass another --out")  # fmt: skip
-    check_out(out, "folder" if fmt == "merged" and not single else "file")
     spec = probe(tune_model_ref(folder))
     refusal = single_file_refusal(spec) if fmt == "merged" and single else None
     if refusal:
