@@ -216,6 +216,8 @@ def check_best_of(best_of: int, *, params: bool = False, tune_dir: str | Path | 
     cascade tune; --sweep-*, --keep-all and --balance only with it."""
     from .config import RankConfig, _finite, _int
 
+    if _is_int(best_of) and best_of < 0:
+        raise UserError(f"--best-of must be >= 1, got {best_of}", "e.g. --best-of 8")
     if best_of:
         _int(best_of, "--best-of", 1, limits.max_seeds, "e.g. --best-of 8", "max_seeds")
     if best_of and params:
