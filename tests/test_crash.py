@@ -20,6 +20,7 @@ import errno
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -131,20 +132,27 @@ def assert_tune_truthful(path: Path) -> None:
     assert tf.damaged(digest=True) == []
 
 
-# kills per command: a seeded sample where a command has more events (a tune has 17), to keep
-# the file near a minute on 2 shared cores; UNITUNE_CRASH_TEST_ALL=1 kills at every one
+# Where to kill by default: the first event, and the first time each kind of event (a temp
+# file moved in, a folder installed, a file removed) happens to each kind of file (checkpoints
+# of any step alike), which gives a tune's distinct states: the new folder built but not moved
+# in, moved in, a checkpoint without its record, a record without its resume state, the resume
+# state, the completion; the other events repeat one of these. UNITUNE_CRASH_TEST_ALL=1 kills
+# at every event (a tune has 17; about 4x the time).
 ALL = os.environ.get("UNITUNE_CRASH_TEST_ALL") == "1"
-MOST_TUNE, MOST = (10**6, 10**6) if ALL else (6, 8)
 
 
-def _kill_points(n: int, most: int, seed: int = 0) -> list[int]:
-    """Every event 1..n, or a seeded sample of ``most`` of them (the first and last kept)."""
-    import random
-
-    if n <= most:
-        return list(range(1, n + 1))
-    rest = random.Random(seed).sample(range(2, n), most - 2)
-    return sorted({1, n, *rest})
+def _kill_points(events: list[str]) -> list[int]:
+    """1-based indexes of the events to kill at (see above)."""
+    if ALL:
+        return list(range(1, len(events) + 1))
+    seen, out = set(), [1]
+    for i, line in enumerate(events, 1):
+        kind, path = line.split(" ", 1)
+        key = (kind, re.sub(r"\d+", "N", Path(path).name))
+        if kind != "written" and key not in seen:
+            seen.add(key)
+            out.append(i)
+    return sorted(set(out))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +170,7 @@ def test_tune_killed_at_every_file_event_resumes_to_the_same_bytes(ctx, photo_co
     events = run.count(*argv)
     ref = snapshot(work)
     assert len(events) >= 10  # base folder, 2 x (checkpoint, manifest, resume), completion
-    for n in _kill_points(len(events), MOST_TUNE):
+    for n in _kill_points(events):
         shutil.rmtree(work)
         work.mkdir()
         assert run(*argv, crash_at=n) == -signal.SIGKILL, n
@@ -219,7 +227,7 @@ def test_export_overwrite_killed_at_every_file_event(ctx, tuned_world, tmp_path)
     ref = snapshot(work)
     new = snapshot(work / "m")
     assert old != new
-    for n in _kill_points(len(events), MOST):
+    for n in _kill_points(events):
         shutil.rmtree(work)
         shutil.copytree(start, work)
         assert run(*argv, crash_at=n) == -signal.SIGKILL, n
@@ -242,7 +250,7 @@ def test_lora_export_and_edit_killed_at_every_file_event(ctx, tuned_world, tmp_p
         work.mkdir()
         events = run.count(*argv)
         ref = snapshot(work)
-        for n in _kill_points(len(events), MOST):
+        for n in _kill_points(events):
             shutil.rmtree(work)
             work.mkdir()
             assert run(*argv, crash_at=n) == -signal.SIGKILL, n

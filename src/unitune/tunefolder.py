@@ -108,7 +108,7 @@ class TuneFolder:
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
         tmp = new_dir(p)
         try:
-            with writing(tmp / MANIFEST):
+            with writing(p):
                 (tmp / "checkpoints").mkdir()
                 if write_files is not None:
                     write_files(tmp)
