@@ -1,4 +1,4 @@
-"""The tune folder: manifest + base image/latents + checkpoints, all written atomically.
+"""The tune folder: manifest + base image/latents + checkpoints, each appearing whole or not at all.
 
 Layout::
 
@@ -8,6 +8,13 @@ Layout::
     checkpoints/step-000016.safetensors   weights at step 16 (LoRA or fp16 delta, see below)
     checkpoints/resume.safetensors   exact fp32 training state of the latest checkpoint
                                      (weights, optimizer, RNG); removed once the run completes
+
+Crash safety (issue #31; fileio): a new folder is built beside its path with its base files and
+manifest and renamed in (``TuneFolder.create``), so a folder with a manifest is always complete.
+A checkpoint file is written (temp, fsync, rename) before its manifest record, which holds the
+file's size and sha256: what a record vouches for is verified (``problem``) by a tune rerun and
+by ``resolve_checkpoint`` before any model loads. The resume file is the authority on where a
+rerun continues: its step, the loss history up to it and a digest of its tensors.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import platform
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +71,9 @@ def versions() -> dict[str, str]:
     return out
 
 
+_VERIFIED: set[tuple] = set()  # checkpoint files whose digest matched (path, step, size, mtime)
+
+
 def ckpt_name(step: int) -> str:
     return f"checkpoints/step-{step:06d}.safetensors"
 
@@ -72,7 +82,6 @@ def ckpt_name(step: int) -> str:
 class TuneFolder:
     path: Path
     manifest: dict[str, Any]
-    _verified: set = field(default_factory=set, repr=False, compare=False)  # digests checked
 
     @classmethod
     def open(cls, path: str | Path) -> TuneFolder:
@@ -145,10 +154,11 @@ class TuneFolder:
             return f"its file has {st.st_size} bytes, {rec['size']} were written"
         if digest and "sha256" in rec:
             key = (step, st.st_size, st.st_mtime_ns, rec["sha256"])
-            if key not in self._verified:
+            key = (str(f.resolve()), *key)
+            if key not in _VERIFIED:
                 if file_sha256(f) != rec["sha256"]:
                     return "its file's sha256 differs from the one written"
-                self._verified.add(key)
+                _VERIFIED.add(key)
         return None
 
     def damaged(self, digest: bool = True) -> list[int]:
