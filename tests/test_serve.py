@@ -248,13 +248,12 @@ def _tuned(c, photo: str, steps: int = 4) -> str:
 
 
 @pytest.mark.slow
-def test_api_refine_edit_with_mask_fidelity_and_sine(team, demo_photo, tmp_path):
+def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo, tmp_path):
     """The Refine tab's call through the API: seeds, the fidelity knob, SINE, a drawn mask
     (an ImageEditor layer); the PNGs come back with their parameters."""
     from gradio_client import handle_file
 
-    c = team.client("ana")
-    tune = _tuned(c, demo_photo, 16)  # the fidelity knob's map starts at checkpoint 16
+    c, tune = team.client("ana"), ana_tune
     w, h = Image.open(demo_photo).size
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     layer.paste((255, 255, 255, 255), (0, 0, w // 2, h))  # paint the left half: it may change
@@ -343,6 +342,12 @@ def team(tmp_path_factory):
     assert "Traceback" not in log, log[-3000:]  # every refusal was one line, in the log too
 
 
+@pytest.fixture(scope="module")
+def ana_tune(team, demo_photo) -> str:
+    """One finished 16-step tune of ana's (16: the fidelity knob's map starts there)."""
+    return _tuned(team.client("ana"), demo_photo, 16)
+
+
 def _refused(call, *words: str) -> str:
     """``call`` is refused with one line naming one of ``words``."""
     with pytest.raises(Exception) as e:
@@ -353,12 +358,11 @@ def _refused(call, *words: str) -> str:
 
 
 @pytest.mark.slow
-def test_the_server_hands_out_only_a_jobs_own_files(team, demo_photo):
+def test_the_server_hands_out_only_a_jobs_own_files(team, ana_tune):
     """Nothing under --data is served by path (the queue, uploads, checkpoints, outputs, a file
     that was there before the server), however the path is spelled; a job's own images come
     back through its token, with their parameters."""
-    c = team.client("ana")
-    tune = _tuned(c, demo_photo)
+    c, tune = team.client("ana"), ana_tune
     job, _ = c.predict(tune, "a green circle", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
     assert _wait(c, job)["state"] == "done"
     (png,) = c.predict(job, api_name="/files")
@@ -406,13 +410,12 @@ def test_an_uploaded_html_file_is_an_attachment_and_is_not_kept(team, tmp_path):
 
 
 @pytest.mark.slow
-def test_jobs_belong_to_the_login_that_made_them(team, demo_photo):
+def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
     from gradio_client import Client
 
     with pytest.raises(Exception):  # noqa: B017 - no login, no page
         Client(team.url, verbose=False)
-    ana, bob = team.client("ana"), team.client("bob")
-    tune = _tuned(ana, demo_photo)
+    ana, bob, tune = team.client("ana"), team.client("bob"), ana_tune
     assert len(tune) == 32 and int(tune, 16) >= 0  # 128 random bits, not a sequence number
     assert _wait(ana, tune)["state"] == "done"
     for call in (
@@ -427,11 +430,10 @@ def test_jobs_belong_to_the_login_that_made_them(team, demo_photo):
 
 
 @pytest.mark.slow
-def test_one_request_cannot_occupy_the_server(team, demo_photo):
+def test_one_request_cannot_occupy_the_server(team, ana_tune, demo_photo):
     """Requests beyond the operator's limits, of the wrong type or NaN are refused in one line
     before anything is queued; a running job stops when cancelled, a queued one never runs."""
-    c = team.client("ana")
-    tune = _tuned(c, demo_photo)
+    c, tune = team.client("ana"), ana_tune
     q = JobQueue(team.data / "queue.sqlite")
     before = q.counts()["queued"] + q.counts()["running"]
     edit = lambda seeds="0", prompt="a green circle", K=400, fid=0.5, use=False: c.predict(  # noqa: E731
