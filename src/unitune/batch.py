@@ -9,9 +9,12 @@ Each line of the JSONL file is one image's job, the CLI's flags as JSON::
 Keys are TuneConfig / EditConfig field names (a flag's dashes may stay: "save-at"; "K" and "v"
 are SINE's). One task per image (tune + its edits) runs on a local process pool
 (``--workers N``) or as a Ray task (``--ray auto|ADDRESS``, or ``local`` for a Ray on this
-machine): Ray schedules them, there is no scheduler here. Every line is checked on its own: a
-bad line (unreadable JSON, a missing image, an out-of-range setting, a failing edit) fails that
-image with its reason and the others run. ``DIR/<name>/result.json``, written last, marks an
+machine): Ray schedules them, there is no scheduler here. Every line is checked on its own, first,
+within the work limits (``--limit KEY=VALUE``, config.WorkLimits): a bad line (unreadable JSON,
+a key other than image / name / model / tune / edits, a setting of the wrong type or out of
+range, a missing image, a "name" that is a path or that an earlier line already has, a failing
+edit) fails that image with its one-line reason and the others run. A name is one folder inside
+``DIR``: characters outside [A-Za-z0-9_.-] become "-". ``DIR/<name>/result.json``, written last, marks an
 image as finished: a rerun skips those (and a tune interrupted mid-run resumes from its folder).
 ``DIR/manifest.json`` lists every line's outcome at the end.
 """

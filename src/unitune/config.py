@@ -69,8 +69,9 @@ class ModelDefaults:
 @dataclass(frozen=True)
 class WorkLimits:
     """How much work one request may ask for: the CLI, the library, `unitune batch` and the web
-    app refuse anything beyond these before any model loads (`unitune serve --limit KEY=VALUE`
-    lets an operator lower or raise them). The defaults leave every documented use in reach (the
+    app refuse anything beyond these before any model loads (`unitune batch --limit KEY=VALUE`
+    and `unitune serve --limit KEY=VALUE`, parsed by parse_limits, let an operator lower or
+    raise them; the configs' ``validate(limits=...)`` and check_prompt apply them). The defaults leave every documented use in reach (the
     SINE patch preset's 10,000 steps, a 4K output); a server usually wants them tighter."""
 
     max_seeds: int = 64  # images of one edit (one batch: memory grows with it)
