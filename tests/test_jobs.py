@@ -98,15 +98,26 @@ def test_requests_beyond_the_limits_are_refused_in_one_line(served):
     lim = s.limits
     waiting = s.queue.counts()["queued"]
     bad = {
-        "seeds": lambda: s.submit_edit(tune, "a green circle", {"seeds": ",".join(map(str, range(lim.max_seeds + 1)))}, owner="ana"),  # fmt: skip
+        "seeds": lambda: s.submit_edit(
+            tune,
+            "a green circle",
+            {"seeds": ",".join(map(str, range(lim.max_seeds + 1)))},
+            owner="ana",
+        ),  # fmt: skip
         "seed": lambda: s.submit_edit(tune, "a green circle", {"seeds": str(2**64)}, owner="ana"),
-        "t0": lambda: s.submit_grid(tune, "a green circle", ",".join(["0.5"] * (lim.max_grid_cells + 1)), owner="ana"),  # fmt: skip
-        "cells": lambda: s.submit_grid(tune, "x", ",".join(["0.5"] * 20), ",".join(map(str, range(lim.max_seeds))), owner="ana"),  # fmt: skip
+        "t0": lambda: s.submit_grid(
+            tune, "a green circle", ",".join(["0.5"] * (lim.max_grid_cells + 1)), owner="ana"
+        ),  # fmt: skip
+        "cells": lambda: s.submit_grid(
+            tune, "x", ",".join(["0.5"] * 20), ",".join(map(str, range(lim.max_seeds))), owner="ana"
+        ),  # fmt: skip
         "characters": lambda: s.submit_edit(tune, "a" * (lim.max_prompt_chars + 1), owner="ana"),
         "steps": lambda: s.submit_tune(b"", "", lim.max_tune_steps + 1, owner="ana"),
         "whole number": lambda: s.submit_tune(b"", "", "many", owner="ana"),
         "finite": lambda: s.submit_edit(tune, "x", {"fidelity": float("nan")}, owner="ana"),
-        "max_sample_steps": lambda: s.submit_edit(tune, "x", {"steps": lim.max_sample_steps + 1}, owner="ana"),  # fmt: skip
+        "max_sample_steps": lambda: s.submit_edit(
+            tune, "x", {"steps": lim.max_sample_steps + 1}, owner="ana"
+        ),  # fmt: skip
         "no such tune": lambda: s.submit_edit(tune, "x", owner="bob"),
         "no such job": lambda: s.cancel(tune, owner="bob"),
     }
