@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from .server import ServeConfig
 
@@ -76,23 +75,3 @@ def add_batch_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     b.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     b.add_argument("--ray", metavar="ADDRESS", help="run on Ray: auto, a cluster address, or local")  # fmt: skip
     add_common(b)
-
-
-def cmd_batch(args: argparse.Namespace, before_load: Callable[[argparse.Namespace], None]) -> None:
-    import sys
-
-    from ..batch import run_batch
-    from ..errors import UserError
-
-    if not Path(args.jobs).is_file():
-        raise UserError(f"{args.jobs} does not exist", "pass a JSONL file, one image per line")
-    if Path(args.out).is_file():
-        raise UserError(f"--out {args.out!r} is a file", "pass a folder")
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}", "e.g. --workers 2")
-    before_load(args)
-    m = run_batch(args.jobs, args.out, args.workers, args.ray, args.device, progress=not args.quiet)  # fmt: skip
-    for r in m["results"]:
-        if r["status"] == "failed":
-            print(f"unitune: line {r['line']} failed: {r['error']}", file=sys.stderr)
-    print(f"{m['done']} done, {m['failed']} failed: {Path(args.out) / 'manifest.json'}")
