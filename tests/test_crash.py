@@ -342,3 +342,58 @@ def test_install_dir_without_exchange_recovers(tmp_path, monkeypatch):
     partial.mkdir()
     fileio.recover(target)
     assert (target / "f").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["m"]
+
+
+def _full(*a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_in_tune_and_edit_is_one_line_and_resumable(ctx, photo_copy, tuned_world,
+                                                               tmp_path, monkeypatch, capsys):  # fmt: skip
+    """The CLI on a full disk: exit 2 with one line naming the file, the disk and the fix; the
+    tune folder stays resumable to the same bytes, and an edit leaves no sidecar."""
+
+    def one_line(code: int) -> str:
+        err = capsys.readouterr().err.strip()
+        lines = [ln for ln in err.splitlines() if ln.startswith("unitune: error:")]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "disk is full" in lines[0] and "free space" in lines[0], lines[0]
+        return lines[0]
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the children that made tuned_world (same float sums)
+    try:
+        _full_disk(tuned_world, photo_copy, tmp_path, monkeypatch, one_line)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _full_disk(tuned_world, photo_copy, tmp_path, monkeypatch, one_line) -> None:
+    import safetensors.torch
+    from PIL import Image
+
+    from unitune.cli import main
+
+    work = tmp_path / "w"
+    argv = ["tune", str(photo_copy), "--out", str(work / "t"), *TUNE]
+    save_file = safetensors.torch.save_file
+
+    def full_at_checkpoints(tensors, filename, metadata=None):
+        if "step-" in str(filename):
+            _full()
+        save_file(tensors, filename, metadata)
+
+    with monkeypatch.context() as m:  # the disk fills at the first checkpoint
+        m.setattr(safetensors.torch, "save_file", full_at_checkpoints)
+        assert "step-000002" in one_line(main(argv))
+    assert_tune_truthful(work / "t")
+    assert main(argv) == 0
+    assert snapshot(work / "t") == snapshot(tuned_world)
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", _full)
+        out = tmp_path / "e"
+        one_line(main(["edit", str(tuned_world), "a red square", "--steps", "1", "--seeds", "0",
+                       "--out", str(out), "--device", "cpu", "--quiet"]))  # fmt: skip
+        assert not out.exists() or list(out.iterdir()) == []
