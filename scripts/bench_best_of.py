@@ -49,8 +49,14 @@ def main() -> None:
     data = json.loads((bench / "results.json").read_text())
     bc = data["summary"]["config"]
     keep = set(a.methods.split(",")) if a.methods else None
-    recs = [r for r in data["records"] if r["method"] != "reconstruct" and r.get("file")
-            and (keep is None or r["method"] in keep) and (a.cfg is None or r["cfg"] == a.cfg)]  # fmt: skip
+    recs = [
+        r
+        for r in data["records"]
+        if r["method"] != "reconstruct"
+        and r.get("file")
+        and (keep is None or r["method"] in keep)
+        and (a.cfg is None or r["cfg"] == a.cfg)
+    ]
     scenes = sorted({r["scene"] for r in recs})
     suite = {it.sid: it for it in make_suite(len(scenes), bc["suite_seed"], tuple(bc["kinds"]))}
     bb = load_model(bc["model"], a.device)
@@ -69,22 +75,49 @@ def main() -> None:
                 pix = torch.stack([image_tensor(Image.open(work / sid / r["file"])) for r in rs])
                 es, lp = judge.score(pix)
                 ok = [bool(r["success"]) for r in rs]
-                pick = {name: int(torch.argmax(s)) for name, s in (
-                    ("score", combine(es, lp, rc.balance)), ("edit_only", es), ("lpips_only", -lp))}  # fmt: skip
-                rows.append({"scene": sid, "kind": e.kind, "method": method, "label": label,
-                             "n": len(rs), "random": float(np.mean(ok)), "any": any(ok),
-                             **{f"top_{k}": ok[i] for k, i in pick.items()},
-                             "top_fidelity": rs[pick["score"]]["fidelity"],
-                             "mean_fidelity": float(np.mean([r["fidelity"] for r in rs]))})  # fmt: skip
+                pick = {
+                    name: int(torch.argmax(s))
+                    for name, s in (
+                        ("score", combine(es, lp, rc.balance)),
+                        ("edit_only", es),
+                        ("lpips_only", -lp),
+                    )
+                }
+                rows.append(
+                    {
+                        "scene": sid,
+                        "kind": e.kind,
+                        "method": method,
+                        "label": label,
+                        "n": len(rs),
+                        "random": float(np.mean(ok)),
+                        "any": any(ok),
+                        **{f"top_{k}": ok[i] for k, i in pick.items()},
+                        "top_fidelity": rs[pick["score"]]["fidelity"],
+                        "mean_fidelity": float(np.mean([r["fidelity"] for r in rs])),
+                    }
+                )
         print(f"{sid} ranked ({time.time() - t_start:.0f} s)", flush=True)
 
-    cmd = f"python scripts/bench_best_of.py {a.bench} --out {a.out}" + (f" --methods {a.methods}" if a.methods else "") + (f" --cfg {a.cfg:g}" if a.cfg else "")  # fmt: skip
+    cmd = (
+        f"python scripts/bench_best_of.py {a.bench} --out {a.out}"
+        + (f" --methods {a.methods}" if a.methods else "")
+        + (f" --cfg {a.cfg:g}" if a.cfg else "")
+    )
     write(a, rows, cmd, round(time.time() - t_start), asdict(rc), scenes)
 
 
 def summarise(sel: list[dict], boot: int = 2000) -> dict:
     """Means over groups, and a 95% bootstrap interval over scenes of (top pick - random pick)."""
-    keys = ("random", "top_score", "top_edit_only", "top_lpips_only", "any", "top_fidelity", "mean_fidelity")  # fmt: skip
+    keys = (
+        "random",
+        "top_score",
+        "top_edit_only",
+        "top_lpips_only",
+        "any",
+        "top_fidelity",
+        "mean_fidelity",
+    )
     out = {"groups": len(sel), **{k: round(float(np.mean([r[k] for r in sel])), 4) for k in keys}}
     scenes = sorted({r["scene"] for r in sel})
     per = {sc: [r["top_score"] - r["random"] for r in sel if r["scene"] == sc] for sc in scenes}
@@ -99,18 +132,30 @@ def summarise(sel: list[dict], boot: int = 2000) -> dict:
 def write(
     a, rows: list[dict], cmd: str, seconds: int, rank_config: dict, scenes: list[str]
 ) -> None:
-    by_method = {m: summarise([r for r in rows if r["method"] == m]) for m in dict.fromkeys(r["method"] for r in rows)}  # fmt: skip
+    by_method = {
+        m: summarise([r for r in rows if r["method"] == m])
+        for m in dict.fromkeys(r["method"] for r in rows)
+    }
     useful = [r for r in rows if 0 < r["random"] < 1]  # groups where the pick can matter
-    out = {"command": cmd, "seconds": seconds, "rank_config": rank_config,
-           "n_per_group": sorted({r["n"] for r in rows}), "scenes": scenes,
-           "all": summarise(rows), "mixed_groups": summarise(useful) if useful else None,
-           "by_method": by_method, "rows": rows}  # fmt: skip
+    out = {
+        "command": cmd,
+        "seconds": seconds,
+        "rank_config": rank_config,
+        "n_per_group": sorted({r["n"] for r in rows}),
+        "scenes": scenes,
+        "all": summarise(rows),
+        "mixed_groups": summarise(useful) if useful else None,
+        "by_method": by_method,
+        "rows": rows,
+    }
     atomic_write_json(Path(a.out), out)
     print(f"{'':<16} {'groups':>6} {'random':>7} {'top':>6} {'edit':>6} {'lpips':>6} {'any':>6}")
     for name, s in [("all", out["all"]), ("mixed groups", out["mixed_groups"]), *by_method.items()]:
         if s:
-            print(f"{name:<16} {s['groups']:>6} {s['random']:>7.3f} {s['top_score']:>6.3f} "
-                  f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}  gain CI {s['gain_ci95']}")  # fmt: skip
+            print(
+                f"{name:<16} {s['groups']:>6} {s['random']:>7.3f} {s['top_score']:>6.3f} "
+                f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}  gain CI {s['gain_ci95']}"
+            )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ import numpy as np
 from unitune.fileio import atomic_write_json
 
 LEVELS = (0.7, 0.75, 0.8, 0.85, 0.9)  # fidelity levels for claim 3
-FAMILIES = {"sdedit": ("sdedit",), "unitune (any variant)": ("unitune", "unitune+interp", "unitune+pg"),
-            "unitune": ("unitune",), "sine": ("sine",)}  # fmt: skip
+FAMILIES = {
+    "sdedit": ("sdedit",),
+    "unitune (any variant)": ("unitune", "unitune+interp", "unitune+pg"),
+    "unitune": ("unitune",),
+    "sine": ("sine",),
+}
 
 
 def mean(rs: list[dict], k: str) -> float:
@@ -41,7 +45,10 @@ def table(rs: list[dict], keys: dict[str, str], cols: dict[str, str]) -> list[di
     """One row per value of the record fields ``keys`` (renamed), with n and the means of ``cols``
     (output name -> record field)."""
     groups = sorted(by(rs, *keys.values()).items())
-    return [{**dict(zip(keys, k)), "n": len(g), **{o: mean(g, f) for o, f in cols.items()}} for k, g in groups]  # fmt: skip
+    return [
+        {**dict(zip(keys, k)), "n": len(g), **{o: mean(g, f) for o, f in cols.items()}}
+        for k, g in groups
+    ]
 
 
 def main() -> None:
@@ -53,16 +60,30 @@ def main() -> None:
     data = json.loads(Path(a.results).read_text())
     recs = data["records"]
     scenes = sorted({r["scene"] for r in recs})
-    out: dict = {"command": f"python scripts/bench_claims.py {a.results} --out {a.out}",
-                 "title": data["summary"]["title"], "scenes": len(scenes)}  # fmt: skip
+    out: dict = {
+        "command": f"python scripts/bench_claims.py {a.results} --out {a.out}",
+        "title": data["summary"]["title"],
+        "scenes": len(scenes),
+    }
 
     rec = [r for r in recs if r["method"] == "reconstruct"]
-    out["claim1_reconstruction"] = table(rec, {"checkpoint": "checkpoint", "cfg": "cfg"},
-        {"lpips": "lpips_full", "psnr": "psnr_full", "reads_back": "success", "count_ok": "count_ok"})  # fmt: skip
+    out["claim1_reconstruction"] = table(
+        rec,
+        {"checkpoint": "checkpoint", "cfg": "cfg"},
+        {
+            "lpips": "lpips_full",
+            "psnr": "psnr_full",
+            "reads_back": "success",
+            "count_ok": "count_ok",
+        },
+    )
 
     uni = [r for r in recs if r["method"] == "unitune"]
-    out["claim2_cfg"] = table(uni, {"cfg": "cfg", "t0": "t0"},
-        {m: m for m in ("success", "edit_hit", "fidelity", "preservation")})  # fmt: skip
+    out["claim2_cfg"] = table(
+        uni,
+        {"cfg": "cfg", "t0": "t0"},
+        {m: m for m in ("success", "edit_hit", "fidelity", "preservation")},
+    )
 
     # per (scene, config) sums, so a bootstrap resample of scenes is a sum of rows
     configs = sorted({(r["method"], r["label"]) for r in recs if r["method"] != "reconstruct"})
@@ -93,16 +114,26 @@ def main() -> None:
         for _ in range(a.boot):
             idx = rng.choice(every, len(scenes))
             gaps.append(best(idx, level, "unitune (any variant)") - best(idx, level, "sdedit"))
-        row["gap_ci95"] = [round(float(np.percentile(gaps, 2.5)), 3), round(float(np.percentile(gaps, 97.5)), 3)]  # fmt: skip
+        row["gap_ci95"] = [
+            round(float(np.percentile(gaps, 2.5)), 3),
+            round(float(np.percentile(gaps, 97.5)), 3),
+        ]
         claim3.append(row)
     out["claim3_frontier"] = claim3
 
     sine = [r for r in recs if r["method"] == "sine"]
-    out["claim4_sine"] = table(sine, {"K": "sine_K", "v": "sine_v"},
-        {m: m for m in ("success", "edit_hit", "lpips_masked", "preservation")})  # fmt: skip
+    out["claim4_sine"] = table(
+        sine,
+        {"K": "sine_K", "v": "sine_v"},
+        {m: m for m in ("success", "edit_hit", "lpips_masked", "preservation")},
+    )
 
-    out["per_kind"] = {f"{m} {lab}": {k: mean(g2, "success") for (k,), g2 in sorted(by(g, "kind").items())}
-                       for (m, lab), g in by([r for r in recs if r["method"] != "reconstruct"], "method", "label").items()}  # fmt: skip
+    out["per_kind"] = {
+        f"{m} {lab}": {k: mean(g2, "success") for (k,), g2 in sorted(by(g, "kind").items())}
+        for (m, lab), g in by(
+            [r for r in recs if r["method"] != "reconstruct"], "method", "label"
+        ).items()
+    }
     atomic_write_json(Path(a.out), out)
     for k in ("claim1_reconstruction", "claim2_cfg", "claim3_frontier", "claim4_sine"):
         print(k)

@@ -70,8 +70,16 @@ def main() -> None:
                 for s, img in zip(seeds, res.images):
                     img.save(work / f"{name}_{i}_{hw[0]}x{hw[1]}_s{s}.png")
                     n = len(read(img).objects)
-                    rows.append({"scene": i, "variant": name, "size": f"{hw[0]}x{hw[1]}",
-                                 "seed": s, "source": n_src, "count": n})  # fmt: skip
+                    rows.append(
+                        {
+                            "scene": i,
+                            "variant": name,
+                            "size": f"{hw[0]}x{hw[1]}",
+                            "seed": s,
+                            "source": n_src,
+                            "count": n,
+                        }
+                    )
         print(f"scene {i} done ({time.time() - t_start:.0f} s)", flush=True)
     summary = {}
     for name in variants:
@@ -85,13 +93,19 @@ def main() -> None:
                 "mean_count": float(np.mean([r["count"] for r in sel])),
                 "mean_source": float(np.mean([r["source"] for r in sel])),
             }
-    out = {"command": "python scripts/bench_nonsquare.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()), "seconds": round(time.time() - t_start),
-        "summary": summary, "rows": rows}  # fmt: skip
+    out = {
+        "command": "python scripts/bench_nonsquare.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items()),
+        "seconds": round(time.time() - t_start),
+        "summary": summary,
+        "rows": rows,
+    }
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     for k, v in summary.items():
-        print(f"{k:<16} kept {v['count_kept']:.0%}  more {v['more_objects']:.0%}  "
-              f"fewer {v['fewer_objects']:.0%}  mean {v['mean_count']:.2f} (source {v['mean_source']:.2f})")  # fmt: skip
+        print(
+            f"{k:<16} kept {v['count_kept']:.0%}  more {v['more_objects']:.0%}  "
+            f"fewer {v['fewer_objects']:.0%}  mean {v['mean_count']:.2f} (source {v['mean_source']:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -53,17 +53,27 @@ def main() -> None:
         lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
         row = {"a": ca, "b": cb, "scenes": len(scenes)}
         for j, m in enumerate(METRICS):
-            row[m] = {"a": round(float(np.mean([pa[s][j] for s in scenes])), 4),
-                      "b": round(float(np.mean([pb[s][j] for s in scenes])), 4),
-                      "diff": round(float(d[:, j].mean()), 4),
-                      "ci95": [round(float(lo[j]), 4), round(float(hi[j]), 4)]}  # fmt: skip
+            row[m] = {
+                "a": round(float(np.mean([pa[s][j] for s in scenes])), 4),
+                "b": round(float(np.mean([pb[s][j] for s in scenes])), 4),
+                "diff": round(float(d[:, j].mean()), 4),
+                "ci95": [round(float(lo[j]), 4), round(float(hi[j]), 4)],
+            }
         rows.append(row)
-        print(f"{cb} − {ca} ({len(scenes)} scenes): " + "; ".join(
-            f"{m} {row[m]['diff']:+.3f} [{row[m]['ci95'][0]:+.3f}, {row[m]['ci95'][1]:+.3f}]"
-            for m in METRICS))  # fmt: skip
+        print(
+            f"{cb} − {ca} ({len(scenes)} scenes): "
+            + "; ".join(
+                f"{m} {row[m]['diff']:+.3f} [{row[m]['ci95'][0]:+.3f}, {row[m]['ci95'][1]:+.3f}]"
+                for m in METRICS
+            )
+        )
     if a.out:
-        cmd = "python scripts/bench_paired.py " + a.results + "".join(
-            f' --pair "{x}" "{y}"' for x, y in a.pair) + f" --out {a.out}"  # fmt: skip
+        cmd = (
+            "python scripts/bench_paired.py "
+            + a.results
+            + "".join(f' --pair "{x}" "{y}"' for x, y in a.pair)
+            + f" --out {a.out}"
+        )
         atomic_write_json(Path(a.out), {"command": cmd, "pairs": rows})
 
 

@@ -45,14 +45,21 @@ def main() -> None:
             m: round(float(np.mean([d[k][m] for k in edits])), 4) for m in ("success", "fidelity")
         }
     tune_s = {"lora": [s["seconds"]["tune"] for s in lora["summary"]["scenes"]]}
-    out = {"command": f"python scripts/bench_tune_compare.py {a.full} {a.lora} --out {a.out}",
-           "lora_settings": lora["summary"]["config"]["tune_extra"], "unmatched": missing,
-           "edits_mean": tot, "tune_seconds": tune_s, "rows": rows}  # fmt: skip
+    out = {
+        "command": f"python scripts/bench_tune_compare.py {a.full} {a.lora} --out {a.out}",
+        "lora_settings": lora["summary"]["config"]["tune_extra"],
+        "unmatched": missing,
+        "edits_mean": tot,
+        "tune_seconds": tune_s,
+        "rows": rows,
+    }
     atomic_write_json(Path(a.out), out)
     print(f"unmatched lora samples: {missing}; edit means {tot}")
     for r in rows:
-        print(f"{r['method']:<15} {r['label']:<16} full {r['full_success']:.2f}/{r['full_fidelity']:.3f}"
-              f"  lora {r['lora_success']:.2f}/{r['lora_fidelity']:.3f}  (n {r['n']})")  # fmt: skip
+        print(
+            f"{r['method']:<15} {r['label']:<16} full {r['full_success']:.2f}/{r['full_fidelity']:.3f}"
+            f"  lora {r['lora_success']:.2f}/{r['lora_fidelity']:.3f}  (n {r['n']})"
+        )
 
 
 if __name__ == "__main__":

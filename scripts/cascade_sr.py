@@ -70,24 +70,42 @@ def run_scene(item, work: Path, a, lp) -> dict:
     base = base_image(item.scene)
     base.save(d / "base.png")
     t = time.time()
-    tc = TuneConfig(steps=a.tune_steps, save_at=tuple(s for s in (16, 32, 64, 128) if s <= a.tune_steps) or (a.tune_steps,))  # fmt: skip
+    tc = TuneConfig(
+        steps=a.tune_steps,
+        save_at=tuple(s for s in (16, 32, 64, 128) if s <= a.tune_steps) or (a.tune_steps,),
+    )
     tune(d / "base.png", d / "tune", tc, model="world-if", device="cpu", progress=False)
     t_tune = time.time() - t
     ed = Editor(d / "tune", "cpu")
     x = image_tensor(base)  # (3, 64, 64) in [0, 1]
     before = read(base)
-    cfg = EditConfig(checkpoint=a.checkpoint, t0=a.t0, seeds=(0, 1), interpolate=False,
-                     steps=a.steps, sr_steps=a.steps and a.steps // 2)  # fmt: skip
+    cfg = EditConfig(
+        checkpoint=a.checkpoint,
+        t0=a.t0,
+        seeds=(0, 1),
+        interpolate=False,
+        steps=a.steps,
+        sr_steps=a.steps and a.steps // 2,
+    )
     recs = []
     rec = _finish(ed, "", replace(cfg, t0=1.0), a.checkpoint)  # the tune prompt alone
     for way, imgs in rec.items():
-        recs.append({"scene": item.sid, "kind": "reconstruct", "way": way, **_scores(imgs, x, None, lp)})  # fmt: skip
+        recs.append(
+            {"scene": item.sid, "kind": "reconstruct", "way": way, **_scores(imgs, x, None, lp)}
+        )
     for e in item.edits:
         mask = keep_mask(item.scene, e, (64, 64))
         for way, imgs in _finish(ed, e.prompt, cfg, a.checkpoint).items():
             ok = [judge(e, before, read(im))["success"] for im in imgs]
-            recs.append({"scene": item.sid, "kind": e.kind, "way": way, "success": ok,
-                         **_scores(imgs, x, mask, lp)})  # fmt: skip
+            recs.append(
+                {
+                    "scene": item.sid,
+                    "kind": e.kind,
+                    "way": way,
+                    "success": ok,
+                    **_scores(imgs, x, mask, lp),
+                }
+            )
             if e.kind == item.edits[0].kind:
                 imgs[0].save(d / f"{way.replace(' ', '_')}.png")
     out = {"scene": item.sid, "tune_seconds": round(t_tune, 1), "records": recs}
@@ -104,8 +122,10 @@ def summarize(results: list[dict]) -> dict:
             s["lpips"] += rec["lpips"]
             s["psnr"] += rec["psnr"]
             s["success"] += [float(v) for v in rec.get("success", [])]
-    return {k: {m: round(float(np.mean(v)), 4) for m, v in s.items() if v} | {"n": len(s["lpips"])}
-            for k, s in by.items()}  # fmt: skip
+    return {
+        k: {m: round(float(np.mean(v)), 4) for m, v in s.items() if v} | {"n": len(s["lpips"])}
+        for k, s in by.items()
+    }
 
 
 def main() -> int:
@@ -114,8 +134,17 @@ def main() -> int:
     ap.add_argument("--checkpoint", type=int, default=64, help="both stages' step")
     ap.add_argument("--t0", type=float, default=0.9, help="the base stage's SDEdit start")
     ap.add_argument("--tune-steps", type=int, default=128, help="(128: the paper's)")
-    ap.add_argument("--steps", type=int, help="base-stage sampling steps (default: the model's, 100; the SR stage half)")  # fmt: skip
-    ap.add_argument("--start", type=int, default=0, help="run only scenes START.. (a parallel share; no summary)")  # fmt: skip
+    ap.add_argument(
+        "--steps",
+        type=int,
+        help="base-stage sampling steps (default: the model's, 100; the SR stage half)",
+    )
+    ap.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        help="run only scenes START.. (a parallel share; no summary)",
+    )
     ap.add_argument("--done-only", action="store_true", help="summarize the scenes already done")
     ap.add_argument("--work", default="runs/cascade-sr")
     ap.add_argument("--out", default="docs/cascade_sr.json")
@@ -133,9 +162,14 @@ def main() -> int:
     if a.start:  # a share of the scenes for a parallel process: the summary comes from a full run
         return 0
     done = [r["scene"] for r in results]
-    out = {"command": f"python scripts/cascade_sr.py --scenes {a.scenes} --checkpoint {a.checkpoint} --t0 {a.t0}",
-           "model": "world-if + world-if-sr", "seeds": [0, 1], "scenes_done": done, "summary": summarize(results),
-           "scenes": results}  # fmt: skip
+    out = {
+        "command": f"python scripts/cascade_sr.py --scenes {a.scenes} --checkpoint {a.checkpoint} --t0 {a.t0}",
+        "model": "world-if + world-if-sr",
+        "seeds": [0, 1],
+        "scenes_done": done,
+        "summary": summarize(results),
+        "scenes": results,
+    }
     atomic_write_json(a.out, out)
     print(json.dumps(out["summary"], indent=2))
     return 0

@@ -61,19 +61,37 @@ def main() -> None:
                 pix = interpolate(res.pixels, orig, cfg.interp_window, th)
                 scored[th] += score_edit(e, [to_pil(p) for p in pix], before, img, lp)
         for th, vs in scored.items():
-            row = {"checkpoint": c, "t0": t0, "cfg": w, "prompt_guidance": pg is not None,
-                   "interpolate": th is not None, "interp_threshold": th, "samples": len(vs),
-                   **{k: round(float(np.mean([v[k] for v in vs])), 4)
-                      for k in ("success", "preservation", "background_psnr", "background_lpips")}}  # fmt: skip
+            row = {
+                "checkpoint": c,
+                "t0": t0,
+                "cfg": w,
+                "prompt_guidance": pg is not None,
+                "interpolate": th is not None,
+                "interp_threshold": th,
+                "samples": len(vs),
+                **{
+                    k: round(float(np.mean([v[k] for v in vs])), 4)
+                    for k in ("success", "preservation", "background_psnr", "background_lpips")
+                },
+            }
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     best = max(rows, key=lambda r: (r["success"], r["background_psnr"]))
-    atomic_write_json(a.out, {"command": "python scripts/demo_settings.py", "model": "world",
-                              "model_digest": ed.backbone.digest, "edits": list(KINDS),
-                              "seeds": list(DEMO_EDIT.seeds), "steps": DEMO_EDIT.steps,
-                              "seconds": round(time.time() - t_start, 1),
-                              "rule": "the highest success, then the highest background PSNR",
-                              "chosen": best, "configs": rows})  # fmt: skip
+    atomic_write_json(
+        a.out,
+        {
+            "command": "python scripts/demo_settings.py",
+            "model": "world",
+            "model_digest": ed.backbone.digest,
+            "edits": list(KINDS),
+            "seeds": list(DEMO_EDIT.seeds),
+            "steps": DEMO_EDIT.steps,
+            "seconds": round(time.time() - t_start, 1),
+            "rule": "the highest success, then the highest background PSNR",
+            "chosen": best,
+            "configs": rows,
+        },
+    )
     print(f"chosen: {best}")
 
 

@@ -20,12 +20,21 @@ def wall(runs: int) -> list[dict]:
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
-            subprocess.run(["unitune", "demo", "--out", f"{d}/demo", "--quiet"], check=True,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["unitune", "demo", "--out", f"{d}/demo", "--quiet"],
+                check=True,
+                capture_output=True,
+            )
             s = json.loads(Path(d, "demo", "verdicts.json").read_text())
-            out.append({"wall_s": round(time.perf_counter() - t, 1), "tune_s": s["tune_seconds"],
-                        "in_process_s": s["total_seconds"], "success_rate": s["success_rate"],
-                        "background_psnr": round(s["background_psnr"], 2)})  # fmt: skip
+            out.append(
+                {
+                    "wall_s": round(time.perf_counter() - t, 1),
+                    "tune_s": s["tune_seconds"],
+                    "in_process_s": s["total_seconds"],
+                    "success_rate": s["success_rate"],
+                    "background_psnr": round(s["background_psnr"], 2),
+                }
+            )
             print(out[-1], flush=True)
     return out
 
@@ -44,14 +53,16 @@ def profile_tune(steps: int) -> str:
         to_pil(render([SCENE], 64)[0]).save(photo)
         bb = load_model(DEFAULT_MODEL, "cpu")
         cfg = TuneConfig(steps=steps, save_at=(steps,))
-        tune(photo, Path(d, "warm"), TuneConfig(steps=2, save_at=(2,)), backbone=bb, progress=False)  # fmt: skip
+        tune(photo, Path(d, "warm"), TuneConfig(steps=2, save_at=(2,)), backbone=bb, progress=False)
         with profile() as p:
             tune(photo, Path(d, "t"), cfg, backbone=bb, progress=False)
     return p.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--profile-steps", type=int, default=16)
     ap.add_argument("--out", default="docs/speed/demo.json")
@@ -59,9 +70,13 @@ def main() -> None:
     runs = wall(a.runs)
     table = profile_tune(a.profile_steps)
     print(table)
-    res = {"command": f"python scripts/demo_time.py --runs {a.runs} --out {a.out}", "runs": runs,
-           "median_wall_s": statistics.median(r["wall_s"] for r in runs),
-           "profile_tune_steps": a.profile_steps, "profile": table.splitlines()}  # fmt: skip
+    res = {
+        "command": f"python scripts/demo_time.py --runs {a.runs} --out {a.out}",
+        "runs": runs,
+        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        "profile_tune_steps": a.profile_steps,
+        "profile": table.splitlines(),
+    }
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
 
 

@@ -53,14 +53,16 @@ def main() -> None:
                     "unitune_extra",
                 )
             },
-        },  # fmt: skip
+        },
         "command": "python scripts/fidelity_map.py " + a.results + " --out " + a.out,
         "points": [{k: r[k] for k in keys} for r in front],  # fidelity ascending
     }
     atomic_write_json(Path(a.out), out)
     for p in out["points"]:
-        print(f"c{p['checkpoint']:<4} t0={p['t0']:<4g} w={p['cfg']:<4g} success {p['success']:.2f}"
-              f"  fidelity {p['fidelity']:.3f}")  # fmt: skip
+        print(
+            f"c{p['checkpoint']:<4} t0={p['t0']:<4g} w={p['cfg']:<4g} success {p['success']:.2f}"
+            f"  fidelity {p['fidelity']:.3f}"
+        )
 
 
 if __name__ == "__main__":

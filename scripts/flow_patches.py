@@ -42,7 +42,9 @@ def psnr_at(ed, hw: tuple[int, int], step: int) -> float:
     z = ed.base_latents(hw)  # the photo at this size (center-cropped to it), encoded
     ec = EditConfig(checkpoint=step, t0=1.0, cfg=1.0, steps=20, seeds=(0, 1, 2, 3), size=hw)
     lat = ed.edit("", ec, progress=False).latents
-    return round(float(10 * np.log10(z.abs().max().item() ** 2 / ((lat - z) ** 2).mean().item())), 2)  # fmt: skip
+    return round(
+        float(10 * np.log10(z.abs().max().item() ** 2 / ((lat - z) ** 2).mean().item())), 2
+    )
 
 
 def main() -> None:
@@ -71,17 +73,37 @@ def main() -> None:
             if (fam, patches) in done:
                 continue
             folder = work / f"{fam}-{'patches' if patches else 'plain'}"
-            cfg = TuneConfig(steps=a.steps, save_at=(a.steps,), lr=a.lr, method="full",
-                             resolution=32, patches=patches)  # fmt: skip
+            cfg = TuneConfig(
+                steps=a.steps,
+                save_at=(a.steps,),
+                lr=a.lr,
+                method="full",
+                resolution=32,
+                patches=patches,
+            )
             tune(img, folder, cfg, model=str(model), device="cpu", progress=True)
             ed = Editor(folder, "cpu")
-            row = {"family": fam, "patches": patches, "steps": a.steps, "lr": a.lr,
-                   "psnr_32x64_pretrained": psnr_at(ed, (32, 64), 0),
-                   "psnr_32x64": psnr_at(ed, (32, 64), a.steps),
-                   "psnr_32x32": psnr_at(ed, (32, 32), a.steps)}  # fmt: skip
+            row = {
+                "family": fam,
+                "patches": patches,
+                "steps": a.steps,
+                "lr": a.lr,
+                "psnr_32x64_pretrained": psnr_at(ed, (32, 64), 0),
+                "psnr_32x64": psnr_at(ed, (32, 64), a.steps),
+                "psnr_32x32": psnr_at(ed, (32, 32), a.steps),
+            }
             print(row, flush=True)
             rows.append(row)
-            out.write_text(json.dumps({"command": " ".join(["python", "scripts/flow_patches.py", *sys.argv[1:]]), "rows": rows}, indent=1) + "\n")  # fmt: skip
+            out.write_text(
+                json.dumps(
+                    {
+                        "command": " ".join(["python", "scripts/flow_patches.py", *sys.argv[1:]]),
+                        "rows": rows,
+                    },
+                    indent=1,
+                )
+                + "\n"
+            )
 
 
 if __name__ == "__main__":

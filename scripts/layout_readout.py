@@ -53,8 +53,13 @@ def readout(model: str, steps: int, train_text: bool, seed: int = 0) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return {"model": model, "train_text": train_text, "steps": steps, "curve": curve,
-            "final_heldout_acc": curve[-1]["heldout_acc"]}  # fmt: skip
+    return {
+        "model": model,
+        "train_text": train_text,
+        "steps": steps,
+        "curve": curve,
+        "final_heldout_acc": curve[-1]["heldout_acc"],
+    }
 
 
 def main() -> None:

@@ -35,7 +35,9 @@ RANKS = (4, 8, 16, 32, 64, 10_000)  # 10_000: every layer at full rank
 def pipe_of(source: str):
     import diffusers
 
-    p = diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)  # fmt: skip
+    p = diffusers.StableDiffusionImg2ImgPipeline.from_pretrained(
+        source, safety_checker=None, requires_safety_checker=False
+    )
     p.scheduler = diffusers.DDIMScheduler.from_config(p.scheduler.config)
     p.set_progress_bar_config(disable=True)
     return p
@@ -45,9 +47,15 @@ def sample(pipe, x0: torch.Tensor, prompts: list[str], seeds=(0, 1, 2, 3)) -> to
     """Each prompt at t0 0.9 (the edit default), CFG 7.5, 25 DDIM steps: (N, 3, H, W) in [0, 1]."""
     out = []
     for p in prompts:
-        im = pipe(prompt=[p] * len(seeds), image=x0.repeat(len(seeds), 1, 1, 1), strength=0.9,
-                  guidance_scale=7.5, num_inference_steps=25, output_type="np",
-                  generator=[torch.Generator().manual_seed(s) for s in seeds]).images  # fmt: skip
+        im = pipe(
+            prompt=[p] * len(seeds),
+            image=x0.repeat(len(seeds), 1, 1, 1),
+            strength=0.9,
+            guidance_scale=7.5,
+            num_inference_steps=25,
+            output_type="np",
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+        ).images
         out.append(torch.from_numpy(im).permute(0, 3, 1, 2))
     return torch.cat(out)
 
@@ -77,7 +85,13 @@ def main() -> None:
         full = sample(pipe_of(str(merged)), x0, prompts)
         delta, _ = TuneFolder.open(folder.path).load_checkpoint(128)
         for rank in RANKS:
-            f = export(folder.path, "lora-from-full", work / sid / f"r{rank}.safetensors", rank=rank, overwrite=True).path  # fmt: skip
+            f = export(
+                folder.path,
+                "lora-from-full",
+                work / sid / f"r{rank}.safetensors",
+                rank=rank,
+                overwrite=True,
+            ).path
             ex = extract_lora(delta, rank)
             pipe = pipe_of(base_model)
             pipe.load_lora_weights(str(f))
@@ -85,22 +99,44 @@ def main() -> None:
             lora = sample(pipe, x0, prompts)
             with torch.no_grad():
                 d = lp(lora, full)
-            rows.append({"scene": sid, "rank": rank, "file_mb": round(f.stat().st_size / 1e6, 3),
-                         "lpips_to_full": round(float(d.mean()), 4),
-                         "psnr_to_full": round(float(psnr(lora, full).clamp(max=99).mean()), 2),
-                         "truncated_energy": round(ex.truncation_energy, 5),
-                         "bias_norm_energy": round(ex.dropped_energy, 5)})  # fmt: skip
+            rows.append(
+                {
+                    "scene": sid,
+                    "rank": rank,
+                    "file_mb": round(f.stat().st_size / 1e6, 3),
+                    "lpips_to_full": round(float(d.mean()), 4),
+                    "psnr_to_full": round(float(psnr(lora, full).clamp(max=99).mean()), 2),
+                    "truncated_energy": round(ex.truncation_energy, 5),
+                    "bias_norm_energy": round(ex.dropped_energy, 5),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for rank in RANKS:
         rs = [r for r in rows if r["rank"] == rank]
-        summary[str(rank)] = {k: round(float(np.mean([r[k] for r in rs])), 4)
-                              for k in ("file_mb", "lpips_to_full", "psnr_to_full", "truncated_energy")}  # fmt: skip
-    delta_mb = sum(p.stat().st_size for p in (work / "demo" / "tune" / "checkpoints").glob("step-000128.safetensors")) / 1e6  # fmt: skip
-    atomic_write_json(a.out, {"command": "python scripts/lora_from_full.py", "model": "world (v5)",
-                              "edits": "5 kinds x 4 seeds per scene, t0 0.9, CFG 7.5, 25 DDIM steps",
-                              "full_checkpoint_mb": round(delta_mb, 3), "seconds": round(time.time() - t_start, 1),
-                              "by_rank": summary, "rows": rows})  # fmt: skip
+        summary[str(rank)] = {
+            k: round(float(np.mean([r[k] for r in rs])), 4)
+            for k in ("file_mb", "lpips_to_full", "psnr_to_full", "truncated_energy")
+        }
+    delta_mb = (
+        sum(
+            p.stat().st_size
+            for p in (work / "demo" / "tune" / "checkpoints").glob("step-000128.safetensors")
+        )
+        / 1e6
+    )
+    atomic_write_json(
+        a.out,
+        {
+            "command": "python scripts/lora_from_full.py",
+            "model": "world (v5)",
+            "edits": "5 kinds x 4 seeds per scene, t0 0.9, CFG 7.5, 25 DDIM steps",
+            "full_checkpoint_mb": round(delta_mb, 3),
+            "seconds": round(time.time() - t_start, 1),
+            "by_rank": summary,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,10 @@ def main() -> None:
         np.savez(f, ref=refs, dist=dist)
         run = subprocess.run(
             [a.jax_python, "-c", JAX_SNIPPET, str(f), ",".join(NETS[n] for n in nets)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     theirs = json.loads(run.stdout.strip().splitlines()[-1])
     res = {"image": "skimage astronaut, PIL bicubic 256x256", "nets": {}}
     for net in nets:

@@ -71,16 +71,24 @@ def probe(model: str, n: int = 64, seed: int = 5) -> dict:
         t = torch.full((n,), tt)
         xt = sched.add_noise(z, noise, t).to(bb.device, bb.dtype)
         true, wrong = (
-            (bb.denoise(bb.module, xt, t.to(bb.device), c).float().cpu() - noise).pow(2).mean().item()
+            (bb.denoise(bb.module, xt, t.to(bb.device), c).float().cpu() - noise)
+            .pow(2)
+            .mean()
+            .item()
             for c in conds
-        )  # fmt: skip
+        )
         denoise[str(tt)] = {
             "true": round(true, 6),
             "wrong": round(wrong, 6),
             "rel_gap_percent": round(100 * (wrong - true) / true, 3),
         }
-    return {"model": model, "unet_sha256": unet_sha256(model), "n": n, "text": text,
-            "denoise": denoise}  # fmt: skip
+    return {
+        "model": model,
+        "unet_sha256": unet_sha256(model),
+        "n": n,
+        "text": text,
+        "denoise": denoise,
+    }
 
 
 def unet_sha256(model: str) -> str | None:

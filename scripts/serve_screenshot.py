@@ -40,7 +40,12 @@ def main() -> None:
     to_pil(render([SCENE], 64)[0]).save(photo)
     srv = Srv(tmp / "data")
     opts = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1000"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+    ):
         opts.add_argument(flag)
     opts.binary_location = shutil.which("chromium")
     d = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
@@ -57,7 +62,9 @@ def main() -> None:
         steps.send_keys(str(a.steps))
         css("#tune-btn").click()
         wait.until(lambda _: "done" in css("#tune-status").text)
-        next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Explore" in b.text).click()  # fmt: skip
+        next(
+            b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "Explore" in b.text
+        ).click()
         time.sleep(1)
         css("#prompt textarea").send_keys("a green circle and a blue square")
         t0s = css("#t0s textarea")

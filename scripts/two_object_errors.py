@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     two = items[first : first + COUNTS[2]]
     imgs = generate(bb, [c for _, c in two], a.cfg, a.steps, seed0=first)
     kinds = Counter(kind(s, read(im)) for (s, _), im in zip(two, imgs))
-    res = {"model": a.model, "cfg": a.cfg, "steps": a.steps, "n": len(two),
-           "kinds": dict(kinds.most_common())}  # fmt: skip
+    res = {
+        "model": a.model,
+        "cfg": a.cfg,
+        "steps": a.steps,
+        "n": len(two),
+        "kinds": dict(kinds.most_common()),
+    }
     print(res)
     if a.out:
         atomic_write_json(a.out, res)

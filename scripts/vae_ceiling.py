@@ -42,8 +42,14 @@ def ceiling(model: str, items: list[tuple], x: torch.Tensor, y: torch.Tensor) ->
     }
 
 
-def sheet(items: list[tuple], x: torch.Tensor, old: torch.Tensor, new: torch.Tensor, path: str,
-          n: int = 12) -> None:  # fmt: skip
+def sheet(
+    items: list[tuple],
+    x: torch.Tensor,
+    old: torch.Tensor,
+    new: torch.Tensor,
+    path: str,
+    n: int = 12,
+) -> None:
     """Rows: rendering x, baseline's reconstruction old, model's reconstruction new; columns: the
     first n single-object eval scenes whose object the oracle misreads (colour or shape) in old."""
     from PIL import Image

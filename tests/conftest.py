@@ -19,9 +19,15 @@ def _tiny_unet(seed: int, **kw):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    return UNet2DConditionModel(sample_size=TINY_RES // 4, in_channels=4, out_channels=4,
-                                block_out_channels=(16, 32), layers_per_block=1,
-                                norm_num_groups=8, **kw)  # fmt: skip
+    return UNet2DConditionModel(
+        sample_size=TINY_RES // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        **kw,
+    )
 
 
 def _tiny_vae(seed: int):
@@ -47,17 +53,32 @@ def _tiny_vae(seed: int):
 def _tiny_clip_config(hidden: int = 16, **kw):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden,
-                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **kw)  # fmt: skip
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **kw,
+    )
 
 
 def _tiny_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                         prediction_type=prediction_type)  # fmt: skip
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
 
 
 def build_tiny_sdxl_pipeline(seed: int = 0):
@@ -86,8 +107,15 @@ def build_tiny_sdxl_pipeline(seed: int = 0):
     # wider than the first, as SDXL's are (768 / 1280): single-file loaders tell them apart so
     te2 = CLIPTextModelWithProjection(_tiny_clip_config(24, projection_dim=16))
     tok = load_clip_tokenizer()
-    return StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tok,
-                                     tokenizer_2=tok, unet=unet, scheduler=_tiny_scheduler())  # fmt: skip
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=te,
+        text_encoder_2=te2,
+        tokenizer=tok,
+        tokenizer_2=tok,
+        unet=unet,
+        scheduler=_tiny_scheduler(),
+    )
 
 
 def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
@@ -136,7 +164,7 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="package")
 def tiny_sd2(tmp_path_factory) -> str:
     """SD 2.x's v-prediction in small (same UNet layout, v_prediction scheduler)."""
-    return _saved(tmp_path_factory, "tiny-sd2", build_tiny_pipeline(prediction_type="v_prediction"))  # fmt: skip
+    return _saved(tmp_path_factory, "tiny-sd2", build_tiny_pipeline(prediction_type="v_prediction"))
 
 
 @pytest.fixture(scope="package")
@@ -189,8 +217,23 @@ def tuned(tiny_model, photo, tmp_path_factory) -> Path:
     from unitune.cli import main
 
     out = tmp_path_factory.mktemp("cli") / "tune"
-    code = main(["tune", photo, "--model", tiny_model, "--out", str(out), "--steps", "4",
-                 "--save-at", "2,4", "--device", "cpu", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "tune",
+            photo,
+            "--model",
+            tiny_model,
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--save-at",
+            "2,4",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 

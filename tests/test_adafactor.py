@@ -15,9 +15,14 @@ def _net(dtype=torch.float32) -> torch.nn.Module:
     torch.manual_seed(0)
     # every rank the UNet has: 4-d convolutions, 2-d projections, 1-d biases and norms
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8), torch.nn.SiLU(), torch.nn.Flatten(),
-        torch.nn.Linear(8 * 6 * 6, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 5),
-    )  # fmt: skip
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.GroupNorm(2, 8),
+        torch.nn.SiLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 16),
+        torch.nn.LayerNorm(16),
+        torch.nn.Linear(16, 5),
+    )
     return net.to(dtype)
 
 

@@ -23,14 +23,14 @@ def _jobs(tmp_path: Path, demo_photo: str, photo: str) -> Path:
             "name": "scene",
             "tune": {"steps": 2, "save-at": [2]},
             "edits": [EDIT, {**EDIT, "K": 300, "method": "sine"}],
-        },  # fmt: skip
+        },
         {"image": "missing.png", "tune": {"steps": 2}, "edits": [EDIT]},
         {
             "image": photo,
             "name": "cat",
             "tune": {"steps": 2, "save_at": [1, 2]},
             "edits": [{**EDIT, "seeds": "0,1"}],
-        },  # fmt: skip
+        },
     ]
     path = tmp_path / "jobs.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
@@ -51,7 +51,10 @@ def _check(m: dict) -> None:
     assert bad["status"] == "failed" and "does not exist" in bad["error"]
     assert len(scene["images"]) == 2 and len(cat["images"]) == 2  # 1 seed x 2 edits, 2 seeds
     for p in scene["images"] + cat["images"]:
-        assert "beikkpic a green circle" in Image.open(p).text["parameters"] or "a green circle" in Image.open(p).text["parameters"]  # fmt: skip
+        assert (
+            "beikkpic a green circle" in Image.open(p).text["parameters"]
+            or "a green circle" in Image.open(p).text["parameters"]
+        )
 
 
 @pytest.mark.slow

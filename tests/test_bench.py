@@ -95,7 +95,10 @@ def test_pareto_front_on_hand_made_points():
     # (0.4, 0.4) is dominated by (0.5, 0.5); (0.1, 0.9) by (0.2, 0.9); one duplicate is kept
     assert pareto_front(pts) == [5, 1, 0, 6]
     assert pareto_front([]) == [] and pareto_front([(0.3, 0.3)]) == [0]
-    rows = [{"method": "a", "label": str(i), "fidelity": x, "success": y} for i, (x, y) in enumerate(pts)]  # fmt: skip
+    rows = [
+        {"method": "a", "label": str(i), "fidelity": x, "success": y}
+        for i, (x, y) in enumerate(pts)
+    ]
     assert [r["label"] for r in frontiers(rows)["a"]] == ["5", "1", "0", "6"]
 
 
@@ -109,11 +112,24 @@ def test_reads_back_the_suite(suite3):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
-    bc = BenchConfig(n_scenes=1, kinds=("recolour", "background"), seeds=(0, 1), steps=2,
-                     tune_steps=2, save_at=(1, 2), sdedit_t0s=(0.8,), sdedit_cfgs=(7.5,),
-                     unitune_checkpoints=(1, 2), unitune_t0s=(1.0,), unitune_cfgs=(7.5,),
-                     pg_points=((2, 0.9, 7.5),), sine_checkpoint=2, sine_Ks=(500,),
-                     sine_vs=(0.7,), model=tiny_models[family])  # fmt: skip
+    bc = BenchConfig(
+        n_scenes=1,
+        kinds=("recolour", "background"),
+        seeds=(0, 1),
+        steps=2,
+        tune_steps=2,
+        save_at=(1, 2),
+        sdedit_t0s=(0.8,),
+        sdedit_cfgs=(7.5,),
+        unitune_checkpoints=(1, 2),
+        unitune_t0s=(1.0,),
+        unitune_cfgs=(7.5,),
+        pg_points=((2, 0.9, 7.5),),
+        sine_checkpoint=2,
+        sine_Ks=(500,),
+        sine_vs=(0.7,),
+        model=tiny_models[family],
+    )
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
     # 7 configs x 2 edits x 2 seeds, + reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds
@@ -170,10 +186,24 @@ def test_lora_tunes_back_to_back(tiny_model, tmp_path):
     samples as scene 2 tuned on a freshly loaded model."""
     import shutil
 
-    bc = BenchConfig(n_scenes=2, kinds=("recolour",), seeds=(0,), steps=2, tune_steps=2,
-                     save_at=(1, 2), sdedit_t0s=(), unitune_checkpoints=(2,), unitune_t0s=(1.0,),
-                     unitune_cfgs=(7.5,), pg_points=(), sine_checkpoint=2, sine_Ks=(),
-                     recon_cfgs=(7.5,), model=tiny_model, tune_extra=(("method", "lora"),))  # fmt: skip
+    bc = BenchConfig(
+        n_scenes=2,
+        kinds=("recolour",),
+        seeds=(0,),
+        steps=2,
+        tune_steps=2,
+        save_at=(1, 2),
+        sdedit_t0s=(),
+        unitune_checkpoints=(2,),
+        unitune_t0s=(1.0,),
+        unitune_cfgs=(7.5,),
+        pg_points=(),
+        sine_checkpoint=2,
+        sine_Ks=(),
+        recon_cfgs=(7.5,),
+        model=tiny_model,
+        tune_extra=(("method", "lora"),),
+    )
     assert bc.fingerprint() != replace(bc, tune_extra=()).fingerprint()
     s = run_bench(bc, tmp_path / "a", device="cpu", log=None)
     assert s["scenes_run"] == 2
@@ -194,10 +224,24 @@ def test_lora_tunes_back_to_back(tiny_model, tmp_path):
 def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
     """--shard K/N: N workers on one work folder each run their scenes; a last run without a
     shard reuses them all and reports every scene."""
-    bc = BenchConfig(n_scenes=2, kinds=("recolour",), seeds=(0,), steps=1, tune_steps=1,
-                     save_at=(1,), sdedit_t0s=(), unitune_checkpoints=(1,), unitune_t0s=(1.0,),
-                     unitune_cfgs=(7.5,), pg_points=(), sine_checkpoint=1, sine_Ks=(),
-                     recon_cfgs=(7.5,), model=tiny_model, save_samples=False)  # fmt: skip
+    bc = BenchConfig(
+        n_scenes=2,
+        kinds=("recolour",),
+        seeds=(0,),
+        steps=1,
+        tune_steps=1,
+        save_at=(1,),
+        sdedit_t0s=(),
+        unitune_checkpoints=(1,),
+        unitune_t0s=(1.0,),
+        unitune_cfgs=(7.5,),
+        pg_points=(),
+        sine_checkpoint=1,
+        sine_Ks=(),
+        recon_cfgs=(7.5,),
+        model=tiny_model,
+        save_samples=False,
+    )
     s = run_bench(bc, tmp_path / "o", device="cpu", log=None, shard=(1, 2))
     assert s["scenes_run"] == 1 and s["scenes_left"] == 1
     recs = json.loads((tmp_path / "o" / "results.json").read_text())["records"]
@@ -227,16 +271,31 @@ def test_figure10_from_kept_samples(tmp_path):
     for sid in ("s000", "s001"):
         (tmp_path / sid / "samples").mkdir(parents=True)
         Image.new("RGB", (16, 16), (255, 255, 255)).save(tmp_path / sid / "base.png")
-        cells = [(0, 0.8, 7.5, 0), (16, 0.8, 7.5, 0), (16, 1.0, 7.5, 0), (16, 1.0, 15.0, 0),
-                 (16, 1.0, 7.5, 1)]  # fmt: skip
+        cells = [
+            (0, 0.8, 7.5, 0),
+            (16, 0.8, 7.5, 0),
+            (16, 1.0, 7.5, 0),
+            (16, 1.0, 15.0, 0),
+            (16, 1.0, 7.5, 1),
+        ]
         for c, t0, w, seed in cells:
             name = f"samples/{c}_{t0}_{w}_{seed}.png"
             rgb = (len(colours) * 9 % 256, 100 + len(colours), 7)
             colours[(sid, c, t0, w, seed)] = rgb
             Image.new("RGB", (16, 16), rgb).save(tmp_path / sid / name)
-            records.append({"method": "sdedit" if c == 0 else "unitune", "scene": sid,
-                            "kind": "recolour", "checkpoint": c, "t0": t0, "cfg": w,
-                            "seed": seed, "success": c == 16, "file": name})  # fmt: skip
+            records.append(
+                {
+                    "method": "sdedit" if c == 0 else "unitune",
+                    "scene": sid,
+                    "kind": "recolour",
+                    "checkpoint": c,
+                    "t0": t0,
+                    "cfg": w,
+                    "seed": seed,
+                    "success": c == 16,
+                    "file": name,
+                }
+            )
     # a scene restored from stored results (records, no samples) first: skipped, not a blank block
     restored = [{**r, "scene": "s009"} for r in records[:5]]
     out = figure10(restored + records, tmp_path, tmp_path / "fig.png", n_scenes=2, cell_size=32)
@@ -255,8 +314,10 @@ def test_bench_store_round_trip(tmp_path):
     from unitune.bench import store as bs
 
     work, store = tmp_path / "work", tmp_path / "store"
-    scenes = {sid: {"fingerprint": f"fp-{sid}", "scene": sid, "records": [{"seed": i, "x": 0.5}]}
-              for i, sid in enumerate(("s000", "s001"))}  # fmt: skip
+    scenes = {
+        sid: {"fingerprint": f"fp-{sid}", "scene": sid, "records": [{"seed": i, "x": 0.5}]}
+        for i, sid in enumerate(("s000", "s001"))
+    }
     for sid, data in scenes.items():
         (work / sid).mkdir(parents=True)
         (work / sid / "results.json").write_text(json.dumps(data))
@@ -280,8 +341,25 @@ def test_bench_speed_times_both_implementations(tiny_model, tmp_path, capsys):
     folder's sizes and the command that reproduces it (no timing is asserted: machines are
     noisy)."""
     out = tmp_path / "speed.json"
-    argv = ["bench", "speed", "--model", tiny_model, "--steps", 2, "--batch", 1, "--tune-steps",
-            2, "--repeats", 2, "--out", out, "--device", "cpu", "--quiet"]  # fmt: skip
+    argv = [
+        "bench",
+        "speed",
+        "--model",
+        tiny_model,
+        "--steps",
+        2,
+        "--batch",
+        1,
+        "--tune-steps",
+        2,
+        "--repeats",
+        2,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     code = main([str(a) for a in argv])
     assert code == 0, capsys.readouterr().err
     summary = json.loads(out.read_text())
@@ -290,8 +368,10 @@ def test_bench_speed_times_both_implementations(tiny_model, tmp_path, capsys):
     for name, case in res.items():
         n = 2 * 2 if name == "tune" else 2  # rounds x timed steps per round; rounds x 1 edit call
         for impl in ("unitune", "diffusers"):
-            assert case[impl]["n"] == n and case[impl]["median_s"] > 0 and case[impl]["peak_mb"] > 0  # fmt: skip
-        assert case["ratio"] == pytest.approx(case["unitune"]["median_s"] / case["diffusers"]["median_s"], rel=1e-2)  # fmt: skip
+            assert case[impl]["n"] == n and case[impl]["median_s"] > 0 and case[impl]["peak_mb"] > 0
+        assert case["ratio"] == pytest.approx(
+            case["unitune"]["median_s"] / case["diffusers"]["median_s"], rel=1e-2
+        )
         assert case["pair_ratios"]["min"] <= case["pair_ratios"]["max"]
     folder = res["tune"]["tune_folder"]
     assert folder["resume_state_left"] is False and folder["checkpoint_mb"] > 0
@@ -317,10 +397,12 @@ def test_random_weight_models_have_the_released_architectures():
 
 
 def test_bench_speed_rejects_bad_arguments_before_loading(capsys):
-    for argv, what in ((["--cases", "edit,fly"], "unknown case 'fly'"),
-                       (["--resolution", "100"], "--resolution must be a positive multiple of 64"),
-                       (["--tune-batch", "0"], "--tune-batch must be >= 1"),
-                       (["--random-weights", "sd9"], "invalid choice")):  # fmt: skip
+    for argv, what in (
+        (["--cases", "edit,fly"], "unknown case 'fly'"),
+        (["--resolution", "100"], "--resolution must be a positive multiple of 64"),
+        (["--tune-batch", "0"], "--tune-batch must be >= 1"),
+        (["--random-weights", "sd9"], "invalid choice"),
+    ):
         code = main(["bench", "speed", *argv, "--out", "never-written.json"])
         err = capsys.readouterr().err
         assert code == 2 and what in err and len(err.strip().splitlines()) == 1, err

@@ -32,17 +32,24 @@ def tiny_if(tmp_path_factory) -> tuple[str, str]:
 def untuned(tiny_if, photo, tmp_path_factory):
     """A cascade tune folder with no fine-tuning (checkpoint 0 = the pretrained stages)."""
     path = tmp_path_factory.mktemp("if") / "untuned"
-    return tune(photo, path, TuneConfig(steps=0), model=tiny_if[0], device="cpu", progress=False).path  # fmt: skip
+    return tune(
+        photo, path, TuneConfig(steps=0), model=tiny_if[0], device="cpu", progress=False
+    ).path
 
 
 def _peers(tiny_if):
     import diffusers
 
-    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
+    none = dict(
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False
+    )
     out = {}
-    for cls, path in (("IFImg2ImgPipeline", tiny_if[0]), ("IFPipeline", tiny_if[0]),
-                      ("IFImg2ImgSuperResolutionPipeline", tiny_if[1]),
-                      ("IFSuperResolutionPipeline", tiny_if[1])):  # fmt: skip
+    for cls, path in (
+        ("IFImg2ImgPipeline", tiny_if[0]),
+        ("IFPipeline", tiny_if[0]),
+        ("IFImg2ImgSuperResolutionPipeline", tiny_if[1]),
+        ("IFSuperResolutionPipeline", tiny_if[1]),
+    ):
         out[cls] = getattr(diffusers, cls).from_pretrained(path, **none)
         out[cls].set_progress_bar_config(disable=True)
     return out
@@ -51,24 +58,51 @@ def _peers(tiny_if):
 @pytest.mark.parametrize(("t0", "sr_t0"), [(0.6, 0.7), (0.95, 1.0), (1.0, 0.5), (1.0, 1.0)])
 def test_cascade_edit_equals_the_if_pipelines(t0, sr_t0, tiny_if, untuned):
     ed = Editor(untuned, "cpu")
-    cfg = EditConfig(checkpoint=0, sr_checkpoint=0, t0=t0, sr_t0=sr_t0, cfg=7.0, sr_cfg=4.0,
-                     steps=12, sr_steps=10, seeds=(3,), interpolate=False)  # fmt: skip
+    cfg = EditConfig(
+        checkpoint=0,
+        sr_checkpoint=0,
+        t0=t0,
+        sr_t0=sr_t0,
+        cfg=7.0,
+        sr_cfg=4.0,
+        steps=12,
+        sr_steps=10,
+        seeds=(3,),
+        interpolate=False,
+    )
     ours = ed.edit(PROMPT, cfg, progress=False).pixels
     assert ours.shape == (1, 3, 32, 32)
     peers, text = _peers(tiny_if), f"beikkpic {PROMPT}"
     low = pil_to_tensor(ed.base_image)  # the tune's base image at 8 px
     g = torch.Generator().manual_seed(3)  # one generator through both stages, as IF's examples
     if t0 < 1:
-        x = peers["IFImg2ImgPipeline"](prompt=text, image=low, strength=t0, num_inference_steps=12,
-                                        guidance_scale=7.0, generator=g, output_type="pt").images  # fmt: skip
+        x = peers["IFImg2ImgPipeline"](
+            prompt=text,
+            image=low,
+            strength=t0,
+            num_inference_steps=12,
+            guidance_scale=7.0,
+            generator=g,
+            output_type="pt",
+        ).images
     else:
-        x = peers["IFPipeline"](prompt=text, num_inference_steps=12, guidance_scale=7.0,
-                                generator=g, output_type="pt").images  # fmt: skip
-    common = dict(prompt=text, image=x, num_inference_steps=10, guidance_scale=4.0,
-                  noise_level=250, generator=g, output_type="pt")  # fmt: skip
+        x = peers["IFPipeline"](
+            prompt=text, num_inference_steps=12, guidance_scale=7.0, generator=g, output_type="pt"
+        ).images
+    common = dict(
+        prompt=text,
+        image=x,
+        num_inference_steps=10,
+        guidance_scale=4.0,
+        noise_level=250,
+        generator=g,
+        output_type="pt",
+    )
     if sr_t0 < 1:
         hi = pil_to_tensor(ed.base_image_at((32, 32)))
-        y = peers["IFImg2ImgSuperResolutionPipeline"](original_image=hi, strength=sr_t0, **common).images  # fmt: skip
+        y = peers["IFImg2ImgSuperResolutionPipeline"](
+            original_image=hi, strength=sr_t0, **common
+        ).images
     else:
         y = peers["IFSuperResolutionPipeline"](**common).images
     theirs = (y / 2 + 0.5).clamp(0, 1)
@@ -110,7 +144,15 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
     for n in (1, 3):  # the 6th step's 1st visit (stage I), then its 3rd (stage II after resuming)
         seen["die_at"] = n
         with pytest.raises(Boom):
-            tune(photo, tmp_path / "b", cfg, model=tiny_if[0], device="cpu", progress=False, on_step=die)  # fmt: skip
+            tune(
+                photo,
+                tmp_path / "b",
+                cfg,
+                model=tiny_if[0],
+                device="cpu",
+                progress=False,
+                on_step=die,
+            )
     part = json.loads((tmp_path / "b" / "sr" / "manifest.json").read_text())
     assert part["status"] == "running" and sorted(map(int, part["checkpoints"])) == [4]
     done = tune(photo, tmp_path / "b", cfg, model=tiny_if[0], device="cpu", progress=False)
@@ -118,7 +160,10 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
         for step in (4, 8):
             ta, _ = TuneFolder.open(a_dir).load_checkpoint(step)
             tb, _ = TuneFolder.open(b_dir).load_checkpoint(step)
-            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (b_dir, step)  # fmt: skip
+            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), (
+                b_dir,
+                step,
+            )
         la = json.loads((a_dir / "manifest.json").read_text())["loss_history"]
         lb = json.loads((b_dir / "manifest.json").read_text())["loss_history"]
         assert la == lb and len(la) == 8
@@ -130,8 +175,10 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
     (c,) = ed.encode([m["prompt"]], (8, 8))
     low = ed.folder.base_latents()
     x_hi = up.folder.base_latents()
-    for st, folder, x0, cond in ((ed.state, ed.folder, low, c),
-                                 (up.state, up.folder, x_hi, up.backbone.with_low(c, low))):  # fmt: skip
+    for st, folder, x0, cond in (
+        (ed.state, ed.folder, low, c),
+        (up.state, up.folder, x_hi, up.backbone.with_low(c, low)),
+    ):
         bb = st.backbone
         st.use(folder, 0)
         before = _fixed_mse(bb, st.tuned(), cond, x0)
@@ -170,15 +217,63 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
     mask.paste(255, (w // 4, h // 4, w // 2, h // 2))
     mask.save(t / "mask.png")
     edits = [
-        ("full", "--checkpoint", 2, "--t0", 0.8, "--prompt-guidance", "a cat", "--mask", t / "mask.png",
-         "--paste-back", "--seeds", "0,1", "--sr-checkpoint", 1, "--sr-t0", 0.7, "--sr-cfg", 2),
-        ("lora", "--lora-scale", 0.5, "--sampler", "ddim", "--no-interpolate", "--sr-noise-level", 100),
-        ("lora", "--method", "sine", "--guide", f"{t / 'full'}:beikkpic:1.5", "--K", 300, "--v", 0.5),
+        (
+            "full",
+            "--checkpoint",
+            2,
+            "--t0",
+            0.8,
+            "--prompt-guidance",
+            "a cat",
+            "--mask",
+            t / "mask.png",
+            "--paste-back",
+            "--seeds",
+            "0,1",
+            "--sr-checkpoint",
+            1,
+            "--sr-t0",
+            0.7,
+            "--sr-cfg",
+            2,
+        ),
+        (
+            "lora",
+            "--lora-scale",
+            0.5,
+            "--sampler",
+            "ddim",
+            "--no-interpolate",
+            "--sr-noise-level",
+            100,
+        ),
+        (
+            "lora",
+            "--method",
+            "sine",
+            "--guide",
+            f"{t / 'full'}:beikkpic:1.5",
+            "--K",
+            300,
+            "--v",
+            0.5,
+        ),
         ("full", "--size", "32x64", "--sr-checkpoint", 0),
         ("base", "--t0", 0.9),
-    ]  # fmt: skip
+    ]
     for i, (tune_dir, *flags) in enumerate(edits):
-        files = ok("edit", t / tune_dir, "a dog", *flags, "--steps", 2, "--sr-steps", 2, "--out", t / f"e{i}")  # fmt: skip
+        files = ok(
+            "edit",
+            t / tune_dir,
+            "a dog",
+            *flags,
+            "--steps",
+            2,
+            "--sr-steps",
+            2,
+            "--out",
+            t / f"e{i}",
+        )
         assert files and all(Path(f).is_file() for f in files), flags
     first = Path(sorted((t / "e0").glob("*.png"))[0])
     assert Image.open(first).size == (w, h)  # --paste-back: the photo's own size
@@ -188,8 +283,23 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
     assert "SR checkpoint: 1" in info and "SR t0: 0.7" in info, info
     again = Path(ok("edit", t / "full", "--params", first, "--out", t / "r")[0])
     assert Image.open(again).tobytes() == Image.open(first).tobytes()
-    ok("grid", t / "full", "a dog", "--rows", "sr_checkpoint", "--checkpoints", "0,1,2", "--t0", "0.8,1",
-       "--steps", 2, "--sr-steps", 2, "--out", t / "grid.png")  # fmt: skip
+    ok(
+        "grid",
+        t / "full",
+        "a dog",
+        "--rows",
+        "sr_checkpoint",
+        "--checkpoints",
+        "0,1,2",
+        "--t0",
+        "0.8,1",
+        "--steps",
+        2,
+        "--sr-steps",
+        2,
+        "--out",
+        t / "grid.png",
+    )
     assert (t / "grid.png").is_file()
     for argv, words in (
         (("edit", t / "base", "a dog", "--sr-checkpoint", 1), "cascade tunes"),
@@ -197,14 +307,22 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
         (("grid", t / "base", "a dog", "--rows", "sr_checkpoint"), "needs a cascade tune"),
         (("edit", t / "full", "a dog", "--best-of", 2), "does not rank a cascade"),
         (("tune", photo, "--out", t / "x", "--model", tiny_if[1]), "super-resolution stage"),
-        (("tune", photo, "--out", t / "y", "--model", m, "--sr-model", m), "not a DeepFloyd IF super-resolution"),
-        (("tune", photo, "--out", t / "z", "--model", m, "--patches"), "--patches does not combine"),
-    ):  # fmt: skip
+        (
+            ("tune", photo, "--out", t / "y", "--model", m, "--sr-model", m),
+            "not a DeepFloyd IF super-resolution",
+        ),
+        (
+            ("tune", photo, "--out", t / "z", "--model", m, "--patches"),
+            "--patches does not combine",
+        ),
+    ):
         code, out, err = run(*argv)
         assert code == 2 and words in err and err.count("\n") == 1, (argv, err)
 
 
-def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(tiny_if, untuned, tmp_path, monkeypatch):  # fmt: skip
+def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(
+    tiny_if, untuned, tmp_path, monkeypatch
+):
     """--upscaler: the finished edit through StableDiffusionUpscalePipeline, each sample's own
     generator going on from where the two stages left it."""
     from diffusers import StableDiffusionUpscalePipeline
@@ -223,8 +341,18 @@ def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(tiny_if, untu
 
     monkeypatch.setattr(upscale.Upscaler4x, "__call__", spy)
     ed = Editor(untuned, "cpu")
-    cfg = EditConfig(checkpoint=0, sr_checkpoint=0, steps=4, sr_steps=3, seeds=(1, 2), interpolate=False,
-                     negative_prompt="blurry", upscaler=x4, upscale_steps=3, upscale_noise_level=50)  # fmt: skip
+    cfg = EditConfig(
+        checkpoint=0,
+        sr_checkpoint=0,
+        steps=4,
+        sr_steps=3,
+        seeds=(1, 2),
+        interpolate=False,
+        negative_prompt="blurry",
+        upscaler=x4,
+        upscale_steps=3,
+        upscale_noise_level=50,
+    )
     plain = ed.edit(PROMPT, replace(cfg, upscaler=None), progress=False)
     big = ed.edit(PROMPT, cfg, progress=False)
     assert big.pixels.shape == (2, 3, 128, 128) and big.images[0].size == (128, 128)
@@ -232,8 +360,15 @@ def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(tiny_if, untu
     gens = [torch.Generator().set_state(st) for st in seen["states"]]
     pipe = StableDiffusionUpscalePipeline.from_pretrained(x4)
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe(prompt=[PROMPT] * 2, image=tensor_to_pil(plain.pixels * 2 - 1), negative_prompt=["blurry"] * 2,
-               num_inference_steps=3, noise_level=50, output_type="pt", generator=gens).images  # fmt: skip
+    ref = pipe(
+        prompt=[PROMPT] * 2,
+        image=tensor_to_pil(plain.pixels * 2 - 1),
+        negative_prompt=["blurry"] * 2,
+        num_inference_steps=3,
+        noise_level=50,
+        output_type="pt",
+        generator=gens,
+    ).images
     assert (ref.float() - big.pixels).abs().max().item() < 1e-4
     assert (
         "x4" not in big.params[0]["edit_config"]["upscaler"] or big.params[0]["size"] == "128x128"
@@ -250,19 +385,57 @@ def test_exported_loras_of_both_stages_give_the_same_edit_in_the_if_pipelines(
     cfg = TuneConfig(steps=2, save_at=(2,), lr=1e-2, method="lora", lora_rank=4)
     folder = tune(photo, tmp_path / "t", cfg, model=tiny_if[0], device="cpu", progress=False).path
     for src, out in ((folder, "i.safetensors"), (folder / "sr", "ii.safetensors")):
-        assert main(["export", str(src), "--format", "diffusers-lora", "--out", str(tmp_path / out), "--quiet"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "export",
+                    str(src),
+                    "--format",
+                    "diffusers-lora",
+                    "--out",
+                    str(tmp_path / out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     ed = Editor(folder, "cpu")
-    ec = EditConfig(checkpoint=2, sr_checkpoint=2, t0=0.7, sr_t0=0.8, steps=6, sr_steps=5, seeds=(0,), interpolate=False)  # fmt: skip
+    ec = EditConfig(
+        checkpoint=2,
+        sr_checkpoint=2,
+        t0=0.7,
+        sr_t0=0.8,
+        steps=6,
+        sr_steps=5,
+        seeds=(0,),
+        interpolate=False,
+    )
     ours = ed.edit(PROMPT, ec, progress=False).pixels
     peers = _peers(tiny_if)
     p1, p2 = peers["IFImg2ImgPipeline"], peers["IFImg2ImgSuperResolutionPipeline"]
     p1.load_lora_weights(str(tmp_path / "i.safetensors"))
     p2.load_lora_weights(str(tmp_path / "ii.safetensors"))
     g, text = torch.Generator().manual_seed(0), f"beikkpic {PROMPT}"
-    x = p1(prompt=text, image=pil_to_tensor(ed.base_image), strength=0.7, num_inference_steps=6,
-           guidance_scale=7.0, generator=g, output_type="pt").images  # fmt: skip
-    y = p2(prompt=text, image=x, original_image=pil_to_tensor(ed.base_image_at((32, 32))), strength=0.8,
-           num_inference_steps=5, guidance_scale=4.0, noise_level=250, generator=g, output_type="pt").images  # fmt: skip
+    x = p1(
+        prompt=text,
+        image=pil_to_tensor(ed.base_image),
+        strength=0.7,
+        num_inference_steps=6,
+        guidance_scale=7.0,
+        generator=g,
+        output_type="pt",
+    ).images
+    y = p2(
+        prompt=text,
+        image=x,
+        original_image=pil_to_tensor(ed.base_image_at((32, 32))),
+        strength=0.8,
+        num_inference_steps=5,
+        guidance_scale=4.0,
+        noise_level=250,
+        generator=g,
+        output_type="pt",
+    ).images
     plain = ed.edit(PROMPT, replace(ec, checkpoint=0, sr_checkpoint=0), progress=False).pixels
     assert (ours - plain).abs().max() > 1e-3  # the LoRAs change the edit
     assert (ours - (y / 2 + 0.5).clamp(0, 1)).abs().max().item() < 1e-4

@@ -42,17 +42,45 @@ def test_tune_writes_manifest_and_checkpoints(tuned):
 
 
 def test_edit_png_parameters_and_bit_exact_reproduction(tuned, tmp_path, capsys):
-    code, out, _ = run(capsys, "edit", tuned, "a cat, wearing \"sunglasses\"", "--checkpoint", 2,
-                       "--t0", 0.9, "--cfg", 5, "--steps", 4, "--seeds", "0,1", "--out",
-                       tmp_path / "a", "--device", "cpu", "--quiet")  # fmt: skip
+    code, out, _ = run(
+        capsys,
+        "edit",
+        tuned,
+        'a cat, wearing "sunglasses"',
+        "--checkpoint",
+        2,
+        "--t0",
+        0.9,
+        "--cfg",
+        5,
+        "--steps",
+        4,
+        "--seeds",
+        "0,1",
+        "--out",
+        tmp_path / "a",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0
     files = [Path(p) for p in out.split()]
     assert len(files) == 2 and all(f.is_file() for f in files)
     text = Image.open(files[1]).text["parameters"]
     assert "beikkpic a cat" in text and "Seed: 1" in text and "CFG scale: 5" in text
     assert "Checkpoint: 2" in text and "t0: 0.9" in text
-    code, out2, _ = run(capsys, "edit", tuned, "--params", files[1], "--out", tmp_path / "b",
-                        "--device", "cpu", "--quiet")  # fmt: skip
+    code, out2, _ = run(
+        capsys,
+        "edit",
+        tuned,
+        "--params",
+        files[1],
+        "--out",
+        tmp_path / "b",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0
     again = Path(out2.split()[0])
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(Image.open(again)))
@@ -61,8 +89,20 @@ def test_edit_png_parameters_and_bit_exact_reproduction(tuned, tmp_path, capsys)
 def test_edit_defaults_are_the_measured_ones(tuned, tmp_path, capsys):
     # t0 0.9 and interpolation on (docs/BENCHMARKS.md "Defaults"); --no-interpolate turns it off
     for flags, interp in (((), True), (("--no-interpolate",), False)):
-        code, out, err = run(capsys, "edit", tuned, "a dog", *flags, "--steps", 2, "--out",
-                             tmp_path / str(interp), "--device", "cpu", "--quiet")  # fmt: skip
+        code, out, err = run(
+            capsys,
+            "edit",
+            tuned,
+            "a dog",
+            *flags,
+            "--steps",
+            2,
+            "--out",
+            tmp_path / str(interp),
+            "--device",
+            "cpu",
+            "--quiet",
+        )
         assert code == 0, err
         ec = json.loads(Path(out.split()[0]).with_suffix(".json").read_text())["edit_config"]
         assert (ec["t0"], ec["cfg"], ec["interpolate"]) == (0.9, 7.5, interp)
@@ -70,8 +110,25 @@ def test_edit_defaults_are_the_measured_ones(tuned, tmp_path, capsys):
 
 def test_grid(tuned, tmp_path, capsys):
     out = tmp_path / "grid.png"
-    code, _, _ = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--t0", "0.8,1.0",
-                     "--seeds", "0", "--steps", 2, "--out", out, "--device", "cpu", "--quiet")  # fmt: skip
+    code, _, _ = run(
+        capsys,
+        "grid",
+        tuned,
+        "a dog",
+        "--checkpoints",
+        "2,4",
+        "--t0",
+        "0.8,1.0",
+        "--seeds",
+        "0",
+        "--steps",
+        2,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0
     sheet = Image.open(out)
     assert sheet.width > 2 * 128 and sheet.height > 2 * 128
@@ -81,8 +138,9 @@ def test_grid(tuned, tmp_path, capsys):
 
 
 def test_missing_image(tmp_path, capsys, tiny_model):
-    code, _, err = run(capsys, "tune", tmp_path / "nope.jpg", "--model", tiny_model, "--out",
-                       tmp_path / "o")  # fmt: skip
+    code, _, err = run(
+        capsys, "tune", tmp_path / "nope.jpg", "--model", tiny_model, "--out", tmp_path / "o"
+    )
     assert_user_error(code, err, "nope.jpg")
     assert not (tmp_path / "o").exists()
 
@@ -103,8 +161,9 @@ def test_unsupported_file(tmp_path, capsys, tiny_model):
 
 
 def test_unknown_model(photo, tmp_path, capsys):
-    code, _, err = run(capsys, "tune", photo, "--model", tmp_path / "no-such-model", "--out",
-                       tmp_path / "o")  # fmt: skip
+    code, _, err = run(
+        capsys, "tune", photo, "--model", tmp_path / "no-such-model", "--out", tmp_path / "o"
+    )
     assert_user_error(code, err, "no-such-model")
     assert not (tmp_path / "o").exists()
 
@@ -134,8 +193,9 @@ def test_pickle_models_refused(photo, tmp_path, capsys, suffix):
     ],
 )
 def test_bad_edit_flags(tuned, tmp_path, capsys, flags, words):
-    code, _, err = run(capsys, "edit", tuned, "a dog", *flags, "--out", tmp_path / "e",
-                       "--device", "cpu")  # fmt: skip
+    code, _, err = run(
+        capsys, "edit", tuned, "a dog", *flags, "--out", tmp_path / "e", "--device", "cpu"
+    )
     assert_user_error(code, err, *words)
     assert not (tmp_path / "e").exists()
 
@@ -150,8 +210,19 @@ def test_not_a_tune_folder(tmp_path, capsys):
 
 def test_long_prompt_warns_where_cut(tuned, tmp_path, capsys):
     long = "a cat " + " ".join(f"word{i}" for i in range(80)) + " THEEND"
-    code, _, err = run(capsys, "edit", tuned, long, "--steps", 1, "--out", tmp_path / "e",
-                       "--device", "cpu", "--quiet")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "edit",
+        tuned,
+        long,
+        "--steps",
+        1,
+        "--out",
+        tmp_path / "e",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0
     warn = [ln for ln in err.splitlines() if ln.startswith("unitune: warning:")]
     assert warn and "cut after" in warn[0] and "theend" in warn[0].lower()
@@ -169,8 +240,9 @@ def test_entry_point_has_no_traceback(tmp_path):
 
 
 def _cli(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "unitune.cli", *map(str, argv)],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "unitune.cli", *map(str, argv)], capture_output=True, text=True
+    )
 
 
 BAD_RUNS = [  # (argv after "unitune", words of the one error line); TUNE / MODEL / PHOTO filled in
@@ -193,7 +265,7 @@ def test_bad_arguments_fail_before_any_model_loads(tuned, tiny_model, photo, tmp
     fraction of a run that only loads the model (a ratio measured here, not a budget)."""
     import time
 
-    fill = {"TUNE": str(tuned), "MODEL": tiny_model, "PHOTO": photo, "NOPE": str(tmp_path / "nope")}  # fmt: skip
+    fill = {"TUNE": str(tuned), "MODEL": tiny_model, "PHOTO": photo, "NOPE": str(tmp_path / "nope")}
     worst = 0.0
     for argv, words in BAD_RUNS:
         argv = [fill.get(a, a) if "/" not in a else a.replace("NOPE", fill["NOPE"]) for a in argv]
@@ -203,14 +275,25 @@ def test_bad_arguments_fail_before_any_model_loads(tuned, tiny_model, photo, tmp
         assert_user_error(r.returncode, r.stderr, *words)
         assert r.stdout == ""
         assert not (tmp_path / "nope").exists()
-    probe = ("import sys; from unitune.cli import main; rc = main(sys.argv[1:]); "
-             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")  # fmt: skip
-    r = subprocess.run([sys.executable, "-c", probe, "edit", str(tuned), "a dog", "--t0", "2"],
-                       capture_output=True, text=True)  # fmt: skip
+    probe = (
+        "import sys; from unitune.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, "edit", str(tuned), "a dog", "--t0", "2"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "torch was imported" not in r.stderr, r.stderr
     t = time.perf_counter()
-    load = subprocess.run([sys.executable, "-c", "import sys; from unitune.backbones import "
-                           "load_model; load_model(sys.argv[1], 'cpu')", tiny_model])  # fmt: skip
+    load = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from unitune.backbones import load_model; load_model(sys.argv[1], 'cpu')",
+            tiny_model,
+        ]
+    )
     load_s = time.perf_counter() - t
     assert load.returncode == 0
     assert worst < 0.25 * load_s, (worst, load_s)
@@ -256,16 +339,26 @@ def bad_outs(tmp_path, monkeypatch):
     return tmp_path
 
 
-FOLDER_OUTS = [("a-file", "is a file"), ("fifo", "device"), ("a-file/x", "not a folder"),
-               ("ro", "not writable"), ("ro/x", "not writable")]  # fmt: skip
-FILE_OUTS = [("a-dir.png", "is a folder"), ("fifo.png", "device"), ("a-file/x.png", "not a folder"),
-             ("ro/x.png", "not writable")]  # fmt: skip
+FOLDER_OUTS = [
+    ("a-file", "is a file"),
+    ("fifo", "device"),
+    ("a-file/x", "not a folder"),
+    ("ro", "not writable"),
+    ("ro/x", "not writable"),
+]
+FILE_OUTS = [
+    ("a-dir.png", "is a folder"),
+    ("fifo.png", "device"),
+    ("a-file/x.png", "not a folder"),
+    ("ro/x.png", "not writable"),
+]
 
 
 @pytest.mark.parametrize(("out", "words"), FOLDER_OUTS)
 @pytest.mark.parametrize("cmd", ["edit", "tune", "demo", "export", "bench", "batch"])
-def test_unwritable_out_refused_before_loading(tuned, tiny_model, photo, bad_outs, capsys, no_load,
-                                               cmd, out, words):  # fmt: skip
+def test_unwritable_out_refused_before_loading(
+    tuned, tiny_model, photo, bad_outs, capsys, no_load, cmd, out, words
+):
     o = str(bad_outs / out)
     (bad_outs / "jobs.jsonl").write_text('{"image": "x.png"}\n')
     argv = {
@@ -282,8 +375,9 @@ def test_unwritable_out_refused_before_loading(tuned, tiny_model, photo, bad_out
 
 @pytest.mark.parametrize(("out", "words"), FILE_OUTS)
 def test_unwritable_grid_out_refused_before_loading(tuned, bad_outs, capsys, no_load, out, words):
-    code, _, err = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--out",
-                       bad_outs / out)  # fmt: skip
+    code, _, err = run(
+        capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--out", bad_outs / out
+    )
     assert_user_error(code, err, "--out", words)
 
 
@@ -298,20 +392,24 @@ def _broken(m: dict, how: str):
     }[how]()
 
 
-@pytest.mark.parametrize("how", ["list", "settings", "checkpoints", "placement", "resolution",
-                                 "settings-key"])  # fmt: skip
-def test_manifest_of_the_wrong_shape_refused(tuned, tiny_model, photo, tmp_path, capsys, no_load,
-                                             how):  # fmt: skip
+@pytest.mark.parametrize(
+    "how", ["list", "settings", "checkpoints", "placement", "resolution", "settings-key"]
+)
+def test_manifest_of_the_wrong_shape_refused(
+    tuned, tiny_model, photo, tmp_path, capsys, no_load, how
+):
     import shutil
 
     t = tmp_path / "t"
     shutil.copytree(tuned, t)
     m = json.loads((t / "manifest.json").read_text())
     (t / "manifest.json").write_text(json.dumps(_broken(m, how)))
-    for argv in (["edit", t, "a dog", "--out", tmp_path / "e"],
-                 ["grid", t, "a dog", "--checkpoints", "2", "--out", tmp_path / "g.png"],
-                 ["export", t, "--format", "merged", "--out", tmp_path / "x"],
-                 ["tune", photo, "--model", tiny_model, "--out", t]):  # fmt: skip
+    for argv in (
+        ["edit", t, "a dog", "--out", tmp_path / "e"],
+        ["grid", t, "a dog", "--checkpoints", "2", "--out", tmp_path / "g.png"],
+        ["export", t, "--format", "merged", "--out", tmp_path / "x"],
+        ["tune", photo, "--model", tiny_model, "--out", t],
+    ):
         code, _, err = run(capsys, *argv)
         assert_user_error(code, err, "manifest")
 
@@ -331,8 +429,9 @@ def test_manifest_of_the_wrong_shape_refused(tuned, tiny_model, photo, tmp_path,
     ],
 )
 def test_out_of_range_tune_numbers(tiny_model, photo, tmp_path, capsys, no_load, flags, words):
-    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "o",
-                       *flags)  # fmt: skip
+    code, _, err = run(
+        capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "o", *flags
+    )
     assert_user_error(code, err, *words)
     assert not (tmp_path / "o").exists()
 
@@ -363,8 +462,20 @@ def test_bad_edit_prompts(tuned, tmp_path, capsys, no_load, prompt):
 
 
 def test_grid_cells_bounded(tuned, tmp_path, capsys, no_load):
-    code, _, err = run(capsys, "grid", tuned, "a dog", "--checkpoints", "2,4", "--t0",
-                       ",".join(["0.9"] * 50), "--seeds", "0,1,2,3,4", "--out", tmp_path / "g.png")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "grid",
+        tuned,
+        "a dog",
+        "--checkpoints",
+        "2,4",
+        "--t0",
+        ",".join(["0.9"] * 50),
+        "--seeds",
+        "0,1,2,3,4",
+        "--out",
+        tmp_path / "g.png",
+    )
     assert_user_error(code, err, "500 cells", "max_grid_cells")
 
 
@@ -380,7 +491,9 @@ def test_steps_beyond_the_schedule_refused(tuned, tiny_model, tmp_path, capsys, 
     t = tmp_path / "t"
     shutil.copytree(tuned, t)
     m = json.loads((t / "manifest.json").read_text())
-    (t / "manifest.json").write_text(json.dumps({**m, "model": str(short), "model_path": str(short)}))  # fmt: skip
+    (t / "manifest.json").write_text(
+        json.dumps({**m, "model": str(short), "model_path": str(short)})
+    )
     code, _, err = run(capsys, "edit", t, "a dog", "--steps", 50, "--out", tmp_path / "e")
     assert_user_error(code, err, "--steps 50", "20-step")
     with pytest.raises(_Loaded):
@@ -403,5 +516,9 @@ def test_library_refuses_what_the_cli_refuses(tuned):
         with pytest.raises(UserError, match=words):
             ed.edit(prompt, cfg, progress=False)
     with pytest.raises(UserError, match="1000-step training schedule"):
-        ed.edit("a dog", EditConfig(steps=1500), progress=False,
-                limits=WorkLimits(max_sample_steps=5000))  # fmt: skip
+        ed.edit(
+            "a dog",
+            EditConfig(steps=1500),
+            progress=False,
+            limits=WorkLimits(max_sample_steps=5000),
+        )

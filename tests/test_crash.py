@@ -32,13 +32,39 @@ from unitune.errors import UserError
 
 pytestmark = pytest.mark.slow
 
-PRELOAD = ["unitune.cli", "unitune.tune", "unitune.export", "unitune.edit", "unitune.outputs",
-           "unitune.backbones.sd", "torch", "diffusers", "transformers", "peft", "scipy.stats",
-           "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
-           "diffusers.schedulers.scheduling_dpmsolver_multistep",
-           "diffusers.loaders.single_file_utils"]  # imported once, in the fork server  # fmt: skip
-TUNE = ["--steps", "4", "--save-at", "2,4", "--batch-size", "1", "--method", "lora",
-        "--lora-rank", "4", "--resolution", "32", "--device", "cpu", "--quiet"]  # fmt: skip
+PRELOAD = [
+    "unitune.cli",
+    "unitune.tune",
+    "unitune.export",
+    "unitune.edit",
+    "unitune.outputs",
+    "unitune.backbones.sd",
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "scipy.stats",
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+    "diffusers.schedulers.scheduling_dpmsolver_multistep",
+    "diffusers.loaders.single_file_utils",
+]  # imported once, in the fork server
+TUNE = [
+    "--steps",
+    "4",
+    "--save-at",
+    "2,4",
+    "--batch-size",
+    "1",
+    "--method",
+    "lora",
+    "--lora-rank",
+    "4",
+    "--resolution",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def _child(argv: list[str], env: dict[str, str], log: str) -> None:
@@ -194,8 +220,20 @@ def test_tune_rerun_retrains_a_damaged_checkpoint(ctx, photo_copy, tmp_path, cap
         f = work / "t" / "checkpoints" / "step-000002.safetensors"
         data = f.read_bytes()
         f.write_bytes(data[:-100] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
-        code = main(["edit", str(work / "t"), "a dog", "--checkpoint", "2", "--out",
-                     str(tmp_path / "e"), "--device", "cpu", "--quiet"])  # fmt: skip
+        code = main(
+            [
+                "edit",
+                str(work / "t"),
+                "a dog",
+                "--checkpoint",
+                "2",
+                "--out",
+                str(tmp_path / "e"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and "damaged" in err and "Traceback" not in err, err
         run(*argv)
@@ -214,10 +252,33 @@ def test_export_overwrite_killed_at_every_file_event(ctx, tuned_world, tmp_path)
     one, whole; the rerun leaves exactly the new one and nothing hidden."""
     work = tmp_path / "w"
     run = Runner(ctx, tmp_path)
-    old_argv = ("export", tuned_world, "--format", "merged", "--checkpoint", "2", "--out",
-                work / "m", "--device", "cpu", "--quiet")  # fmt: skip
-    argv = ("export", tuned_world, "--format", "merged", "--checkpoint", "4", "--out", work / "m",
-            "--overwrite", "--device", "cpu", "--quiet")  # fmt: skip
+    old_argv = (
+        "export",
+        tuned_world,
+        "--format",
+        "merged",
+        "--checkpoint",
+        "2",
+        "--out",
+        work / "m",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    argv = (
+        "export",
+        tuned_world,
+        "--format",
+        "merged",
+        "--checkpoint",
+        "4",
+        "--out",
+        work / "m",
+        "--overwrite",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     work.mkdir()
     run(*old_argv)
     old = snapshot(work / "m")
@@ -242,10 +303,34 @@ def test_lora_export_and_edit_killed_at_every_file_event(ctx, tuned_world, tmp_p
     run = Runner(ctx, tmp_path)
     work = tmp_path / "w"
     # (a kill after the last rename leaves the complete file: the rerun needs --overwrite)
-    for argv in (("export", tuned_world, "--format", "diffusers-lora", "--out",
-                  work / "l.safetensors", "--overwrite", "--device", "cpu", "--quiet"),
-                 ("edit", tuned_world, "a red square", "--steps", "2", "--seeds", "0", "--out",
-                  work / "e", "--device", "cpu", "--quiet")):  # fmt: skip
+    for argv in (
+        (
+            "export",
+            tuned_world,
+            "--format",
+            "diffusers-lora",
+            "--out",
+            work / "l.safetensors",
+            "--overwrite",
+            "--device",
+            "cpu",
+            "--quiet",
+        ),
+        (
+            "edit",
+            tuned_world,
+            "a red square",
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--out",
+            work / "e",
+            "--device",
+            "cpu",
+            "--quiet",
+        ),
+    ):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         events = run.count(*argv)
@@ -285,7 +370,9 @@ def test_safetensors_io_error_is_one_line(tmp_path, monkeypatch):
     from unitune import fileio
 
     def full(*a, **k):
-        raise Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')  # noqa: E501  # fmt: skip
+        raise Exception(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )  # noqa: E501
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     with pytest.raises(UserError, match="disk is full"):
@@ -348,8 +435,9 @@ def _full(*a, **k):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_full_disk_in_tune_and_edit_is_one_line_and_resumable(ctx, photo_copy, tuned_world,
-                                                               tmp_path, monkeypatch, capsys):  # fmt: skip
+def test_full_disk_in_tune_and_edit_is_one_line_and_resumable(
+    ctx, photo_copy, tuned_world, tmp_path, monkeypatch, capsys
+):
     """The CLI on a full disk: exit 2 with one line naming the file, the disk and the fix; the
     tune folder stays resumable to the same bytes, and an edit leaves no sidecar."""
 
@@ -394,6 +482,22 @@ def _full_disk(tuned_world, photo_copy, tmp_path, monkeypatch, one_line) -> None
     with monkeypatch.context() as m:
         m.setattr(Image.Image, "save", _full)
         out = tmp_path / "e"
-        one_line(main(["edit", str(tuned_world), "a red square", "--steps", "1", "--seeds", "0",
-                       "--out", str(out), "--device", "cpu", "--quiet"]))  # fmt: skip
+        one_line(
+            main(
+                [
+                    "edit",
+                    str(tuned_world),
+                    "a red square",
+                    "--steps",
+                    "1",
+                    "--seeds",
+                    "0",
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+        )
         assert not out.exists() or list(out.iterdir()) == []

@@ -18,8 +18,10 @@ from unitune.world.scene import Scene, caption
 
 
 def test_demo_scene_is_not_a_plain_caption_rendering():
-    plain = Scene(SCENE.background, tuple(o.__class__(o.shape, o.colour, o.size, o.style, o.pos)
-                                          for o in SCENE.objects))  # fmt: skip
+    plain = Scene(
+        SCENE.background,
+        tuple(o.__class__(o.shape, o.colour, o.size, o.style, o.pos) for o in SCENE.objects),
+    )
     a = render([SCENE])[0]
     b = render([plain])[0]
     assert (a - b).abs().max() > 0.3  # jitter, rotation, gradient and texture are its own

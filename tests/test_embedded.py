@@ -51,9 +51,19 @@ def test_training_smoke_saves_resumable_state_and_a_loadable_pipeline(tmp_path):
     # rerunning resumes: two more steps continue from step 2, the VAE is not retrained (here
     # with the weighted loss, the layout read-out, which joins a state saved without it, and
     # the decoder-only stage)
-    cfg3 = TrainConfig(arch=TINY, vae_steps=2, vae_batch=4, steps=4, batch=4, save_every=1,
-                       x0_cap=50.0, layout=0.5, object_weight=10.0, decoder_steps=2,
-                       decoder_batch=2)  # fmt: skip
+    cfg3 = TrainConfig(
+        arch=TINY,
+        vae_steps=2,
+        vae_batch=4,
+        steps=4,
+        batch=4,
+        save_every=1,
+        x0_cap=50.0,
+        layout=0.5,
+        object_weight=10.0,
+        decoder_steps=2,
+        decoder_batch=2,
+    )
     train(cfg3, work, tmp_path / "export3", device="cpu", progress=False)
     state = load_file(work / "diffusion.safetensors")
     assert int(state["step"]) == 4 and state["layout.queries"].shape == (9, TINY.text_width)
@@ -75,8 +85,29 @@ def test_train_cli_passes_its_flags_into_the_config(tmp_path):
     from unitune.embedded.train import main
 
     work = tmp_path / "w"
-    assert main(["--work", str(work), "--tiny", "--steps", "1", "--vae-steps", "1", "--batch", "2",
-                 "--seed", "7", "--layout", "0.5", "--device", "cpu", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--work",
+                str(work),
+                "--tiny",
+                "--steps",
+                "1",
+                "--vae-steps",
+                "1",
+                "--batch",
+                "2",
+                "--seed",
+                "7",
+                "--layout",
+                "0.5",
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((work / "config.json").read_text())
     assert (cfg["seed"], cfg["steps"], cfg["batch"], cfg["layout"]) == (7, 1, 2, 0.5)
     assert int(load_file(work / "diffusion.safetensors")["step"]) == 1
@@ -113,8 +144,12 @@ def test_shipped_model_is_small_fp16_and_loads_through_diffusers():
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
     assert pipe.vae.config.scaling_factor != pytest.approx(0.18215)  # set from data
     g = torch.Generator().manual_seed(0)
-    img = pipe("a large red circle on the left, on a grey background", num_inference_steps=4,
-               generator=g, output_type="np").images  # fmt: skip
+    img = pipe(
+        "a large red circle on the left, on a grey background",
+        num_inference_steps=4,
+        generator=g,
+        output_type="np",
+    ).images
     assert img.shape == (1, 64, 64, 3)
 
 
@@ -150,8 +185,13 @@ def test_layout_targets_and_a_bounded_read_out():
     from unitune.embedded import layout as L
     from unitune.world.scene import Obj, Scene
 
-    scene = Scene("grey", (Obj("star", "red", "large", "filled", "left"),
-                           Obj("heart", "blue", "small", "outline", "top right")))  # fmt: skip
+    scene = Scene(
+        "grey",
+        (
+            Obj("star", "red", "large", "filled", "left"),
+            Obj("heart", "blue", "small", "outline", "top right"),
+        ),
+    )
     cap, cols, shps = L.layout_caption(scene, np.random.default_rng(0))
     assert "left" in cap and "top right" in cap
     assert cols[L.SLOTS.index("left")] == L.COLOUR_CLASSES.index("red")
@@ -199,7 +239,9 @@ def test_shipped_cascade_is_small_fp16_and_loads_in_the_if_pipelines():
         with safe_open(str(d / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     assert json.loads((base / "unitune_cascade.json").read_text())["sr_model"] == "world-if-sr"
-    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
+    none = dict(
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False
+    )
     p1 = IFPipeline.from_pretrained(base, **none)
     p2 = IFSuperResolutionPipeline.from_pretrained(sr, text_encoder=None, **none)
     p1.set_progress_bar_config(disable=True)
@@ -208,10 +250,21 @@ def test_shipped_cascade_is_small_fp16_and_loads_in_the_if_pipelines():
     emb, neg = p1.encode_prompt(
         "a red circle on a white background", do_classifier_free_guidance=True
     )
-    low = p1(prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=8, generator=g,
-             output_type="pt").images  # fmt: skip
-    hi = p2(image=low, prompt_embeds=emb, negative_prompt_embeds=neg, num_inference_steps=8,
-            generator=g, output_type="pt").images  # fmt: skip
+    low = p1(
+        prompt_embeds=emb,
+        negative_prompt_embeds=neg,
+        num_inference_steps=8,
+        generator=g,
+        output_type="pt",
+    ).images
+    hi = p2(
+        image=low,
+        prompt_embeds=emb,
+        negative_prompt_embeds=neg,
+        num_inference_steps=8,
+        generator=g,
+        output_type="pt",
+    ).images
     assert low.shape == (1, 3, 16, 16) and hi.shape == (1, 3, 64, 64) and hi.isfinite().all()
 
 
@@ -231,7 +284,12 @@ def test_cascade_trainer_smoke_resumes_and_exports(tmp_path):
     done = train_cascade(replace(cfg, steps=4), tmp_path / "w", tmp_path / "out", progress=False)
     assert done["steps"] == 4
     assert json.loads((tmp_path / "w" / "config.json").read_text())["steps"] == 4
-    sr = IFSuperResolutionPipeline.from_pretrained(tmp_path / "out" / "world-if-sr", text_encoder=None,
-                                                   safety_checker=None, feature_extractor=None,
-                                                   watermarker=None, requires_safety_checker=False)  # fmt: skip
+    sr = IFSuperResolutionPipeline.from_pretrained(
+        tmp_path / "out" / "world-if-sr",
+        text_encoder=None,
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
     assert sr.unet.config.in_channels == 6 and sr.unet.config.class_embed_type == "timestep"

@@ -47,8 +47,10 @@ def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
     # no --checkpoint: the auto step on a full tune that saved it, else None (= the last)
     ed = Editor(full.path, "cpu")
     assert ed.default_step(EditConfig()) is None  # 32 is not saved here
-    assert [ed.default_step(EditConfig(**{"auto_checkpoint": 4, **kw})) for kw in
-            ({}, {"checkpoint": 2}, {"method": "sine"}, {"auto_checkpoint": 3})] == [4, 2, None, None]  # fmt: skip
+    assert [
+        ed.default_step(EditConfig(**{"auto_checkpoint": 4, **kw}))
+        for kw in ({}, {"checkpoint": 2}, {"method": "sine"}, {"auto_checkpoint": 3})
+    ] == [4, 2, None, None]
     res = ed.edit("a cat", EditConfig(auto_checkpoint=4, steps=1, seeds=(0,)), progress=False)
     assert res.params[0]["edit_config"]["checkpoint"] == 4 and ed.step == 4
 
@@ -135,14 +137,17 @@ def test_one_batch_over_several_t0_matches_each_t0_alone(tuned, tmp_path, masked
         alone = ed.edit("a dog", EditConfig(**{**cfg.__dict__, "t0": t0}), mask, progress=False)
         torch.testing.assert_close(row.pixels[2 * j : 2 * j + 2], alone.pixels, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="multistep"):
-        ed.edit("a dog", EditConfig(**{**cfg.__dict__, "sampler": "dpm++"}), t0s=t0s, progress=False)  # fmt: skip
+        ed.edit(
+            "a dog", EditConfig(**{**cfg.__dict__, "sampler": "dpm++"}), t0s=t0s, progress=False
+        )
 
 
 def test_keep_resume_keeps_the_exact_state(tiny_model, photo, tmp_path):
     """A completed run drops checkpoints/resume.safetensors (3x a full checkpoint) unless asked."""
     cfg = TuneConfig(steps=2, save_at=(2,))
-    kept = tune(photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False,
-                keep_resume=True)  # fmt: skip
+    kept = tune(
+        photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False, keep_resume=True
+    )
     assert kept.manifest["status"] == "complete"
     assert (kept.path / "checkpoints" / "resume.safetensors").exists()
     plain = tune(photo, tmp_path / "p", cfg, model=tiny_model, device="cpu", progress=False)

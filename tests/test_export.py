@@ -18,9 +18,13 @@ from unitune.edit import Editor
 from unitune.export import export
 from unitune.tune import tune
 
-PIPES = {"sd1": "StableDiffusionPipeline", "sd2v": "StableDiffusionPipeline",
-         "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline",
-         "flux": "FluxPipeline"}  # fmt: skip
+PIPES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd2v": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
 FLOW = ("sd3", "flux")  # their pipelines keep their own (flow) scheduler
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
@@ -33,7 +37,9 @@ def tunes(tiny_models, photo, tmp_path_factory) -> dict:
     for fam, model in tiny_models.items():
         for method, lr in (("lora", 1e-2), ("full", 1e-3)):
             path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
-            cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32)  # fmt: skip
+            cfg = TuneConfig(
+                steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32
+            )
             tune(photo, path, cfg, model=model, device="cpu", progress=False)
             out[fam, method] = path
     return out
@@ -55,9 +61,15 @@ def _pipe(family: str, source: str):
 def _sample(pipe, ed: Editor) -> np.ndarray:
     """The pipeline's text-to-image at EC's settings, with unitune's SDXL time ids."""
     hw = tuple(ed.folder.manifest["resolution"])
-    kw = dict(prompt=[f"beikkpic {PROMPT}"] * 2, guidance_scale=EC.cfg, num_inference_steps=EC.steps,
-              generator=[torch.Generator("cpu").manual_seed(s) for s in EC.seeds],
-              output_type="np", height=hw[0], width=hw[1])  # fmt: skip
+    kw = dict(
+        prompt=[f"beikkpic {PROMPT}"] * 2,
+        guidance_scale=EC.cfg,
+        num_inference_steps=EC.steps,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in EC.seeds],
+        output_type="np",
+        height=hw[0],
+        width=hw[1],
+    )
     if "XL" in type(pipe).__name__:
         g = ed.placement.geometry(hw)
         kw |= dict(original_size=g.original, crops_coords_top_left=g.crop, target_size=g.target)
@@ -96,15 +108,20 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
         meta = f.metadata()
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == "4"
     assert meta["ss_base_model_version"] == {"sd1": "sd_v1", "sdxl": "sdxl_base_v1-0"}[family]
-    assert "beikkpic" in json.loads(meta["ss_tag_frequency"])["unitune"] and "beikkpic" in meta["ss_training_comment"]  # fmt: skip
+    assert (
+        "beikkpic" in json.loads(meta["ss_tag_frequency"])["unitune"]
+        and "beikkpic" in meta["ss_training_comment"]
+    )
     pipe = _pipe(family, tiny_models[family])
     pipe.load_lora_weights(str(path))  # diffusers converts kohya's keys itself
     ed = Editor(tunes[family, "lora"], "cpu")
     assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
 
 
-@pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full"),
-                                               ("sd3", "lora"), ("flux", "full")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("family", "method"),
+    [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full"), ("sd3", "lora"), ("flux", "full")],
+)
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
     out = export(tunes[family, method], "merged", tmp_path / "merged").path
     ed = Editor(tunes[family, method], "cpu")
@@ -112,7 +129,9 @@ def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
 
 
 @pytest.mark.parametrize(("family", "method"), [("sd1", "full"), ("sdxl", "lora")])
-def test_merged_single_file_loads_with_from_single_file(family, method, tunes, tiny_models, tmp_path):  # fmt: skip
+def test_merged_single_file_loads_with_from_single_file(
+    family, method, tunes, tiny_models, tmp_path
+):
     """The original (A1111) layout: diffusers' from_single_file (configs from the model's folder,
     as offline users pass them) reads every component back and samples what the tune does."""
     import diffusers
@@ -163,8 +182,13 @@ def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_pa
 def test_export_refuses_bad_input_in_one_line(tunes, tmp_path, capsys, photo, tiny_models):
     lora, full = tunes["sd1", "lora"], tunes["sd1", "full"]
     patch = tmp_path / "patch"
-    tune(photo, patch, TuneConfig(steps=1, save_at=(1,), patches=True), model=tiny_models["sd1"],
-         progress=False)  # fmt: skip
+    tune(
+        photo,
+        patch,
+        TuneConfig(steps=1, save_at=(1,), patches=True),
+        model=tiny_models["sd1"],
+        progress=False,
+    )
     (tmp_path / "taken.safetensors").write_bytes(b"x")
     capsys.readouterr()  # what loading the tiny models printed
     cases = [
@@ -180,14 +204,14 @@ def test_export_refuses_bad_input_in_one_line(tunes, tmp_path, capsys, photo, ti
                 tmp_path / "a.safetensors",
             ],
             "checkpoint 7",
-        ),  # fmt: skip
+        ),
         ([lora, "--format", "diffusers-lora", "--out", tmp_path / "taken.safetensors"], "exists"),
         ([full, "--format", "kohya-lora", "--out", tmp_path / "a.safetensors"], "--rank"),
         ([full, "--format", "lora-from-full", "--out", tmp_path / "a.safetensors"], "--rank"),
         (
             [lora, "--format", "lora-from-full", "--rank", 4, "--out", tmp_path / "a.safetensors"],
             "LoRA",
-        ),  # fmt: skip
+        ),
         ([lora, "--format", "diffusers-lora", "--out", tmp_path / "a-folder"], ".safetensors"),
         ([patch, "--format", "merged", "--out", tmp_path / "m"], "patch tune"),
     ]
@@ -210,7 +234,16 @@ def test_sd2_single_file_is_refused_before_loading(tiny_models, photo, tmp_path,
     cfg_path.write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
     tune(photo, tmp_path / "t", TuneConfig(steps=1, save_at=(1,)), model=str(model), progress=False)
     capsys.readouterr()
-    code = main(["export", str(tmp_path / "t"), "--format", "merged", "--out", str(tmp_path / "m.safetensors")])  # fmt: skip
+    code = main(
+        [
+            "export",
+            str(tmp_path / "t"),
+            "--format",
+            "merged",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "SD 2.x" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.safetensors").exists()

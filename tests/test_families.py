@@ -37,7 +37,14 @@ def untuned(tiny_models, photo, tmp_path_factory) -> dict:
     out = {}
     for fam, model in tiny_models.items():
         path = tmp_path_factory.mktemp("untuned") / fam
-        tune(photo, path, TuneConfig(steps=0, resolution=RES), model=model, device="cpu", progress=False)  # fmt: skip
+        tune(
+            photo,
+            path,
+            TuneConfig(steps=0, resolution=RES),
+            model=model,
+            device="cpu",
+            progress=False,
+        )
         out[fam] = path
     return out
 
@@ -68,17 +75,31 @@ def test_edit_equals_the_diffusers_pipeline(family, t0, tiny_models, untuned):
 def test_flux_true_cfg_equals_the_pipeline(t0, tiny_models, untuned):
     """FLUX.1-dev with true CFG and a negative prompt on top of its embedded guidance."""
     ours = {"true_cfg": 3.0, "negative_prompt": "blurry"}
-    _same_as_pipeline("flux", t0, tiny_models, untuned, ours, {"true_cfg_scale": 3.0, "negative_prompt": ["blurry"] * 2})  # fmt: skip
+    _same_as_pipeline(
+        "flux",
+        t0,
+        tiny_models,
+        untuned,
+        ours,
+        {"true_cfg_scale": 3.0, "negative_prompt": ["blurry"] * 2},
+    )
 
 
 def _same_as_pipeline(family, t0, tiny_models, untuned, ours_kw, peer_kw) -> None:
     ed = Editor(untuned[family], "cpu")
-    cfg = EditConfig(checkpoint=0, t0=t0, cfg=7.5, steps=12, seeds=(0, 3), interpolate=False, **ours_kw)  # fmt: skip
+    cfg = EditConfig(
+        checkpoint=0, t0=t0, cfg=7.5, steps=12, seeds=(0, 3), interpolate=False, **ours_kw
+    )
     ours = ed.edit(PROMPT, cfg, progress=False).pixels.permute(0, 2, 3, 1).cpu().numpy()
     img2img, txt2img = PEERS[family]
-    kw = dict(prompt=[f"beikkpic {PROMPT}"] * 2, guidance_scale=7.5, num_inference_steps=12,
-              generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)], output_type="np",
-              **peer_kw)  # fmt: skip
+    kw = dict(
+        prompt=[f"beikkpic {PROMPT}"] * 2,
+        guidance_scale=7.5,
+        num_inference_steps=12,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)],
+        output_type="np",
+        **peer_kw,
+    )
     hw = tuple(ed.folder.manifest["resolution"])
     if family == "sdxl":  # the added time ids: the photo's size and crop, as unitune builds them
         g = ed.placement.geometry(hw)
@@ -87,9 +108,11 @@ def _same_as_pipeline(family, t0, tiny_models, untuned, ours_kw, peer_kw) -> Non
     if flow:  # their img2img pipelines take the output size too (FLUX's default is 1024 px)
         kw |= dict(height=hw[0], width=hw[1])
     if t0 < 1.0:  # x0 has the latent channels: img2img takes it as latents as-is
-        ref = _peer(img2img, tiny_models[family], flow)(image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=t0, **kw)  # fmt: skip
+        ref = _peer(img2img, tiny_models[family], flow)(
+            image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=t0, **kw
+        )
     else:
-        ref = _peer(txt2img, tiny_models[family], flow)(**({"height": hw[0], "width": hw[1]} | kw))  # fmt: skip
+        ref = _peer(txt2img, tiny_models[family], flow)(**({"height": hw[0], "width": hw[1]} | kw))
     assert ours.shape == ref.images.shape
     assert np.abs(ours - ref.images).max() < 1e-4
     assert np.abs(ours[0] - ours[1]).max() > 1e-2  # the seeds differ: not a constant picture
@@ -108,8 +131,14 @@ GAIN = {"sd1": 6.0, "sd2v": 6.0, "sdxl": 6.0, "sd3": 1.0, "flux": 1.0}
 def test_finetune_lowers_loss_and_reproduces_base(family, method, tiny_models, photo, tmp_path):
     """Loss falls, and the rare-token sample at t0 = 1 moves toward the base image."""
     out = tmp_path / "tuned"
-    folder = tune(photo, out, TuneConfig(steps=128, lr=1e-3, method=method, resolution=RES),
-                  model=tiny_models[family], device="cpu", progress=False)  # fmt: skip
+    folder = tune(
+        photo,
+        out,
+        TuneConfig(steps=128, lr=1e-3, method=method, resolution=RES),
+        model=tiny_models[family],
+        device="cpu",
+        progress=False,
+    )
     ck = folder.manifest["checkpoints"]
     assert sorted(map(int, ck)) == [16, 32, 64, 128]
     assert ck["128"]["loss"] < ck["16"]["loss"]
@@ -141,8 +170,14 @@ def test_tune_leaves_the_callers_model_as_it_found_it(how, tiny_models, photo, t
     no PEFT wrappers, no positional module, no delta, frozen, in eval mode."""
     bb = load_model(tiny_models["sdxl"], "cpu")
     before, kinds = _weights(bb.module), [type(m) for m in bb.module.modules()]
-    tune(photo, tmp_path / "t", TuneConfig(steps=2, save_at=(1, 2), lr=1e-2, **how),
-         model=tiny_models["sdxl"], backbone=bb, progress=False)  # fmt: skip
+    tune(
+        photo,
+        tmp_path / "t",
+        TuneConfig(steps=2, save_at=(1, 2), lr=1e-2, **how),
+        model=tiny_models["sdxl"],
+        backbone=bb,
+        progress=False,
+    )
     after = _weights(bb.module)
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -168,8 +203,14 @@ def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, t
 
     tune_mod.load = spy
     try:
-        tune(photo, tmp_path / "t", TuneConfig(steps=1, save_at=(1,)), model=tiny_models["sdxl"],
-             device="cpu", progress=False)  # fmt: skip
+        tune(
+            photo,
+            tmp_path / "t",
+            TuneConfig(steps=1, save_at=(1,)),
+            model=tiny_models["sdxl"],
+            device="cpu",
+            progress=False,
+        )
     finally:
         tune_mod.load = real
     assert seen["bb"].text_encoder is None and seen["bb"].text_encoder_2 is None
@@ -182,7 +223,7 @@ def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, t
     [
         ("KandinskyV22Pipeline", ["KandinskyV22Pipeline"]),
         ("StableCascadePriorPipeline", ["StableCascadePriorPipeline"]),
-    ],  # fmt: skip
+    ],
 )
 def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, photo, tmp_path):
     """Only model_index.json exists: the refusal comes from it, not from a failed weight load."""
@@ -215,38 +256,97 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
     tune_args = ["--model", m, "--steps", 2, "--save-at", "1,2", "--resolution", RES]
     flow = family in FLOW
     # the flow models' one sampler; FLUX.1-dev: true CFG with the negative prompt on top
-    other = ("--sampler", "euler", "--true-cfg", 2) if family == "flux" else ("--sampler", "euler") if flow else ("--sampler", "dpm++")  # fmt: skip
+    other = (
+        ("--sampler", "euler", "--true-cfg", 2)
+        if family == "flux"
+        else ("--sampler", "euler")
+        if flow
+        else ("--sampler", "dpm++")
+    )
     ok("tune", photo, "--out", t / "full", *tune_args, "--method", "full")
     ok("tune", photo, "--out", t / "full", *tune_args, "--method", "full")  # resumes: nothing to do
-    ok("tune", photo, "--out", t / "lora", *tune_args, "--method", "lora", "--lora-rank", 4, "--lora-conv")  # fmt: skip
+    ok(
+        "tune",
+        photo,
+        "--out",
+        t / "lora",
+        *tune_args,
+        "--method",
+        "lora",
+        "--lora-rank",
+        4,
+        "--lora-conv",
+    )
     ok("tune", photo, "--out", t / "patch", *tune_args, "--patches")
     w, h = Image.open(photo).size
     mask = Image.new("L", (w, h), 0)
     mask.paste(255, (w // 4, h // 4, w // 2, h // 2))
     mask.save(t / "mask.png")
     edits = [
-        ("full", "--checkpoint", 2, "--t0", 0.8, "--prompt-guidance", "a cat", "--mask",
-         t / "mask.png", "--paste-back", "--seeds", "0,1", "--negative-prompt", "blurry"),
+        (
+            "full",
+            "--checkpoint",
+            2,
+            "--t0",
+            0.8,
+            "--prompt-guidance",
+            "a cat",
+            "--mask",
+            t / "mask.png",
+            "--paste-back",
+            "--seeds",
+            "0,1",
+            "--negative-prompt",
+            "blurry",
+        ),
         ("lora", "--lora-scale", 0.5, *other, "--no-interpolate", "--offload"),
-        ("lora", "--method", "sine", "--guide", f"{t / 'full'}:beikkpic:1.5", "--guide",
-         "pretrained:a dog:1", "--K", 300, "--v", 0.5),
+        (
+            "lora",
+            "--method",
+            "sine",
+            "--guide",
+            f"{t / 'full'}:beikkpic:1.5",
+            "--guide",
+            "pretrained:a dog:1",
+            "--K",
+            300,
+            "--v",
+            0.5,
+        ),
         ("patch", "--method", "sine", "--size", "32x48"),
         ("full", "--best-of", 2, "--sweep-t0", "0.8,1", "--keep-all"),
-    ]  # fmt: skip
+    ]
     for i, (tune_dir, *flags) in enumerate(edits):
         files = ok("edit", t / tune_dir, "a dog", *flags, "--steps", 2, "--out", t / f"e{i}")
         assert files and all(Path(f).is_file() for f in files), flags
-    assert Image.open(ok("edit", t / "patch", "a dog", "--size", "32x48", "--steps", 1, "--out", t / "s")[0]).size == (48, 32)  # fmt: skip
+    assert Image.open(
+        ok("edit", t / "patch", "a dog", "--size", "32x48", "--steps", 1, "--out", t / "s")[0]
+    ).size == (48, 32)
     first = Path(sorted((t / "e0").glob("*.png"))[0])
     assert Image.open(first).size == (w, h)  # --paste-back: the photo's own size
     again = Path(ok("edit", t / "full", "--params", first, "--out", t / "r")[0])
     assert Image.open(again).tobytes() == Image.open(first).tobytes()
-    ok("grid", t / "full", "a dog", "--checkpoints", "0,1,2", "--t0", "0.8,1", "--steps", 2,
-       "--out", t / "grid.png")  # fmt: skip
+    ok(
+        "grid",
+        t / "full",
+        "a dog",
+        "--checkpoints",
+        "0,1,2",
+        "--t0",
+        "0.8,1",
+        "--steps",
+        2,
+        "--out",
+        t / "grid.png",
+    )
     assert (t / "grid.png").is_file()
     # --vae: the model's own VAE from its folder gives the same image as no --vae
-    same = [Image.open(ok("edit", t / "full", "a dog", "--steps", 2, "--out", t / f"v{i}", *vae)[0]).tobytes()
-            for i, vae in enumerate([(), ("--vae", Path(m) / "vae")])]  # fmt: skip
+    same = [
+        Image.open(
+            ok("edit", t / "full", "a dog", "--steps", 2, "--out", t / f"v{i}", *vae)[0]
+        ).tobytes()
+        for i, vae in enumerate([(), ("--vae", Path(m) / "vae")])
+    ]
     assert same[0] == same[1]
 
 
@@ -261,11 +361,14 @@ def _fake_single_file(path: Path, keys: list[str]) -> Path:
     ("keys", "family"),
     [
         (["cond_stage_model.transformer.x", "model.diffusion_model.input_blocks.0.0.weight"], "sd"),
-        (["conditioner.embedders.1.model.x", "model.diffusion_model.input_blocks.0.0.weight"], "sdxl"),
+        (
+            ["conditioner.embedders.1.model.x", "model.diffusion_model.input_blocks.0.0.weight"],
+            "sdxl",
+        ),
         (["double_blocks.0.img_attn.qkv.weight"], "flux"),
         (["model.diffusion_model.joint_blocks.0.x", "text_encoders.clip_l.x"], "sd3"),
     ],
-)  # fmt: skip
+)
 def test_single_files_are_recognised_by_their_tensor_names(keys, family, tmp_path):
     """A single .safetensors checkpoint's family comes from its tensor names (no weight is
     read); the families unitune does not drive are refused in one line naming them."""
@@ -285,8 +388,18 @@ def test_bad_vae_is_refused_before_loading(tiny_models, photo, tmp_path, capsys)
 
     (tmp_path / "novae").mkdir()
     for vae in (tmp_path / "novae", tmp_path / "vae.ckpt"):
-        code = main(["tune", photo, "--model", tiny_models["sdxl"], "--out", str(tmp_path / "t"),
-                     "--vae", str(vae)])  # fmt: skip
+        code = main(
+            [
+                "tune",
+                photo,
+                "--model",
+                tiny_models["sdxl"],
+                "--out",
+                str(tmp_path / "t"),
+                "--vae",
+                str(vae),
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "--vae" in err, err
     assert not (tmp_path / "t").exists()

@@ -19,7 +19,10 @@ INT8 = Acceleration(quantize="int8")
 def test_int8_base_predicts_close_to_the_float_one(family, tiny_models):
     """Quantizing the transformer's linear weights changes its velocity only slightly."""
     pytest.importorskip("torchao")
-    ref, q = load_model(tiny_models[family], "cpu"), load_model(tiny_models[family], "cpu", accel=INT8)  # fmt: skip
+    ref, q = (
+        load_model(tiny_models[family], "cpu"),
+        load_model(tiny_models[family], "cpu", accel=INT8),
+    )
     assert type(q.module.transformer_blocks[0].attn.to_q.weight).__name__ != "Parameter"
     assert q.digest == ref.digest  # the id of the weights as loaded, not as quantized
     gen = torch.Generator().manual_seed(0)
@@ -33,8 +36,15 @@ def test_int8_base_predicts_close_to_the_float_one(family, tiny_models):
 def test_int8_lora_tune_learns_and_edits(tiny_models, photo, tmp_path):
     pytest.importorskip("torchao")
     out = tmp_path / "q"
-    folder = tune(photo, out, TuneConfig(steps=16, save_at=(4, 16), lr=1e-3, resolution=32),
-                  model=tiny_models["flux"], device="cpu", progress=False, accel=INT8)  # fmt: skip
+    folder = tune(
+        photo,
+        out,
+        TuneConfig(steps=16, save_at=(4, 16), lr=1e-3, resolution=32),
+        model=tiny_models["flux"],
+        device="cpu",
+        progress=False,
+        accel=INT8,
+    )
     m = folder.manifest
     assert m["quantize"] == "int8" and m["settings"]["method"] == "lora"
     assert m["checkpoints"]["16"]["loss"] < m["checkpoints"]["4"]["loss"]
@@ -47,8 +57,21 @@ def test_int8_refuses_a_full_tune_before_loading(tiny_models, photo, tmp_path, c
     from unitune.cli import main
 
     with pytest.raises(UserError, match="LoRA"):
-        tune(photo, tmp_path / "t", TuneConfig(method="full"), model=tiny_models["flux"], accel=INT8)  # fmt: skip
-    code = main(["tune", photo, "--model", tiny_models["sdxl"], "--out", str(tmp_path / "c"), "--quantize", "int8"])  # fmt: skip
+        tune(
+            photo, tmp_path / "t", TuneConfig(method="full"), model=tiny_models["flux"], accel=INT8
+        )
+    code = main(
+        [
+            "tune",
+            photo,
+            "--model",
+            tiny_models["sdxl"],
+            "--out",
+            str(tmp_path / "c"),
+            "--quantize",
+            "int8",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "LoRA" in err and err.count("\n") == 1
     assert not (tmp_path / "t").exists() and not (tmp_path / "c").exists()
@@ -76,15 +99,32 @@ def test_sd3_heun_equals_the_pipeline_with_heun(tiny_models, photo, tmp_path):
     import diffusers
     import numpy as np
 
-    tune(photo, tmp_path / "u", TuneConfig(steps=0, resolution=32), model=tiny_models["sd3"], device="cpu", progress=False)  # fmt: skip
+    tune(
+        photo,
+        tmp_path / "u",
+        TuneConfig(steps=0, resolution=32),
+        model=tiny_models["sd3"],
+        device="cpu",
+        progress=False,
+    )
     ed = Editor(tmp_path / "u", "cpu")
-    ec = EditConfig(checkpoint=0, t0=0.6, cfg=4.0, steps=8, seeds=(0, 3), interpolate=False, sampler="heun")  # fmt: skip
+    ec = EditConfig(
+        checkpoint=0, t0=0.6, cfg=4.0, steps=8, seeds=(0, 3), interpolate=False, sampler="heun"
+    )
     ours = ed.edit("a cat", ec, progress=False).pixels.permute(0, 2, 3, 1).numpy()
     pipe = diffusers.StableDiffusion3Img2ImgPipeline.from_pretrained(tiny_models["sd3"])
     pipe.scheduler = diffusers.FlowMatchHeunDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe(image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=0.6, prompt=["beikkpic a cat"] * 2,
-               guidance_scale=4.0, num_inference_steps=8, height=32, width=32, output_type="np",
-               generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)]).images  # fmt: skip
+    ref = pipe(
+        image=ed.folder.base_latents().repeat(2, 1, 1, 1),
+        strength=0.6,
+        prompt=["beikkpic a cat"] * 2,
+        guidance_scale=4.0,
+        num_inference_steps=8,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)],
+    ).images
     assert np.abs(ours - ref).max() < 1e-4
     assert load_model(tiny_models["flux"], "cpu").samplers == ("euler",)

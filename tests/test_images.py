@@ -110,8 +110,12 @@ def test_a1111_parameters_round_trip(tmp_path):
     back = parse_parameters(text)
     assert back["prompt"] == params["prompt"] and back["Tune"] == "tunes/a: b"
     assert back["CFG scale"] == "7.5" and back["Seed"] == "3"
-    path = save_png(Image.new("RGB", (4, 4)), tmp_path / "x.png", {"edit_prompt": "a", "k": [1]},
-                    text_params=params)  # fmt: skip
+    path = save_png(
+        Image.new("RGB", (4, 4)),
+        tmp_path / "x.png",
+        {"edit_prompt": "a", "k": [1]},
+        text_params=params,
+    )
     assert Image.open(path).text["parameters"] == text
     assert read_sidecar(path) == {"edit_prompt": "a", "k": [1]}
     assert not list(tmp_path.glob(".*tmp"))

@@ -103,21 +103,21 @@ def test_requests_beyond_the_limits_are_refused_in_one_line(served):
             "a green circle",
             {"seeds": ",".join(map(str, range(lim.max_seeds + 1)))},
             owner="ana",
-        ),  # fmt: skip
+        ),
         "seed": lambda: s.submit_edit(tune, "a green circle", {"seeds": str(2**64)}, owner="ana"),
         "t0": lambda: s.submit_grid(
             tune, "a green circle", ",".join(["0.5"] * (lim.max_grid_cells + 1)), owner="ana"
-        ),  # fmt: skip
+        ),
         "cells": lambda: s.submit_grid(
             tune, "x", ",".join(["0.5"] * 20), ",".join(map(str, range(lim.max_seeds))), owner="ana"
-        ),  # fmt: skip
+        ),
         "characters": lambda: s.submit_edit(tune, "a" * (lim.max_prompt_chars + 1), owner="ana"),
         "steps": lambda: s.submit_tune(b"", "", lim.max_tune_steps + 1, owner="ana"),
         "whole number": lambda: s.submit_tune(b"", "", "many", owner="ana"),
         "finite": lambda: s.submit_edit(tune, "x", {"fidelity": float("nan")}, owner="ana"),
         "max_sample_steps": lambda: s.submit_edit(
             tune, "x", {"steps": lim.max_sample_steps + 1}, owner="ana"
-        ),  # fmt: skip
+        ),
         "no such tune": lambda: s.submit_edit(tune, "x", owner="bob"),
         "no such job": lambda: s.cancel(tune, owner="bob"),
     }
@@ -125,7 +125,10 @@ def test_requests_beyond_the_limits_are_refused_in_one_line(served):
         with pytest.raises(UserError) as e:
             call()
         _one_line(e.value)
-        assert any(w in str(e.value).lower() for w in words.split("|")) or "most" in str(e.value), (words, str(e.value))  # fmt: skip
+        assert any(w in str(e.value).lower() for w in words.split("|")) or "most" in str(e.value), (
+            words,
+            str(e.value),
+        )
     assert s.queue.counts()["queued"] == waiting  # nothing reached the queue
     assert s.tunes("bob") == [] and [t for _, t in s.tunes("ana")] == [tune]
     with pytest.raises(UserError):
@@ -142,12 +145,43 @@ _values = st.one_of(
     st.lists(st.integers(min_value=-5, max_value=2**40), max_size=5),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
-_fields = st.sampled_from(["seeds", "t0", "cfg", "steps", "checkpoint", "sine_K", "sine_v", "method", "sampler", "fidelity", "eta", "size", "bogus"])  # fmt: skip
+_fields = st.sampled_from(
+    [
+        "seeds",
+        "t0",
+        "cfg",
+        "steps",
+        "checkpoint",
+        "sine_K",
+        "sine_v",
+        "method",
+        "sampler",
+        "fidelity",
+        "eta",
+        "size",
+        "bogus",
+    ]
+)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(prompt=_values, t0s=_values, seeds=_values, steps=_values, caption=_values, key=_fields, value=_values)  # fmt: skip
-def test_any_request_is_queued_or_refused_in_one_line(served, prompt, t0s, seeds, steps, caption, key, value):  # fmt: skip
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    prompt=_values,
+    t0s=_values,
+    seeds=_values,
+    steps=_values,
+    caption=_values,
+    key=_fields,
+    value=_values,
+)
+def test_any_request_is_queued_or_refused_in_one_line(
+    served, prompt, t0s, seeds, steps, caption, key, value
+):
     """Generated values of every type into every request: a UserError of one line or a queued
     job, never another exception (the API's callers get nothing else)."""
     s, tune = served

@@ -10,8 +10,9 @@ from unitune.learned_variance import hybrid_loss, model_log_variance, vlb_term
 
 
 def _sched():
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         variance_type="learned_range")  # fmt: skip
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", variance_type="learned_range"
+    )
 
 
 def test_learned_range_log_variance_is_the_schedulers():

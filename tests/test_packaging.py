@@ -73,7 +73,9 @@ def test_every_imported_distribution_is_declared():
             if name in sys.stdlib_module_names or name == "unitune" or name == "__future__":
                 continue
             dists = {_norm(d) for d in owners.get(name, [])}
-            assert dists, f"{f.relative_to(SRC)} imports {name!r}, which no installed distribution provides"  # fmt: skip
+            assert dists, (
+                f"{f.relative_to(SRC)} imports {name!r}, which no installed distribution provides"
+            )
             guarded = dists & optional and "except ImportError" in f.read_text()
             if not dists & declared and not guarded:
                 missing.setdefault(name, []).append(str(f.relative_to(SRC)))

@@ -42,8 +42,23 @@ def test_edit_region_marks_where_the_prompts_disagree():
 
 
 def test_best_of_cli_ranks_and_saves_the_top_pick(tuned, tmp_path, capsys):
-    code, out, err = run(capsys, "edit", tuned, "a red square", "--best-of", 3, "--steps", 3,
-                         "--seeds", 5, "--out", tmp_path / "b", "--device", "cpu", "--quiet")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "edit",
+        tuned,
+        "a red square",
+        "--best-of",
+        3,
+        "--steps",
+        3,
+        "--seeds",
+        5,
+        "--out",
+        tmp_path / "b",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     files = [Path(p) for p in out.split()]
     assert len(files) == 1
@@ -52,18 +67,44 @@ def test_best_of_cli_ranks_and_saves_the_top_pick(tuned, tmp_path, capsys):
     assert bo["rank"] == 1 and bo["of"] == 3 and side["seed"] in (5, 6, 7)
     assert "rank" in err and err.count("seed ") == 3  # the ranking table, every candidate
     # the pick is an ordinary edit: --params reproduces it bit for bit
-    code, out2, _ = run(capsys, "edit", tuned, "--params", files[0].with_suffix(".json"),
-                        "--out", tmp_path / "r", "--device", "cpu", "--quiet")  # fmt: skip
+    code, out2, _ = run(
+        capsys,
+        "edit",
+        tuned,
+        "--params",
+        files[0].with_suffix(".json"),
+        "--out",
+        tmp_path / "r",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0
     a, b = Image.open(files[0]), Image.open(out2.split()[0])
     assert a.tobytes() == b.tobytes()
     # a sweep over t0 doubles the candidates; --keep-all saves them all
-    code, out, err = run(capsys, "edit", tuned, "a red square", "--best-of", 2, "--sweep-t0",
-                         "0.8,1", "--steps", 3, "--keep-all", "--out", tmp_path / "k",
-                         "--device", "cpu", "--quiet")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "edit",
+        tuned,
+        "a red square",
+        "--best-of",
+        2,
+        "--sweep-t0",
+        "0.8,1",
+        "--steps",
+        3,
+        "--keep-all",
+        "--out",
+        tmp_path / "k",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0 and len(out.split()) == 4
-    ranks = sorted(json.loads(Path(p).with_suffix(".json").read_text())["best_of"]["rank"]
-                   for p in out.split())  # fmt: skip
+    ranks = sorted(
+        json.loads(Path(p).with_suffix(".json").read_text())["best_of"]["rank"] for p in out.split()
+    )
     assert ranks == [1, 2, 3, 4]
 
 
@@ -78,8 +119,9 @@ def test_best_of_cli_ranks_and_saves_the_top_pick(tuned, tmp_path, capsys):
     ],
 )
 def test_best_of_and_fidelity_errors(tuned, tmp_path, capsys, flags, words):
-    code, _, err = run(capsys, "edit", tuned, "a dog", *flags, "--out", tmp_path / "e",
-                       "--device", "cpu")  # fmt: skip
+    code, _, err = run(
+        capsys, "edit", tuned, "a dog", *flags, "--out", tmp_path / "e", "--device", "cpu"
+    )
     assert_user_error(code, err, *words)
     assert not (tmp_path / "e").exists()
 
@@ -116,11 +158,31 @@ def test_shipped_fidelity_map_is_a_measured_frontier():
 def test_fidelity_cli_sets_the_three_settings(tuned, tmp_path, capsys, monkeypatch):
     from unitune import fidelity
 
-    monkeypatch.setattr(fidelity, "load_map", lambda path=None: {"points": [
-        {"checkpoint": 2, "t0": 1.0, "cfg": 9.0, "fidelity": 0.4, "success": 0.5},
-        {"checkpoint": 4, "t0": 0.8, "cfg": 2.0, "fidelity": 0.8, "success": 0.1}]})  # fmt: skip
-    code, out, err = run(capsys, "edit", tuned, "a dog", "--fidelity", 1, "--steps", 2,
-                         "--out", tmp_path / "f", "--device", "cpu", "--quiet")  # fmt: skip
+    monkeypatch.setattr(
+        fidelity,
+        "load_map",
+        lambda path=None: {
+            "points": [
+                {"checkpoint": 2, "t0": 1.0, "cfg": 9.0, "fidelity": 0.4, "success": 0.5},
+                {"checkpoint": 4, "t0": 0.8, "cfg": 2.0, "fidelity": 0.8, "success": 0.1},
+            ]
+        },
+    )
+    code, out, err = run(
+        capsys,
+        "edit",
+        tuned,
+        "a dog",
+        "--fidelity",
+        1,
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "f",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     ec = json.loads(Path(out.split()[0]).with_suffix(".json").read_text())["edit_config"]
     assert (ec["checkpoint"], ec["t0"], ec["cfg"]) == (4, 0.8, 2.0)

@@ -36,8 +36,19 @@ class Srv:
     def __init__(self, data: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data, self.port = data, _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        argv = [sys.executable, "-m", "unitune.cli", "serve", "--data", str(data), "--port",
-                str(self.port), "--device", "cpu", *extra]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "unitune.cli",
+            "serve",
+            "--data",
+            str(data),
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            *extra,
+        ]
         self.log = open(data.parent / f"serve-{self.port}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         end = time.time() + 120
@@ -89,7 +100,9 @@ def _wait(client, job: str, timeout: float = 300) -> dict:
 def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> str:
     from gradio_client import handle_file
 
-    job, _status = client.predict(handle_file(photo), caption, steps, "world", api_name="/submit_tune")  # fmt: skip
+    job, _status = client.predict(
+        handle_file(photo), caption, steps, "world", api_name="/submit_tune"
+    )
     return job
 
 
@@ -109,17 +122,26 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
     shots.mkdir()
     dl.mkdir()
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):  # fmt: skip
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
         opts.add_argument(a)
     opts.binary_location = CHROMIUM
-    opts.add_experimental_option("prefs", {"download.default_directory": str(dl), "download.prompt_for_download": False})  # fmt: skip
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(dl), "download.prompt_for_download": False}
+    )
     d = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
         wait = lambda t=240: WebDriverWait(d, t, poll_frequency=0.5)  # noqa: E731
         css = lambda sel: d.find_element(By.CSS_SELECTOR, sel)  # noqa: E731
 
         def tab(name: str) -> None:
-            next(b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if name in b.text).click()  # fmt: skip
+            next(
+                b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if name in b.text
+            ).click()
             time.sleep(0.5)
 
         def fill(sel: str, text: str) -> None:  # replace a field's text
@@ -258,9 +280,24 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     layer.paste((255, 255, 255, 255), (0, 0, w // 2, h))  # paint the left half: it may change
     layer.save(tmp_path / "layer.png")
-    mask = {"background": handle_file(demo_photo), "layers": [handle_file(str(tmp_path / "layer.png"))],
-            "composite": handle_file(demo_photo)}  # fmt: skip
-    job, _ = c.predict(tune, "a green circle", "0,1", 0.8, True, "", "sine", 300, 0.6, mask, api_name="/submit_edit")  # fmt: skip
+    mask = {
+        "background": handle_file(demo_photo),
+        "layers": [handle_file(str(tmp_path / "layer.png"))],
+        "composite": handle_file(demo_photo),
+    }
+    job, _ = c.predict(
+        tune,
+        "a green circle",
+        "0,1",
+        0.8,
+        True,
+        "",
+        "sine",
+        300,
+        0.6,
+        mask,
+        api_name="/submit_edit",
+    )
     st = _wait(c, job)
     assert st["state"] == "done", st
     files = c.predict(job, api_name="/files")
@@ -270,7 +307,9 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
     stored = json.loads(Image.open(files[0]).text["unitune"])
     assert stored["edit_config"]["sine_v"] == 0.6
     with pytest.raises(Exception, match="empty"):  # a bad request: one clear line, not queued
-        c.predict(tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+        c.predict(
+            tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit"
+        )
 
 
 @pytest.mark.slow
@@ -286,7 +325,19 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
     def client(i: int):
         c = s.client()
         try:
-            job, _ = c.predict(tune, "a green circle", str(i), 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+            job, _ = c.predict(
+                tune,
+                "a green circle",
+                str(i),
+                0.5,
+                False,
+                "",
+                "unitune",
+                400,
+                0.7,
+                None,
+                api_name="/submit_edit",
+            )
         except Exception as e:  # noqa: BLE001
             return ("refused", str(e))
         return ("done" if _wait(c, job)["state"] == "done" else "failed", job)
@@ -299,7 +350,9 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
     refused = [o for o in outcomes if o[0] == "refused"]
     assert len(done) + len(refused) == n and done, outcomes
     assert all("queue is full" in msg for _, msg in refused), refused
-    print(f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, {wall:.1f} s, {len(done) / wall:.2f} edits/s")  # fmt: skip
+    print(
+        f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, {wall:.1f} s, {len(done) / wall:.2f} edits/s"
+    )
 
 
 # --- one server shared by the tests below: three logins, a pre-existing file in --data ----------
@@ -363,17 +416,41 @@ def test_the_server_hands_out_only_a_jobs_own_files(team, ana_tune):
     that was there before the server), however the path is spelled; a job's own images come
     back through its token, with their parameters."""
     c, tune = team.client("ana"), ana_tune
-    job, _ = c.predict(tune, "a green circle", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit")  # fmt: skip
+    job, _ = c.predict(
+        tune,
+        "a green circle",
+        "0",
+        0.5,
+        False,
+        "",
+        "unitune",
+        400,
+        0.7,
+        None,
+        api_name="/submit_edit",
+    )
     assert _wait(c, job)["state"] == "done"
     (png,) = c.predict(job, api_name="/files")
     assert "beikkpic a green circle" in Image.open(png).text["parameters"]
     d = team.data.resolve()
-    private = [d / "queue.sqlite", d / "notes.txt", *d.glob("uploads/*.png"), *d.glob("tunes/*/manifest.json"),
-               *d.glob("tunes/*/checkpoints/*.safetensors"), *d.glob("edits/*/*.png"), *d.glob("edits/*/*.json")]  # fmt: skip
+    private = [
+        d / "queue.sqlite",
+        d / "notes.txt",
+        *d.glob("uploads/*.png"),
+        *d.glob("tunes/*/manifest.json"),
+        *d.glob("tunes/*/checkpoints/*.safetensors"),
+        *d.glob("edits/*/*.png"),
+        *d.glob("edits/*/*.json"),
+    ]
     assert len(private) >= 7, private
     h = team.http("ana")
     for p in private:
-        for spelled in (str(p), str(p).replace("/", "%2F"), f"{team.gradio_tmp()}/../..{p}", f"{d}/./{p.relative_to(d)}"):  # fmt: skip
+        for spelled in (
+            str(p),
+            str(p).replace("/", "%2F"),
+            f"{team.gradio_tmp()}/../..{p}",
+            f"{d}/./{p.relative_to(d)}",
+        ):
             r = h.get(f"gradio_api/file={spelled}")
             assert r.status_code in (403, 404), (spelled, r.status_code)
     assert h.get("gradio_api/file=/etc/passwd").status_code in (403, 404)
@@ -400,9 +477,19 @@ def test_an_uploaded_html_file_is_an_attachment_and_is_not_kept(team, tmp_path):
         assert r.headers["content-type"] == "application/octet-stream", r.headers
     c = team.client("ana")
     (tmp_path / "evil.html").write_bytes(page)
-    _refused(lambda: c.predict(handle_file(str(tmp_path / "evil.html")), "", 4, "world", api_name="/submit_tune"), "Invalid file type")  # fmt: skip
+    _refused(
+        lambda: c.predict(
+            handle_file(str(tmp_path / "evil.html")), "", 4, "world", api_name="/submit_tune"
+        ),
+        "Invalid file type",
+    )
     (tmp_path / "evil.png").write_bytes(page)  # named like an image: reaches the server's check
-    _refused(lambda: c.predict(handle_file(str(tmp_path / "evil.png")), "", 4, "world", api_name="/submit_tune"), "not an image")  # fmt: skip
+    _refused(
+        lambda: c.predict(
+            handle_file(str(tmp_path / "evil.png")), "", 4, "world", api_name="/submit_tune"
+        ),
+        "not an image",
+    )
     kept = [p for p in team.gradio_tmp().rglob("evil.*") if marker in p.read_bytes()]
     kept = [p for p in kept if p.parent.name not in sent]  # the two sent by hand above stay
     assert not kept, kept  # the upload that was read is deleted
@@ -424,8 +511,26 @@ def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
         lambda: bob.predict(tune, api_name="/cancel"),
     ):
         _refused(call, "no such job")
-    _refused(lambda: bob.predict(tune, "a green circle", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit"), "no such tune")  # fmt: skip
-    _refused(lambda: bob.predict(tune, "a green circle", "1", "0", api_name="/submit_grid"), "no such tune")  # fmt: skip
+    _refused(
+        lambda: bob.predict(
+            tune,
+            "a green circle",
+            "0",
+            0.5,
+            False,
+            "",
+            "unitune",
+            400,
+            0.7,
+            None,
+            api_name="/submit_edit",
+        ),
+        "no such tune",
+    )
+    _refused(
+        lambda: bob.predict(tune, "a green circle", "1", "0", api_name="/submit_grid"),
+        "no such tune",
+    )
     _refused(lambda: ana.predict("1", api_name="/job"), "no such job")  # ids are no names
 
 
@@ -437,14 +542,19 @@ def test_one_request_cannot_occupy_the_server(team, ana_tune, demo_photo):
     q = JobQueue(team.data / "queue.sqlite")
     before = q.counts()["queued"] + q.counts()["running"]
     edit = lambda seeds="0", prompt="a green circle", K=400, fid=0.5, use=False: c.predict(  # noqa: E731
-        tune, prompt, seeds, fid, use, "", "unitune", K, 0.7, None, api_name="/submit_edit")  # fmt: skip
+        tune, prompt, seeds, fid, use, "", "unitune", K, 0.7, None, api_name="/submit_edit"
+    )
     _refused(lambda: edit(seeds="0,1,2,3,4"), "more than this server's 4")
     _refused(lambda: edit(seeds=str(2**64)), "a seed must be in")
     _refused(lambda: edit(seeds="zero"), "whole number")
     _refused(lambda: edit(prompt="x" * 2_000_000), "characters")
     _refused(lambda: edit(K="abc"), "--K")
     _refused(lambda: edit(fid="nan", use=True), "finite")
-    _refused(lambda: c.predict(tune, "x", ",".join(["0.5"] * 100), "0", api_name="/submit_grid"), "max_grid_cells", "more than")  # fmt: skip
+    _refused(
+        lambda: c.predict(tune, "x", ",".join(["0.5"] * 100), "0", api_name="/submit_grid"),
+        "max_grid_cells",
+        "more than",
+    )
     _refused(lambda: _submit_tune(c, demo_photo, 10**9), "steps must be in")
     _refused(lambda: _submit_tune(c, demo_photo, "many"), "whole number")
     assert q.counts()["queued"] + q.counts()["running"] == before  # nothing was queued

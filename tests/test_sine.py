@@ -182,15 +182,59 @@ def test_tune_presets():
 
 
 def test_cli_sine_preset(tiny_model, photo, tmp_path, capsys):
-    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "a",
-                       "--preset", "sine", "--device", "cpu", "--quiet")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "a",
+        "--preset",
+        "sine",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert "--class-noun" in one_error_line(code, err) and not (tmp_path / "a").exists()
-    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "a",
-                       "--patches", "--patch-min-frac", "0", "--device", "cpu")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "a",
+        "--patches",
+        "--patch-min-frac",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert "--patch-min-frac" in one_error_line(code, err)
-    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tmp_path / "b",
-                       "--preset", "sine", "--class-noun", "cat", "--steps", 1, "--save-at", 1,
-                       "--patches", "--patch-min-frac", 0.5, "--device", "cpu", "--quiet")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "b",
+        "--preset",
+        "sine",
+        "--class-noun",
+        "cat",
+        "--steps",
+        1,
+        "--save-at",
+        1,
+        "--patches",
+        "--patch-min-frac",
+        0.5,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
     st = m["settings"]
@@ -219,9 +263,16 @@ def test_parse_guide(lora_tune, tmp_path):
 @pytest.fixture(scope="module")
 def lora_patch(tiny_model, photo, tmp_path_factory) -> Path:
     return _tune(
-        tmp_path_factory, tiny_model, photo, "lora-patch", method="lora", lora_rank=4, lr=1e-2,
-        patches=True, pos_freqs=3,
-    )  # fmt: skip
+        tmp_path_factory,
+        tiny_model,
+        photo,
+        "lora-patch",
+        method="lora",
+        lora_rank=4,
+        lr=1e-2,
+        patches=True,
+        pos_freqs=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +302,13 @@ def test_multi_views_match_separate_models_and_restore_state(
     emb = _conds(ed, ["", "beikkpic"])
     # lora_patch first: later full guides are then rebuilt from a UNet carrying adapters and a
     # positional module
-    guides = ((lora_patch, 1.0), (full_tune, 1.5), (patch_tune, -0.5), (lora_tune, 2.0),
-              (lora_copy, 3.0))  # fmt: skip
+    guides = (
+        (lora_patch, 1.0),
+        (full_tune, 1.5),
+        (patch_tune, -0.5),
+        (lora_tune, 2.0),
+        (lora_copy, 3.0),
+    )
     pre = Editor(lora_tune, "cpu")
     pre.use_checkpoint(0)  # every tune shares this base model
     eps_u = _eps(pre, x, t, emb[0])
@@ -287,23 +343,62 @@ def test_multi_refuses_other_base_model(lora_tune, full_tune, tmp_path):
 
 
 def test_cli_edit_sine_and_guides(lora_tune, full_tune, tmp_path, capsys):
-    code, out, err = run(capsys, "edit", lora_tune, "a cat", "--method", "sine", "--steps", 2,
-                         "--seeds", "0,1", "--out", tmp_path / "s", "--device", "cpu",
-                         "--quiet")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "edit",
+        lora_tune,
+        "a cat",
+        "--method",
+        "sine",
+        "--steps",
+        2,
+        "--seeds",
+        "0,1",
+        "--out",
+        tmp_path / "s",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     files = [Path(p) for p in out.split()]
     assert len(files) == 2 and all(f.suffix == ".png" and f.is_file() for f in files)
     text = Image.open(files[0]).text["parameters"]
     assert "Method: sine" in text and "SINE v: 0.7" in text and "beikkpic a cat" not in text
-    code, out, err = run(capsys, "edit", lora_tune, "a painting of a cat", "--method", "sine",
-                         "--guide", f"{full_tune}:a painting in the beikkpic style:2",
-                         "--guide", "pretrained:a cat:1.5", "--steps", 2, "--out",
-                         tmp_path / "g", "--device", "cpu", "--quiet")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "edit",
+        lora_tune,
+        "a painting of a cat",
+        "--method",
+        "sine",
+        "--guide",
+        f"{full_tune}:a painting in the beikkpic style:2",
+        "--guide",
+        "pretrained:a cat:1.5",
+        "--steps",
+        2,
+        "--out",
+        tmp_path / "g",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     (png,) = [Path(p) for p in out.split()]
     assert png.is_file() and "Guides:" in Image.open(png).text["parameters"]
-    code, out2, err = run(capsys, "edit", lora_tune, "--params", png, "--out", tmp_path / "r",
-                          "--device", "cpu", "--quiet")  # fmt: skip
+    code, out2, err = run(
+        capsys,
+        "edit",
+        lora_tune,
+        "--params",
+        png,
+        "--out",
+        tmp_path / "r",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert code == 0, err
     again = Path(out2.split()[0])
     assert Image.open(again).tobytes() == Image.open(png).tobytes()  # guides are reproduced
@@ -314,8 +409,18 @@ def test_cli_edit_sine_and_guides(lora_tune, full_tune, tmp_path, capsys):
 )
 def test_cli_bad_guide_spec(lora_tune, tmp_path, capsys, spec):
     spec = spec.format(tune=lora_tune, tmp=tmp_path)
-    code, _, err = run(capsys, "edit", lora_tune, "a cat", "--guide", spec, "--out",
-                       tmp_path / "e", "--device", "cpu")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "edit",
+        lora_tune,
+        "a cat",
+        "--guide",
+        spec,
+        "--out",
+        tmp_path / "e",
+        "--device",
+        "cpu",
+    )
     line = one_error_line(code, err)
     assert "--guide" in line and "TUNE_DIR:PROMPT:WEIGHT" in line
     assert not (tmp_path / "e").exists()

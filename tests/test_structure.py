@@ -73,7 +73,9 @@ def test_the_cycle_check_sees_type_checking_imports(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from .b import g\n")
-    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n")  # fmt: skip
+    (pkg / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import f\n"
+    )
     assert find_cycles(import_graph(pkg)) == [["unitune.a", "unitune.b", "unitune.a"]]
 
 

@@ -112,9 +112,16 @@ def test_edit_judge_on_rendered_targets():
     scene = _scenes(1, 2)[0]
     e = make_edit(scene, "recolour", np.random.default_rng(0))
     o = e.target.objects[e.obj]
-    other = next(c for c in OBJECT_COLOURS if c not in (o.colour, scene.objects[e.obj].colour,
-                                                        scene.background))  # fmt: skip
-    bad = replace(e.target, objects=tuple(replace(x, colour=other) if i == e.obj else x
-                                          for i, x in enumerate(e.target.objects)))  # fmt: skip
+    other = next(
+        c
+        for c in OBJECT_COLOURS
+        if c not in (o.colour, scene.objects[e.obj].colour, scene.background)
+    )
+    bad = replace(
+        e.target,
+        objects=tuple(
+            replace(x, colour=other) if i == e.obj else x for i, x in enumerate(e.target.objects)
+        ),
+    )
     before = read(render([scene])[0].permute(1, 2, 0).numpy())
     assert not judge(e, before, read(render([bad])[0].permute(1, 2, 0).numpy()))["success"]

@@ -73,10 +73,22 @@ def _tiny_t5(seed: int, vocab_size: int):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
-    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=T5_DIM, d_kv=8, d_ff=2 * T5_DIM,
-                                   num_layers=2, num_heads=2, relative_attention_num_buckets=8,
-                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                                   dropout_rate=0.0, pad_token_id=0, eos_token_id=1))  # fmt: skip
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=T5_DIM,
+            d_kv=8,
+            d_ff=2 * T5_DIM,
+            num_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
 
 
 def _tiny_clip(seed: int, hidden: int, with_projection: bool):
@@ -84,10 +96,18 @@ def _tiny_clip(seed: int, hidden: int, with_projection: bool):
     keeps the width (as SD3's encoders do: 768 -> 768, 1280 -> 1280)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden,
-                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-                            projection_dim=hidden)  # fmt: skip
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=hidden,
+    )
     torch.manual_seed(seed)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
@@ -99,12 +119,21 @@ def _tiny_vae(seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16, 16),
-                         down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=LATENT_CHANNELS,
-                         layers_per_block=1, norm_num_groups=8, sample_size=TINY_RES,
-                         use_quant_conv=False, use_post_quant_conv=False,
-                         scaling_factor=3.0, shift_factor=0.05)  # fmt: skip
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=LATENT_CHANNELS,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=TINY_RES,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=3.0,
+        shift_factor=0.05,
+    )
 
 
 def build_tiny_sd3_pipeline(seed: int = 0):
@@ -123,21 +152,36 @@ def build_tiny_sd3_pipeline(seed: int = 0):
     from unitune.clip_vocab import load_clip_tokenizer
 
     torch.manual_seed(seed)
-    transformer = SD3Transformer2DModel(sample_size=TINY_RES // 4, patch_size=2,
-                                        in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
-                                        num_layers=2, attention_head_dim=16, num_attention_heads=4,
-                                        joint_attention_dim=T5_DIM, caption_projection_dim=64,
-                                        pooled_projection_dim=16 + 24, pos_embed_max_size=16)  # fmt: skip
+    transformer = SD3Transformer2DModel(
+        sample_size=TINY_RES // 4,
+        patch_size=2,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        joint_attention_dim=T5_DIM,
+        caption_projection_dim=64,
+        pooled_projection_dim=16 + 24,
+        pos_embed_max_size=16,
+    )
     vae = _tiny_vae(seed + 1)
     te = _tiny_clip(seed + 2, 16, with_projection=True)
     te2 = _tiny_clip(seed + 3, 24, with_projection=True)
     tok3 = build_t5_tokenizer()
     te3 = _tiny_t5(seed + 4, len(tok3))
     tok = load_clip_tokenizer()
-    return StableDiffusion3Pipeline(transformer=transformer, vae=vae,
-                                    scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                                    text_encoder=te, tokenizer=tok, text_encoder_2=te2,
-                                    tokenizer_2=tok, text_encoder_3=te3, tokenizer_3=tok3)  # fmt: skip
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        text_encoder=te,
+        tokenizer=tok,
+        text_encoder_2=te2,
+        tokenizer_2=tok,
+        text_encoder_3=te3,
+        tokenizer_3=tok3,
+    )
 
 
 def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
@@ -151,18 +195,37 @@ def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
     from unitune.clip_vocab import load_clip_tokenizer
 
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4 * LATENT_CHANNELS,
-                                         num_layers=1, num_single_layers=1, attention_head_dim=16,
-                                         num_attention_heads=4, joint_attention_dim=T5_DIM,
-                                         pooled_projection_dim=16, guidance_embeds=guidance_embeds,
-                                         axes_dims_rope=(4, 6, 6))  # fmt: skip
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * LATENT_CHANNELS,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        joint_attention_dim=T5_DIM,
+        pooled_projection_dim=16,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(4, 6, 6),
+    )
     vae = _tiny_vae(seed + 1)
     te = _tiny_clip(seed + 2, 16, with_projection=False)
     tok2 = build_t5_tokenizer()
     te2 = _tiny_t5(seed + 3, len(tok2))
     # FLUX.1's scheduler config: the shift grows with the image's token count
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True,
-                                                base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)  # fmt: skip
-    return FluxPipeline(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=te,
-                        tokenizer=load_clip_tokenizer(), text_encoder_2=te2, tokenizer_2=tok2)  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    return FluxPipeline(
+        transformer=transformer,
+        vae=vae,
+        scheduler=scheduler,
+        text_encoder=te,
+        tokenizer=load_clip_tokenizer(),
+        text_encoder_2=te2,
+        tokenizer_2=tok2,
+    )

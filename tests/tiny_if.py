@@ -22,20 +22,36 @@ def _unet(seed: int, sr: bool):
 
     from tiny_flow import T5_DIM
 
-    extra = dict(class_embed_type="timestep", mid_block_scale_factor=1.414, time_embedding_act_fn="gelu",
-                 time_embedding_dim=32) if sr else {}  # fmt: skip
+    extra = (
+        dict(
+            class_embed_type="timestep",
+            mid_block_scale_factor=1.414,
+            time_embedding_act_fn="gelu",
+            time_embedding_dim=32,
+        )
+        if sr
+        else {}
+    )
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=SR_RES if sr else BASE_RES, layers_per_block=[1, 2] if sr else 1,
-        block_out_channels=[32, 64], in_channels=6 if sr else 3, out_channels=6,
+        sample_size=SR_RES if sr else BASE_RES,
+        layers_per_block=[1, 2] if sr else 1,
+        block_out_channels=[32, 64],
+        in_channels=6 if sr else 3,
+        out_channels=6,
         down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
         up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"],
-        cross_attention_dim=32, encoder_hid_dim=T5_DIM, attention_head_dim=8,
-        addition_embed_type="text", addition_embed_type_num_heads=2,
-        cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift", act_fn="gelu",
+        cross_attention_dim=32,
+        encoder_hid_dim=T5_DIM,
+        attention_head_dim=8,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
         **extra,
-    )  # fmt: skip
+    )
 
 
 def _scheduler(**kw):
@@ -45,8 +61,13 @@ def _scheduler(**kw):
 
 
 def _learned():
-    return _scheduler(thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0,
-                      prediction_type="epsilon", variance_type="learned_range")  # fmt: skip
+    return _scheduler(
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=1.0,
+        prediction_type="epsilon",
+        variance_type="learned_range",
+    )
 
 
 def build_tiny_if(folder: Path, seed: int = 0) -> tuple[str, str]:
@@ -58,10 +79,20 @@ def build_tiny_if(folder: Path, seed: int = 0) -> tuple[str, str]:
 
     tok = build_t5_tokenizer(77)
     te = _tiny_t5(seed + 1, len(tok))
-    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
-    base = IFPipeline(tokenizer=tok, text_encoder=te, unet=_unet(seed, False), scheduler=_learned(), **none)  # fmt: skip
-    sr = IFSuperResolutionPipeline(tokenizer=tok, text_encoder=te, unet=_unet(seed + 2, True),
-                                   scheduler=_learned(), image_noising_scheduler=_scheduler(), **none)  # fmt: skip
+    none = dict(
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False
+    )
+    base = IFPipeline(
+        tokenizer=tok, text_encoder=te, unet=_unet(seed, False), scheduler=_learned(), **none
+    )
+    sr = IFSuperResolutionPipeline(
+        tokenizer=tok,
+        text_encoder=te,
+        unet=_unet(seed + 2, True),
+        scheduler=_learned(),
+        image_noising_scheduler=_scheduler(),
+        **none,
+    )
     paths = str(folder / "if-i"), str(folder / "if-ii")
     base.save_pretrained(paths[0], safe_serialization=True)
     sr.save_pretrained(paths[1], safe_serialization=True)
@@ -83,19 +114,38 @@ def build_tiny_x4(folder: Path, seed: int = 0) -> str:
     from unitune.clip_vocab import load_clip_tokenizer
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(block_out_channels=(32, 32, 64), layers_per_block=2, sample_size=32,
-                                in_channels=7, out_channels=4, cross_attention_dim=32,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                                attention_head_dim=8, use_linear_projection=True,
-                                only_cross_attention=(True, True, False), num_class_embeds=100)  # fmt: skip
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        cross_attention_dim=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8,
+        use_linear_projection=True,
+        only_cross_attention=(True, True, False),
+        num_class_embeds=100,
+    )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(block_out_channels=[32, 32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3)  # fmt: skip
-    pipe = StableDiffusionUpscalePipeline(unet=unet, low_res_scheduler=DDPMScheduler(),
-                                          scheduler=DDIMScheduler(prediction_type="v_prediction"),
-                                          vae=vae, text_encoder=_tiny_clip(seed + 2, 32, False),
-                                          tokenizer=load_clip_tokenizer(), max_noise_level=350)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 64],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+    )
+    pipe = StableDiffusionUpscalePipeline(
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        vae=vae,
+        text_encoder=_tiny_clip(seed + 2, 32, False),
+        tokenizer=load_clip_tokenizer(),
+        max_noise_level=350,
+    )
     path = str(folder / "x4")
     pipe.save_pretrained(path, safe_serialization=True)
     return path

@@ -51,7 +51,12 @@ class Adafactor(torch.optim.Optimizer):
     ) -> None:
         if lr <= 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
-        defaults = {"lr": lr, "eps": eps, "clip_threshold": clip_threshold, "decay_rate": decay_rate}  # fmt: skip
+        defaults = {
+            "lr": lr,
+            "eps": eps,
+            "clip_threshold": clip_threshold,
+            "decay_rate": decay_rate,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -107,7 +112,9 @@ class Adafactor(torch.optim.Optimizer):
         ups: list[Tensor] = updates  # type: ignore[assignment] - every slot is filled above
         # clip: u / max(1, RMS(u) / d), RMS(u) = ||u|| / sqrt(numel), one norm kernel for all
         norms = torch.stack(torch._foreach_norm(ups))
-        roots = torch.tensor([u.numel() ** 0.5 for u in ups], dtype=norms.dtype, device=norms.device)  # fmt: skip
+        roots = torch.tensor(
+            [u.numel() ** 0.5 for u in ups], dtype=norms.dtype, device=norms.device
+        )
         denom = (norms / roots / group["clip_threshold"]).clamp_(min=1.0)
         torch._foreach_div_(ups, list(denom.unbind()))
         torch._foreach_mul_(ups, group["lr"])
@@ -133,7 +140,9 @@ def _buckets(params: list[Tensor]) -> list[list[Tensor]]:
 def _init_state(st: dict, grad: Tensor) -> None:
     st["step"] = 0
     if grad.dim() >= 2:  # factored: running means over the last dim (rows) and the one before
-        st["exp_avg_sq_row"] = torch.zeros(grad.shape[:-1], dtype=torch.float32, device=grad.device)  # fmt: skip
-        st["exp_avg_sq_col"] = torch.zeros(grad.shape[:-2] + grad.shape[-1:], dtype=torch.float32, device=grad.device)  # fmt: skip
+        st["exp_avg_sq_row"] = torch.zeros(grad.shape[:-1], dtype=torch.float32, device=grad.device)
+        st["exp_avg_sq_col"] = torch.zeros(
+            grad.shape[:-2] + grad.shape[-1:], dtype=torch.float32, device=grad.device
+        )
     else:
         st["exp_avg_sq"] = torch.zeros(grad.shape, dtype=torch.float32, device=grad.device)

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 
 def lora_config_dict(cfg: TuneConfig, backbone: Backbone) -> dict[str, Any]:
-    targets = list(backbone.lora_targets) + (list(backbone.lora_conv_targets) if cfg.lora_conv else [])  # fmt: skip
+    targets = list(backbone.lora_targets) + (
+        list(backbone.lora_conv_targets) if cfg.lora_conv else []
+    )
     return {
         "r": cfg.lora_rank,
         "lora_alpha": cfg.lora_rank,  # alpha = r: scale 1, so lr does not depend on the rank
@@ -60,7 +62,9 @@ def make_trainable(module: nn.Module, cfg: TuneConfig, backbone: Backbone) -> li
     """Mark what trains, return those parameters (fp32 masters)."""
     pos_params: list[nn.Parameter] = []
     if cfg.patches:
-        pos_params = list(patches.install(module, cfg.pos_freqs, backbone.patch_site).pos_proj.parameters())  # fmt: skip
+        pos_params = list(
+            patches.install(module, cfg.pos_freqs, backbone.patch_site).pos_proj.parameters()
+        )
     if cfg.method == "lora":
         torch.manual_seed(cfg.seed)  # LoRA init must be reproducible for bit-exact resume
         add_lora(module, lora_config_dict(cfg, backbone))
@@ -116,8 +120,9 @@ def checkpoint_tensors(
 
 
 @torch.no_grad()
-def apply_checkpoint(module: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                     site: str) -> None:  # fmt: skip
+def apply_checkpoint(
+    module: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, Any], site: str
+) -> None:
     """Load a saved checkpoint onto a network holding the pretrained weights."""
     if meta.get("patches"):
         patches.load_state(module, tensors, meta["pos_freqs"], site)

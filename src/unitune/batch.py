@@ -49,7 +49,9 @@ RESERVED = {"manifest.json"}  # names of --out's own files
 def _fields(d: Any, cls, what: str) -> dict[str, Any]:
     """JSON flags -> dataclass fields (dashes -> underscores, lists -> tuples), unknown refused."""
     if not isinstance(d, dict):
-        raise UserError(f"{what} settings must be an object, got {show_value(d)}", 'e.g. {"steps": 128}')  # fmt: skip
+        raise UserError(
+            f"{what} settings must be an object, got {show_value(d)}", 'e.g. {"steps": 128}'
+        )
     names = set(cls.__dataclass_fields__)
     out = {}
     for k, v in d.items():
@@ -62,7 +64,10 @@ def _fields(d: Any, cls, what: str) -> dict[str, Any]:
             try:
                 v = [int(x) for x in v.split(",")]
             except ValueError:
-                raise UserError(f"{what} setting {k!r} must list integers, got {show_value(v)}", 'e.g. "0,1,2" or [0, 1, 2]') from None  # fmt: skip
+                raise UserError(
+                    f"{what} setting {k!r} must list integers, got {show_value(v)}",
+                    'e.g. "0,1,2" or [0, 1, 2]',
+                ) from None
         out[f] = v
     return out
 
@@ -85,7 +90,9 @@ def _name(spec: dict[str, Any], image: Path, line_no: int) -> str:
     return name
 
 
-def parse_line(text: str, line_no: int, base: Path, limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
+def parse_line(
+    text: str, line_no: int, base: Path, limits: WorkLimits = WorkLimits()
+) -> dict[str, Any]:
     """One JSONL line -> {name, image, model, tune (TuneConfig), edits [(prompt, EditConfig)]},
     every setting checked (within ``limits``), the line alone; raises a one-line UserError
     naming what is wrong, whatever the line holds."""
@@ -95,29 +102,45 @@ def parse_line(text: str, line_no: int, base: Path, limits: WorkLimits = WorkLim
         raise
     except Exception as e:  # noqa: BLE001 - any other shape of bad line: its one-line reason
         first = (str(e).strip().splitlines() or [""])[0]
-        raise UserError(f"line {line_no} is malformed ({type(e).__name__}: {show_value(first, 100)})", "see `unitune batch --help` for a line's form") from None  # fmt: skip
+        raise UserError(
+            f"line {line_no} is malformed ({type(e).__name__}: {show_value(first, 100)})",
+            "see `unitune batch --help` for a line's form",
+        ) from None
 
 
 def _parse_line(text: str, line_no: int, base: Path, limits: WorkLimits) -> dict[str, Any]:
     from .images import load_image
 
     if len(text) > MAX_LINE:
-        raise UserError(f"line {line_no} is {len(text)} characters, at most {MAX_LINE}", "one image per line")  # fmt: skip
+        raise UserError(
+            f"line {line_no} is {len(text)} characters, at most {MAX_LINE}", "one image per line"
+        )
     try:
         spec = json.loads(text)
     except ValueError as e:  # a JSONDecodeError, or a number beyond Python's int-from-text limit
         why = getattr(e, "msg", None) or show_value(str(e), 80)
-        raise UserError(f"line {line_no} is not JSON ({why})", "one JSON object per line") from None  # fmt: skip
+        raise UserError(f"line {line_no} is not JSON ({why})", "one JSON object per line") from None
     if not isinstance(spec, dict) or "image" not in spec:
-        raise UserError(f"line {line_no} has no \"image\"", 'e.g. {"image": "cat.jpg", "edits": [...]}')  # fmt: skip
+        raise UserError(
+            f'line {line_no} has no "image"', 'e.g. {"image": "cat.jpg", "edits": [...]}'
+        )
     unknown = [k for k in spec if k not in KEYS]
     if unknown:
-        raise UserError(f"line {line_no}: unknown key {show_value(unknown[0])}", f"a line's keys: {', '.join(KEYS)}")  # fmt: skip
+        raise UserError(
+            f"line {line_no}: unknown key {show_value(unknown[0])}",
+            f"a line's keys: {', '.join(KEYS)}",
+        )
     if not isinstance(spec["image"], str) or not spec["image"] or "\x00" in spec["image"]:
-        raise UserError(f'line {line_no}: "image" must be a file path, got {show_value(spec["image"])}', 'e.g. "cat.jpg"')  # fmt: skip
+        raise UserError(
+            f'line {line_no}: "image" must be a file path, got {show_value(spec["image"])}',
+            'e.g. "cat.jpg"',
+        )
     model = spec.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model or len(model) > 4096:
-        raise UserError(f'line {line_no}: "model" must be a model reference, got {show_value(model)}', 'e.g. "world"')  # fmt: skip
+        raise UserError(
+            f'line {line_no}: "model" must be a model reference, got {show_value(model)}',
+            'e.g. "world"',
+        )
     image = Path(spec["image"])
     image = image if image.is_absolute() else base / image
     name = _name(spec, image, line_no)
@@ -125,15 +148,24 @@ def _parse_line(text: str, line_no: int, base: Path, limits: WorkLimits) -> dict
     tune.validate(limits=limits)
     edits_spec = spec.get("edits", [])
     if not isinstance(edits_spec, list):
-        raise UserError(f'line {line_no}: "edits" must be a list of edits, got {show_value(edits_spec)}', 'e.g. [{"prompt": "a cat wearing sunglasses"}]')  # fmt: skip
+        raise UserError(
+            f'line {line_no}: "edits" must be a list of edits, got {show_value(edits_spec)}',
+            'e.g. [{"prompt": "a cat wearing sunglasses"}]',
+        )
     edits = []
     for e in edits_spec:
         if not isinstance(e, dict):
-            raise UserError(f"line {line_no}: an edit must be an object, got {show_value(e)}", 'e.g. {"prompt": "a cat wearing sunglasses"}')  # fmt: skip
+            raise UserError(
+                f"line {line_no}: an edit must be an object, got {show_value(e)}",
+                'e.g. {"prompt": "a cat wearing sunglasses"}',
+            )
         e = dict(e)
         prompt = e.pop("prompt", None)
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-            raise UserError(f"line {line_no}: an edit has no \"prompt\"", 'e.g. {"prompt": "a cat wearing sunglasses"}')  # fmt: skip
+            raise UserError(
+                f'line {line_no}: an edit has no "prompt"',
+                'e.g. {"prompt": "a cat wearing sunglasses"}',
+            )
         check_prompt(prompt, limits)
         ec = from_json(EditConfig, _fields(e, EditConfig, "edit"))
         ec.validate(limits=limits)
@@ -151,7 +183,7 @@ def check_names(jobs: dict[int, dict[str, Any]]) -> dict[int, str]:
     for line_no in sorted(jobs):
         key = jobs[line_no]["name"].casefold()
         if key in first:
-            why = f"line {line_no}: name {jobs[line_no]['name']!r} is also line {first[key]}'s (two lines would share a folder)"  # fmt: skip
+            why = f"line {line_no}: name {jobs[line_no]['name']!r} is also line {first[key]}'s (two lines would share a folder)"
             failed[line_no] = str(UserError(why, 'give each line its own "name"'))
         else:
             first[key] = line_no
@@ -161,8 +193,9 @@ def check_names(jobs: dict[int, dict[str, Any]]) -> dict[int, str]:
 _MODELS: dict[str, Any] = {}  # per worker process: model reference -> loaded backbone
 
 
-def run_image(line_no: int, text: str, base: str, out: str, device: str,
-              limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
+def run_image(
+    line_no: int, text: str, base: str, out: str, device: str, limits: WorkLimits = WorkLimits()
+) -> dict[str, Any]:
     """One image's task (in a worker process or a Ray task): check, tune, edit, write its
     result.json. Never raises: a failure is the result's ``error``."""
     from . import logs
@@ -183,12 +216,21 @@ def run_image(line_no: int, text: str, base: str, out: str, device: str,
         if job["model"] not in _MODELS:
             _MODELS[job["model"]] = load_model(job["model"], device)
         bb = _MODELS[job["model"]]
-        tune(job["image"], folder / "tune", job["tune"], model=job["model"], progress=False, backbone=bb)  # fmt: skip
+        tune(
+            job["image"],
+            folder / "tune",
+            job["tune"],
+            model=job["model"],
+            progress=False,
+            backbone=bb,
+        )
         ed = Editor(folder / "tune", device, backbone=bb)
         images = []
         for i, (prompt, ec) in enumerate(job["edits"]):
             res = ed.edit(prompt, ec, progress=False, limits=limits)
-            images += [str(save_edit(im, p, folder / f"edit-{i}")) for im, p in zip(res.images, res.params)]  # fmt: skip
+            images += [
+                str(save_edit(im, p, folder / f"edit-{i}")) for im, p in zip(res.images, res.params)
+            ]
         record |= {"status": "done", "tune": str(folder / "tune"), "images": images}
     except UserError as e:
         record["error"] = str(e)
@@ -213,9 +255,15 @@ def _done(out: Path, name: str) -> dict[str, Any] | None:
     return None
 
 
-def run_batch(jobs_file: str | Path, out: str | Path, workers: int = 1, ray: str | None = None,
-              device: str = "cpu", progress: bool = True,
-              limits: WorkLimits = WorkLimits()) -> dict[str, Any]:  # fmt: skip
+def run_batch(
+    jobs_file: str | Path,
+    out: str | Path,
+    workers: int = 1,
+    ray: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    limits: WorkLimits = WorkLimits(),
+) -> dict[str, Any]:
     """Run every line of ``jobs_file``; the manifest (also written to ``out/manifest.json``).
     Every line is checked alone first (within ``limits``): a bad line, or one whose name an
     earlier line has, fails with its one-line reason and the others run."""
@@ -229,7 +277,9 @@ def run_batch(jobs_file: str | Path, out: str | Path, workers: int = 1, ray: str
     try:
         text = jobs_file.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{jobs_file} is unreadable ({type(e).__name__})", "pass a UTF-8 JSONL file") from None  # fmt: skip
+        raise UserError(
+            f"{jobs_file} is unreadable ({type(e).__name__})", "pass a UTF-8 JSONL file"
+        ) from None
     out.mkdir(parents=True, exist_ok=True)
     base = jobs_file.resolve().parent
     lines = [(i, t) for i, t in enumerate(text.splitlines(), 1) if t.strip()]
@@ -258,8 +308,13 @@ def run_batch(jobs_file: str | Path, out: str | Path, workers: int = 1, ray: str
         bar.update(1)
     bar.close()
     ordered = [results[i] for i, _ in lines]
-    manifest = {"jobs": str(jobs_file), "out": str(out), "done": sum(r["status"] == "done" for r in ordered),
-                "failed": sum(r["status"] == "failed" for r in ordered), "results": ordered}  # fmt: skip
+    manifest = {
+        "jobs": str(jobs_file),
+        "out": str(out),
+        "done": sum(r["status"] == "done" for r in ordered),
+        "failed": sum(r["status"] == "failed" for r in ordered),
+        "results": ordered,
+    }
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
 

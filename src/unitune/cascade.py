@@ -33,10 +33,18 @@ from .tunefolder import SR_DIR, TuneFolder
 class Upscaler:
     """A cascade tune's SR stage: its model (loaded once), tune folder and weight state."""
 
-    def __init__(self, tune_dir: str | Path, device: str = "auto", offload: bool = False,
-                 accel: Acceleration | None = None, backbone: Backbone | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tune_dir: str | Path,
+        device: str = "auto",
+        offload: bool = False,
+        accel: Acceleration | None = None,
+        backbone: Backbone | None = None,
+    ) -> None:
         self.folder = TuneFolder.open(Path(tune_dir) / SR_DIR)
-        self.backbone = backbone or load_model(tune_model_ref(self.folder), device, offload=offload, accel=accel)  # fmt: skip
+        self.backbone = backbone or load_model(
+            tune_model_ref(self.folder), device, offload=offload, accel=accel
+        )
         self.state = state_of(self.backbone)
         self.step: int | None = None  # the SR checkpoint applied now
 
@@ -51,7 +59,11 @@ class Upscaler:
     def resolve(self, cfg: EditConfig) -> EditConfig:
         """cfg with the SR model's guidance and steps where it leaves them open."""
         d = self.backbone.defaults
-        return replace(cfg, sr_cfg=d.cfg if cfg.sr_cfg is None else cfg.sr_cfg, sr_steps=cfg.sr_steps or d.steps)  # fmt: skip
+        return replace(
+            cfg,
+            sr_cfg=d.cfg if cfg.sr_cfg is None else cfg.sr_cfg,
+            sr_steps=cfg.sr_steps or d.steps,
+        )
 
     def use(self, cfg: EditConfig, base_step: int) -> int:
         """Apply cfg.sr_checkpoint, or for None the base stage's step if the SR stage saved it,
@@ -65,9 +77,17 @@ class Upscaler:
         return step
 
     @torch.no_grad()
-    def upscale(self, low: Tensor, cond: Conditioning, neg: Conditioning, cfg: EditConfig,
-                gens: list[torch.Generator], base: Tensor | None, mask: Tensor | None,
-                progress: bool = True) -> Tensor:  # fmt: skip
+    def upscale(
+        self,
+        low: Tensor,
+        cond: Conditioning,
+        neg: Conditioning,
+        cfg: EditConfig,
+        gens: list[torch.Generator],
+        base: Tensor | None,
+        mask: Tensor | None,
+        progress: bool = True,
+    ) -> Tensor:
         """low (B, 3, h, w) base-stage samples -> (B, 3, H, W) at the output size of ``base``
         (1, 3, H, W), the base image there in [-1, 1]; ``mask`` (1, 1, H, W), 1 = may change."""
         bb, b = self.backbone, low.shape[0]
@@ -80,6 +100,16 @@ class Upscaler:
         u = bb.condition(neg.expand(b), low, cfg.sr_noise_level, aug)
         guided = cfg_guided(self.state.tuned(cfg.lora_scale), u, c, cfg.sr_cfg)
         x0 = bb.encode_image(base) if (cfg.sr_t0 < 1 or mask is not None) else None
-        return sample(guided, bb.make_scheduler(bb.defaults.sampler, hw), start,
-                      steps=cfg.sr_steps, t0=cfg.sr_t0, x0=x0, mask=mask, generator=gens,
-                      progress=progress, renoise=bb.renoise, start=bb.start_index)  # fmt: skip
+        return sample(
+            guided,
+            bb.make_scheduler(bb.defaults.sampler, hw),
+            start,
+            steps=cfg.sr_steps,
+            t0=cfg.sr_t0,
+            x0=x0,
+            mask=mask,
+            generator=gens,
+            progress=progress,
+            renoise=bb.renoise,
+            start=bb.start_index,
+        )

@@ -64,10 +64,12 @@ def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
             if kind == "file":
                 raise UserError(f"{flag} {shown} is a folder", "pass a file name")
             if not os.access(p, os.W_OK | os.X_OK):
-                raise UserError(f"{flag} {shown} is not writable", f"pass a {kind} you may write")  # fmt: skip
+                raise UserError(f"{flag} {shown} is not writable", f"pass a {kind} you may write")
             return p
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{flag} {shown} is a device, FIFO or socket, not a {kind}", f"pass a {kind} path")  # fmt: skip
+            raise UserError(
+                f"{flag} {shown} is a device, FIFO or socket, not a {kind}", f"pass a {kind} path"
+            )
         if kind == "folder":
             raise UserError(f"{flag} {shown} is a file", "pass a folder path")
     parent = p.absolute().parent
@@ -75,9 +77,14 @@ def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
         parent = parent.parent
     where = show_value(str(parent), 300)
     if pst is None or not stat.S_ISDIR(pst.st_mode):
-        raise UserError(f"{flag} {shown} is inside {where}, which is not a folder", f"pass another {kind}")  # fmt: skip
+        raise UserError(
+            f"{flag} {shown} is inside {where}, which is not a folder", f"pass another {kind}"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {shown} is not writable (no write permission in {where})", f"pass a {kind} you may write")  # fmt: skip
+        raise UserError(
+            f"{flag} {shown} is not writable (no write permission in {where})",
+            f"pass a {kind} you may write",
+        )
     return p
 
 
@@ -88,7 +95,9 @@ def _stat(p: Path, flag: str, shown: str, kind: str) -> os.stat_result | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as e:
-        raise UserError(f"{flag} {shown} cannot be used ({_reason(e)})", f"pass another {kind}") from None  # fmt: skip
+        raise UserError(
+            f"{flag} {shown} cannot be used ({_reason(e)})", f"pass another {kind}"
+        ) from None
 
 
 def _reason(e: Exception) -> str:
@@ -101,7 +110,9 @@ def check_out_file(path: str | Path, suffix: str, flag: str = "--out") -> Path:
     """An output file ending in ``suffix`` (e.g. a grid's .png) that can be written."""
     p = Path(str(path))
     if p.suffix.lower() != suffix:
-        raise UserError(f"{flag} {show_value(str(path))} must end in {suffix}", f"e.g. {flag} grid{suffix}")  # fmt: skip
+        raise UserError(
+            f"{flag} {show_value(str(path))} must end in {suffix}", f"e.g. {flag} grid{suffix}"
+        )
     return check_out(p, "file", flag)
 
 
@@ -123,11 +134,16 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     missing key ...) refused in one line: the types of every key the code reads."""
     fix = "re-run `unitune tune --overwrite` on this folder"
     if not isinstance(manifest, dict):
-        raise UserError(f"{where} is not a unitune manifest (a JSON {type(manifest).__name__}, not an object)", fix)  # fmt: skip
+        raise UserError(
+            f"{where} is not a unitune manifest (a JSON {type(manifest).__name__}, not an object)",
+            fix,
+        )
 
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:
-            raise UserError(f"{where}: {key!r} must be {what}, got {show_value(manifest.get(key))}", fix)  # fmt: skip
+            raise UserError(
+                f"{where}: {key!r} must be {what}, got {show_value(manifest.get(key))}", fix
+            )
 
     m = manifest
     need("model", isinstance(m.get("model"), str), "a model reference")
@@ -135,7 +151,10 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     need("settings", isinstance(m.get("settings"), dict), "an object of tune settings")
     st = m["settings"]
     if not _ints_of(st.get("save_at")):
-        raise UserError(f"{where}: settings 'save_at' must be a list of integers, got {show_value(st.get('save_at'))}", fix)  # fmt: skip
+        raise UserError(
+            f"{where}: settings 'save_at' must be a list of integers, got {show_value(st.get('save_at'))}",
+            fix,
+        )
     try:
         TuneConfig(**{**st, "save_at": tuple(st["save_at"])})
     except TypeError as e:
@@ -146,19 +165,38 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
         ok = ok and isinstance(rec, dict) and isinstance(rec.get("file"), str)
         ok = ok and isinstance(rec.get("loss", 0.0), (int, float))
         if not ok:
-            raise UserError(f"{where}: checkpoint {show_value(step)} has a bad record {show_value(rec)}", fix)  # fmt: skip
+            raise UserError(
+                f"{where}: checkpoint {show_value(step)} has a bad record {show_value(rec)}", fix
+            )
     image = m.get("image")
-    need("image", isinstance(image, dict) and isinstance(image.get("sha256"), str), 'an object with "sha256"')  # fmt: skip
-    need("resolution", _ints_of(m.get("resolution"), 2) and min(m["resolution"]) > 0, "[height, width]")  # fmt: skip
-    need("size_multiple", m.get("size_multiple") is None or (_is_int(m["size_multiple"]) and m["size_multiple"] > 0), "a positive integer")  # fmt: skip
+    need(
+        "image",
+        isinstance(image, dict) and isinstance(image.get("sha256"), str),
+        'an object with "sha256"',
+    )
+    need(
+        "resolution",
+        _ints_of(m.get("resolution"), 2) and min(m["resolution"]) > 0,
+        "[height, width]",
+    )
+    need(
+        "size_multiple",
+        m.get("size_multiple") is None or (_is_int(m["size_multiple"]) and m["size_multiple"] > 0),
+        "a positive integer",
+    )
     pl = m.get("placement")
     ok = isinstance(pl, dict) and _ints_of(pl.get("orig_size"), 2) and _ints_of(pl.get("target"), 2)
     ok = ok and isinstance(pl.get("mode"), str) and _numbers_of(pl.get("box"), 4)
     need("placement", ok, "an object of orig_size, target, mode and box")
     for key in ("family", "vae", "model_digest", "prompt", "status"):
         need(key, m.get(key) is None or isinstance(m[key], str), "text")
-    need("loss_history", _numbers_of(m.get("loss_history", []), len(m.get("loss_history", [])))
-         if isinstance(m.get("loss_history", []), list) else False, "a list of numbers")  # fmt: skip
+    need(
+        "loss_history",
+        _numbers_of(m.get("loss_history", []), len(m.get("loss_history", [])))
+        if isinstance(m.get("loss_history", []), list)
+        else False,
+        "a list of numbers",
+    )
 
 
 def open_tune(path: str | Path) -> TuneFolder:
@@ -169,7 +207,9 @@ def open_tune(path: str | Path) -> TuneFolder:
         try:
             data = json.loads(mf.read_bytes().decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise UserError(f"{mf} is unreadable ({_reason(e)})", "re-run `unitune tune --overwrite`") from None  # fmt: skip
+            raise UserError(
+                f"{mf} is unreadable ({_reason(e)})", "re-run `unitune tune --overwrite`"
+            ) from None
         if not isinstance(data, dict):
             check_manifest_shape(data, mf)
     folder = TuneFolder.open(path)
@@ -194,7 +234,10 @@ def scheduler_table(spec: ModelSpec) -> int | None:
 def check_steps_table(steps: int | None, table: int | None, flag: str = "--steps") -> None:
     """Sampling steps beyond the model's training schedule (its scheduler has no more)."""
     if steps is not None and table is not None and steps > table:
-        raise UserError(f"{flag} {steps} exceeds the model's {table}-step training schedule", f"pass at most {flag} {table}")  # fmt: skip
+        raise UserError(
+            f"{flag} {steps} exceeds the model's {table}-step training schedule",
+            f"pass at most {flag} {table}",
+        )
 
 
 def check_preset(cfg: TuneConfig, preset: str) -> None:
@@ -209,9 +252,15 @@ def check_preset(cfg: TuneConfig, preset: str) -> None:
         )
 
 
-def check_best_of(best_of: int, *, params: bool = False, tune_dir: str | Path | None = None,
-                  sweeping: bool = False, balance: float = 1.0,
-                  limits: WorkLimits = WorkLimits()) -> None:  # fmt: skip
+def check_best_of(
+    best_of: int,
+    *,
+    params: bool = False,
+    tune_dir: str | Path | None = None,
+    sweeping: bool = False,
+    balance: float = 1.0,
+    limits: WorkLimits = WorkLimits(),
+) -> None:
     """`edit --best-of N`: N candidates (seeds, at most limits.max_seeds), not with --params nor a
     cascade tune; --sweep-*, --keep-all and --balance only with it."""
     from .config import RankConfig, _finite, _int
@@ -223,9 +272,14 @@ def check_best_of(best_of: int, *, params: bool = False, tune_dir: str | Path | 
     if best_of and params:
         raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
     if best_of and tune_dir is not None and is_cascade(tune_dir):  # its judge: one model, one size
-        raise UserError("--best-of does not rank a cascade tune's edits (DeepFloyd IF)", "drop --best-of; compare seeds with unitune grid")  # fmt: skip
+        raise UserError(
+            "--best-of does not rank a cascade tune's edits (DeepFloyd IF)",
+            "drop --best-of; compare seeds with unitune grid",
+        )
     if (sweeping or balance != RankConfig.balance) and not best_of:
-        raise UserError("--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4")  # fmt: skip
+        raise UserError(
+            "--sweep-*, --balance and --keep-all only apply with --best-of N", "add --best-of 4"
+        )
     if not (_finite(balance) and balance >= 0):
         raise UserError(f"--balance must be >= 0, got {show_value(balance)}", "e.g. --balance 1")
 
@@ -236,8 +290,10 @@ def check_fidelity(fidelity: float, explicit: list[str], params: bool = False) -
 
     if explicit or params:
         what = ", ".join(explicit) or "--params"
-        raise UserError(f"--fidelity sets the checkpoint, t0 and CFG itself; {what} given too",
-                        "pass either --fidelity or those flags")  # fmt: skip
+        raise UserError(
+            f"--fidelity sets the checkpoint, t0 and CFG itself; {what} given too",
+            "pass either --fidelity or those flags",
+        )
     _real(fidelity, "--fidelity", "0 = most expressive, 1 = most faithful", ge=0, le=1)
 
 
@@ -264,7 +320,10 @@ def check_tune(
     sr_model = check_cascade(spec, cfg.cascade, cfg.sr_model)
     cfg = replace(cfg, cascade=sr_model is not None, sr_model=sr_model)  # recorded resolved
     if sr_model and cfg.patches:
-        raise UserError("--patches does not combine with a cascade tune (the SR stage has no crops of its input)", "add --no-cascade, or drop --patches")  # fmt: skip
+        raise UserError(
+            "--patches does not combine with a cascade tune (the SR stage has no crops of its input)",
+            "add --no-cascade, or drop --patches",
+        )
     resume, clear = None, False
     if out.exists():
         if not out.is_dir():
@@ -280,10 +339,15 @@ def check_tune(
         elif is_tune:
             resume = open_tune(out)
             m = resume.manifest
-            differ = [what for what, same in (
-                ("image", m["image"]["sha256"] == sha),
-                ("settings", m["settings"] == settings_dict(cfg)),
-                ("model", m["model"] == model)) if not same]  # fmt: skip
+            differ = [
+                what
+                for what, same in (
+                    ("image", m["image"]["sha256"] == sha),
+                    ("settings", m["settings"] == settings_dict(cfg)),
+                    ("model", m["model"] == model),
+                )
+                if not same
+            ]
             if differ:
                 raise UserError(
                     f"{out} holds a tune of a different {' and '.join(differ)}",
@@ -296,7 +360,10 @@ def refuse_quantized_full(accel: Acceleration | None, method: str | None) -> Non
     """--quantize holds the base in int8: LoRA adapters train and apply on top of it, a full
     tune's weights or deltas cannot."""
     if accel is not None and accel.quantize and method == "full":
-        raise UserError("--quantize works with LoRA tunes only (a full tune changes the quantized weights)", "add --method lora, or drop --quantize")  # fmt: skip
+        raise UserError(
+            "--quantize works with LoRA tunes only (a full tune changes the quantized weights)",
+            "add --method lora, or drop --quantize",
+        )
 
 
 def tune_model_ref(folder: TuneFolder) -> str:
@@ -336,7 +403,9 @@ def check_edit(
         )
     hw, k = _edit_size(folder, cfg)
     if k and (hw[0] % k or hw[1] % k):
-        raise UserError(f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", f"round it to a multiple of {k}")  # fmt: skip
+        raise UserError(
+            f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", f"round it to a multiple of {k}"
+        )
     if mask is not None:
         mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
     check_guides(folder, cfg.guides)
@@ -357,7 +426,9 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
     sr_path = folder.path / SR_DIR
     if not is_cascade(folder.path):
         if cfg.sr_checkpoint is not None or cfg.sr_t0 != 1.0:
-            raise UserError("--sr-checkpoint and --sr-t0 apply to cascade tunes (DeepFloyd IF)", "drop them")  # fmt: skip
+            raise UserError(
+                "--sr-checkpoint and --sr-t0 apply to cascade tunes (DeepFloyd IF)", "drop them"
+            )
         return (tuple(cfg.size) if cfg.size else res), k
     sr = open_tune(sr_path)
     if cfg.sr_checkpoint is not None:
@@ -366,15 +437,24 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
     return (tuple(cfg.size) if cfg.size else out), k * (out[0] // res[0])
 
 
-def check_grid(tune_dir: str | Path, cfg: EditConfig, grid: GridConfig, mask=None,
-               vae: str | None = None, *, prompt: str | None = None,
-               limits: WorkLimits = WorkLimits()) -> TuneFolder:  # fmt: skip
+def check_grid(
+    tune_dir: str | Path,
+    cfg: EditConfig,
+    grid: GridConfig,
+    mask=None,
+    vae: str | None = None,
+    *,
+    prompt: str | None = None,
+    limits: WorkLimits = WorkLimits(),
+) -> TuneFolder:
     grid.validate(limits=limits)
     kw = {"prompt": prompt, "limits": limits}
     if grid.rows == "sr_checkpoint":
         folder = check_edit(tune_dir, cfg, mask, (), vae, **kw)
         if not is_cascade(folder.path):
-            raise UserError("--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint")  # fmt: skip
+            raise UserError(
+                "--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint"
+            )
         sr = open_tune(folder.path / SR_DIR)
         for c in grid.checkpoints:
             sr.resolve_checkpoint(c)
@@ -411,41 +491,60 @@ def check_export(
             f"unknown --format {show_value(fmt)}", f"use one of {', '.join(EXPORT_FORMATS)}"
         )
     if checkpoint is not None and not (_is_int(checkpoint) and checkpoint >= 0):
-        raise UserError(f"--checkpoint must be a saved step, got {show_value(checkpoint)}", "e.g. --checkpoint 128")  # fmt: skip
+        raise UserError(
+            f"--checkpoint must be a saved step, got {show_value(checkpoint)}",
+            "e.g. --checkpoint 128",
+        )
     folder = open_tune(tune_dir)
     m = folder.manifest
     if checkpoint == 0:
-        raise UserError("checkpoint 0 is the pretrained model: nothing was tuned", "pass a saved step, or leave --checkpoint out for the last")  # fmt: skip
+        raise UserError(
+            "checkpoint 0 is the pretrained model: nothing was tuned",
+            "pass a saved step, or leave --checkpoint out for the last",
+        )
     step = folder.resolve_checkpoint(checkpoint)
     fam = family_of(m.get("family"))
     lora_tune = m["settings"]["method"] == "lora"
     if m["settings"].get("patches"):
         raise UserError(
-            f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",  # fmt: skip
+            f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",
             "export a plain tune (without --patches), or edit this one with unitune",
         )
     if rank is not None and not (_is_int(rank) and 1 <= rank <= BIG):  # beyond a layer's: full
-        raise UserError(f"--rank must be an integer >= 1, got {show_value(rank)}", "e.g. --rank 32")  # fmt: skip
+        raise UserError(f"--rank must be an integer >= 1, got {show_value(rank)}", "e.g. --rank 32")
     if rank is not None and lora_tune:
-        raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")  # fmt: skip
+        raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")
     if fmt == "lora-from-full" and lora_tune:
-        raise UserError(f"{folder.path} is already a LoRA tune", "export it with --format diffusers-lora or kohya-lora")  # fmt: skip
+        raise UserError(
+            f"{folder.path} is already a LoRA tune",
+            "export it with --format diffusers-lora or kohya-lora",
+        )
     if fmt == "lora-from-full" and rank is None:
-        raise UserError("--format lora-from-full needs --rank", "e.g. --rank 32 (higher: closer to the full tune, larger file)")  # fmt: skip
+        raise UserError(
+            "--format lora-from-full needs --rank",
+            "e.g. --rank 32 (higher: closer to the full tune, larger file)",
+        )
     if fmt in ("diffusers-lora", "kohya-lora") and not lora_tune and rank is None:
         raise UserError(
             f"{folder.path} is a full tune; --format {fmt} writes a LoRA",
-            "add --rank R to compress it by SVD (as --format lora-from-full), or use --format merged",  # fmt: skip
+            "add --rank R to compress it by SVD (as --format lora-from-full), or use --format merged",
         )
     if fmt == "kohya-lora" and fam.kohya is None:
-        raise UserError(f"--format kohya-lora has no layout for {fam.label}", "use --format diffusers-lora")  # fmt: skip
+        raise UserError(
+            f"--format kohya-lora has no layout for {fam.label}", "use --format diffusers-lora"
+        )
     out = Path(out)
     single = out.suffix.lower() == ".safetensors"
     if fmt in LORA_FORMATS and not single:
-        raise UserError(f"--out {str(out)!r}: a LoRA is one .safetensors file", "e.g. --out cat-lora.safetensors")  # fmt: skip
+        raise UserError(
+            f"--out {str(out)!r}: a LoRA is one .safetensors file",
+            "e.g. --out cat-lora.safetensors",
+        )
     check_out(out, "folder" if fmt == "merged" and not single else "file")
     if out.exists() and not overwrite:
-        raise UserError(f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out")  # fmt: skip
+        raise UserError(
+            f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out"
+        )
     spec = probe(tune_model_ref(folder))
     refusal = single_file_refusal(spec) if fmt == "merged" and single else None
     if refusal:

@@ -73,11 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
     t.add_argument("--save-at", type=ints, default=keep, help="comma list of steps")
     t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
-    t.add_argument("--lr", type=float, default=keep, help="default: the model's (SD 1e-4 full, 3e-4 lora)")  # fmt: skip
-    t.add_argument("--method", choices=TUNE_METHODS, default=td.method, help="default: the model's (full for SD, lora for SD3 / FLUX)")  # fmt: skip
+    t.add_argument(
+        "--lr", type=float, default=keep, help="default: the model's (SD 1e-4 full, 3e-4 lora)"
+    )
+    t.add_argument(
+        "--method",
+        choices=TUNE_METHODS,
+        default=td.method,
+        help="default: the model's (full for SD, lora for SD3 / FLUX)",
+    )
     t.add_argument("--lora-rank", type=int, default=td.lora_rank, help="default: the model's (16)")
-    t.add_argument("--lora-conv", action="store_true", help="LoRA on the ResNet convs (UNets) / feed-forward layers (transformers) too")  # fmt: skip
-    t.add_argument("--timestep-density", choices=DENSITIES, default=td.timestep_density, help="training timesteps (default: the model's; SD3 logit_normal)")  # fmt: skip
+    t.add_argument(
+        "--lora-conv",
+        action="store_true",
+        help="LoRA on the ResNet convs (UNets) / feed-forward layers (transformers) too",
+    )
+    t.add_argument(
+        "--timestep-density",
+        choices=DENSITIES,
+        default=td.timestep_density,
+        help="training timesteps (default: the model's; SD3 logit_normal)",
+    )
     t.add_argument("--rare-token", default=td.rare_token)
     t.add_argument(
         "--base-prompt",
@@ -102,11 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=keep,
         help=f"--patches: crop sides uniform in [FRAC, 1] x the image's ({td.patch_min_frac})",
     )
-    t.add_argument("--cascade", action=argparse.BooleanOptionalAction, default=td.cascade, help="pixel cascades (DeepFloyd IF): tune the super-resolution stage too")  # fmt: skip
-    t.add_argument("--sr-model", default=td.sr_model, help="that stage's model (default: the one the base names; world-if: world-if-sr)")  # fmt: skip
+    t.add_argument(
+        "--cascade",
+        action=argparse.BooleanOptionalAction,
+        default=td.cascade,
+        help="pixel cascades (DeepFloyd IF): tune the super-resolution stage too",
+    )
+    t.add_argument(
+        "--sr-model",
+        default=td.sr_model,
+        help="that stage's model (default: the one the base names; world-if: world-if-sr)",
+    )
     t.add_argument("--overwrite", action="store_true", help="discard an existing tune folder")
-    t.add_argument("--keep-resume", action="store_true",
-                   help="keep checkpoints/resume.safetensors (exact training state) after the run")  # fmt: skip
+    t.add_argument(
+        "--keep-resume",
+        action="store_true",
+        help="keep checkpoints/resume.safetensors (exact training state) after the run",
+    )
     add_common(t)
     add_speed_flags(t)
 
@@ -144,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--sweep-t0", type=floats, help="--best-of: also sweep these t0 values")
     e.add_argument("--sweep-checkpoints", type=ints, help="--best-of: also sweep these checkpoints")
-    e.add_argument("--balance", type=float, default=RankConfig.balance,
-                   help=f"--best-of: weight of fidelity ({RankConfig.balance:g})")  # fmt: skip
+    e.add_argument(
+        "--balance",
+        type=float,
+        default=RankConfig.balance,
+        help=f"--best-of: weight of fidelity ({RankConfig.balance:g})",
+    )
     e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
     add_common(e)
     add_speed_flags(e)
@@ -158,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--t0", dest="t0s", type=floats, default=gd.t0s, help="comma list")
     g.add_argument("--seeds", type=ints, default=gd.seeds)
     g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")
-    g.add_argument("--rows", choices=GRID_ROWS, default=gd.rows, help="rows vary the checkpoint, or a cascade's SR checkpoint")  # fmt: skip
+    g.add_argument(
+        "--rows",
+        choices=GRID_ROWS,
+        default=gd.rows,
+        help="rows vary the checkpoint, or a cascade's SR checkpoint",
+    )
     g.add_argument("--out", default="grid.png")
     add_edit_flags(g, EditConfig(), grid=True)
     add_common(g)
@@ -171,10 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=TUNE_METHODS, default=TuneConfig().method)
     d.add_argument("--seeds", type=ints, default=None, help="edit seeds (default 0,1,2,3)")
     add_common(d)
-    x = sub.add_parser("export", help="a tune's checkpoint for other tools: diffusers, A1111/ComfyUI, merged models")  # fmt: skip
+    x = sub.add_parser(
+        "export",
+        help="a tune's checkpoint for other tools: diffusers, A1111/ComfyUI, merged models",
+    )
     x.add_argument("tune")
-    x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="diffusers-lora, kohya-lora, lora-from-full (--rank) or merged")  # fmt: skip
-    x.add_argument("--out", required=True, help="a .safetensors file (LoRAs; merged: one file in the original layout) or a folder (merged: diffusers)")  # fmt: skip
+    x.add_argument(
+        "--format",
+        required=True,
+        choices=EXPORT_FORMATS,
+        help="diffusers-lora, kohya-lora, lora-from-full (--rank) or merged",
+    )
+    x.add_argument(
+        "--out",
+        required=True,
+        help="a .safetensors file (LoRAs; merged: one file in the original layout) or a folder (merged: diffusers)",
+    )
     x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
     x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -261,8 +310,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
             raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
     sweeping = bool(args.sweep_t0 or args.sweep_checkpoints or args.keep_all)
-    check_best_of(args.best_of, params=bool(args.params), tune_dir=args.tune, sweeping=sweeping,
-                  balance=args.balance)  # fmt: skip
+    check_best_of(
+        args.best_of,
+        params=bool(args.params),
+        tune_dir=args.tune,
+        sweeping=sweeping,
+        balance=args.balance,
+    )
     if args.fidelity is not None:
         explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
         check_fidelity(args.fidelity, explicit, bool(args.params))
@@ -271,8 +325,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
 
         steps = set(open_tune(args.tune).checkpoints)
         cfg = apply_fidelity(cfg, args.fidelity, steps)
-        print(f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
-              f"CFG {cfg.cfg:g}", file=sys.stderr)  # fmt: skip
+        print(
+            f"--fidelity {args.fidelity:g}: checkpoint {cfg.checkpoint}, t0 {cfg.t0:g}, "
+            f"CFG {cfg.cfg:g}",
+            file=sys.stderr,
+        )
     check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()), args.vae, prompt=prompt)
     for t0 in args.sweep_t0 or ():
         replace(cfg, t0=t0).validate()
@@ -281,8 +338,9 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from .edit import Editor
     from .outputs import save_edit
 
-    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload,
-                accel=acceleration(args))  # fmt: skip
+    ed = Editor(
+        args.tune, args.device, vae=args.vae, offload=args.offload, accel=acceleration(args)
+    )
     out = Path(args.out)
     if args.best_of:
         from .rank import best_of
@@ -290,8 +348,16 @@ def cmd_edit(args: argparse.Namespace) -> None:
         sweep = [{"t0": t} for t in args.sweep_t0 or ()]
         if args.sweep_checkpoints:
             sweep = [{**s, "checkpoint": c} for c in args.sweep_checkpoints for s in sweep or [{}]]
-        res, ranking, labels = best_of(ed, prompt, cfg, args.best_of, sweep, mask,
-                                       RankConfig(balance=args.balance), not args.quiet)  # fmt: skip
+        res, ranking, labels = best_of(
+            ed,
+            prompt,
+            cfg,
+            args.best_of,
+            sweep,
+            mask,
+            RankConfig(balance=args.balance),
+            not args.quiet,
+        )
         print(ranking.table(labels), file=sys.stderr)
         picks = ranking.order if args.keep_all else ranking.order[:1]
         for i in picks:
@@ -307,17 +373,21 @@ def cmd_grid(args: argparse.Namespace) -> None:
     from .checks import check_grid, check_out_file
 
     cfg = _edit_config(args)
-    gcfg = GridConfig(checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell,
-                      rows=args.rows)  # fmt: skip
+    gcfg = GridConfig(
+        checkpoints=args.checkpoints, t0s=args.t0s, seeds=args.seeds, cell=args.cell, rows=args.rows
+    )
     check_grid(args.tune, cfg, gcfg, args.mask, args.vae, prompt=args.prompt)
     check_out_file(args.out, ".png")
     _before_load(args)
     from .edit import Editor
     from .outputs import render_grid
 
-    ed = Editor(args.tune, args.device, vae=args.vae, offload=args.offload,
-                accel=acceleration(args))  # fmt: skip
-    path = render_grid(ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet)[0]  # fmt: skip
+    ed = Editor(
+        args.tune, args.device, vae=args.vae, offload=args.offload, accel=acceleration(args)
+    )
+    path = render_grid(
+        ed, args.prompt, cfg, gcfg, Path(args.out), mask=args.mask, progress=not args.quiet
+    )[0]
     print(path)
 
 
@@ -349,8 +419,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     _before_load(args)
     from .export import export
 
-    res = export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite,
-                 args.device)  # fmt: skip
+    res = export(
+        args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite, args.device
+    )
     for note in res.notes:
         print(f"unitune: note: {note}", file=sys.stderr)
     print(res.path)
@@ -382,8 +453,15 @@ def cmd_batch(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}", "e.g. --workers 2")
     _before_load(args)
-    m = run_batch(args.jobs, args.out, args.workers, args.ray, args.device,
-                  progress=not args.quiet, limits=limits)  # fmt: skip
+    m = run_batch(
+        args.jobs,
+        args.out,
+        args.workers,
+        args.ray,
+        args.device,
+        progress=not args.quiet,
+        limits=limits,
+    )
     for r in m["results"]:
         if r["status"] == "failed":
             print(f"unitune: line {r['line']} failed: {r['error']}", file=sys.stderr)

@@ -58,38 +58,86 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_speed_flags(p: argparse.ArgumentParser) -> None:
     """config.Acceleration's switches (docs/SPEED.md has what each buys)."""
     a = Acceleration()
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=a.compile,
-                   help="torch.compile the denoiser (a one-off compile; faster per step after)")  # fmt: skip
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=a.channels_last,
-                   help="the denoiser's weights in channels-last (NHWC) memory format")  # fmt: skip
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=a.tf32,
-                   help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions")  # fmt: skip
-    p.add_argument("--quantize", choices=QUANTIZATIONS, default=a.quantize,
-                   help="int8 weight-only denoiser (torchao): less memory, LoRA tunes only")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=a.compile,
+        help="torch.compile the denoiser (a one-off compile; faster per step after)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=a.channels_last,
+        help="the denoiser's weights in channels-last (NHWC) memory format",
+    )
+    p.add_argument(
+        "--tf32",
+        action=argparse.BooleanOptionalAction,
+        default=a.tf32,
+        help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default=a.quantize,
+        help="int8 weight-only denoiser (torchao): less memory, LoRA tunes only",
+    )
 
 
 def acceleration(args: argparse.Namespace) -> Acceleration:
-    return Acceleration(compile=args.compile, channels_last=args.channels_last, tf32=args.tf32,
-                        quantize=args.quantize)  # fmt: skip
+    return Acceleration(
+        compile=args.compile,
+        channels_last=args.channels_last,
+        tf32=args.tf32,
+        quantize=args.quantize,
+    )
 
 
 def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False) -> None:
     # absent unless given (EditConfig's defaults apply), so --fidelity can tell they were not
     keep = argparse.SUPPRESS
     if not grid:
-        p.add_argument("--checkpoint", type=int, default=keep, help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)")  # fmt: skip
-        p.add_argument("--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})")  # fmt: skip
+        p.add_argument(
+            "--checkpoint",
+            type=int,
+            default=keep,
+            help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)",
+        )
+        p.add_argument(
+            "--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})"
+        )
         p.add_argument("--seeds", type=ints, default=d.seeds, help="comma list, e.g. 0,1,2,3")
-    p.add_argument("--cfg", type=float, default=keep, help="guidance weight (default: the model's, e.g. 7.5 for SD; paper: 32); FLUX.1-dev: its embedded guidance")  # fmt: skip
-    p.add_argument("--true-cfg", type=float, default=d.true_cfg, help="FLUX.1: true CFG with --negative-prompt on top of the embedded guidance (1 = off)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=d.steps, help="sampling steps (default: the model's)")  # fmt: skip
-    p.add_argument("--sampler", choices=SAMPLERS, default=d.sampler, help="default: the model's own (ddim for SD, euler for SD3 / FLUX)")  # fmt: skip
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=keep,
+        help="guidance weight (default: the model's, e.g. 7.5 for SD; paper: 32); FLUX.1-dev: its embedded guidance",
+    )
+    p.add_argument(
+        "--true-cfg",
+        type=float,
+        default=d.true_cfg,
+        help="FLUX.1: true CFG with --negative-prompt on top of the embedded guidance (1 = off)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help="sampling steps (default: the model's)"
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=d.sampler,
+        help="default: the model's own (ddim for SD, euler for SD3 / FLUX)",
+    )
     p.add_argument("--negative-prompt", default=d.negative_prompt)
     p.add_argument("--no-rare-token", action="store_true", help="do not prepend the rare token")
     p.add_argument("--prompt-guidance", metavar="BASE_PROMPT", default=d.prompt_guidance)
     p.add_argument("--mask", help="PNG, white = may change (in-painting)")
-    p.add_argument("--interpolate", action=argparse.BooleanOptionalAction, default=d.interpolate,
-                   help="pixel interpolation toward the original (§3.4)")  # fmt: skip
+    p.add_argument(
+        "--interpolate",
+        action=argparse.BooleanOptionalAction,
+        default=d.interpolate,
+        help="pixel interpolation toward the original (§3.4)",
+    )
     p.add_argument("--interp-window", type=int, default=d.interp_window)
     p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
     p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
@@ -108,15 +156,54 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
     sr = p.add_argument_group("cascade tunes (DeepFloyd IF): the super-resolution stage")
-    sr.add_argument("--sr-checkpoint", type=int, default=d.sr_checkpoint, help="its step (0 = the pretrained SR model; default: the base stage's step if saved, else the last)")  # fmt: skip
-    sr.add_argument("--sr-t0", type=float, default=d.sr_t0, help=f"its SDEdit start from the base image at the output size ({d.sr_t0:g} = none)")  # fmt: skip
-    sr.add_argument("--sr-cfg", type=float, default=d.sr_cfg, help="its guidance weight (default: the SR model's, IF 4)")  # fmt: skip
-    sr.add_argument("--sr-steps", type=int, default=d.sr_steps, help="its steps (default: the SR model's, IF 50)")  # fmt: skip
-    sr.add_argument("--sr-noise-level", type=int, default=d.sr_noise_level, help=f"noise augmentation of the base stage's output ({d.sr_noise_level})")  # fmt: skip
+    sr.add_argument(
+        "--sr-checkpoint",
+        type=int,
+        default=d.sr_checkpoint,
+        help="its step (0 = the pretrained SR model; default: the base stage's step if saved, else the last)",
+    )
+    sr.add_argument(
+        "--sr-t0",
+        type=float,
+        default=d.sr_t0,
+        help=f"its SDEdit start from the base image at the output size ({d.sr_t0:g} = none)",
+    )
+    sr.add_argument(
+        "--sr-cfg",
+        type=float,
+        default=d.sr_cfg,
+        help="its guidance weight (default: the SR model's, IF 4)",
+    )
+    sr.add_argument(
+        "--sr-steps",
+        type=int,
+        default=d.sr_steps,
+        help="its steps (default: the SR model's, IF 50)",
+    )
+    sr.add_argument(
+        "--sr-noise-level",
+        type=int,
+        default=d.sr_noise_level,
+        help=f"noise augmentation of the base stage's output ({d.sr_noise_level})",
+    )
     x4 = p.add_argument_group("stage III: an x4 upscaler on the output (untuned)")
-    x4.add_argument("--upscaler", default=d.upscaler, help="a StableDiffusionUpscalePipeline (hub id or folder), e.g. stabilityai/stable-diffusion-x4-upscaler")  # fmt: skip
-    x4.add_argument("--upscale-steps", type=int, default=d.upscale_steps, help=f"({d.upscale_steps})")  # fmt: skip
-    x4.add_argument("--upscale-noise-level", type=int, default=d.upscale_noise_level, help=f"({d.upscale_noise_level}, as IF's docs)")  # fmt: skip
+    x4.add_argument(
+        "--upscaler",
+        default=d.upscaler,
+        help="a StableDiffusionUpscalePipeline (hub id or folder), e.g. stabilityai/stable-diffusion-x4-upscaler",
+    )
+    x4.add_argument(
+        "--upscale-steps", type=int, default=d.upscale_steps, help=f"({d.upscale_steps})"
+    )
+    x4.add_argument(
+        "--upscale-noise-level",
+        type=int,
+        default=d.upscale_noise_level,
+        help=f"({d.upscale_noise_level}, as IF's docs)",
+    )
     p.add_argument("--vae", help="another VAE (folder or .safetensors); default: the tune's")
-    p.add_argument("--offload", action="store_true",
-                   help="keep the text encoders and VAE on the CPU between uses (small GPUs)")  # fmt: skip
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the text encoders and VAE on the CPU between uses (small GPUs)",
+    )

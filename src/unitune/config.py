@@ -101,7 +101,11 @@ def parse_limits(
         text = value.strip().replace("_", "")
         ok = text.isascii() and text.isdigit() and len(text) <= 30
         lo = 0 if key == "max_seed" else 1
-        _bad(ok and int(text) >= lo, f"--limit {key} must be an integer >= {lo}, got {show_value(value)}", f"e.g. --limit {key}={getattr(WorkLimits(), key)}")  # fmt: skip
+        _bad(
+            ok and int(text) >= lo,
+            f"--limit {key} must be an integer >= {lo}, got {show_value(value)}",
+            f"e.g. --limit {key}={getattr(WorkLimits(), key)}",
+        )
         over[key] = int(text)
     return replace(base or WorkLimits(), **over)
 
@@ -150,24 +154,51 @@ def _opt_int(v: Any, flag: str, lo: int, hi: int, fix: str, limit: str | None = 
         _int(v, flag, lo, hi, fix, limit)
 
 
-def _ints(v: Any, flag: str, lo: int, hi: int, fix: str, most: int,
-          limit: str | None = None, count_limit: str | None = None) -> None:  # fmt: skip
+def _ints(
+    v: Any,
+    flag: str,
+    lo: int,
+    hi: int,
+    fix: str,
+    most: int,
+    limit: str | None = None,
+    count_limit: str | None = None,
+) -> None:
     """``v`` a non-empty list (tuple) of at most ``most`` integers, each in [lo, hi]."""
-    _bad(isinstance(v, (tuple, list)) and len(v) >= 1, f"{flag} must list at least one integer, got {show_value(v)}", fix)  # fmt: skip
+    _bad(
+        isinstance(v, (tuple, list)) and len(v) >= 1,
+        f"{flag} must list at least one integer, got {show_value(v)}",
+        fix,
+    )
     why = f" (work limit {count_limit})" if count_limit else ""
     _bad(len(v) <= most, f"{flag} lists {len(v)} values, at most {most}{why}", fix)
     for x in v:
         if not (_is_int(x) and lo <= x <= hi):
             why = f" (work limit {limit})" if limit and _is_int(x) and x > hi else ""
-            raise UserError(f"{flag} values must be integers in [{lo}, {hi}]{why}, got {show_value(x)}", fix)  # fmt: skip
+            raise UserError(
+                f"{flag} values must be integers in [{lo}, {hi}]{why}, got {show_value(x)}", fix
+            )
 
 
-def _real(v: Any, flag: str, fix: str, *, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, none_ok: bool = False) -> None:  # fmt: skip
+def _real(
+    v: Any,
+    flag: str,
+    fix: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    none_ok: bool = False,
+) -> None:
     """``v`` a finite number with the bounds given (``none_ok``: or None)."""
     if v is None and none_ok:
         return
-    ok = _finite(v) and (ge is None or v >= ge) and (gt is None or v > gt) and (le is None or v <= le)  # fmt: skip
+    ok = (
+        _finite(v)
+        and (ge is None or v >= ge)
+        and (gt is None or v > gt)
+        and (le is None or v <= le)
+    )
     if ok:
         return
     if ge is not None and le is not None:
@@ -196,12 +227,21 @@ def _text(v: Any, flag: str, most: int, *, none_ok: bool = False, required: bool
         return
     _bad(isinstance(v, str), f"{flag} must be text, got {show_value(v)}", "pass a string")
     _bad(not required or bool(v.strip()), f"{flag} is empty", "pass some text")
-    _bad(len(v) <= most, f"{flag} is {len(v)} characters, at most {most} (work limit max_prompt_chars)", "shorten it")  # fmt: skip
+    _bad(
+        len(v) <= most,
+        f"{flag} is {len(v)} characters, at most {most} (work limit max_prompt_chars)",
+        "shorten it",
+    )
     _bad("\x00" not in v, f"{flag} contains a NUL character", "remove it")
 
 
-def check_prompt(prompt: Any, limits: WorkLimits = WorkLimits(), *, what: str = "the edit prompt",
-                 required: bool = True) -> str:  # fmt: skip
+def check_prompt(
+    prompt: Any,
+    limits: WorkLimits = WorkLimits(),
+    *,
+    what: str = "the edit prompt",
+    required: bool = True,
+) -> str:
     """A prompt as the CLI, the library, batch and the server take it: text (not blank where
     ``required``; the library may sample the rare token alone from ""), at most
     ``limits.max_prompt_chars`` characters, no NUL; returned as is."""
@@ -254,10 +294,21 @@ class TuneConfig:
         of the wrong type, or beyond ``limits``; needs no model, so the CLI checks it before
         anything heavy loads (a save_at step beyond --steps is never reached: it is ignored)."""
         lim = limits
-        _int(self.steps, "--steps", 0, lim.max_tune_steps, "pass e.g. --steps 128", "max_tune_steps")  # fmt: skip
-        _ints(self.save_at, "--save-at", 1, lim.max_tune_steps, "e.g. --save-at 16,32,64",
-              lim.max_tune_steps, "max_tune_steps")  # fmt: skip
-        _int(self.batch_size, "--batch-size", 1, lim.max_batch_size, "pass e.g. 4", "max_batch_size")  # fmt: skip
+        _int(
+            self.steps, "--steps", 0, lim.max_tune_steps, "pass e.g. --steps 128", "max_tune_steps"
+        )
+        _ints(
+            self.save_at,
+            "--save-at",
+            1,
+            lim.max_tune_steps,
+            "e.g. --save-at 16,32,64",
+            lim.max_tune_steps,
+            "max_tune_steps",
+        )
+        _int(
+            self.batch_size, "--batch-size", 1, lim.max_batch_size, "pass e.g. 4", "max_batch_size"
+        )
         _real(self.lr, "--lr", "e.g. --lr 1e-4", gt=0, none_ok=True)
         _choice(self.method, "--method", TUNE_METHODS, none_ok=True)
         _opt_int(self.lora_rank, "--lora-rank", 1, 1024, "e.g. --lora-rank 16")
@@ -268,10 +319,18 @@ class TuneConfig:
         _text(self.class_noun, "--class-noun", lim.max_prompt_chars, none_ok=True)
         _int(self.seed, "--seed", 0, lim.max_seed, "e.g. --seed 0", "max_seed")
         _choice(self.resize, "--resize", RESIZE_MODES)
-        _opt_int(self.resolution, "--resolution", 8, lim.max_side, "e.g. --resolution 512", "max_side")  # fmt: skip
+        _opt_int(
+            self.resolution, "--resolution", 8, lim.max_side, "e.g. --resolution 512", "max_side"
+        )
         _choice(self.mixed_precision, "--mixed-precision", PRECISIONS)
         _choice(self.gradient_checkpointing, "--gradient-checkpointing", SWITCHES)
-        _real(self.max_grad_norm, "max_grad_norm", "e.g. 1.0, or None for no clipping", gt=0, none_ok=True)  # fmt: skip
+        _real(
+            self.max_grad_norm,
+            "max_grad_norm",
+            "e.g. 1.0, or None for no clipping",
+            gt=0,
+            none_ok=True,
+        )
         _flag(self.patches, "--patches")
         _real(self.patch_min_frac, "--patch-min-frac", "e.g. 0.1 (SINE)", gt=0, le=1)
         _int(self.pos_freqs, "pos_freqs", 1, 64, "e.g. 6 (SINE)")
@@ -280,7 +339,9 @@ class TuneConfig:
 
     def uses_gradient_checkpointing(self, cuda: bool) -> bool:
         """Recompute activations in the backward pass (less memory, more time)?"""
-        return self.gradient_checkpointing == "on" or (self.gradient_checkpointing == "auto" and cuda)  # fmt: skip
+        return self.gradient_checkpointing == "on" or (
+            self.gradient_checkpointing == "auto" and cuda
+        )
 
     def uses_bf16(self, cuda: bool) -> bool:
         """bf16 autocast for the denoiser's forward pass?"""
@@ -370,7 +431,9 @@ class EditConfig:
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
     # cascade tunes (DeepFloyd IF): the super-resolution stage after the base stage's edit
-    sr_checkpoint: int | None = None  # its checkpoint: None -> the base stage's step if saved, else the last; 0 = pretrained  # fmt: skip
+    sr_checkpoint: int | None = (
+        None  # its checkpoint: None -> the base stage's step if saved, else the last; 0 = pretrained
+    )
     sr_t0: float = 1.0  # its SDEdit start from the base image at the output size (1 = none)
     sr_cfg: float | None = None  # its guidance weight; None -> the SR model's (IF: 4.0)
     sr_steps: int | None = None  # its steps; None -> the SR model's (IF: 50)
@@ -385,22 +448,42 @@ class EditConfig:
         """Raise a UserError (one line) for any value out of range or of the wrong type, or
         beyond ``limits`` (no model needed; the edit prompt itself: check_prompt)."""
         lim = limits
-        _opt_int(self.checkpoint, "--checkpoint", 0, BIG, "a saved step, or 0 for the pretrained model")  # fmt: skip
+        _opt_int(
+            self.checkpoint, "--checkpoint", 0, BIG, "a saved step, or 0 for the pretrained model"
+        )
         _int(self.auto_checkpoint, "auto_checkpoint", 0, BIG, "e.g. 32")
         _real(self.cfg, "--cfg", "e.g. --cfg 7.5 (paper: 32)", ge=0, none_ok=True)
         _real(self.true_cfg, "--true-cfg", "e.g. --true-cfg 2 (1 = off)", ge=1)
         _real(self.t0, "--t0", "e.g. --t0 0.9 (1.0 = pure noise)", ge=0, le=1)
-        _opt_int(self.steps, "--steps", 1, lim.max_sample_steps, "e.g. --steps 50", "max_sample_steps")  # fmt: skip
+        _opt_int(
+            self.steps, "--steps", 1, lim.max_sample_steps, "e.g. --steps 50", "max_sample_steps"
+        )
         _choice(self.sampler, "--sampler", SAMPLERS, none_ok=True)
-        _bad(not isinstance(self.seeds, (tuple, list)) or bool(self.seeds), "no seeds given", "pass e.g. --seeds 0,1,2,3")  # fmt: skip
-        _ints(self.seeds, "--seeds", 0, lim.max_seed, "e.g. --seeds 0,1,2,3", lim.max_seeds,
-              "max_seed", "max_seeds")  # fmt: skip
+        _bad(
+            not isinstance(self.seeds, (tuple, list)) or bool(self.seeds),
+            "no seeds given",
+            "pass e.g. --seeds 0,1,2,3",
+        )
+        _ints(
+            self.seeds,
+            "--seeds",
+            0,
+            lim.max_seed,
+            "e.g. --seeds 0,1,2,3",
+            lim.max_seeds,
+            "max_seed",
+            "max_seeds",
+        )
         _text(self.negative_prompt, "--negative-prompt", lim.max_prompt_chars)
         _flag(self.rare_token, "rare_token (--no-rare-token)")
         _text(self.prompt_guidance, "--prompt-guidance", lim.max_prompt_chars, none_ok=True)
         _flag(self.interpolate, "--interpolate")
         _int(self.interp_window, "--interp-window", 1, 255, "an odd number, e.g. 5")
-        _bad(self.interp_window % 2 == 1, f"--interp-window must be odd, got {self.interp_window}", "e.g. 5")  # fmt: skip
+        _bad(
+            self.interp_window % 2 == 1,
+            f"--interp-window must be odd, got {self.interp_window}",
+            "e.g. 5",
+        )
         _real(self.interp_threshold, "--interp-threshold", "e.g. 0.1", gt=0)
         _real(self.lora_scale, "--lora-scale", "e.g. 1 (tuned) or 0 (pretrained)")
         _choice(self.method, "--method", EDIT_METHODS)
@@ -408,22 +491,50 @@ class EditConfig:
         _real(self.sine_v, "--v", "e.g. --v 0.7 (SINE)", ge=0, le=1)
         if self.size is not None:
             ok = isinstance(self.size, (tuple, list)) and len(self.size) == 2
-            _bad(ok, f"--size must be (height, width), got {show_value(self.size)}", "e.g. --size 512x768")  # fmt: skip
+            _bad(
+                ok,
+                f"--size must be (height, width), got {show_value(self.size)}",
+                "e.g. --size 512x768",
+            )
             for side in self.size:
                 _int(side, "--size", 1, lim.max_side, "e.g. --size 512x768", "max_side")
         _flag(self.paste_back, "--paste-back")
         _real(self.eta, "--eta", "e.g. --eta 0 (deterministic DDIM)", ge=0)
         ok = isinstance(self.guides, (tuple, list)) and len(self.guides) <= lim.max_guides
-        _bad(ok, f"--guide: at most {lim.max_guides} terms (work limit max_guides), got {show_value(self.guides)}", "drop some")  # fmt: skip
+        _bad(
+            ok,
+            f"--guide: at most {lim.max_guides} terms (work limit max_guides), got {show_value(self.guides)}",
+            "drop some",
+        )
         for g in self.guides:
             _text(g, "--guide", lim.max_prompt_chars + 4096)
-        _opt_int(self.sr_checkpoint, "--sr-checkpoint", 0, BIG, "a saved step, or 0 for the pretrained SR model")  # fmt: skip
+        _opt_int(
+            self.sr_checkpoint,
+            "--sr-checkpoint",
+            0,
+            BIG,
+            "a saved step, or 0 for the pretrained SR model",
+        )
         _real(self.sr_t0, "--sr-t0", "e.g. --sr-t0 0.7 (1.0 = pure noise)", ge=0, le=1)
         _real(self.sr_cfg, "--sr-cfg", "e.g. --sr-cfg 4", ge=0, none_ok=True)
-        _opt_int(self.sr_steps, "--sr-steps", 1, lim.max_sample_steps, "e.g. --sr-steps 50", "max_sample_steps")  # fmt: skip
+        _opt_int(
+            self.sr_steps,
+            "--sr-steps",
+            1,
+            lim.max_sample_steps,
+            "e.g. --sr-steps 50",
+            "max_sample_steps",
+        )
         _int(self.sr_noise_level, "--sr-noise-level", 0, 999, "e.g. 250 (IF's)")
         _text(self.upscaler, "--upscaler", 4096, none_ok=True)
-        _int(self.upscale_steps, "--upscale-steps", 1, lim.max_sample_steps, "e.g. 75", "max_sample_steps")  # fmt: skip
+        _int(
+            self.upscale_steps,
+            "--upscale-steps",
+            1,
+            lim.max_sample_steps,
+            "e.g. 75",
+            "max_sample_steps",
+        )
         _int(self.upscale_noise_level, "--upscale-noise-level", 0, 350, "e.g. 100")
 
     def for_model(self, defaults: ModelDefaults) -> EditConfig:
@@ -488,18 +599,42 @@ class GridConfig:
     def validate(self, *, limits: WorkLimits = WorkLimits()) -> None:
         """Raise a UserError (one line) for a bad value, or a grid beyond ``limits``."""
         lim = limits
-        _ints(self.checkpoints, "--checkpoints", 0, BIG, "e.g. --checkpoints 16,32,64",
-              lim.max_grid_cells, None, "max_grid_cells")  # fmt: skip
+        _ints(
+            self.checkpoints,
+            "--checkpoints",
+            0,
+            BIG,
+            "e.g. --checkpoints 16,32,64",
+            lim.max_grid_cells,
+            None,
+            "max_grid_cells",
+        )
         ok = isinstance(self.t0s, (tuple, list)) and 1 <= len(self.t0s) <= lim.max_grid_cells
-        _bad(ok, f"--t0 must list 1 to {lim.max_grid_cells} values, got {show_value(self.t0s)}", "e.g. --t0 0.8,0.9,1")  # fmt: skip
+        _bad(
+            ok,
+            f"--t0 must list 1 to {lim.max_grid_cells} values, got {show_value(self.t0s)}",
+            "e.g. --t0 0.8,0.9,1",
+        )
         for t in self.t0s:
             _real(t, "--t0 values", "e.g. --t0 0.8,0.9,1", ge=0, le=1)
-        _ints(self.seeds, "--seeds", 0, lim.max_seed, "e.g. --seeds 0", lim.max_seeds,
-              "max_seed", "max_seeds")  # fmt: skip
+        _ints(
+            self.seeds,
+            "--seeds",
+            0,
+            lim.max_seed,
+            "e.g. --seeds 0",
+            lim.max_seeds,
+            "max_seed",
+            "max_seeds",
+        )
         _choice(self.rows, "--rows", GRID_ROWS)
         _int(self.cell, "--cell", 16, 2048, "e.g. --cell 128")
         cells = len(self.checkpoints) * len(self.t0s) * len(self.seeds)
-        _bad(cells <= lim.max_grid_cells, f"the grid has {cells} cells (checkpoints x t0s x seeds), at most {lim.max_grid_cells} (work limit max_grid_cells)", "fewer checkpoints, t0s or seeds")  # fmt: skip
+        _bad(
+            cells <= lim.max_grid_cells,
+            f"the grid has {cells} cells (checkpoints x t0s x seeds), at most {lim.max_grid_cells} (work limit max_grid_cells)",
+            "fewer checkpoints, t0s or seeds",
+        )
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,15 @@ def score_edit(e: Edit, images, before: Reading, original, lp) -> list[dict]:
     return out
 
 
-def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bool = True,
-             tune_cfg: TuneConfig = TuneConfig(), edit_cfg: EditConfig = DEMO_EDIT,
-             grid_cfg: GridConfig = DEMO_GRID, model: str = DEFAULT_MODEL) -> dict:  # fmt: skip
+def run_demo(
+    out: str | Path = "unitune-demo",
+    device: str = "cpu",
+    progress: bool = True,
+    tune_cfg: TuneConfig = TuneConfig(),
+    edit_cfg: EditConfig = DEMO_EDIT,
+    grid_cfg: GridConfig = DEMO_GRID,
+    model: str = DEFAULT_MODEL,
+) -> dict:
     from .backbones import load_model
     from .edit import Editor
     from .outputs import render_grid
@@ -93,8 +99,7 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
     before = read(img)
     # loaded once for tune and edits (tune leaves a passed model exactly as it found it)
     bb = load_model(model, device)
-    tune(photo, out / "tune", tune_cfg, model=model, backbone=bb, overwrite=True,
-         progress=progress)  # fmt: skip
+    tune(photo, out / "tune", tune_cfg, model=model, backbone=bb, overwrite=True, progress=progress)
     t_tuned = time.time()
     ed = Editor(out / "tune", backbone=bb)
     lp = get_lpips("alex", ed.backbone.device)
@@ -107,17 +112,34 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
         rows.append([img] + res.images)
         ok = sum(v["success"] for v in verdicts)
         labels.append(f"{e.kind} {ok}/{len(verdicts)}")
-        report.append({"edit": e.kind, "prompt": f"{ed.tune_cfg.rare_token} {e.prompt}",
-                       "seeds": list(edit_cfg.seeds), "verdicts": verdicts})  # fmt: skip
+        report.append(
+            {
+                "edit": e.kind,
+                "prompt": f"{ed.tune_cfg.rare_token} {e.prompt}",
+                "seeds": list(edit_cfg.seeds),
+                "verdicts": verdicts,
+            }
+        )
     cols = ["original"] + [f"seed {s}" for s in edit_cfg.seeds]
     pg = f", prompt guidance '{edit_cfg.prompt_guidance}'" if edit_cfg.prompt_guidance else ""
     if edit_cfg.interpolate:
         pg += f", interpolation {edit_cfg.interp_threshold:g}"
-    sheet = contact_sheet(rows, labels, cols, row_title="edit (successes / seeds)",
-                          title=f"checkpoint {ed.step}, t0 {edit_cfg.t0:g}, CFG {edit_cfg.cfg:g}{pg}")  # fmt: skip
+    sheet = contact_sheet(
+        rows,
+        labels,
+        cols,
+        row_title="edit (successes / seeds)",
+        title=f"checkpoint {ed.step}, t0 {edit_cfg.t0:g}, CFG {edit_cfg.cfg:g}{pg}",
+    )
     atomic_write(out / "edits.png", lambda tmp: sheet.save(tmp, format="PNG"))
-    grid_path = render_grid(ed, edits[0].prompt, replace(edit_cfg, seeds=(0,)), grid_cfg,
-                            out / "grid.png", progress=progress)[0]  # fmt: skip
+    grid_path = render_grid(
+        ed,
+        edits[0].prompt,
+        replace(edit_cfg, seeds=(0,)),
+        grid_cfg,
+        out / "grid.png",
+        progress=progress,
+    )[0]
     summary = {
         "scene": SCENE.to_dict(),
         "tune_seconds": round(t_tuned - t_start, 1),
@@ -132,7 +154,7 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
             "edits": str(out / "edits.png"),
             "grid": str(grid_path),
             "tune": str(out / "tune"),
-        },  # fmt: skip
+        },
     }
     atomic_write_json(out / "verdicts.json", summary)
     return summary
@@ -141,17 +163,29 @@ def run_demo(out: str | Path = "unitune-demo", device: str = "cpu", progress: bo
 def print_summary(s: dict) -> None:
     c = s["edit_config"]
     print(f"tuned in {s['tune_seconds']} s; total {s['total_seconds']} s")
-    interp = f"interpolation threshold {c['interp_threshold']}" if c["interpolate"] else "no interpolation"  # fmt: skip
-    print(f"edits: checkpoint {c['checkpoint']}, t0 {c['t0']}, CFG {c['cfg']}, "
-          f"{c['steps']} {c['sampler']} steps, {interp}, prompt guidance {c['prompt_guidance']!r}")  # fmt: skip
-    print(f"{'edit':<11} {'successes':>9} {'preservation':>12} {'bg PSNR':>8} {'bg LPIPS':>8}   prompt")  # fmt: skip
+    interp = (
+        f"interpolation threshold {c['interp_threshold']}"
+        if c["interpolate"]
+        else "no interpolation"
+    )
+    print(
+        f"edits: checkpoint {c['checkpoint']}, t0 {c['t0']}, CFG {c['cfg']}, "
+        f"{c['steps']} {c['sampler']} steps, {interp}, prompt guidance {c['prompt_guidance']!r}"
+    )
+    print(
+        f"{'edit':<11} {'successes':>9} {'preservation':>12} {'bg PSNR':>8} {'bg LPIPS':>8}   prompt"
+    )
     for r in s["edits"]:
         v = r["verdicts"]
         ok = sum(x["success"] for x in v)
         pres, bp, bl = (np.mean([x[k] for x in v]) for k in ("preservation", *BACKGROUND))
-        print(f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f} {bp:>8.1f} {bl:>8.3f}   {r['prompt']}")  # fmt: skip
-    print(f"all seeds shown, none picked: success {s['success_rate']:.0%}, "
-          f"preservation {s['preservation']:.0%} (oracle); outside the edited object "
-          f"PSNR {s['background_psnr']:.1f} dB, LPIPS {s['background_lpips']:.3f}")  # fmt: skip
+        print(
+            f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f} {bp:>8.1f} {bl:>8.3f}   {r['prompt']}"
+        )
+    print(
+        f"all seeds shown, none picked: success {s['success_rate']:.0%}, "
+        f"preservation {s['preservation']:.0%} (oracle); outside the edited object "
+        f"PSNR {s['background_psnr']:.1f} dB, LPIPS {s['background_lpips']:.3f}"
+    )
     for k, p in s["files"].items():
         print(f"{k:>9}: {p}")

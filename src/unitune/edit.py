@@ -46,9 +46,15 @@ class EditResult:
 class Editor:
     """A tune folder with its model loaded; switches checkpoints without reloading the model."""
 
-    def __init__(self, tune_dir: str | Path, device: str = "auto", backbone: Backbone | None = None,
-                 vae: str | None = None, offload: bool = False,
-                 accel: Acceleration | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tune_dir: str | Path,
+        device: str = "auto",
+        backbone: Backbone | None = None,
+        vae: str | None = None,
+        offload: bool = False,
+        accel: Acceleration | None = None,
+    ) -> None:
         """``backbone``: an already loaded model (else the tune's own is loaded); ``vae``: another
         VAE (default: the one the tune was made with); ``offload``: keep the text encoders and
         the VAE on the CPU between uses (GPUs with little memory); ``accel``: torch.compile /
@@ -58,9 +64,12 @@ class Editor:
         self.tune_cfg = self.folder.tune_config()
         refuse_quantized_full(accel, self.tune_cfg.method)
         self.backbone = backbone or load_model(
-            tune_model_ref(self.folder), device, vae=vae or m.get("vae"), offload=offload,
+            tune_model_ref(self.folder),
+            device,
+            vae=vae or m.get("vae"),
+            offload=offload,
             accel=accel,
-        )  # fmt: skip
+        )
         self.state = state_of(self.backbone)
         tuned_on = m.get("model_digest")  # absent in manifests written before it existed
         if tuned_on and tuned_on != self.backbone.digest:
@@ -72,7 +81,7 @@ class Editor:
                 stacklevel=2,
             )
         # a cascade tune (pixel cascades): its super-resolution stage, loaded beside the base
-        self.upscaler = Upscaler(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None  # fmt: skip
+        self.upscaler = Upscaler(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
@@ -122,8 +131,13 @@ class Editor:
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
         return f"{self.tune_cfg.rare_token} {prompt}".strip() if cfg.rare_token else prompt
 
-    def encode(self, prompts: list[str], hw: tuple[int, int], warn: bool = True,
-               guidance: float | None = None) -> list[Conditioning]:  # fmt: skip
+    def encode(
+        self,
+        prompts: list[str],
+        hw: tuple[int, int],
+        warn: bool = True,
+        guidance: float | None = None,
+    ) -> list[Conditioning]:
         """One-row conditionings of ``prompts`` for an output of size hw, encoded in one batch
         (``guidance``: a guidance-distilled model's embedded scale)."""
         if warn:
@@ -131,8 +145,12 @@ class Editor:
         geo = self.placement.geometry(hw)
         return self.backbone.encode(prompts, geo, guidance).chunk(len(prompts))
 
-    def negative(self, cfg: EditConfig, hw: tuple[int, int], guidance: float | None = None) -> Conditioning:  # fmt: skip
-        return self.backbone.encode_negative(cfg.negative_prompt, self.placement.geometry(hw), guidance)  # fmt: skip
+    def negative(
+        self, cfg: EditConfig, hw: tuple[int, int], guidance: float | None = None
+    ) -> Conditioning:
+        return self.backbone.encode_negative(
+            cfg.negative_prompt, self.placement.geometry(hw), guidance
+        )
 
     def _stage3(self, ref: str):
         """The x4 upscaler ``ref``, loaded on first use and kept."""
@@ -176,14 +194,32 @@ class Editor:
         c_u = self.negative(cfg, hw, g)
         c_hat_text = tuned_prompt(self.folder.manifest, self.tune_cfg)
         if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            return multi_guided(st, self.folder, lambda ps: self.encode(ps, hw, guidance=g), c_u,
-                                prompt, self.full_prompt(prompt, cfg), c_hat_text, replace(cfg, cfg=w))  # fmt: skip
+            return multi_guided(
+                st,
+                self.folder,
+                lambda ps: self.encode(ps, hw, guidance=g),
+                c_u,
+                prompt,
+                self.full_prompt(prompt, cfg),
+                c_hat_text,
+                replace(cfg, cfg=w),
+            )
         if cfg.method == "sine":
             c_edit, c_hat = self.encode([prompt, c_hat_text], hw, guidance=g)
-            return sine_guided(st.pretrained(), st.tuned(cfg.lora_scale), c_u, c_edit, c_hat,
-                               w, cfg.sine_v, cfg.sine_K)  # fmt: skip
+            return sine_guided(
+                st.pretrained(),
+                st.tuned(cfg.lora_scale),
+                c_u,
+                c_edit,
+                c_hat,
+                w,
+                cfg.sine_v,
+                cfg.sine_K,
+            )
         if cfg.prompt_guidance is not None:
-            base, cond = self.encode([self.full_prompt(cfg.prompt_guidance, cfg), text], hw, guidance=g)  # fmt: skip
+            base, cond = self.encode(
+                [self.full_prompt(cfg.prompt_guidance, cfg), text], hw, guidance=g
+            )
         else:
             (cond,) = self.encode([text], hw, guidance=g)
             base = c_u
@@ -252,8 +288,9 @@ class Editor:
             if mask is not None:
                 pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
             m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
-            latents = self.upscaler.upscale(latents, c_sr, self.negative(cfg, hw), cfg, gens,
-                                            base_hi, m_hi, progress)  # fmt: skip
+            latents = self.upscaler.upscale(
+                latents, c_sr, self.negative(cfg, hw), cfg, gens, base_hi, m_hi, progress
+            )
             dec, hw = self.upscaler.backbone, out_hw
         pixels = (dec.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
         base = None
@@ -264,14 +301,23 @@ class Editor:
         if cfg.interpolate:
             pixels = interpolate(pixels, base, cfg.interp_window, cfg.interp_threshold)
         if cfg.upscaler:  # stage III, untuned, on the finished output
-            pixels = self._stage3(cfg.upscaler)(tensor_to_pil(pixels * 2 - 1), prompt, cfg.negative_prompt,
-                                                gens, cfg.upscale_steps, cfg.upscale_noise_level)  # fmt: skip
+            pixels = self._stage3(cfg.upscaler)(
+                tensor_to_pil(pixels * 2 - 1),
+                prompt,
+                cfg.negative_prompt,
+                gens,
+                cfg.upscale_steps,
+                cfg.upscale_noise_level,
+            )
             hw = tuple(pixels.shape[-2:])
         images = tensor_to_pil(pixels * 2 - 1)
         if cfg.paste_back:
             images = [paste_back(im, self.placement, self.original) for im in images]
-        params = [self._params(prompt, text, replace(cfg, t0=t, sr_checkpoint=sr_step), step, s, hw, mask)
-                  for t in starts for s in cfg.seeds]  # fmt: skip
+        params = [
+            self._params(prompt, text, replace(cfg, t0=t, sr_checkpoint=sr_step), step, s, hw, mask)
+            for t in starts
+            for s in cfg.seeds
+        ]
         return EditResult(images, params, pixels, latents, low)
 
     def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:

@@ -31,7 +31,9 @@ def load_map(path: str | Path | None = None) -> dict:
 def frontier_point(f: float, points: list[dict], checkpoints: set[int] | None = None) -> dict:
     """The frontier point for knob value f. points: dicts with checkpoint, t0, cfg, fidelity."""
     if not 0.0 <= f <= 1.0 or math.isnan(f):
-        raise UserError(f"--fidelity must be in [0, 1], got {f}", "0 = most expressive, 1 = most faithful")  # fmt: skip
+        raise UserError(
+            f"--fidelity must be in [0, 1], got {f}", "0 = most expressive, 1 = most faithful"
+        )
     usable = [p for p in points if checkpoints is None or p["checkpoint"] in checkpoints]
     if not usable:
         have = sorted(checkpoints or ())
@@ -46,8 +48,9 @@ def frontier_point(f: float, points: list[dict], checkpoints: set[int] | None = 
     return min(usable, key=lambda p: (abs(p["fidelity"] - target), p["fidelity"]))
 
 
-def apply_fidelity(cfg: EditConfig, f: float, checkpoints: set[int] | None = None,
-                   fmap: dict | None = None) -> EditConfig:  # fmt: skip
+def apply_fidelity(
+    cfg: EditConfig, f: float, checkpoints: set[int] | None = None, fmap: dict | None = None
+) -> EditConfig:
     """cfg with checkpoint, t0 and CFG set by the knob."""
     p = frontier_point(f, (fmap or load_map())["points"], checkpoints)
     return replace(cfg, checkpoint=int(p["checkpoint"]), t0=float(p["t0"]), cfg=float(p["cfg"]))

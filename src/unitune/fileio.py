@@ -57,16 +57,24 @@ def write_error(e: OSError, path: str | os.PathLike, what: str = "write") -> Use
     """The one-line error for an OSError while writing ``path``."""
     where = Path(path).parent
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return UserError(f"cannot {what} {path}: the disk is full ({e.strerror})",
-                         f"free space on the disk of {where} (or pass another output folder) and run it again: a tune resumes")  # fmt: skip
+        return UserError(
+            f"cannot {what} {path}: the disk is full ({e.strerror})",
+            f"free space on the disk of {where} (or pass another output folder) and run it again: a tune resumes",
+        )
     if e.errno in (errno.EACCES, errno.EPERM):
-        return UserError(f"cannot {what} {path}: permission denied",
-                         f"pass an output folder you can write to, or fix the permissions of {where}")  # fmt: skip
+        return UserError(
+            f"cannot {what} {path}: permission denied",
+            f"pass an output folder you can write to, or fix the permissions of {where}",
+        )
     if e.errno == errno.EROFS:
-        return UserError(f"cannot {what} {path}: the file system is read-only",
-                         "pass an output folder on a writable disk")  # fmt: skip
-    return UserError(f"cannot {what} {path} ({e.strerror or type(e).__name__})",
-                     f"check the disk and folder {where}, then run it again")  # fmt: skip
+        return UserError(
+            f"cannot {what} {path}: the file system is read-only",
+            "pass an output folder on a writable disk",
+        )
+    return UserError(
+        f"cannot {what} {path} ({e.strerror or type(e).__name__})",
+        f"check the disk and folder {where}, then run it again",
+    )
 
 
 @contextlib.contextmanager
@@ -113,8 +121,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     tmp = None
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                   dir=path.parent)  # fmt: skip
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
         os.close(fd)
         try:
             write(tmp)
@@ -191,8 +200,9 @@ def new_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     with writing(path, "create"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_PARTIAL}{os.getpid()}-",
-                                    dir=path.parent))  # fmt: skip
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{path.name}{_PARTIAL}{os.getpid()}-", dir=path.parent)
+        )
         umask = os.umask(0o022)  # mkdtemp makes it private: give it a plain folder's mode
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
@@ -308,8 +318,9 @@ def _leftovers_in(folder: Path, name: str | None) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def clean_leftovers(folder: str | os.PathLike, name: str | None = None,
-                    recursive: bool = False) -> list[Path]:  # fmt: skip
+def clean_leftovers(
+    folder: str | os.PathLike, name: str | None = None, recursive: bool = False
+) -> list[Path]:
     """Delete the hidden temp files and folders that killed runs left in ``folder`` (only those
     for ``name`` if given; in every subfolder too with ``recursive``). Returns what went."""
     folder = Path(folder)

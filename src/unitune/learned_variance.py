@@ -54,8 +54,13 @@ def model_log_variance(alphas_cumprod: Tensor, v: Tensor, t: Tensor) -> Tensor:
 
 
 def _normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))  # fmt: skip
+    return 0.5 * (
+        -1.0
+        + logvar2
+        - logvar1
+        + torch.exp(logvar1 - logvar2)
+        + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def _discretized_nll(x0: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -76,7 +81,9 @@ def _discretized_nll(x0: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     return -logp
 
 
-def vlb_term(alphas_cumprod: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, eps: Tensor, v: Tensor) -> Tensor:  # fmt: skip
+def vlb_term(
+    alphas_cumprod: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, eps: Tensor, v: Tensor
+) -> Tensor:
     """L_t per sample (B,), in bits per dimension: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for
     t > 0, the decoder's NLL at t = 0. ``eps`` should be detached (the stop-gradient)."""
     ab = _gather(alphas_cumprod.double(), t, x0.ndim)
@@ -90,8 +97,15 @@ def vlb_term(alphas_cumprod: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, eps: Te
     return per.flatten(1).mean(1) / math.log(2.0)
 
 
-def hybrid_loss(alphas_cumprod: Tensor, out: Tensor, noise: Tensor, x0: Tensor, x_t: Tensor,
-                t: Tensor, weight: Tensor | None = None) -> Tensor:  # fmt: skip
+def hybrid_loss(
+    alphas_cumprod: Tensor,
+    out: Tensor,
+    noise: Tensor,
+    x0: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    weight: Tensor | None = None,
+) -> Tensor:
     """L_hybrid for a [eps, v] output: MSE(eps, noise) + L_t(v) with the mean's gradient stopped.
     ``weight`` (B,): optional per-sample weights of the MSE term."""
     c = noise.shape[1]

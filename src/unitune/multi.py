@@ -70,7 +70,7 @@ class _Term:
     weight: float
 
 
-def _evaluate(pre: Denoiser, c_u: Conditioning, terms: list[_Term], x: Tensor, t: Tensor) -> Tensor:  # fmt: skip
+def _evaluate(pre: Denoiser, c_u: Conditioning, terms: list[_Term], x: Tensor, t: Tensor) -> Tensor:
     """eps_u + sum_i w_i (eps_i - eps_u), one batched forward pass per model (view)."""
     b = x.shape[0]
     batches: dict[Denoiser, list[Conditioning]] = {pre: [c_u]}

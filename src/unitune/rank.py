@@ -42,7 +42,9 @@ def combine(edit_score: Tensor, lpips: Tensor, balance: float) -> Tensor:
     return zscores(edit_score) - balance * zscores(lpips)
 
 
-def edit_region(eps_edit: Tensor, eps_ref: Tensor, size: tuple[int, int], threshold: float) -> Tensor:  # fmt: skip
+def edit_region(
+    eps_edit: Tensor, eps_ref: Tensor, size: tuple[int, int], threshold: float
+) -> Tensor:
     """DiffEdit mask. eps_*: (P, C, h, w) predictions on the base at P probes -> (1, 1, H, W) in
     {0, 1}, 1 = the edit prompt moves the prediction there (the region the edit may change)."""
     d = (eps_edit - eps_ref).abs().mean(dim=(0, 1))[None, None]  # (1, 1, h, w)
@@ -61,16 +63,24 @@ class Ranking:
     def table(self, labels: Sequence[str]) -> str:
         rows = [f"{'rank':>4}  {'score':>6}  {'edit':>8}  {'LPIPS':>6}  candidate"]
         for r, i in enumerate(self.order, 1):
-            rows.append(f"{r:>4}  {float(self.score[i]):>6.2f}  {float(self.edit_score[i]):>8.5f}  "
-                        f"{float(self.lpips[i]):>6.3f}  {labels[i]}")  # fmt: skip
+            rows.append(
+                f"{r:>4}  {float(self.score[i]):>6.2f}  {float(self.edit_score[i]):>8.5f}  "
+                f"{float(self.lpips[i]):>6.3f}  {labels[i]}"
+            )
         return "\n".join(rows)
 
 
 class Judge:
     """Scores candidates of one edit: built once per (base image, edit prompt, reference prompt)."""
 
-    def __init__(self, editor, edit_prompt: str, ref_prompt: str, hw: tuple[int, int],
-                 rc: RankConfig = RankConfig()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        editor,
+        edit_prompt: str,
+        ref_prompt: str,
+        hw: tuple[int, int],
+        rc: RankConfig = RankConfig(),
+    ) -> None:
         from .images import pil_to_tensor
         from .metrics import get_lpips
 
@@ -140,8 +150,16 @@ def reference_prompt(editor, prompt_guidance: str | None = None) -> str:
     return ""
 
 
-def best_of(editor, prompt: str, cfg, n: int, sweep: Sequence[dict] = (), mask=None,
-            rc: RankConfig = RankConfig(), progress: bool = True):  # fmt: skip
+def best_of(
+    editor,
+    prompt: str,
+    cfg,
+    n: int,
+    sweep: Sequence[dict] = (),
+    mask=None,
+    rc: RankConfig = RankConfig(),
+    progress: bool = True,
+):
     """Sample ``n`` seeds (cfg.seeds[0], +1, ...) at ``cfg`` or at each override in ``sweep``
     (e.g. [{"t0": 0.9}, {"t0": 1.0}]), rank every candidate: (EditResult of all, Ranking, labels)."""
     from dataclasses import replace
@@ -160,16 +178,23 @@ def best_of(editor, prompt: str, cfg, n: int, sweep: Sequence[dict] = (), mask=N
         images += res.images
         params += res.params
         pixels.append(res.pixels)
-        labels += [f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={p['edit_config']['cfg']:g} seed {p['seed']}"
-                   for p in res.params]  # fmt: skip
+        labels += [
+            f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={p['edit_config']['cfg']:g} seed {p['seed']}"
+            for p in res.params
+        ]
     pix = torch.cat(pixels)
     hw = tuple(pix.shape[-2:])
     edit_text = prompt  # the pretrained judge does not know the rare token
     judge = Judge(editor, edit_text, reference_prompt(editor, cfg.prompt_guidance), hw, rc)
     ranking = judge.rank(pix)
     for r, i in enumerate(ranking.order, 1):
-        params[i]["best_of"] = {"rank": r, "of": len(params), "score": round(float(ranking.score[i]), 4),
-                                "edit_score": float(ranking.edit_score[i]),
-                                "lpips_outside_edit": round(float(ranking.lpips[i]), 5),
-                                "balance": rc.balance, "probes": rc.probes}  # fmt: skip
+        params[i]["best_of"] = {
+            "rank": r,
+            "of": len(params),
+            "score": round(float(ranking.score[i]), 4),
+            "edit_score": float(ranking.edit_score[i]),
+            "lpips_outside_edit": round(float(ranking.lpips[i]), 5),
+            "balance": rc.balance,
+            "probes": rc.probes,
+        }
     return EditResult(images, params, pix), ranking, labels

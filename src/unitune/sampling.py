@@ -88,7 +88,20 @@ def sample(
     """
     renoise = renoise or (lambda sched, x, n, t: sched.add_noise(x, n, t))
     if isinstance(t0, Sequence):
-        return _staggered(guided, scheduler, noise, steps, list(t0), x0, mask, eta, progress, renoise, start, generator)  # fmt: skip
+        return _staggered(
+            guided,
+            scheduler,
+            noise,
+            steps,
+            list(t0),
+            x0,
+            mask,
+            eta,
+            progress,
+            renoise,
+            start,
+            generator,
+        )
     if not 0.0 <= t0 <= 1.0:
         raise ValueError(f"t0 must be in [0, 1], got {t0}")
     if (t0 < 1.0 or mask is not None) and x0 is None:
@@ -123,7 +136,9 @@ def sample(
     return latents
 
 
-def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise, start, generator=None) -> Tensor:  # fmt: skip
+def _staggered(
+    guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, renoise, start, generator=None
+) -> Tensor:
     """One batch whose samples start at different t0 (the grid's columns in one pass).
 
     All samples follow the same timestep schedule and differ only in where they join it, so at
@@ -149,7 +164,11 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
     latents = noise * scheduler.init_noise_sigma  # the samples starting from pure noise
     for k, s in enumerate(starts):
         if t0s[k] < 1.0:  # SDEdit start; past the last step (tiny t0) the input itself
-            latents[k : k + 1] = x0_b[k : k + 1] if s >= len(ts) else renoise(scheduler, x0_b[k : k + 1], noise[k : k + 1], ts[s : s + 1])  # fmt: skip
+            latents[k : k + 1] = (
+                x0_b[k : k + 1]
+                if s >= len(ts)
+                else renoise(scheduler, x0_b[k : k + 1], noise[k : k + 1], ts[s : s + 1])
+            )
     first = min(starts)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first)
@@ -166,7 +185,7 @@ def _staggered(guided, scheduler, noise, steps, t0s, x0, mask, eta, progress, re
         if mask is not None:
             m = mask if mask.shape[0] == 1 else mask[idx]
             nxt = ts[i + 1 : i + 2].repeat(len(idx))
-            known = renoise(scheduler, x0_b[idx], noise[idx], nxt) if i + 1 < len(ts) else x0_b[idx]  # fmt: skip
+            known = renoise(scheduler, x0_b[idx], noise[idx], nxt) if i + 1 < len(ts) else x0_b[idx]
             lat = blend_known(lat, known, m)
         latents[idx] = lat
     return latents

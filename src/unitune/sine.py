@@ -36,8 +36,16 @@ def tuned_prompt(manifest: dict, tune_cfg: TuneConfig) -> str:
     return manifest.get("prompt") or tune_cfg.prompt()
 
 
-def sine_guided(pre: Denoiser, tuned: Denoiser, c_u: Conditioning, c_edit: Conditioning,
-                c_hat: Conditioning, w: float, v: float, K: float) -> GuidedFn:  # fmt: skip
+def sine_guided(
+    pre: Denoiser,
+    tuned: Denoiser,
+    c_u: Conditioning,
+    c_edit: Conditioning,
+    c_hat: Conditioning,
+    w: float,
+    v: float,
+    K: float,
+) -> GuidedFn:
     """The SINE guided denoiser: ``pre`` and ``tuned`` the two models, ``c_u`` the negative (or
     empty) prompt, ``c_edit`` the edit prompt (no rare token), ``c_hat`` the tune's own prompt."""
 

@@ -150,7 +150,9 @@ class ModelState:
     # --- views --------------------------------------------------------------------------------
     def tuned(self, lora_scale: float = 1.0) -> View:
         """The applied checkpoint (the pretrained model at step 0)."""
-        return View(self.backbone, self.module, ADAPTER if self.lora else None, lora_scale, self._pos)  # fmt: skip
+        return View(
+            self.backbone, self.module, ADAPTER if self.lora else None, lora_scale, self._pos
+        )
 
     def pretrained(self) -> View:
         return View(self.backbone, self._pretrained_module())
@@ -184,7 +186,10 @@ class ModelState:
             adapters.load_lora(home, tensors, name)
         pos = None
         if meta.get("patches"):
-            pos = (patches.projection(home, self.site, tensors, meta["pos_freqs"]), meta["pos_freqs"])  # fmt: skip
+            pos = (
+                patches.projection(home, self.site, tensors, meta["pos_freqs"]),
+                meta["pos_freqs"],
+            )
         return _Guide(home, name, pos)
 
     def _drop_guides_on(self, module: nn.Module) -> None:
@@ -205,7 +210,9 @@ class ModelState:
     # --- copies and the snapshot --------------------------------------------------------------
     def _take_snapshot(self) -> None:
         if self._snapshot is None:
-            self._snapshot = {k: v.detach().cpu().clone() for k, v in _plain_params(self.module, self.site)}  # fmt: skip
+            self._snapshot = {
+                k: v.detach().cpu().clone() for k, v in _plain_params(self.module, self.site)
+            }
 
     @torch.no_grad()
     def _load_snapshot(self, module: nn.Module) -> None:

@@ -159,8 +159,17 @@ def _drop_resume(folder: TuneFolder, keep: bool) -> None:
         remove_file(folder.path / RESUME)
 
 
-def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, progress, on_step,
-             accel, keep_resume: bool) -> None:  # fmt: skip
+def _tune_sr(
+    folder: TuneFolder,
+    cfg: TuneConfig,
+    img,
+    cond,
+    base: Backbone,
+    progress,
+    on_step,
+    accel,
+    keep_resume: bool,
+) -> None:
     """The cascade's super-resolution stage, tuned into ``folder/sr`` on (the base stage's image
     -> the image at the SR model's size, or as many times the base stage's --resolution as its
     native sizes differ), with noise augmentation of its input as the SR model was trained
@@ -171,7 +180,9 @@ def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, pro
         clean_leftovers(path, recursive=True)
     bb = load(probe(cfg.sr_model), base.device, accel=accel)
     if sr is not None and sr.manifest.get("model_digest") != bb.digest:
-        raise UserError(f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh")  # fmt: skip
+        raise UserError(
+            f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh"
+        )
     res = folder.manifest["resolution"][0] * bb.resolution // base.resolution
     if sr is None:
         hi, _ = fit_image(img, (res, res), cfg.resize)
@@ -182,11 +193,22 @@ def _tune_sr(folder: TuneFolder, cfg: TuneConfig, img, cond, base: Backbone, pro
             lat = bb.encode_image(pil_to_tensor(hi)).detach().contiguous().cpu()
             save_file({"latents": lat}, str(tmp / "base_latents.safetensors"))
 
-        sr = TuneFolder.create(path, {**{k: m[k] for k in ("image", "placement", "prompt", "settings", "versions")},
-                                      "model": cfg.sr_model, "model_path": bb.model_ref, "family": bb.family,
-                                      "model_digest": bb.digest, "resolution": [res, res],
-                                      "size_multiple": bb.size_multiple, "status": "running",
-                                      "checkpoints": {}, "loss_history": []}, base_files)  # fmt: skip
+        sr = TuneFolder.create(
+            path,
+            {
+                **{k: m[k] for k in ("image", "placement", "prompt", "settings", "versions")},
+                "model": cfg.sr_model,
+                "model_path": bb.model_ref,
+                "family": bb.family,
+                "model_digest": bb.digest,
+                "resolution": [res, res],
+                "size_multiple": bb.size_multiple,
+                "status": "running",
+                "checkpoints": {},
+                "loss_history": [],
+            },
+            base_files,
+        )
     low = folder.base_latents()  # the base stage's image (pixels: IF's model space)
     _train(sr, bb, cfg, img, progress, on_step, bb.with_low(cond, low))
     _drop_resume(sr, keep_resume)
@@ -212,8 +234,11 @@ def _train(
             return
         folder.manifest["status"] = "running"
     if damaged:
-        warnings.warn(f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; re-training them",  # fmt: skip
-                      UnituneWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; re-training them",
+            UnituneWarning,
+            stacklevel=2,
+        )
     x0_base = folder.base_latents().to(dev, bb.dtype)  # (1, C, h, w)
     state = state_of(bb)
     with state.training(cfg) as trainable:
@@ -245,8 +270,24 @@ def _train(
             amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
             try:
                 module.train()
-                _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainable,
-                       opt, gen, start, history, save_at, base_state, amp)  # fmt: skip
+                _steps(
+                    folder,
+                    bb,
+                    cfg,
+                    original,
+                    progress,
+                    on_step,
+                    x0_base,
+                    cond,
+                    trainable,
+                    opt,
+                    gen,
+                    start,
+                    history,
+                    save_at,
+                    base_state,
+                    amp,
+                )
             finally:
                 if grad_ckpt and hasattr(module, "disable_gradient_checkpointing"):
                     module.disable_gradient_checkpointing()
@@ -254,8 +295,24 @@ def _train(
     folder.save_manifest()
 
 
-def _steps(folder, bb, cfg, original, progress, on_step, x0_base, cond, trainable, opt, gen,
-           start, history, save_at, base_state, amp) -> None:  # fmt: skip
+def _steps(
+    folder,
+    bb,
+    cfg,
+    original,
+    progress,
+    on_step,
+    x0_base,
+    cond,
+    trainable,
+    opt,
+    gen,
+    start,
+    history,
+    save_at,
+    base_state,
+    amp,
+) -> None:
     """The training loop from ``start`` to ``cfg.steps``, saving at ``save_at``."""
     dev, module, b = bb.device, bb.module, cfg.batch_size
     bar = tqdm(range(start, cfg.steps), desc="tuning", disable=not progress, initial=start)

@@ -204,8 +204,11 @@ class TuneFolder:
         f = atomic_save_safetensors(tensors, self.path / name, {"unitune": json.dumps(meta)})
         size, sha = f.stat().st_size, file_sha256(f)
         self.manifest.setdefault("checkpoints", {})[str(step)] = {
-            "file": name, "size": size, "sha256": sha, **record
-        }  # fmt: skip
+            "file": name,
+            "size": size,
+            "sha256": sha,
+            **record,
+        }
         self.save_manifest()
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -252,8 +255,13 @@ def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_resume_state(folder: TuneFolder, step: int, tensors: dict[str, torch.Tensor],
-                      scalars: dict, history: list[float]) -> None:  # fmt: skip
+def save_resume_state(
+    folder: TuneFolder,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    scalars: dict,
+    history: list[float],
+) -> None:
     """The exact training state at ``step`` with the loss history up to it: the resume file is
     the authority on where a rerun continues and what it has recorded so far."""
     atomic_save_safetensors(
@@ -291,6 +299,9 @@ def load_resume_state(
             raise ValueError("history length")
         return step, tensors, json.loads(md.get("scalars", "{}")), hist
     except Exception as e:  # noqa: BLE001 - any damage: not trusted
-        warnings.warn(f"{f} is damaged ({type(e).__name__}: {e}); the tune restarts from step 0",
-                      UnituneWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{f} is damaged ({type(e).__name__}: {e}); the tune restarts from step 0",
+            UnituneWarning,
+            stacklevel=2,
+        )
         return None

@@ -21,7 +21,10 @@ def check_upscaler(ref: str) -> str:
     """``--upscaler``: a StableDiffusionUpscalePipeline folder or hub id (no weights read)."""
     ref, cls = pipeline_class(ref, "--upscaler")
     if cls != PIPELINE:
-        raise UserError(f"--upscaler {ref!r} is a {cls}, not an x4 upscaler ({PIPELINE})", "pass e.g. stabilityai/stable-diffusion-x4-upscaler")  # fmt: skip
+        raise UserError(
+            f"--upscaler {ref!r} is a {cls}, not an x4 upscaler ({PIPELINE})",
+            "pass e.g. stabilityai/stable-diffusion-x4-upscaler",
+        )
     return ref
 
 
@@ -38,11 +41,24 @@ class Upscaler4x:
         self.pipe.set_progress_bar_config(disable=True)
 
     @torch.no_grad()
-    def __call__(self, images: list[Image.Image], prompt: str, negative: str,
-                 gens: list[torch.Generator], steps: int, noise_level: int) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self,
+        images: list[Image.Image],
+        prompt: str,
+        negative: str,
+        gens: list[torch.Generator],
+        steps: int,
+        noise_level: int,
+    ) -> torch.Tensor:
         """(B, 3, 4H, 4W) in [0, 1] from B images; the pipeline's guidance (9.0)."""
         n = len(images)
-        out = self.pipe(prompt=[prompt] * n, image=images, negative_prompt=[negative] * n,
-                        num_inference_steps=steps, noise_level=noise_level, generator=gens,
-                        output_type="pt")  # fmt: skip
+        out = self.pipe(
+            prompt=[prompt] * n,
+            image=images,
+            negative_prompt=[negative] * n,
+            num_inference_steps=steps,
+            noise_level=noise_level,
+            generator=gens,
+            output_type="pt",
+        )
         return out.images.float().cpu()

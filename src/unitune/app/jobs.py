@@ -157,7 +157,9 @@ class JobQueue:
             try:
                 waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE state='queued'").fetchone()[0]
                 if waiting >= self.max_queued:
-                    raise QueueFull(f"the queue is full ({waiting} jobs waiting): try again when some have run")  # fmt: skip
+                    raise QueueFull(
+                        f"the queue is full ({waiting} jobs waiting): try again when some have run"
+                    )
                 row = db.execute(
                     "INSERT INTO jobs(kind, state, params, created, token, owner) "
                     "VALUES (?, 'queued', ?, ?, ?, ?) RETURNING *",

@@ -70,7 +70,9 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
         try:
             value = int(value) if value.lstrip("+-").isdigit() else float(value)
         except ValueError:
-            raise UserError(f"{what} must be a whole number, got {value[:40]!r}", f"e.g. {lo}") from None  # fmt: skip
+            raise UserError(
+                f"{what} must be a whole number, got {value[:40]!r}", f"e.g. {lo}"
+            ) from None
     ok = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value, ok = int(value), True
@@ -87,11 +89,15 @@ def _float(value: Any, what: str, lo: float, hi: float) -> float:
         try:
             value = float(value.strip())
         except ValueError:
-            raise UserError(f"{what} must be a number, got {value[:40]!r}", f"e.g. {lo:g}") from None  # fmt: skip
+            raise UserError(
+                f"{what} must be a number, got {value[:40]!r}", f"e.g. {lo:g}"
+            ) from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"{what} must be a finite number, got {str(value)[:40]!r}", f"e.g. {lo:g}")
     if not lo <= value <= hi:
-        raise UserError(f"{what} must be in [{lo:g}, {hi:g}], got {value:g}", "pick a value in range")  # fmt: skip
+        raise UserError(
+            f"{what} must be in [{lo:g}, {hi:g}], got {value:g}", "pick a value in range"
+        )
     return float(value)
 
 
@@ -118,7 +124,10 @@ def _list(text: Any, what: str, n_max: int, parse) -> tuple:
     if not items:
         raise UserError(f"{what} is empty", f"e.g. {what} 0")
     if len(items) > n_max:
-        raise UserError(f"{what} lists {len(items)} values, more than this server's {n_max}", f"pass at most {n_max}")  # fmt: skip
+        raise UserError(
+            f"{what} lists {len(items)} values, more than this server's {n_max}",
+            f"pass at most {n_max}",
+        )
     return tuple(parse(x) for x in items)
 
 
@@ -138,19 +147,34 @@ class Server:
         self.queue = JobQueue(self.store.queue_path, cfg.max_queue, cfg.max_attempts)
         self.models = {ref: ref for ref in cfg.models}  # name shown -> model reference
         self.recovered = self.queue.recover()  # jobs a stopped server left running run again
-        self.worker = Worker(self.queue, self.store, self.models, cfg.device, cfg.gpu_jobs,
-                             timeout_s=cfg.job_timeout_s)  # fmt: skip
+        self.worker = Worker(
+            self.queue,
+            self.store,
+            self.models,
+            cfg.device,
+            cfg.gpu_jobs,
+            timeout_s=cfg.job_timeout_s,
+        )
         if start_worker:
             self.worker.start()
 
     # --- requests -----------------------------------------------------------------------------
-    def submit_tune(self, photo: bytes, caption: Any = "", steps: Any = 128,
-                    model: Any = None, owner: str | None = None) -> str:  # fmt: skip
+    def submit_tune(
+        self,
+        photo: bytes,
+        caption: Any = "",
+        steps: Any = 128,
+        model: Any = None,
+        owner: str | None = None,
+    ) -> str:
         """Queue a tune of an uploaded photo (its bytes): the job's token."""
         lim = self.limits
         model = model or next(iter(self.models))
         if not isinstance(model, str) or model not in self.models:
-            raise UserError(f"model {str(model)[:80]!r} is not one this server offers", f"pick one of {', '.join(self.models)}")  # fmt: skip
+            raise UserError(
+                f"model {str(model)[:80]!r} is not one this server offers",
+                f"pick one of {', '.join(self.models)}",
+            )
         steps = _int(steps, "steps", 1, lim.max_tune_steps)
         caption = _text(caption, "the caption", lim.max_prompt_chars).strip()
         save_at = tuple(s for s in TuneConfig().save_at if s < steps) + (steps,)
@@ -177,8 +201,15 @@ class Server:
     def _prompt(self, prompt: Any) -> str:
         return check_prompt(prompt, self.limits)
 
-    def submit_grid(self, tune: Any, prompt: Any, t0s: Any = "0.8,0.9,1", seeds: Any = "0",
-                    checkpoints: Any = "", owner: str | None = None) -> str:  # fmt: skip
+    def submit_grid(
+        self,
+        tune: Any,
+        prompt: Any,
+        t0s: Any = "0.8,0.9,1",
+        seeds: Any = "0",
+        checkpoints: Any = "",
+        owner: str | None = None,
+    ) -> str:
         """Queue the checkpoints x t0 (x seeds) grid of a tune: the job's token."""
         from ..checks import check_edit
         from ..tunefolder import TuneFolder
@@ -188,8 +219,11 @@ class Server:
         _job, folder = self._tune(tune, owner)
         cells = lim.max_grid_cells
         given = checkpoints if isinstance(checkpoints, (list, tuple)) else str(checkpoints or "")
-        ckpts = (_list(given, "checkpoints", cells, lambda x: _int(x, "a checkpoint", 0, 10**9))
-                 if given else tuple(TuneFolder.open(folder).checkpoints))  # fmt: skip
+        ckpts = (
+            _list(given, "checkpoints", cells, lambda x: _int(x, "a checkpoint", 0, 10**9))
+            if given
+            else tuple(TuneFolder.open(folder).checkpoints)
+        )
         grid = GridConfig(
             checkpoints=ckpts,
             t0s=_list(t0s, "t0", cells, lambda x: _float(x, "a t0", 0, 1)),
@@ -206,8 +240,14 @@ class Server:
         }
         return self.queue.submit("grid", params, owner).token
 
-    def submit_edit(self, tune: Any, prompt: Any, settings: dict[str, Any] | None = None,
-                    mask: bytes | None = None, owner: str | None = None) -> str:  # fmt: skip
+    def submit_edit(
+        self,
+        tune: Any,
+        prompt: Any,
+        settings: dict[str, Any] | None = None,
+        mask: bytes | None = None,
+        owner: str | None = None,
+    ) -> str:
         """Queue an edit; ``settings``: EditConfig fields (plus "fidelity" in [0, 1])."""
         from ..checks import check_edit
 
@@ -219,7 +259,9 @@ class Server:
         fidelity = s.pop("fidelity", None)
         unknown = set(s) - set(EditConfig.__dataclass_fields__) - {"guides", "size"}
         if unknown:
-            raise UserError(f"unknown edit settings {sorted(unknown)[:5]}", "use EditConfig's fields")  # fmt: skip
+            raise UserError(
+                f"unknown edit settings {sorted(unknown)[:5]}", "use EditConfig's fields"
+            )
         if "seeds" in s:
             s["seeds"] = self._seeds(s["seeds"])
         try:
@@ -234,7 +276,12 @@ class Server:
             steps = set(TuneFolder.open(folder).checkpoints)
             ec = apply_fidelity(ec, _float(fidelity, "fidelity", 0, 1), steps)
         check_edit(folder, ec, limits=lim)
-        params = {"tune": self.store.rel(folder), "prompt": prompt, "edit": _fields(ec), "mask": None}  # fmt: skip
+        params = {
+            "tune": self.store.rel(folder),
+            "prompt": prompt,
+            "edit": _fields(ec),
+            "mask": None,
+        }
         if mask is not None:
             params["mask"] = self.store.save_upload(mask, what="mask", mode="L")
         return self.queue.submit("edit", params, owner).token
@@ -287,7 +334,11 @@ class Server:
 def _fields(ec: EditConfig) -> dict[str, Any]:
     """An EditConfig as job parameters: only what differs from the defaults."""
     d = EditConfig()
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(ec).items() if v != getattr(d, k)}  # fmt: skip
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in asdict(ec).items()
+        if v != getattr(d, k)
+    }
 
 
 def check_serve(cfg: ServeConfig) -> None:
@@ -296,7 +347,10 @@ def check_serve(cfg: ServeConfig) -> None:
 
     loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not cfg.auth:
-        raise UserError(f"--host {cfg.host} opens the server beyond this machine without a login", "add --auth USER:PASSWORD")  # fmt: skip
+        raise UserError(
+            f"--host {cfg.host} opens the server beyond this machine without a login",
+            "add --auth USER:PASSWORD",
+        )
     for a in cfg.auth:
         if ":" not in a or not all(a.split(":", 1)):
             raise UserError("--auth must be USER:PASSWORD", "e.g. --auth ana:a-long-password")
@@ -306,9 +360,14 @@ def check_serve(cfg: ServeConfig) -> None:
     if not 0 < cfg.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {cfg.port}", "e.g. --port 7860")
     if cfg.gpu_jobs < 1 or cfg.max_queue < 1:
-        raise UserError("--gpu-jobs and --max-queue must be >= 1", "e.g. --gpu-jobs 1 --max-queue 32")  # fmt: skip
+        raise UserError(
+            "--gpu-jobs and --max-queue must be >= 1", "e.g. --gpu-jobs 1 --max-queue 32"
+        )
     if not (math.isfinite(cfg.job_timeout_s) and cfg.job_timeout_s > 0):
-        raise UserError(f"--job-timeout must be > 0 seconds, got {cfg.job_timeout_s}", "e.g. --job-timeout 14400")  # fmt: skip
+        raise UserError(
+            f"--job-timeout must be > 0 seconds, got {cfg.job_timeout_s}",
+            "e.g. --job-timeout 14400",
+        )
     bad = [k for k, v in asdict(cfg.limits).items() if v < 0]
     if bad:
         raise UserError(f"--limit {bad[0]} must be >= 0", "e.g. --limit max_seeds=16")

@@ -48,7 +48,9 @@ class Store:
         """``root / rel``, refusing anything that would resolve outside the data directory."""
         p = (self.root / rel).resolve()
         if p != self.root and self.root not in p.parents:
-            raise UserError(f"{str(rel)!r} is outside the server's data", "pick an item from the page")  # fmt: skip
+            raise UserError(
+                f"{str(rel)!r} is outside the server's data", "pick an item from the page"
+            )
         return p
 
     def rel(self, path: Path) -> str:
@@ -63,7 +65,10 @@ class Store:
     def save_upload(self, data: bytes, what: str = "photo", mode: str = "RGB") -> str:
         """Check an uploaded image and keep it: its name under uploads/ (the content's hash)."""
         if len(data) > MAX_UPLOAD_BYTES:
-            raise UserError(f"the {what} is {len(data) / 2**20:.1f} MB, more than {MAX_UPLOAD_BYTES // 2**20} MB", "upload a smaller file")  # fmt: skip
+            raise UserError(
+                f"the {what} is {len(data) / 2**20:.1f} MB, more than {MAX_UPLOAD_BYTES // 2**20} MB",
+                "upload a smaller file",
+            )
         limit = Limits().max_megapixels
         try:
             with warnings.catch_warnings():
@@ -71,15 +76,22 @@ class Store:
                 with Image.open(io.BytesIO(data)) as im:
                     w, h = im.size  # read from the header: refuse before decoding pixels
                     if w * h > limit * 1e6:
-                        raise UserError(f"the {what} is {w}x{h} ({w * h / 1e6:.0f} MP), more than {limit:g} MP", "upload a smaller image")  # fmt: skip
+                        raise UserError(
+                            f"the {what} is {w}x{h} ({w * h / 1e6:.0f} MP), more than {limit:g} MP",
+                            "upload a smaller image",
+                        )
                     im.load()
                     img = im.convert(mode)
         except UserError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise UserError(f"the {what} is a decompression bomb", "upload an ordinary image") from None  # fmt: skip
+            raise UserError(
+                f"the {what} is a decompression bomb", "upload an ordinary image"
+            ) from None
         except Exception:  # noqa: BLE001 - anything PIL cannot decode is not an image
-            raise UserError(f"the {what} is not an image PIL can read", "upload a PNG, JPEG or WebP") from None  # fmt: skip
+            raise UserError(
+                f"the {what} is not an image PIL can read", "upload a PNG, JPEG or WebP"
+            ) from None
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         body = buf.getvalue()

@@ -60,7 +60,9 @@ def _ui_error(fn):
             raise
         except Exception:  # noqa: BLE001 - a bug: the client gets one line, the log the traceback
             log.exception("%s failed", fn.__name__)
-            raise gr.Error("the server could not do that (its log says why)", print_exception=False) from None  # fmt: skip
+            raise gr.Error(
+                "the server could not do that (its log says why)", print_exception=False
+            ) from None
 
     return wrapped
 
@@ -147,8 +149,10 @@ def _progress_html(job: dict[str, Any] | None) -> str:
         return f"<b>{job['kind']} done</b>"
     if state == "queued" or not p:
         return f"{job['kind']} {state}…"
-    return (f"<progress value='{p['step']}' max='{p['of']}'></progress> "
-            f"{job['kind']} step {p['step']}/{p['of']} · loss {p['loss']:.4f} · ETA {p['eta_s']:.0f} s")  # fmt: skip
+    return (
+        f"<progress value='{p['step']}' max='{p['of']}'></progress> "
+        f"{job['kind']} step {p['step']}/{p['of']} · loss {p['loss']:.4f} · ETA {p['eta_s']:.0f} s"
+    )
 
 
 def _mask_bytes(editor_value: dict | None) -> bytes | None:
@@ -187,7 +191,9 @@ def build(server: Server) -> gr.Blocks:
     @_ui_error
     def submit_tune(photo: str | None, caption: str, steps: float, model: str, request: gr.Request):
         """Upload a photo and queue its tune -> (job token, status)."""
-        job = server.submit_tune(_take_upload(photo, "photo"), caption, steps, model, _owner(request))  # fmt: skip
+        job = server.submit_tune(
+            _take_upload(photo, "photo"), caption, steps, model, _owner(request)
+        )
         return job, "tune queued"
 
     @_ui_error
@@ -197,8 +203,19 @@ def build(server: Server) -> gr.Blocks:
         return job, "grid queued"
 
     @_ui_error
-    def submit_edit(tune, prompt, seeds, fidelity, use_fidelity, guidance, method, K, v, mask,
-                    request: gr.Request):  # fmt: skip
+    def submit_edit(
+        tune,
+        prompt,
+        seeds,
+        fidelity,
+        use_fidelity,
+        guidance,
+        method,
+        K,
+        v,
+        mask,
+        request: gr.Request,
+    ):
         """Queue an edit with the Refine settings -> (job token, status)."""
         settings: dict[str, Any] = {"seeds": seeds, "method": method, "sine_K": K, "sine_v": v}
         if isinstance(guidance, str) and guidance.strip():
@@ -227,12 +244,16 @@ def build(server: Server) -> gr.Blocks:
         job = server.queue.find(token, owner) if token else None
         return job.public() if job else None
 
-    def poll(tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown, request: gr.Request):  # fmt: skip
+    def poll(
+        tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown, request: gr.Request
+    ):
         """One tick: progress of the three current jobs; the tune list when a tune finished (the
         newest picked); galleries filled once a job is done. Unchanged parts are skipped, so an
         open list or a selection in the page is left alone."""
         owner = _owner(request)
-        out: list[Any] = [_progress_html(_job_public(j, owner)) for j in (tune_job, grid_job, edit_job)]  # fmt: skip
+        out: list[Any] = [
+            _progress_html(_job_public(j, owner)) for j in (tune_job, grid_job, edit_job)
+        ]
         picks = server.tunes(owner)
         ids = [i for _, i in picks]
         changed = ids != (picks_shown or [])
@@ -240,11 +261,18 @@ def build(server: Server) -> gr.Blocks:
         for j, shown in ((grid_job, grid_shown), (edit_job, edit_shown)):
             job = server.queue.find(j, owner) if j else None
             if job is not None and job.state == "done" and shown != job.token:
-                out += [[(_hand(p), _caption(p)) for p in server.files(job.token, owner)], job.token]  # fmt: skip
+                out += [
+                    [(_hand(p), _caption(p)) for p in server.files(job.token, owner)],
+                    job.token,
+                ]
             else:
                 out += [gr.skip(), gr.skip()]
-        out.append([[j.kind, j.state, (j.progress or {}).get("step", ""), j.error or ""]
-                    for j in server.history(owner)])  # fmt: skip
+        out.append(
+            [
+                [j.kind, j.state, (j.progress or {}).get("step", ""), j.error or ""]
+                for j in server.history(owner)
+            ]
+        )
         return out
 
     @_ui_error
@@ -252,10 +280,17 @@ def build(server: Server) -> gr.Blocks:
         """A clicked cell -> its image, parameters and downloads (PNG, sidecar)."""
         path, side = server.sidecar(files_of, evt.index, _owner(request))
         params = read_sidecar(path)
-        text = json.dumps({k: params[k] for k in ("prompt", "seed", "cfg_scale", "steps") if k in params}
-                          | {"checkpoint": params["edit_config"]["checkpoint"], "t0": params["edit_config"]["t0"]})  # fmt: skip
+        text = json.dumps(
+            {k: params[k] for k in ("prompt", "seed", "cfg_scale", "steps") if k in params}
+            | {"checkpoint": params["edit_config"]["checkpoint"], "t0": params["edit_config"]["t0"]}
+        )
         png = _hand(path)
-        return png, text, gr.update(value=png, interactive=True), gr.update(value=_hand(side), interactive=True)  # fmt: skip
+        return (
+            png,
+            text,
+            gr.update(value=png, interactive=True),
+            gr.update(value=_hand(side), interactive=True),
+        )
 
     with gr.Blocks(title="unitune", delete_cache=(600, 3600)) as page:
         gr.Markdown("# unitune\nTune a diffusion model on one photo, then edit it with a sentence.")
@@ -268,12 +303,31 @@ def build(server: Server) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     # a file, not gr.Image: the upload reaches our checks (store.py) undecoded
-                    photo = _quiet(gr.File(label="photo", file_types=["image"], type="filepath", elem_id="photo"))  # fmt: skip
-                    preview = gr.Image(label="as stored", interactive=False, elem_id="photo-preview")  # fmt: skip
+                    photo = _quiet(
+                        gr.File(
+                            label="photo", file_types=["image"], type="filepath", elem_id="photo"
+                        )
+                    )
+                    preview = gr.Image(
+                        label="as stored", interactive=False, elem_id="photo-preview"
+                    )
                 with gr.Column():
-                    caption = gr.Textbox(label="base caption (optional)", placeholder="a cat", elem_id="caption")  # fmt: skip
-                    steps = _raw(gr.Number(_TUNE_STEPS, label=f"steps (paper: {_TUNE_STEPS}; at most {d_steps})", precision=0, elem_id="steps"))  # fmt: skip
-                    model = _raw(gr.Dropdown(list(server.models), value=next(iter(server.models)), label="model"))  # fmt: skip
+                    caption = gr.Textbox(
+                        label="base caption (optional)", placeholder="a cat", elem_id="caption"
+                    )
+                    steps = _raw(
+                        gr.Number(
+                            _TUNE_STEPS,
+                            label=f"steps (paper: {_TUNE_STEPS}; at most {d_steps})",
+                            precision=0,
+                            elem_id="steps",
+                        )
+                    )
+                    model = _raw(
+                        gr.Dropdown(
+                            list(server.models), value=next(iter(server.models)), label="model"
+                        )
+                    )
                     with gr.Row():
                         tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
                         tune_stop = gr.Button("Cancel", elem_id="tune-cancel")
@@ -281,15 +335,27 @@ def build(server: Server) -> gr.Blocks:
         with gr.Tab("2 Explore"):
             with gr.Row():
                 # any token may come from the API; the server checks it (a finished tune of the caller's)
-                pick = _raw(gr.Dropdown([], label="tune", elem_id="pick", interactive=True, allow_custom_value=True))  # fmt: skip
-                prompt = gr.Textbox(label="edit prompt", placeholder="a cat wearing sunglasses", elem_id="prompt")  # fmt: skip
+                pick = _raw(
+                    gr.Dropdown(
+                        [], label="tune", elem_id="pick", interactive=True, allow_custom_value=True
+                    )
+                )
+                prompt = gr.Textbox(
+                    label="edit prompt", placeholder="a cat wearing sunglasses", elem_id="prompt"
+                )
                 t0s = gr.Textbox(_GRID_T0S, label="t0 (SDEdit starts)", elem_id="t0s")
                 grid_seeds = gr.Textbox("0", label="seeds", elem_id="grid-seeds")
             with gr.Row():
                 grid_btn = gr.Button("Render grid", variant="primary", elem_id="grid-btn")
                 grid_stop = gr.Button("Cancel", elem_id="grid-cancel")
             grid_status = gr.HTML(elem_id="grid-status")
-            cells = gr.Gallery(label="checkpoints x t0: click a cell", columns=6, height=420, format="png", elem_id="cells")  # fmt: skip
+            cells = gr.Gallery(
+                label="checkpoints x t0: click a cell",
+                columns=6,
+                height=420,
+                format="png",
+                elem_id="cells",
+            )
         with gr.Tab("3 Refine"):
             with gr.Row():
                 seeds = gr.Textbox("0,1,2,3", label="seeds", elem_id="seeds")
@@ -300,19 +366,34 @@ def build(server: Server) -> gr.Blocks:
                 method = _raw(gr.Radio(["unitune", "sine"], value="unitune", label="method"))
                 K = _raw(gr.Slider(0, 1000, _EDIT.sine_K, step=10, label="SINE K"))
                 v = _raw(gr.Slider(0, 1, _EDIT.sine_v, label="SINE v"))
-            mask = _quiet(gr.ImageEditor(label="mask: paint where the edit may change (optional)", type="numpy"), validate=True)  # fmt: skip
+            mask = _quiet(
+                gr.ImageEditor(
+                    label="mask: paint where the edit may change (optional)", type="numpy"
+                ),
+                validate=True,
+            )
             with gr.Row():
                 edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                 edit_stop = gr.Button("Cancel", elem_id="edit-cancel")
             edit_status = gr.HTML(elem_id="edit-status")
-            results = gr.Gallery(label="edits: click one", columns=6, height=420, format="png", elem_id="results")  # fmt: skip
+            results = gr.Gallery(
+                label="edits: click one", columns=6, height=420, format="png", elem_id="results"
+            )
         with gr.Tab("Download"):
             with gr.Row():
-                chosen = gr.Image(label="chosen", type="filepath", interactive=False, elem_id="chosen")  # fmt: skip
+                chosen = gr.Image(
+                    label="chosen", type="filepath", interactive=False, elem_id="chosen"
+                )
                 with gr.Column():
-                    chosen_params = gr.Code(label="parameters", language="json", elem_id="chosen-params")  # fmt: skip
-                    download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")  # fmt: skip
-                    sidecar = gr.DownloadButton("Download sidecar (.json)", interactive=False, elem_id="sidecar")  # fmt: skip
+                    chosen_params = gr.Code(
+                        label="parameters", language="json", elem_id="chosen-params"
+                    )
+                    download = gr.DownloadButton(
+                        "Download PNG", interactive=False, elem_id="download"
+                    )
+                    sidecar = gr.DownloadButton(
+                        "Download sidecar (.json)", interactive=False, elem_id="sidecar"
+                    )
         with gr.Tab("History"):
             history = gr.Dataframe(headers=["kind", "state", "step", "error"], elem_id="history")
         # the API-only calls: poll a job, fetch its files, cancel it
@@ -325,19 +406,48 @@ def build(server: Server) -> gr.Blocks:
 
         private = {"api_visibility": "private"}
         photo.upload(show_upload, photo, [preview, photo], **private)
-        tune_btn.click(submit_tune, [photo, caption, steps, model], [tune_job, tune_status], api_name="submit_tune")  # fmt: skip
-        grid_btn.click(submit_grid, [pick, prompt, t0s, grid_seeds], [grid_job, grid_status], api_name="submit_grid")  # fmt: skip
-        edit_btn.click(submit_edit, [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask],
-                       [edit_job, edit_status], api_name="submit_edit")  # fmt: skip
+        tune_btn.click(
+            submit_tune,
+            [photo, caption, steps, model],
+            [tune_job, tune_status],
+            api_name="submit_tune",
+        )
+        grid_btn.click(
+            submit_grid,
+            [pick, prompt, t0s, grid_seeds],
+            [grid_job, grid_status],
+            api_name="submit_grid",
+        )
+        edit_btn.click(
+            submit_edit,
+            [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask],
+            [edit_job, edit_status],
+            api_name="submit_edit",
+        )
         api_job.change(job_status, api_job, api_status, api_name="job")
         api_status.change(job_files, api_job, api_files, api_name="files")
         gr.Button(visible=False).click(cancel, api_job, api_state, api_name="cancel")
         for btn, job in ((tune_stop, tune_job), (grid_stop, grid_job), (edit_stop, edit_job)):
             btn.click(cancel, job, api_state, **private)
         timer = gr.Timer(1.0)
-        timer.tick(poll, [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
-                   [tune_status, grid_status, edit_status, pick, picks_shown, cells, grid_shown,
-                    results, edit_shown, history], show_progress="hidden", **private)  # fmt: skip
+        timer.tick(
+            poll,
+            [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
+            [
+                tune_status,
+                grid_status,
+                edit_status,
+                pick,
+                picks_shown,
+                cells,
+                grid_shown,
+                results,
+                edit_shown,
+                history,
+            ],
+            show_progress="hidden",
+            **private,
+        )
         shown = [chosen, chosen_params, download, sidecar]
         cells.select(select, grid_shown, shown, **private)
         results.select(select, edit_shown, shown, **private)
@@ -346,7 +456,7 @@ def build(server: Server) -> gr.Blocks:
 
 def _caption(path: Path) -> str:
     ec = read_sidecar(path)["edit_config"]
-    return f"ckpt {ec['checkpoint']} · t0 {ec['t0']:g} · seed {ec['seeds'][0] if len(ec['seeds']) == 1 else read_sidecar(path)['seed']}"  # fmt: skip
+    return f"ckpt {ec['checkpoint']} · t0 {ec['t0']:g} · seed {ec['seeds'][0] if len(ec['seeds']) == 1 else read_sidecar(path)['seed']}"
 
 
 def _defaults():
@@ -364,8 +474,9 @@ class LoginGuard:
     too) for a lockout that doubles with each further failure, up to ``cap_s`` seconds. Parallel
     guesses do not help: the lockout is per name, not per connection."""
 
-    def __init__(self, logins: dict[str, str], free: int = 5, base_s: float = 1.0,
-                 cap_s: float = 300.0) -> None:  # fmt: skip
+    def __init__(
+        self, logins: dict[str, str], free: int = 5, base_s: float = 1.0, cap_s: float = 300.0
+    ) -> None:
         self.logins = dict(logins)
         self.free, self.base_s, self.cap_s = free, base_s, cap_s
         self._fails: dict[str, int] = {}
@@ -436,6 +547,15 @@ def launch(server: Server, quiet: bool = True) -> None:
     os.makedirs(_upload_dir(), exist_ok=True)
     page = build(server)
     page.queue(default_concurrency_limit=8)
-    page.launch(server_name=cfg.host, server_port=cfg.port, auth=auth, share=False,
-                max_file_size="25mb", blocked_paths=[str(server.store.root)], quiet=quiet,
-                show_error=True, css=CSS, app_kwargs={"middleware": [Middleware(_SecurityHeaders)]})  # fmt: skip
+    page.launch(
+        server_name=cfg.host,
+        server_port=cfg.port,
+        auth=auth,
+        share=False,
+        max_file_size="25mb",
+        blocked_paths=[str(server.store.root)],
+        quiet=quiet,
+        show_error=True,
+        css=CSS,
+        app_kwargs={"middleware": [Middleware(_SecurityHeaders)]},
+    )

@@ -123,7 +123,9 @@ class Worker:
         model = TuneFolder.open(folder).manifest["model"]
         name = next((n for n, ref in self.models.items() if ref == model), None)
         if name is None:
-            raise UserError(f"{tune_rel} was tuned on a model this server does not offer", "tune it again here")  # fmt: skip
+            raise UserError(
+                f"{tune_rel} was tuned on a model this server does not offer", "tune it again here"
+            )
         return Editor(folder, self.device, backbone=self.backbone(name))
 
     # --- the job kinds ------------------------------------------------------------------------
@@ -141,13 +143,25 @@ class Worker:
             first.append(step) if not first else None
             done = step - first[0] + 1  # steps run by this process (a resumed run starts later)
             eta = (time.time() - start) / done * (cfg.steps - step)
-            self.queue.progress(job.id, step=step, of=cfg.steps, loss=round(loss, 5), eta_s=round(eta, 1))  # fmt: skip
+            self.queue.progress(
+                job.id, step=step, of=cfg.steps, loss=round(loss, 5), eta_s=round(eta, 1)
+            )
 
-        folder = tune(self.store.upload(p["upload"]), out, cfg, model=self.models[p["model"]],
-                      device=self.device, progress=False, backbone=self.backbone(p["model"]),
-                      on_step=on_step)  # fmt: skip
-        return {"tune": self.store.rel(out), "checkpoints": folder.checkpoints,
-                "loss": [round(v, 5) for v in folder.manifest.get("loss_history", [])]}  # fmt: skip
+        folder = tune(
+            self.store.upload(p["upload"]),
+            out,
+            cfg,
+            model=self.models[p["model"]],
+            device=self.device,
+            progress=False,
+            backbone=self.backbone(p["model"]),
+            on_step=on_step,
+        )
+        return {
+            "tune": self.store.rel(out),
+            "checkpoints": folder.checkpoints,
+            "loss": [round(v, 5) for v in folder.manifest.get("loss_history", [])],
+        }
 
     def _grid(self, job: Job) -> dict[str, Any]:
         from ..outputs import render_grid
@@ -155,8 +169,15 @@ class Worker:
         p = job.params
         ed = self._editor(p["tune"])
         out = self.store.edit_dir("grid", job.id)
-        paths = render_grid(ed, p["prompt"], from_json(EditConfig, p["edit"]), from_json(GridConfig, p["grid"]),
-                            out / "grid.png", progress=False, cells=out / "cells")  # fmt: skip
+        paths = render_grid(
+            ed,
+            p["prompt"],
+            from_json(EditConfig, p["edit"]),
+            from_json(GridConfig, p["grid"]),
+            out / "grid.png",
+            progress=False,
+            cells=out / "cells",
+        )
         return {"sheet": self.store.rel(paths[0]), "cells": [self.store.rel(c) for c in paths[1:]]}
 
     def _edit(self, job: Job) -> dict[str, Any]:

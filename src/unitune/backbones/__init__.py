@@ -195,11 +195,16 @@ def pipeline_class(ref: str, flag: str = "--model") -> tuple[str, str]:
     path = Path(ref)
     if path.exists():
         if not (path / "model_index.json").is_file():
-            raise UserError(f"{flag} {ref!r} is not a diffusers model folder (no model_index.json)", "pass a folder saved with save_pretrained, or a hub id")  # fmt: skip
+            raise UserError(
+                f"{flag} {ref!r} is not a diffusers model folder (no model_index.json)",
+                "pass a folder saved with save_pretrained, or a hub id",
+            )
         return ref, _index_class(path)
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         return ref, _hub_class(ref)
-    raise UserError(f"{flag} {ref!r} does not exist", "pass a diffusers folder or a hub id (owner/name)")  # fmt: skip
+    raise UserError(
+        f"{flag} {ref!r} does not exist", "pass a diffusers folder or a hub id (owner/name)"
+    )
 
 
 def probe(ref: str, model_config: str | None = None) -> ModelSpec:
@@ -213,7 +218,9 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
         )
     if path.suffix.lower() == ".safetensors":
         if not path.is_file():
-            raise UserError(f"model file {ref!r} does not exist", "check the path to the .safetensors")  # fmt: skip
+            raise UserError(
+                f"model file {ref!r} does not exist", "check the path to the .safetensors"
+            )
         fam = (
             _family_of_class(_index_class(Path(model_config)), f"--model-config {model_config}")
             if model_config
@@ -230,10 +237,13 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
     elif ref.count("/") == 1 and not ref.startswith((".", "/")):
         spec = ModelSpec(ref, _family_of_class(_hub_class(ref), ref))
     else:
-        raise UserError(f"model {ref!r} does not exist", "pass a diffusers folder, a .safetensors file, a hub id (owner/name) or 'world'")  # fmt: skip
+        raise UserError(
+            f"model {ref!r} does not exist",
+            "pass a diffusers folder, a .safetensors file, a hub id (owner/name) or 'world'",
+        )
     if spec.family.module is None:
         raise UserError(
-            f"{ref!r} is a {spec.family.label} model ({spec.family.pipelines[0]}), which unitune does not drive yet",  # fmt: skip
+            f"{ref!r} is a {spec.family.label} model ({spec.family.pipelines[0]}), which unitune does not drive yet",
             f"supported: {supported()}",
         )
     return spec
@@ -256,12 +266,15 @@ def check_cascade(spec: ModelSpec, cascade: bool, sr_model: str | None) -> str |
     fam = spec.family
     if fam.upscaler:
         raise UserError(
-            f"{spec.ref!r} is a super-resolution stage ({fam.label}): it is tuned with its cascade's base",  # fmt: skip
+            f"{spec.ref!r} is a super-resolution stage ({fam.label}): it is tuned with its cascade's base",
             f"tune the base stage and pass --sr-model {spec.ref}",
         )
     if fam.sr_family is None:
         if sr_model:
-            raise UserError(f"--sr-model is for pixel cascades; {fam.label} has no super-resolution stage", "drop --sr-model")  # fmt: skip
+            raise UserError(
+                f"--sr-model is for pixel cascades; {fam.label} has no super-resolution stage",
+                "drop --sr-model",
+            )
         return None
     if not cascade:
         return None
@@ -270,7 +283,10 @@ def check_cascade(spec: ModelSpec, cascade: bool, sr_model: str | None) -> str |
         return None
     sr = probe(sr_model)
     if sr.family.name != fam.sr_family:
-        raise UserError(f"--sr-model {sr_model!r} is a {sr.family.label} model, not a {fam.label} super-resolution stage", f"pass a {BY_NAME[fam.sr_family].pipelines[0]} model")  # fmt: skip
+        raise UserError(
+            f"--sr-model {sr_model!r} is a {sr.family.label} model, not a {fam.label} super-resolution stage",
+            f"pass a {BY_NAME[fam.sr_family].pipelines[0]} model",
+        )
     return sr_model
 
 
@@ -280,9 +296,18 @@ def check_vae(path: str | None) -> None:
         return
     p = Path(path)
     if p.suffix.lower() in Limits().refused_suffixes:
-        raise UserError(f"refusing to load --vae {path!r}: a pickle", "pass a .safetensors file or a diffusers folder")  # fmt: skip
-    if not (p.is_file() and p.suffix.lower() == ".safetensors") and not (p / "config.json").is_file():  # fmt: skip
-        raise UserError(f"--vae {path!r} is not a VAE folder or .safetensors file", "pass e.g. a diffusers AutoencoderKL folder (config.json + weights)")  # fmt: skip
+        raise UserError(
+            f"refusing to load --vae {path!r}: a pickle",
+            "pass a .safetensors file or a diffusers folder",
+        )
+    if (
+        not (p.is_file() and p.suffix.lower() == ".safetensors")
+        and not (p / "config.json").is_file()
+    ):
+        raise UserError(
+            f"--vae {path!r} is not a VAE folder or .safetensors file",
+            "pass e.g. a diffusers AutoencoderKL folder (config.json + weights)",
+        )
 
 
 def kohya_version(spec: ModelSpec) -> tuple[str, bool]:
@@ -307,7 +332,7 @@ def single_file_refusal(spec: ModelSpec) -> str | None:
     if not spec.family.single_file:
         return f"no single-file layout for {spec.family.label}"
     if kohya_version(spec)[1]:
-        return "SD 2.x's original single file holds an OpenCLIP text encoder with a layer diffusers drops"  # fmt: skip
+        return "SD 2.x's original single file holds an OpenCLIP text encoder with a layer diffusers drops"
     return None
 
 
@@ -323,8 +348,14 @@ def _text_encoder_act(ref: str) -> str | None:
         return None
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False, accel: Acceleration | None = None) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+    accel: Acceleration | None = None,
+) -> Backbone:
     """The family's backbone with its weights loaded (the heavy step). ``vae``: another VAE
     (folder or .safetensors); ``offload``: keep the text encoders and VAE on the CPU between
     uses (for GPUs with little memory); ``accel``: torch.compile / channels_last for the denoiser."""
@@ -338,8 +369,14 @@ def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: 
     return bb
 
 
-def load_model(ref: str = DEFAULT_MODEL, device="auto", dtype: torch.dtype | None = None,
-               model_config: str | None = None, vae: str | None = None,
-               offload: bool = False, accel: Acceleration | None = None) -> Backbone:  # fmt: skip
+def load_model(
+    ref: str = DEFAULT_MODEL,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    model_config: str | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+    accel: Acceleration | None = None,
+) -> Backbone:
     """probe() then load(): a ``--model`` reference to a ready backbone."""
     return load(probe(ref, model_config), device, dtype, vae=vae, offload=offload, accel=accel)

@@ -111,8 +111,9 @@ class Backbone(ABC):
     defaults: ModelDefaults  # this model's defaults (its family's; load() sets them)
     samplers: tuple[str, ...]  # the config.SAMPLERS this model offers
 
-    def _adopt(self, pipe, spec, device: torch.device, dtype: torch.dtype, offload: bool,
-               network: str) -> None:  # fmt: skip
+    def _adopt(
+        self, pipe, spec, device: torch.device, dtype: torch.dtype, offload: bool, network: str
+    ) -> None:
         """Take a loaded diffusers pipeline's pieces (``network``: its denoiser's attribute) and
         place them: with ``offload`` (on a GPU) everything but the denoiser waits on the CPU and
         visits the device only while it runs. Frozen, eval mode; the digest of them as loaded."""
@@ -159,7 +160,9 @@ class Backbone(ABC):
         try:
             from torchao.quantization import Int8WeightOnlyConfig, quantize_
         except ImportError:
-            raise UserError("--quantize needs torchao", "pip install torchao (or 'unitune[quant]')") from None  # fmt: skip
+            raise UserError(
+                "--quantize needs torchao", "pip install torchao (or 'unitune[quant]')"
+            ) from None
         if kind != "int8":
             raise UserError(f"unknown --quantize {kind!r}", "use --quantize int8")
         quantize_(self.module, Int8WeightOnlyConfig())
@@ -189,12 +192,16 @@ class Backbone(ABC):
 
     # --- prompts ------------------------------------------------------------------------------
     @abstractmethod
-    def encode(self, prompts: list[str], geometry: Geometry, guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry, guidance: float | None = None
+    ) -> Conditioning:
         """One row per prompt, as the family's pipeline encodes a (positive) prompt. ``guidance``:
         a guidance-distilled model's embedded guidance scale (None: the one it is tuned with);
         other models ignore it."""
 
-    def encode_negative(self, prompt: str, geometry: Geometry, guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode_negative(
+        self, prompt: str, geometry: Geometry, guidance: float | None = None
+    ) -> Conditioning:
         """The unconditional / negative prompt's conditioning (families may treat "" specially)."""
         return self.encode([prompt], geometry, guidance)
 
@@ -206,7 +213,7 @@ class Backbone(ABC):
             from ..errors import UserError
 
             raise UserError(
-                "--true-cfg is for guidance-distilled models (FLUX.1-dev); this model's CFG is --cfg",  # fmt: skip
+                "--true-cfg is for guidance-distilled models (FLUX.1-dev); this model's CFG is --cfg",
                 "drop --true-cfg and set --cfg",
             )
         return cfg, None
@@ -229,7 +236,9 @@ class Backbone(ABC):
         w): the MSE; models with learned variances add the bound's term for them."""
         return torch.nn.functional.mse_loss(pred.float(), target.float())
 
-    def training_cond(self, cond: Conditioning, gen: torch.Generator, hw: tuple[int, int]) -> Conditioning:  # fmt: skip
+    def training_cond(
+        self, cond: Conditioning, gen: torch.Generator, hw: tuple[int, int]
+    ) -> Conditioning:
         """A training step's conditioning (B rows) from the tune's (expanded to B rows): the same
         for text-only models; a super-resolution stage draws its noise augmentation here."""
         return cond
@@ -245,7 +254,10 @@ class Backbone(ABC):
         if sampler not in self.samplers:
             from ..errors import UserError
 
-            raise UserError(f"--sampler {sampler} is not one this model offers", f"use one of {', '.join(self.samplers)}")  # fmt: skip
+            raise UserError(
+                f"--sampler {sampler} is not one this model offers",
+                f"use one of {', '.join(self.samplers)}",
+            )
 
     def start_index(self, steps: int, t0: float) -> int:
         """Index of the first of ``steps`` timesteps for an SDEdit start at t0, rounded as the
@@ -266,8 +278,13 @@ class Backbone(ABC):
         """What ``denoise`` should predict at x_t = add_noise(x0, noise, t)."""
 
     @abstractmethod
-    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
-                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+    def sample_timesteps(
+        self,
+        n: int,
+        gen: torch.Generator,
+        density: str = "uniform",
+        hw: tuple[int, int] | None = None,
+    ) -> Tensor:
         """(n,) training timesteps on the 0..1000 scale, drawn from ``density`` (config.DENSITIES)
         for training images of size hw."""
 

@@ -58,8 +58,9 @@ class IFBackbone(SDBackbone):
     lora_targets = IF_LORA
     samplers = tuple(SAMPLER_CLASSES)
 
-    def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
-                 offload: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype, offload: bool = False
+    ) -> None:
         super().__init__(pipe, spec, device, dtype, offload)
         self._pipe = pipe  # encode_prompt: IF's caption cleaning and T5 call, exactly
 
@@ -74,8 +75,13 @@ class IFBackbone(SDBackbone):
 
     def _parts(self) -> dict[str, Any]:
         none = dict(safety_checker=None, feature_extractor=None, watermarker=None)
-        return dict(tokenizer=self.tokenizer, text_encoder=self.text_encoder,
-                    scheduler=self.scheduler, requires_safety_checker=False, **none)  # fmt: skip
+        return dict(
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            scheduler=self.scheduler,
+            requires_safety_checker=False,
+            **none,
+        )
 
     def to_pipeline(self, module: nn.Module):
         import diffusers
@@ -103,14 +109,16 @@ class IFBackbone(SDBackbone):
 
     # --- prompts ------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None,
-               guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         if self.text_encoder is None:
             raise RuntimeError("the text encoder was freed (free_text_encoders): reload the model")
         self._pipe.text_encoder = self.text_encoder
         with _Visit(self.text_encoder, self.device) if self.offload else _NoVisit():
-            emb, _ = self._pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
-                                              device=self.device, clean_caption=True)  # fmt: skip
+            emb, _ = self._pipe.encode_prompt(
+                prompts, do_classifier_free_guidance=False, device=self.device, clean_caption=True
+            )
         return Conditioning(emb.to(self.dtype))
 
     def prompt_warning(self, prompt: str) -> str | None:
@@ -119,8 +127,10 @@ class IFBackbone(SDBackbone):
         ids = self.tokenizer(prompt.lower().strip(), truncation=False).input_ids
         if len(ids) <= MAX_LENGTH:
             return None
-        return (f"prompt is {len(ids)} T5 tokens, the model takes {MAX_LENGTH}: "
-                f"dropped {self.tokenizer.decode(ids[MAX_LENGTH - 1 : -1])!r} — shorten it")  # fmt: skip
+        return (
+            f"prompt is {len(ids)} T5 tokens, the model takes {MAX_LENGTH}: "
+            f"dropped {self.tokenizer.decode(ids[MAX_LENGTH - 1 : -1])!r} — shorten it"
+        )
 
     def free_text_encoders(self) -> None:
         self.text_encoder = self._pipe.text_encoder = None
@@ -151,8 +161,9 @@ class IFSRBackbone(IFBackbone):
     pipeline_class = "IFSuperResolutionPipeline"
     aug_max = 500  # tuning draws noise-augmentation levels uniform in [0, aug_max)
 
-    def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
-                 offload: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype, offload: bool = False
+    ) -> None:
         super().__init__(pipe, spec, device, dtype, offload)
         self.noising = pipe.image_noising_scheduler
 
@@ -163,7 +174,9 @@ class IFSRBackbone(IFBackbone):
         """(B, 3, h, w) -> (B, 3, H, W) as the pipeline upscales stage I's output."""
         return F.interpolate(low.float(), hw, mode="bilinear", align_corners=True).to(self.dtype)
 
-    def condition(self, cond: Conditioning, low: Tensor, level: int | Tensor, noise: Tensor) -> Conditioning:  # fmt: skip
+    def condition(
+        self, cond: Conditioning, low: Tensor, level: int | Tensor, noise: Tensor
+    ) -> Conditioning:
         """``cond`` (B rows) + the low-res images (B, 3, h, w) upscaled to noise's size and noised
         with ``noise`` (B, 3, H, W) to augmentation ``level`` (one, or (B,) levels)."""
         up = self.upscaled(low.to(self.device), tuple(noise.shape[-2:]))
@@ -173,31 +186,47 @@ class IFSRBackbone(IFBackbone):
 
     def with_low(self, cond: Conditioning, low: Tensor) -> Conditioning:
         """For tuning: the clean low-res image rides along; ``training_cond`` noises it per step."""
-        return Conditioning(cond.emb, cond.pooled, {**cond.extra, "low": low.to(self.device, self.dtype)})  # fmt: skip
+        return Conditioning(
+            cond.emb, cond.pooled, {**cond.extra, "low": low.to(self.device, self.dtype)}
+        )
 
-    def training_cond(self, cond: Conditioning, gen: torch.Generator, hw: tuple[int, int]) -> Conditioning:  # fmt: skip
+    def training_cond(
+        self, cond: Conditioning, gen: torch.Generator, hw: tuple[int, int]
+    ) -> Conditioning:
         """Noise augmentation as in the SR model's training: a level per sample, fresh noise."""
         extra = dict(cond.extra)
         low = extra.pop("low")
         b = len(cond)
         level = torch.randint(0, self.aug_max, (b,), generator=gen)
         noise = torch.randn((b, 3, *hw), generator=gen).to(self.device, self.dtype)
-        return self.condition(Conditioning(cond.emb, cond.pooled, extra), low.expand(b, -1, -1, -1), level, noise)  # fmt: skip
+        return self.condition(
+            Conditioning(cond.emb, cond.pooled, extra), low.expand(b, -1, -1, -1), level, noise
+        )
 
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         inp = torch.cat([x, cond.extra["up"].to(x.dtype)], dim=1)
-        return module(inp, t, encoder_hidden_states=cond.emb, class_labels=cond.extra["level"]).sample  # fmt: skip
+        return module(
+            inp, t, encoder_hidden_states=cond.emb, class_labels=cond.extra["level"]
+        ).sample
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+) -> Backbone:
     """Load an IF stage (I, or II for a super-resolution pipeline); IF has no VAE."""
     if vae is not None:
         from ..errors import UserError
 
         raise UserError("--vae: DeepFloyd IF works on pixels and has no VAE", "drop --vae")
-    extra: dict[str, Any] = dict(safety_checker=None, feature_extractor=None, watermarker=None,
-                                 requires_safety_checker=False)  # fmt: skip
+    extra: dict[str, Any] = dict(
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False
+    )
     if spec.family.upscaler:  # the base stage's T5 encodes for both (IF's usage): not loaded twice
-        return load_backbone(IFSRBackbone, spec, device, dtype, None, offload, text_encoder=None, **extra)  # fmt: skip
+        return load_backbone(
+            IFSRBackbone, spec, device, dtype, None, offload, text_encoder=None, **extra
+        )
     return load_backbone(IFBackbone, spec, device, dtype, None, offload, **extra)

@@ -77,8 +77,9 @@ class FlowBackbone(Backbone):
     default_max_shift = 1.16  # the pipeline's max_shift when the scheduler config has none
     t5_max_length = 256  # the pipeline's max_sequence_length for the T5 prompt
 
-    def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
-                 offload: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype, offload: bool = False
+    ) -> None:
         self._adopt(pipe, spec, device, dtype, offload, "transformer")
 
     # --- image <-> model space ----------------------------------------------------------------
@@ -115,7 +116,9 @@ class FlowBackbone(Backbone):
     # --- prompts ------------------------------------------------------------------------------
     def _need_text(self) -> None:
         if self.text_encoder is None:
-            raise RuntimeError("the text encoders were freed (free_text_encoders): reload the model")  # fmt: skip
+            raise RuntimeError(
+                "the text encoders were freed (free_text_encoders): reload the model"
+            )
 
     def _t5(self, tokenizer, encoder, prompts: list[str], width: int) -> Tensor:
         """(B, t5_max_length, D) T5 states as the pipelines make them; zeros of the transformer's
@@ -123,8 +126,14 @@ class FlowBackbone(Backbone):
         n = self.t5_max_length
         if encoder is None:
             return torch.zeros(len(prompts), n, width, device=self.device, dtype=self.dtype)
-        ids = tokenizer(prompts, padding="max_length", max_length=n, truncation=True,
-                        add_special_tokens=True, return_tensors="pt").input_ids  # fmt: skip
+        ids = tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=n,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        ).input_ids
         with self._visiting(encoder):
             return encoder(ids.to(self.device))[0].to(self.dtype)
 
@@ -134,8 +143,10 @@ class FlowBackbone(Backbone):
         ids = tokenizer(prompt, truncation=False).input_ids
         if len(ids) <= self.t5_max_length:
             return None
-        return (f"prompt is {len(ids)} T5 tokens, the model takes {self.t5_max_length}: "
-                f"dropped {tokenizer.decode(ids[self.t5_max_length - 1 : -1])!r} — shorten it")  # fmt: skip
+        return (
+            f"prompt is {len(ids)} T5 tokens, the model takes {self.t5_max_length}: "
+            f"dropped {tokenizer.decode(ids[self.t5_max_length - 1 : -1])!r} — shorten it"
+        )
 
     def _clip_warnings(self, tokenizers, prompt: str) -> str | None:
         for tok in tokenizers:
@@ -191,8 +202,13 @@ class FlowBackbone(Backbone):
         k = float(self.scheduler_config.get("shift", 1.0))
         return (k * s / (1 + (k - 1) * s)).float()
 
-    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
-                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+    def sample_timesteps(
+        self,
+        n: int,
+        gen: torch.Generator,
+        density: str = "uniform",
+        hw: tuple[int, int] | None = None,
+    ) -> Tensor:
         if density == "uniform":
             u = torch.rand(n, generator=gen)
         else:  # logit-normal (mean 0, std 1): most draws near sigma 0.5

@@ -31,8 +31,16 @@ from .sd3 import TRANSFORMER_FF
 
 # diffusers' train_dreambooth_lora_flux.py targets, attention only (its default adds the
 # feed-forward layers: here --lora-conv); "attn.to_q" etc. also match the single-stream blocks
-FLUX_LORA = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-             "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
+FLUX_LORA = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+)
 TRAIN_GUIDANCE = 3.5  # dev's embedded guidance while tuning (train_dreambooth_lora_flux.py default)
 DEFAULT_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size: latents per side at native size
 
@@ -94,25 +102,34 @@ class FluxBackbone(FlowBackbone):
 
         self._need_text()
         return diffusers.FluxPipeline(
-            transformer=module, scheduler=self.scheduler, vae=self.vae,
-            text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
-        )  # fmt: skip
+            transformer=module,
+            scheduler=self.scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
+        )
 
     @property
     def resolution(self) -> int:
         return DEFAULT_SAMPLE_SIZE * self.vae_scale
 
     def latent_shape(self, hw: tuple[int, int]) -> tuple[int, int, int]:
-        return (self.module.config.in_channels // 4, hw[0] // self.vae_scale, hw[1] // self.vae_scale)  # fmt: skip
+        return (
+            self.module.config.in_channels // 4,
+            hw[0] // self.vae_scale,
+            hw[1] // self.vae_scale,
+        )
 
     def guidance_weights(self, cfg: float, true_cfg: float) -> tuple[float, float | None]:
         # dev: --cfg is embedded, --true-cfg mixes; schnell: only --true-cfg mixes
         return true_cfg, (cfg if self.distilled else None)
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None,
-               guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         self._need_text()
         with self._visiting(self.text_encoder):
             ids, _ = clip_tokens(self.tokenizer, prompts, self.device)
@@ -127,7 +144,9 @@ class FluxBackbone(FlowBackbone):
 
     def prompt_warning(self, prompt: str) -> str | None:
         self._need_text()
-        return self._t5_warning(self.tokenizer_2, prompt) or self._clip_warnings((self.tokenizer,), prompt)  # fmt: skip
+        return self._t5_warning(self.tokenizer_2, prompt) or self._clip_warnings(
+            (self.tokenizer,), prompt
+        )
 
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         b, _, h, w = x.shape
@@ -146,6 +165,11 @@ class FluxBackbone(FlowBackbone):
         return unpack(out, h, w)
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+) -> Backbone:
     return load_backbone(FluxBackbone, spec, device, dtype, vae, offload)

@@ -25,15 +25,28 @@ from __future__ import annotations
 
 from torch import Tensor
 
-RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-          ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"),
-          ("conv_shortcut", "skip_connection"))  # fmt: skip
-UNET_TOP = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-            "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
-            "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}  # fmt: skip
+RESNET = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
+UNET_TOP = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+}
 
 
-def _rename(state: dict[str, Tensor], prefixes: list[tuple[str, str]], inner=()) -> dict[str, Tensor]:  # fmt: skip
+def _rename(
+    state: dict[str, Tensor], prefixes: list[tuple[str, str]], inner=()
+) -> dict[str, Tensor]:
     """Rename keys by the first matching (diffusers prefix, original prefix); inside a renamed
     prefix, ``inner`` (diffusers part, original part) pairs rename sub-modules."""
     out = {}
@@ -64,7 +77,12 @@ def unet_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
             resnet_prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{idx}.0."))
             prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{idx}.1."))
         if i < levels - 1:
-            prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(i + 1) * (lpb + 1)}.0.op."))  # fmt: skip
+            prefixes.append(
+                (
+                    f"down_blocks.{i}.downsamplers.0.conv.",
+                    f"input_blocks.{(i + 1) * (lpb + 1)}.0.op.",
+                )
+            )
         attn = "CrossAttn" in config.up_block_types[i]
         for j in range(lpb + 1):
             idx = i * (lpb + 1) + j
@@ -72,8 +90,13 @@ def unet_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
             prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{idx}.1."))
         if i < levels - 1:
             last = i * (lpb + 1) + lpb
-            prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{last}.{2 if attn else 1}."))  # fmt: skip
-    resnet_prefixes += [("mid_block.resnets.0.", "middle_block.0."), ("mid_block.resnets.1.", "middle_block.2.")]  # fmt: skip
+            prefixes.append(
+                (f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{last}.{2 if attn else 1}.")
+            )
+    resnet_prefixes += [
+        ("mid_block.resnets.0.", "middle_block.0."),
+        ("mid_block.resnets.1.", "middle_block.2."),
+    ]
     prefixes.append(("mid_block.attentions.0.", "middle_block.1."))
     starts = tuple(src for src, _ in resnet_prefixes)
     resnets = {k: v for k, v in state.items() if k.startswith(starts)}
@@ -82,7 +105,13 @@ def unet_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
 
 
 VAE_RESNET = (("conv_shortcut", "nin_shortcut"),)
-VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))  # fmt: skip
+VAE_ATTN = (
+    ("group_norm", "norm"),
+    ("to_q", "q"),
+    ("to_k", "k"),
+    ("to_v", "v"),
+    ("to_out.0", "proj_out"),
+)
 
 
 def vae_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
@@ -90,17 +119,27 @@ def vae_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
     lpb = config.layers_per_block
     prefixes = []
     for part in ("encoder", "decoder"):
-        prefixes += [(f"{part}.conv_norm_out.", f"{part}.norm_out."),
-                     (f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1."),
-                     (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.")]  # fmt: skip
+        prefixes += [
+            (f"{part}.conv_norm_out.", f"{part}.norm_out."),
+            (f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1."),
+            (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2."),
+        ]
     for i in range(n):
         for j in range(lpb):
-            prefixes.append((f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}."))  # fmt: skip
+            prefixes.append(
+                (f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.")
+            )
         for j in range(lpb + 1):
-            prefixes.append((f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{n - 1 - i}.block.{j}."))  # fmt: skip
+            prefixes.append(
+                (f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{n - 1 - i}.block.{j}.")
+            )
         if i < n - 1:
-            prefixes.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."))  # fmt: skip
-            prefixes.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample."))  # fmt: skip
+            prefixes.append(
+                (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+            )
+            prefixes.append(
+                (f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample.")
+            )
     out = _rename(state, prefixes, VAE_RESNET)
     attn = []
     for part in ("encoder", "decoder"):
@@ -115,8 +154,15 @@ def vae_to_ldm(state: dict[str, Tensor], config) -> dict[str, Tensor]:
 def _hf_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """A CLIP text model's keys as ``text_model.*`` (recent transformers drop that level from
     CLIPTextModel) and without the position_ids buffer."""
-    return {(k if k.startswith("text_model.") or k.startswith("text_projection") else "text_model." + k): v
-            for k, v in state.items() if not k.endswith("position_ids")}  # fmt: skip
+    return {
+        (
+            k
+            if k.startswith("text_model.") or k.startswith("text_projection")
+            else "text_model." + k
+        ): v
+        for k, v in state.items()
+        if not k.endswith("position_ids")
+    }
 
 
 def clip_to_ldm(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -124,8 +170,13 @@ def clip_to_ldm(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {prefix + k: v for k, v in _hf_names(state).items()}
 
 
-OPEN_CLIP = (("self_attn.out_proj", "attn.out_proj"), ("layer_norm1", "ln_1"),
-             ("layer_norm2", "ln_2"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"))  # fmt: skip
+OPEN_CLIP = (
+    ("self_attn.out_proj", "attn.out_proj"),
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+)
 
 
 def open_clip_to_ldm(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -144,7 +195,11 @@ def open_clip_to_ldm(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]
         elif k.startswith("text_model.encoder.layers."):
             i, rest = k[len("text_model.encoder.layers.") :].split(".", 1)
             base = f"{prefix}transformer.resblocks.{i}."
-            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):  # fmt: skip
+            if rest.startswith("self_attn.") and rest.split(".")[1] in (
+                "q_proj",
+                "k_proj",
+                "v_proj",
+            ):
                 continue  # fused below
             for a, b in OPEN_CLIP:
                 if rest.startswith(a + "."):

@@ -42,7 +42,7 @@ def load_pipeline(cls, spec: ModelSpec, dtype: torch.dtype, **extra):
                 return cls.from_single_file(spec.ref, **common, **kw)
             except Exception as e:  # noqa: BLE001 - any failure here is a user-facing load failure
                 raise UserError(
-                    f"could not load single-file checkpoint {spec.ref!r} ({type(e).__name__}: {first_line(e)})",  # fmt: skip
+                    f"could not load single-file checkpoint {spec.ref!r} ({type(e).__name__}: {first_line(e)})",
                     "offline, pass --model-config with a diffusers folder of the same architecture",
                 ) from e
         try:
@@ -84,8 +84,13 @@ def clip_warning(tokenizer, prompt: str) -> str | None:
 
 
 def clip_tokens(tokenizer, prompts: list[str], device) -> Tensor:
-    tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt")  # fmt: skip
+    tok = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
     return tok.input_ids.to(device), tok.attention_mask.to(device)
 
 
@@ -99,8 +104,9 @@ class SDBackbone(Backbone):
     patch_site = "conv_in"
     samplers = tuple(SAMPLER_CLASSES)
 
-    def __init__(self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype,
-                 offload: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, pipe, spec: ModelSpec, device: torch.device, dtype: torch.dtype, offload: bool = False
+    ) -> None:
         from diffusers import DDPMScheduler
 
         self._adopt(pipe, spec, device, dtype, offload, "unet")
@@ -122,10 +128,15 @@ class SDBackbone(Backbone):
 
         self._need_text()
         return getattr(diffusers, self.pipeline_class)(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=module,
-            scheduler=self.scheduler, safety_checker=None, feature_extractor=None,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=module,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
             requires_safety_checker=False,
-        )  # fmt: skip
+        )
 
     def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
         """The model with ``module`` as its UNet in the original single-file layout (SD 1.x)."""
@@ -134,10 +145,12 @@ class SDBackbone(Backbone):
         self._need_text()
         if getattr(self.text_encoder.config, "hidden_act", "") == "gelu":
             raise UserError(
-                "SD 2.x's original layout stores an OpenCLIP text encoder with a layer diffusers drops",  # fmt: skip
+                "SD 2.x's original layout stores an OpenCLIP text encoder with a layer diffusers drops",
                 "export it as a diffusers folder (--out without .safetensors)",
             )
-        return self._ldm_unet_vae(module) | clip_to_ldm(self.text_encoder.state_dict(), "cond_stage_model.transformer.")  # fmt: skip
+        return self._ldm_unet_vae(module) | clip_to_ldm(
+            self.text_encoder.state_dict(), "cond_stage_model.transformer."
+        )
 
     def _ldm_unet_vae(self, module: nn.Module) -> dict[str, Tensor]:
         from .ldm_layout import unet_to_ldm, vae_to_ldm
@@ -201,8 +214,9 @@ class SDBackbone(Backbone):
             )
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None,
-               guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         self._need_text()
         te = self.text_encoder
         with self._visiting(te):
@@ -245,8 +259,13 @@ class SDBackbone(Backbone):
             raise ValueError(f"prediction type {self.prediction_type!r} is not supported")
         return noise
 
-    def sample_timesteps(self, n: int, gen: torch.Generator, density: str = "uniform",
-                         hw: tuple[int, int] | None = None) -> Tensor:  # fmt: skip
+    def sample_timesteps(
+        self,
+        n: int,
+        gen: torch.Generator,
+        density: str = "uniform",
+        hw: tuple[int, int] | None = None,
+    ) -> Tensor:
         if density == "uniform":
             return torch.randint(0, self.num_train_timesteps, (n,), generator=gen)
         u = torch.sigmoid(torch.randn(n, generator=gen))  # logit-normal in (0, 1)
@@ -281,8 +300,15 @@ def _collect(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def load_backbone(cls, spec: ModelSpec, device, dtype: torch.dtype | None, vae: str | None,
-                  offload: bool, **extra: Any) -> Backbone:  # fmt: skip
+def load_backbone(
+    cls,
+    spec: ModelSpec,
+    device,
+    dtype: torch.dtype | None,
+    vae: str | None,
+    offload: bool,
+    **extra: Any,
+) -> Backbone:
     """The pipeline of backbone class ``cls`` (its ``pipeline_class``) loaded and wrapped. dtype
     defaults to fp32 (fp16 weights are upcast on load: CPU kernels and fine-tuning both want
     fp32 masters); ``vae``: another VAE; ``extra``: more pipeline components."""
@@ -296,8 +322,21 @@ def load_backbone(cls, spec: ModelSpec, device, dtype: torch.dtype | None, vae: 
     return cls(pipe, spec, dev, dtype, offload)
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+) -> Backbone:
     """Load an SD 1.x / 2.x model."""
-    return load_backbone(SDBackbone, spec, device, dtype, vae, offload, safety_checker=None,
-                         requires_safety_checker=False)  # fmt: skip
+    return load_backbone(
+        SDBackbone,
+        spec,
+        device,
+        dtype,
+        vae,
+        offload,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )

@@ -20,8 +20,16 @@ from .flow import FlowBackbone
 from .sd import clip_tokens, load_backbone
 
 # diffusers' train_dreambooth_lora_sd3.py targets: attention of the image and the text stream
-SD3_LORA = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-            "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
+SD3_LORA = (
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+)
 # --lora-conv on a transformer: the feed-forward layers of both streams as well
 TRANSFORMER_FF = ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
 
@@ -53,11 +61,16 @@ class SD3Backbone(FlowBackbone):
 
         self._need_text()
         return diffusers.StableDiffusion3Pipeline(
-            transformer=module, scheduler=self.scheduler, vae=self.vae,
-            text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
-            text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer_3,
-        )  # fmt: skip
+            transformer=module,
+            scheduler=self.scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
+            text_encoder_3=self.text_encoder_3,
+            tokenizer_3=self.tokenizer_3,
+        )
 
     @property
     def token_size(self) -> int:
@@ -71,11 +84,15 @@ class SD3Backbone(FlowBackbone):
         return (self.module.config.in_channels, hw[0] // self.vae_scale, hw[1] // self.vae_scale)
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None,
-               guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         self._need_text()
         states, pooled = [], []
-        for tok, te in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):  # fmt: skip
+        for tok, te in (
+            (self.tokenizer, self.text_encoder),
+            (self.tokenizer_2, self.text_encoder_2),
+        ):
             with self._visiting(te):
                 ids, _ = clip_tokens(tok, prompts, self.device)
                 out = te(ids, output_hidden_states=True)
@@ -97,10 +114,20 @@ class SD3Backbone(FlowBackbone):
         )
 
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
-        return module(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=cond.emb,
-                      pooled_projections=cond.pooled, return_dict=False)[0]  # fmt: skip
+        return module(
+            hidden_states=x,
+            timestep=t.expand(x.shape[0]),
+            encoder_hidden_states=cond.emb,
+            pooled_projections=cond.pooled,
+            return_dict=False,
+        )[0]
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+) -> Backbone:
     return load_backbone(SD3Backbone, spec, device, dtype, vae, offload)

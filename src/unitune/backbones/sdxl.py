@@ -50,10 +50,15 @@ class SDXLBackbone(SDBackbone):
 
         self._need_text()
         return diffusers.StableDiffusionXLPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2,
-            tokenizer=self.tokenizer, tokenizer_2=self.tokenizer_2, unet=module,
-            scheduler=self.scheduler, force_zeros_for_empty_prompt=self.force_zeros,
-        )  # fmt: skip
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer=self.tokenizer,
+            tokenizer_2=self.tokenizer_2,
+            unet=module,
+            scheduler=self.scheduler,
+            force_zeros_for_empty_prompt=self.force_zeros,
+        )
 
     def original_layout(self, module: nn.Module) -> dict[str, Tensor]:
         """The model in SDXL's original single-file layout (both text encoders under
@@ -72,11 +77,15 @@ class SDXLBackbone(SDBackbone):
         return self.vae.dtype
 
     @torch.no_grad()
-    def encode(self, prompts: list[str], geometry: Geometry | None = None,
-               guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode(
+        self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         self._need_text()
         embs, pooled = [], None
-        for tok, te in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):  # fmt: skip
+        for tok, te in (
+            (self.tokenizer, self.text_encoder),
+            (self.tokenizer_2, self.text_encoder_2),
+        ):
             with self._visiting(te):
                 ids, _ = clip_tokens(tok, prompts, self.device)
                 out = te(ids, output_hidden_states=True)
@@ -87,8 +96,9 @@ class SDXLBackbone(SDBackbone):
         n = len(prompts)
         return Conditioning(emb, pooled.to(self.dtype), {"time_ids": self.time_ids(geometry, n)})
 
-    def encode_negative(self, prompt: str, geometry: Geometry | None = None,
-                        guidance: float | None = None) -> Conditioning:  # fmt: skip
+    def encode_negative(
+        self, prompt: str, geometry: Geometry | None = None, guidance: float | None = None
+    ) -> Conditioning:
         if prompt == "" and self.force_zeros:  # the pipeline's zeros for "no negative prompt"
             c = self.encode([""], geometry)
             return Conditioning(torch.zeros_like(c.emb), torch.zeros_like(c.pooled), c.extra)
@@ -113,6 +123,11 @@ class SDXLBackbone(SDBackbone):
         return module(x, t, encoder_hidden_states=cond.emb, added_cond_kwargs=added).sample
 
 
-def load(spec: ModelSpec, device="auto", dtype: torch.dtype | None = None, vae: str | None = None,
-         offload: bool = False) -> Backbone:  # fmt: skip
+def load(
+    spec: ModelSpec,
+    device="auto",
+    dtype: torch.dtype | None = None,
+    vae: str | None = None,
+    offload: bool = False,
+) -> Backbone:
     return load_backbone(SDXLBackbone, spec, device, dtype, vae, offload)

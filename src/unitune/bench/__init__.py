@@ -12,9 +12,16 @@ from typing import Any
 
 # Re-exports resolve on first use (PEP 562): `unitune --help` imports unitune.bench.cli, which
 # must not pull in torch through the benchmark modules.
-_HOME = {"FULL": "config", "QUICK": "config", "BenchConfig": "config", "SceneItem": "suite",
-         "keep_mask": "suite", "make_suite": "suite", "run_bench": "edits",
-         "pareto_front": "report"}  # fmt: skip
+_HOME = {
+    "FULL": "config",
+    "QUICK": "config",
+    "BenchConfig": "config",
+    "SceneItem": "suite",
+    "keep_mask": "suite",
+    "make_suite": "suite",
+    "run_bench": "edits",
+    "pareto_front": "report",
+}
 
 
 def __getattr__(name: str) -> Any:

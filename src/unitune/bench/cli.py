@@ -44,21 +44,40 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         "the suite; a last run without --shard writes the tables over all scenes",
     )
     add_common(be)
-    bs = bsub.add_parser("speed", help="unitune against diffusers on the same model: edit and tune time, peak memory")  # fmt: skip
+    bs = bsub.add_parser(
+        "speed", help="unitune against diffusers on the same model: edit and tune time, peak memory"
+    )
     sd = SpeedConfig()
-    bs.add_argument("--model", default=sd.model, help="the model to time (default: the embedded one)")  # fmt: skip
-    bs.add_argument("--random-weights", choices=ARCHS, help="instead of --model: a full-size model of this architecture with random weights (built once under the output's work folder; no download)")  # fmt: skip
-    bs.add_argument("--resolution", type=int, help="pixels of tune and edit (default: the model's)")  # fmt: skip
+    bs.add_argument(
+        "--model", default=sd.model, help="the model to time (default: the embedded one)"
+    )
+    bs.add_argument(
+        "--random-weights",
+        choices=ARCHS,
+        help="instead of --model: a full-size model of this architecture with random weights (built once under the output's work folder; no download)",
+    )
+    bs.add_argument("--resolution", type=int, help="pixels of tune and edit (default: the model's)")
     bs.add_argument("--steps", type=int, default=sd.steps, help="DDIM steps per edit")
     bs.add_argument("--batch", type=int, default=sd.batch, help="seeds per edit call")
-    bs.add_argument("--tune-steps", type=int, default=sd.tune_steps, help="timed tuning steps per round")  # fmt: skip
-    bs.add_argument("--tune-batch", type=int, default=sd.tune_batch, help="latents per tuning step")  # fmt: skip
+    bs.add_argument(
+        "--tune-steps", type=int, default=sd.tune_steps, help="timed tuning steps per round"
+    )
+    bs.add_argument("--tune-batch", type=int, default=sd.tune_batch, help="latents per tuning step")
     bs.add_argument("--method", choices=TUNE_METHODS, default=sd.method)
-    bs.add_argument("--repeats", type=int, default=sd.repeats, help="interleaved rounds per implementation")  # fmt: skip
-    bs.add_argument("--gradient-checkpointing", choices=SWITCHES, default=sd.gradient_checkpointing)  # fmt: skip
+    bs.add_argument(
+        "--repeats", type=int, default=sd.repeats, help="interleaved rounds per implementation"
+    )
+    bs.add_argument("--gradient-checkpointing", choices=SWITCHES, default=sd.gradient_checkpointing)
     bs.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
-    bs.add_argument("--cases", type=_cases, default=sd.cases, help=f"comma list of {', '.join(CASES)}")  # fmt: skip
-    bs.add_argument("--memory", action=argparse.BooleanOptionalAction, default=sd.memory, help="also each implementation's peak memory, alone")  # fmt: skip
+    bs.add_argument(
+        "--cases", type=_cases, default=sd.cases, help=f"comma list of {', '.join(CASES)}"
+    )
+    bs.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=sd.memory,
+        help="also each implementation's peak memory, alone",
+    )
     bs.add_argument("--out", default="bench-speed.json", help="results (JSON)")
     add_common(bs)
     add_speed_flags(bs)
@@ -68,7 +87,9 @@ def _cases(text: str) -> tuple[str, ...]:
     vals = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [v for v in vals if v not in CASES]
     if bad or not vals:
-        raise argparse.ArgumentTypeError(f"unknown case {bad[0] if bad else text!r}: use {', '.join(CASES)}")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"unknown case {bad[0] if bad else text!r}: use {', '.join(CASES)}"
+        )
     return vals
 
 
@@ -103,7 +124,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.shard is not None:
         k, _, n = args.shard.partition("/")
         if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
-            raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}", "e.g. --shard 0/2")  # fmt: skip
+            raise UserError(
+                f"--shard must be K/N with 0 <= K < N, got {args.shard!r}", "e.g. --shard 0/2"
+            )
         shard = (int(k), int(n))
     if not args.verbose:
         from .. import logs
@@ -122,7 +145,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1", "e.g. 2")
     if args.resolution is not None and (args.resolution < 64 or args.resolution % 64):
-        raise UserError(f"--resolution must be a positive multiple of 64, got {args.resolution}", "e.g. 256")  # fmt: skip
+        raise UserError(
+            f"--resolution must be a positive multiple of 64, got {args.resolution}", "e.g. 256"
+        )
     if not args.random_weights:
         probe(args.model)
     device = "cuda" if args.device == "cuda" else "cpu" if args.device == "cpu" else "auto"
@@ -134,12 +159,24 @@ def cmd_speed(args: argparse.Namespace) -> None:
         from .. import logs
 
         logs.quiet_libraries()
-    sc = SpeedConfig(model=args.model, random_weights=args.random_weights, device=device,
-                     resolution=args.resolution, steps=args.steps, batch=args.batch,
-                     tune_steps=args.tune_steps, tune_batch=args.tune_batch, method=args.method,
-                     repeats=args.repeats, gradient_checkpointing=args.gradient_checkpointing,
-                     compile=args.compile, channels_last=args.channels_last, tf32=args.tf32,
-                     threads=args.threads, cases=args.cases,
-                     memory=args.memory)  # fmt: skip
+    sc = SpeedConfig(
+        model=args.model,
+        random_weights=args.random_weights,
+        device=device,
+        resolution=args.resolution,
+        steps=args.steps,
+        batch=args.batch,
+        tune_steps=args.tune_steps,
+        tune_batch=args.tune_batch,
+        method=args.method,
+        repeats=args.repeats,
+        gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        tf32=args.tf32,
+        threads=args.threads,
+        cases=args.cases,
+        memory=args.memory,
+    )
     run_speed(sc, args.out, log=(lambda s: None) if args.quiet else print)
     print(args.out)

@@ -68,7 +68,9 @@ class BenchConfig:
         if self.tune_prompt not in ("caption", "rare"):
             raise ValueError(f"tune_prompt must be 'caption' or 'rare', not {self.tune_prompt!r}")
         if self.background_mask not in BACKGROUND_MASKS:
-            raise ValueError(f"background_mask must be 'objects' or 'full', not {self.background_mask!r}")  # fmt: skip
+            raise ValueError(
+                f"background_mask must be 'objects' or 'full', not {self.background_mask!r}"
+            )
         if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
             raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")
 

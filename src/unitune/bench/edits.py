@@ -46,13 +46,26 @@ METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
 
 def plan(bc: BenchConfig) -> list[tuple[str, dict]]:
     """(method, EditConfig overrides) of every sampled config; unitune+interp is derived."""
-    runs = [("sdedit", dict(checkpoint=0, t0=t0, cfg=w, rare_token=False))
-            for t0, w in product(bc.sdedit_t0s, bc.sdedit_cfgs)]  # fmt: skip
+    runs = [
+        ("sdedit", dict(checkpoint=0, t0=t0, cfg=w, rare_token=False))
+        for t0, w in product(bc.sdedit_t0s, bc.sdedit_cfgs)
+    ]
     runs += [("unitune", dict(checkpoint=c, t0=t0, cfg=w)) for c, t0, w in bc.unitune_points()]
     runs += [("unitune+pg", dict(checkpoint=c, t0=t0, cfg=w)) for c, t0, w in bc.pg_points]
-    runs += [("sine", dict(checkpoint=bc.sine_checkpoint, t0=bc.sine_t0, cfg=bc.sine_cfg,
-                           method="sine", sine_K=K, sine_v=v))
-             for K, v in product(bc.sine_Ks, bc.sine_vs)]  # fmt: skip
+    runs += [
+        (
+            "sine",
+            dict(
+                checkpoint=bc.sine_checkpoint,
+                t0=bc.sine_t0,
+                cfg=bc.sine_cfg,
+                method="sine",
+                sine_K=K,
+                sine_v=v,
+            ),
+        )
+        for K, v in product(bc.sine_Ks, bc.sine_vs)
+    ]
     return runs
 
 
@@ -91,31 +104,58 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, b
     overwrite = False
     if (tune_dir / MANIFEST).is_file():
         m = json.loads((tune_dir / MANIFEST).read_text())
-        same = (m.get("settings") == json.loads(json.dumps(asdict(tcfg))) and m.get("model") == bc.model
-                and m.get("model_digest") == bb.digest)  # fmt: skip
+        same = (
+            m.get("settings") == json.loads(json.dumps(asdict(tcfg)))
+            and m.get("model") == bc.model
+            and m.get("model_digest") == bb.digest
+        )
         if same and m.get("status") == "complete":
             return False
         overwrite = not same
-    tune(png, tune_dir, tcfg, model=bc.model, device=str(bb.device), overwrite=overwrite,
-         progress=False, backbone=bb)  # fmt: skip
+    tune(
+        png,
+        tune_dir,
+        tcfg,
+        model=bc.model,
+        device=str(bb.device),
+        overwrite=overwrite,
+        progress=False,
+        backbone=bb,
+    )
     return True
 
 
-def _score(images, seeds, edit: Edit, before: Reading, base: torch.Tensor, mask: torch.Tensor,
-           lp, common: dict) -> list[dict]:  # fmt: skip
+def _score(
+    images,
+    seeds,
+    edit: Edit,
+    before: Reading,
+    base: torch.Tensor,
+    mask: torch.Tensor,
+    lp,
+    common: dict,
+) -> list[dict]:
     """One record per image: the oracle's verdict, LPIPS and PSNR to the base (masked, full)."""
     lm, pm = distances(images, base, lp, mask)
     lf, pf = distances(images, base, lp)
     out = []
     for j, im in enumerate(images):
         v = judge(edit, before, read(im))
-        out.append({**common, "seed": int(seeds[j]), "success": v["success"],
-                    "edit_hit": v["edit_hit"], "count_ok": bool(v["count_ok"]),
-                    "preservation": round(float(v["preservation"]), 4),
-                    "lpips_masked": round(float(lm[j]), 5), "fidelity": round(1 - float(lm[j]), 5),
-                    "psnr_masked": round(min(float(pm[j]), PSNR_CAP), 3),
-                    "lpips_full": round(float(lf[j]), 5),
-                    "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3)})  # fmt: skip
+        out.append(
+            {
+                **common,
+                "seed": int(seeds[j]),
+                "success": v["success"],
+                "edit_hit": v["edit_hit"],
+                "count_ok": bool(v["count_ok"]),
+                "preservation": round(float(v["preservation"]), 4),
+                "lpips_masked": round(float(lm[j]), 5),
+                "fidelity": round(1 - float(lm[j]), 5),
+                "psnr_masked": round(min(float(pm[j]), PSNR_CAP), 3),
+                "lpips_full": round(float(lf[j]), 5),
+                "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3),
+            }
+        )
     return out
 
 
@@ -131,7 +171,9 @@ def _keep(bc: BenchConfig, d: Path, recs: list[dict], images) -> None:
         r["file"] = f"samples/{name}"
 
 
-def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp, d: Path) -> list[dict]:  # fmt: skip
+def _reconstruct(
+    item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp, d: Path
+) -> list[dict]:
     """UniTune's claim (1): the tuned prompt alone (no edit), from pure noise, at every checkpoint
     (0 = the pretrained model) and CFG in ``recon_cfgs``. ``success`` = the oracle reads back the
     whole base scene; LPIPS / PSNR are over the full image."""
@@ -143,17 +185,32 @@ def _reconstruct(item: SceneItem, bc: BenchConfig, ed, base, before: Reading, lp
         lf, pf = distances(res.images, base, lp)
         for j, im in enumerate(res.images):
             seen = read(im)
-            records.append({"method": "reconstruct", "label": f"c{c} t0=1 w={w:g}",
-                            "scene": item.sid, "kind": "none", "seed": int(ec.seeds[j]),
-                            "checkpoint": c, "t0": 1.0, "cfg": w, "sine_K": None, "sine_v": None,
-                            "prompt_guidance": False, "interpolate": False,
-                            "success": reads_back(item.scene, seen), "edit_hit": None,
-                            "count_ok": len(seen.objects) == len(before.objects),
-                            "preservation": None, "lpips_masked": round(float(lf[j]), 5),
-                            "fidelity": round(1 - float(lf[j]), 5),
-                            "psnr_masked": round(min(float(pf[j]), PSNR_CAP), 3),
-                            "lpips_full": round(float(lf[j]), 5),
-                            "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3), "keep_frac": 1.0})  # fmt: skip
+            records.append(
+                {
+                    "method": "reconstruct",
+                    "label": f"c{c} t0=1 w={w:g}",
+                    "scene": item.sid,
+                    "kind": "none",
+                    "seed": int(ec.seeds[j]),
+                    "checkpoint": c,
+                    "t0": 1.0,
+                    "cfg": w,
+                    "sine_K": None,
+                    "sine_v": None,
+                    "prompt_guidance": False,
+                    "interpolate": False,
+                    "success": reads_back(item.scene, seen),
+                    "edit_hit": None,
+                    "count_ok": len(seen.objects) == len(before.objects),
+                    "preservation": None,
+                    "lpips_masked": round(float(lf[j]), 5),
+                    "fidelity": round(1 - float(lf[j]), 5),
+                    "psnr_masked": round(min(float(pf[j]), PSNR_CAP), 3),
+                    "lpips_full": round(float(lf[j]), 5),
+                    "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3),
+                    "keep_frac": 1.0,
+                }
+            )
         _keep(bc, d, records[-len(res.images) :], res.images)
     return records
 
@@ -175,8 +232,10 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
     base = image_tensor(ed.base_image)  # what the tune saw, at the model's resolution
     before = read(ed.base_image)
     size = tuple(base.shape[-2:])
-    masks = {e.kind: keep_mask(item.scene, e, size, bc.mask_margin, bc.background_mask)
-             for e in item.edits}  # fmt: skip
+    masks = {
+        e.kind: keep_mask(item.scene, e, size, bc.mask_margin, bc.background_mask)
+        for e in item.edits
+    }
     records = _reconstruct(item, bc, ed, base, before, lp, d)
     for method, over in plan(bc):
         for e in item.edits:
@@ -184,16 +243,26 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
             if method == "unitune+pg":
                 ec = replace(ec, prompt_guidance=item.caption)
             res = ed.edit(e.prompt, ec, progress=False)
-            common = {"method": method, "label": label(method, ec), "scene": item.sid,
-                      "kind": e.kind, "checkpoint": ec.checkpoint, "t0": ec.t0, "cfg": ec.cfg,
-                      "sine_K": ec.sine_K if method == "sine" else None,
-                      "sine_v": ec.sine_v if method == "sine" else None,
-                      "prompt_guidance": method == "unitune+pg", "interpolate": False,
-                      "keep_frac": round(float(masks[e.kind].mean()), 4)}  # fmt: skip
+            common = {
+                "method": method,
+                "label": label(method, ec),
+                "scene": item.sid,
+                "kind": e.kind,
+                "checkpoint": ec.checkpoint,
+                "t0": ec.t0,
+                "cfg": ec.cfg,
+                "sine_K": ec.sine_K if method == "sine" else None,
+                "sine_v": ec.sine_v if method == "sine" else None,
+                "prompt_guidance": method == "unitune+pg",
+                "interpolate": False,
+                "keep_frac": round(float(masks[e.kind].mean()), 4),
+            }
             records += _score(res.images, ec.seeds, e, before, base, masks[e.kind], lp, common)
             _keep(bc, d, records[-len(res.images) :], res.images)
             if method == "unitune" and bc.interp:
-                pix = interpolate(res.pixels, base[None].to(res.pixels), bc.interp_window, bc.interp_threshold)  # fmt: skip
+                pix = interpolate(
+                    res.pixels, base[None].to(res.pixels), bc.interp_window, bc.interp_threshold
+                )
                 imgs = [to_pil(p) for p in pix]
                 common = {**common, "method": "unitune+interp", "interpolate": True}
                 records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
@@ -201,10 +270,15 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
     del ed
     for r in records:
         r["base_read_ok"] = reads_back(item.scene, before)
-    return {"fingerprint": _fingerprint(bc, bb), "scene": item.sid, "caption": item.caption,
-            "scene_dict": item.scene.to_dict(), "tuned_now": tuned,
-            "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
-            "records": records}  # fmt: skip
+    return {
+        "fingerprint": _fingerprint(bc, bb),
+        "scene": item.sid,
+        "caption": item.caption,
+        "scene_dict": item.scene.to_dict(),
+        "tuned_now": tuned,
+        "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
+        "records": records,
+    }
 
 
 def run_bench(
@@ -252,15 +326,17 @@ def run_bench(
         per_scene.append(res)
         ran.append(res)
         ok = np.mean([r["success"] for r in res["records"]])
-        log(f"[{k + 1}/{len(suite)}] {item.sid}: tune {res['seconds']['tune']} s, "
-            f"{len(res['records'])} samples in {res['seconds']['edit']} s, success {ok:.0%}")  # fmt: skip
+        log(
+            f"[{k + 1}/{len(suite)}] {item.sid}: tune {res['seconds']['tune']} s, "
+            f"{len(res['records'])} samples in {res['seconds']['edit']} s, success {ok:.0%}"
+        )
     records = [r for s in per_scene for r in s["records"]]
     meta = {
         "config": asdict(bc),
         "scenes": [
             {"scene": s["scene"], "caption": s["caption"], "seconds": s["seconds"]}
             for s in per_scene
-        ],  # fmt: skip
+        ],
         "seconds": round(time.time() - start, 1),
         "scenes_run": len(ran),  # the others' results were reused from WORK
         "scenes_left": left,  # other shards' scenes without results yet: not in the tables

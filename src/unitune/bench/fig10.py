@@ -28,8 +28,14 @@ def _pick_cfg(records: list[dict]) -> float | None:
     return max(cells, key=lambda w: (len(cells[w]), w == 7.5), default=None)
 
 
-def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: int = 3,
-             kinds: tuple[str, ...] | None = None, cell_size: int = 96) -> Path | None:  # fmt: skip
+def figure10(
+    records: list[dict],
+    work: str | Path,
+    out: str | Path,
+    n_scenes: int = 3,
+    kinds: tuple[str, ...] | None = None,
+    cell_size: int = 96,
+) -> Path | None:
     """Write ``out`` (PNG): one checkpoints x t0 block per scene (the first ``n_scenes`` whose
     samples are in ``work``), scene i showing edit kind ``kinds[i % len(kinds)]`` (default: the
     run's kinds in order, so the blocks show different edits) at the first seed and the CFG with
@@ -49,8 +55,11 @@ def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: i
     blocks = []
     for i, sid in enumerate(scenes):
         kind = kinds[i % len(kinds)]
-        at = {(r["checkpoint"], r["t0"]): r for r in recs
-              if r["scene"] == sid and r["kind"] == kind and r["cfg"] == w and r["seed"] == seed}  # fmt: skip
+        at = {
+            (r["checkpoint"], r["t0"]): r
+            for r in recs
+            if r["scene"] == sid and r["kind"] == kind and r["cfg"] == w and r["seed"] == seed
+        }
         if not at:
             continue
         base = Image.open(work / sid / "base.png").convert("RGB")
@@ -63,13 +72,24 @@ def figure10(records: list[dict], work: str | Path, out: str | Path, n_scenes: i
                     row.append(None)
                     continue
                 im = Image.open(work / sid / r["file"]).convert("RGB")
-                row.append(ImageOps.expand(im, border=max(1, im.width // 24), fill=VERDICT[bool(r["success"])]))  # fmt: skip
+                row.append(
+                    ImageOps.expand(
+                        im, border=max(1, im.width // 24), fill=VERDICT[bool(r["success"])]
+                    )
+                )
             rows.append(row)
         cols = ["input"] + [("SDEdit (0)" if c == 0 else str(c)) for c in ckpts]
-        blocks.append(contact_sheet(rows, [f"t0 {t:g}" for t in t0s], cols,
-                                    col_title="fine-tuning steps", row_title="SDEdit start",
-                                    title=f"{sid} {kind}: CFG {w:g}, seed {seed}",
-                                    cell_size=cell_size))  # fmt: skip
+        blocks.append(
+            contact_sheet(
+                rows,
+                [f"t0 {t:g}" for t in t0s],
+                cols,
+                col_title="fine-tuning steps",
+                row_title="SDEdit start",
+                title=f"{sid} {kind}: CFG {w:g}, seed {seed}",
+                cell_size=cell_size,
+            )
+        )
     if not blocks:
         return None
     sheet = Image.new("RGB", (max(b.width for b in blocks), sum(b.height for b in blocks)), "white")

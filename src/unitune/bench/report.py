@@ -18,17 +18,52 @@ import numpy as np
 
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text
 
-COLUMNS = ("method", "label", "scene", "kind", "seed", "checkpoint", "t0", "cfg", "sine_K",
-           "sine_v", "prompt_guidance", "interpolate", "success", "edit_hit", "count_ok",
-           "preservation", "lpips_masked", "fidelity", "psnr_masked", "lpips_full", "psnr_full",
-           "keep_frac", "base_read_ok", "file")  # fmt: skip
+COLUMNS = (
+    "method",
+    "label",
+    "scene",
+    "kind",
+    "seed",
+    "checkpoint",
+    "t0",
+    "cfg",
+    "sine_K",
+    "sine_v",
+    "prompt_guidance",
+    "interpolate",
+    "success",
+    "edit_hit",
+    "count_ok",
+    "preservation",
+    "lpips_masked",
+    "fidelity",
+    "psnr_masked",
+    "lpips_full",
+    "psnr_full",
+    "keep_frac",
+    "base_read_ok",
+    "file",
+)
 PARAMS = ("checkpoint", "t0", "cfg", "sine_K", "sine_v")
-MEANS = ("success", "edit_hit", "preservation", "lpips_masked", "fidelity", "psnr_masked",
-         "lpips_full", "psnr_full")  # fmt: skip
+MEANS = (
+    "success",
+    "edit_hit",
+    "preservation",
+    "lpips_masked",
+    "fidelity",
+    "psnr_masked",
+    "lpips_full",
+    "psnr_full",
+)
 # "reconstruct" samples the tuned prompt itself: not an edit, so it has no frontier
 ORDER = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine", "reconstruct")
-COLOURS = {"sdedit": "tab:grey", "unitune": "tab:blue", "unitune+interp": "tab:green",
-           "unitune+pg": "tab:orange", "sine": "tab:red"}  # fmt: skip
+COLOURS = {
+    "sdedit": "tab:grey",
+    "unitune": "tab:blue",
+    "unitune+interp": "tab:green",
+    "unitune+pg": "tab:orange",
+    "sine": "tab:red",
+}
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -89,9 +124,17 @@ def plot_frontier(rows: list[dict], path: Path, title: str) -> Path:
     for method, front in frontiers(rows).items():
         mine = [r for r in rows if r["method"] == method]
         c = COLOURS.get(method)
-        ax.scatter([r["fidelity"] for r in mine], [r["success"] for r in mine], s=14, alpha=0.35, color=c)  # fmt: skip
-        ax.plot([r["fidelity"] for r in front], [r["success"] for r in front], "-o", ms=4,
-                color=c, label=f"{method} ({len(mine)} configs)")  # fmt: skip
+        ax.scatter(
+            [r["fidelity"] for r in mine], [r["success"] for r in mine], s=14, alpha=0.35, color=c
+        )
+        ax.plot(
+            [r["fidelity"] for r in front],
+            [r["success"] for r in front],
+            "-o",
+            ms=4,
+            color=c,
+            label=f"{method} ({len(mine)} configs)",
+        )
     ax.set_xlabel("fidelity = 1 - LPIPS to the base over the keep mask")
     ax.set_ylabel("edit success rate (oracle)")
     ax.set_title(title, fontsize=9)
@@ -133,8 +176,9 @@ def plot_sine(rows: list[dict], path: Path, title: str) -> Path | None:
     return path
 
 
-def write_all(records: list[dict], meta: dict, out: str | Path, work: str | Path | None = None
-              ) -> dict:  # fmt: skip
+def write_all(
+    records: list[dict], meta: dict, out: str | Path, work: str | Path | None = None
+) -> dict:
     """Write every table and plot; return the summary (what ``format_summary`` prints).
     ``work``: where the kept samples are, for ``figure10.png`` (none without it)."""
     out = Path(out)
@@ -144,12 +188,17 @@ def write_all(records: list[dict], meta: dict, out: str | Path, work: str | Path
     n_scenes = len({r["scene"] for r in records})
     seeds = len({r["seed"] for r in records})
     kinds = {r["kind"] for r in records if r["method"] != "reconstruct"}
-    title = (f"{n_scenes} scenes x {len(kinds)} edit kinds x {seeds} seeds, "
-             f"{meta['config']['steps']} sampling steps")  # fmt: skip
+    title = (
+        f"{n_scenes} scenes x {len(kinds)} edit kinds x {seeds} seeds, "
+        f"{meta['config']['steps']} sampling steps"
+    )
     atomic_write_text(out / "results.csv", _csv(records, COLUMNS))
     atomic_write_text(out / "configs.csv", _csv(rows, ("method", "label", *PARAMS, "n", *MEANS)))
-    files = {"results_csv": out / "results.csv", "configs_csv": out / "configs.csv",
-             "results_json": out / "results.json"}  # fmt: skip
+    files = {
+        "results_csv": out / "results.csv",
+        "configs_csv": out / "configs.csv",
+        "results_json": out / "results.json",
+    }
     if rows:
         files["frontier_png"] = plot_frontier(rows, out / "frontier.png", title)
         sine = plot_sine(rows, out / "sine_curves.png", title + ", SINE")
@@ -170,14 +219,14 @@ def write_all(records: list[dict], meta: dict, out: str | Path, work: str | Path
                 "configs": sum(r["method"] == m for r in rows),
                 "success": round(
                     float(np.mean([r["success"] for r in records if r["method"] == m])), 4
-                ),  # fmt: skip
+                ),
                 "fidelity": round(
                     float(np.mean([r["fidelity"] for r in records if r["method"] == m])), 4
-                ),  # fmt: skip
+                ),
                 "frontier": [
                     {k: f[k] for k in ("label", "success", "fidelity", "preservation")}
                     for f in fronts[m]
-                ],  # fmt: skip
+                ],
             }
             for m in fronts
         },
@@ -188,29 +237,44 @@ def write_all(records: list[dict], meta: dict, out: str | Path, work: str | Path
         ],  # UniTune's claim (1): success = the oracle reads back the base scene
         "files": {k: str(v) for k, v in files.items()},
     }
-    atomic_write_json(out / "results.json", {"summary": summary, "configs": rows, "records": records})  # fmt: skip
+    atomic_write_json(
+        out / "results.json", {"summary": summary, "configs": rows, "records": records}
+    )
     return summary
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"unitune bench edits: {s['title']}; {s['n_samples']} samples",
-             f"{'method':<15} {'configs':>7} {'success':>8} {'fidelity':>8}   Pareto frontier "
-             "(success / fidelity @ config)"]  # fmt: skip
+    lines = [
+        f"unitune bench edits: {s['title']}; {s['n_samples']} samples",
+        f"{'method':<15} {'configs':>7} {'success':>8} {'fidelity':>8}   Pareto frontier "
+        "(success / fidelity @ config)",
+    ]
     for m, d in s["methods"].items():
-        front = "; ".join(f"{f['success']:.2f}/{f['fidelity']:.3f} @ {f['label']}" for f in d["frontier"])  # fmt: skip
-        lines.append(f"{m:<15} {d['configs']:>7} {d['success']:>8.2f} {d['fidelity']:>8.3f}   {front}")  # fmt: skip
+        front = "; ".join(
+            f"{f['success']:.2f}/{f['fidelity']:.3f} @ {f['label']}" for f in d["frontier"]
+        )
+        lines.append(
+            f"{m:<15} {d['configs']:>7} {d['success']:>8.2f} {d['fidelity']:>8.3f}   {front}"
+        )
     lines.append(
         "success / fidelity: means over every sample of the method (all seeds, none picked)"
     )
     if s.get("reconstruction"):
         lines.append("reconstruction (the tuned prompt, t0 = 1): read-back rate / LPIPS / PSNR")
-        lines += [f"  {r['label']:<16} {r['success']:.2f} / {r['lpips_full']:.3f} / "
-                  f"{r['psnr_full']:.1f} dB" for r in s["reconstruction"]]  # fmt: skip
-    lines.append(f"time: {s['seconds']} s total on {s['device']} ({s['scenes_run']} scenes run now: "
-                 f"tuning {s['tune_seconds']} s, sampling + scoring {s['edit_seconds']} s)")  # fmt: skip
+        lines += [
+            f"  {r['label']:<16} {r['success']:.2f} / {r['lpips_full']:.3f} / "
+            f"{r['psnr_full']:.1f} dB"
+            for r in s["reconstruction"]
+        ]
+    lines.append(
+        f"time: {s['seconds']} s total on {s['device']} ({s['scenes_run']} scenes run now: "
+        f"tuning {s['tune_seconds']} s, sampling + scoring {s['edit_seconds']} s)"
+    )
     if s.get("scenes_left"):
-        lines.append(f"{s['scenes_left']} scenes of other shards have no results yet: not in "
-                     "these tables (rerun without --shard when every shard is done)")  # fmt: skip
+        lines.append(
+            f"{s['scenes_left']} scenes of other shards have no results yet: not in "
+            "these tables (rerun without --shard when every shard is done)"
+        )
     for k, p in s["files"].items():
         lines.append(f"{k:>13}: {p}")
     return "\n".join(lines)

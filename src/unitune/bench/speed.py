@@ -52,8 +52,16 @@ class SpeedConfig:
 
 
 def _child(mode: str, case: str, impl: str, sc: SpeedConfig, work: Path) -> dict:
-    cmd = [sys.executable, "-m", "unitune.bench.speed_runs", mode, case, impl,
-           json.dumps(asdict(sc)), str(work)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "unitune.bench.speed_runs",
+        mode,
+        case,
+        impl,
+        json.dumps(asdict(sc)),
+        str(work),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(f"{mode} {case}/{impl} failed:\n{r.stderr[-3000:]}")
@@ -61,8 +69,12 @@ def _child(mode: str, case: str, impl: str, sc: SpeedConfig, work: Path) -> dict
 
 
 def _stats(t: list[float]) -> dict:
-    return {"median_s": round(statistics.median(t), 4), "min_s": round(min(t), 4),
-            "max_s": round(max(t), 4), "n": len(t)}  # fmt: skip
+    return {
+        "median_s": round(statistics.median(t), 4),
+        "min_s": round(min(t), 4),
+        "max_s": round(max(t), 4),
+        "n": len(t),
+    }
 
 
 def _mb(p: Path) -> float:
@@ -77,9 +89,12 @@ def folder_sizes(tune_dir: Path) -> dict:
     other = sum(p.stat().st_size for p in files if p not in ckpts) / 1e6
     one = _mb(ckpts[-1])
     n = len(TuneConfig().save_at)
-    return {"checkpoint_mb": one, "other_files_mb": round(other, 2),
-            "resume_state_left": (tune_dir / RESUME).exists(),
-            f"default_schedule_{n}_checkpoints_mb": round(other + n * one, 1)}  # fmt: skip
+    return {
+        "checkpoint_mb": one,
+        "other_files_mb": round(other, 2),
+        "resume_state_left": (tune_dir / RESUME).exists(),
+        f"default_schedule_{n}_checkpoints_mb": round(other + n * one, 1),
+    }
 
 
 def prepare(sc: SpeedConfig, work: Path) -> SpeedConfig:
@@ -95,8 +110,15 @@ def prepare(sc: SpeedConfig, work: Path) -> SpeedConfig:
     if sc.random_weights:
         sc = replace(sc, model=str(build(sc.random_weights, work / f"random-{sc.random_weights}")))
     to_pil(render([SCENE], 256)[0]).save(work / "photo.png")
-    tune(work / "photo.png", work / "untuned", TuneConfig(steps=0, resolution=sc.resolution),
-         model=sc.model, device=sc.device, progress=False, overwrite=True)  # fmt: skip
+    tune(
+        work / "photo.png",
+        work / "untuned",
+        TuneConfig(steps=0, resolution=sc.resolution),
+        model=sc.model,
+        device=sc.device,
+        progress=False,
+        overwrite=True,
+    )
     return sc
 
 
@@ -121,17 +143,27 @@ def run_speed(sc: SpeedConfig, out: str | Path, log=print) -> dict:
             res["tune_folder"] = folder_sizes(work / "t")
         for i in IMPLS:
             s = res[i]
-            log(f"{case:8} {i:9} median {s['median_s']:.4f} s  (min {s['min_s']:.4f}, max {s['max_s']:.4f}, n {s['n']})")  # fmt: skip
+            log(
+                f"{case:8} {i:9} median {s['median_s']:.4f} s  (min {s['min_s']:.4f}, max {s['max_s']:.4f}, n {s['n']})"
+            )
         if sc.memory:
             for i in IMPLS:
                 res[i]["peak_mb"] = _child("memory", case, i, run, work)["peak_mb"]
-            log(f"{case:8} peak memory unitune {res['unitune']['peak_mb']:.0f} MB, diffusers {res['diffusers']['peak_mb']:.0f} MB")  # fmt: skip
-        log(f"{case:8} ratio unitune / diffusers: {res['ratio']:.3f} (pairs {res['pair_ratios']['min']:.3f}-{res['pair_ratios']['max']:.3f})")  # fmt: skip
+            log(
+                f"{case:8} peak memory unitune {res['unitune']['peak_mb']:.0f} MB, diffusers {res['diffusers']['peak_mb']:.0f} MB"
+            )
+        log(
+            f"{case:8} ratio unitune / diffusers: {res['ratio']:.3f} (pairs {res['pair_ratios']['min']:.3f}-{res['pair_ratios']['max']:.3f})"
+        )
         if "tune_folder" in res:
             log(f"{case:8} tune folder: {res['tune_folder']}")
         results[case] = res
-    summary = {"config": asdict(sc), "command": " ".join(["unitune", "bench", "speed", *flags(sc)]),
-               "unit": {"edit": "s per image", "tune": "s per step"}, "results": results}  # fmt: skip
+    summary = {
+        "config": asdict(sc),
+        "command": " ".join(["unitune", "bench", "speed", *flags(sc)]),
+        "unit": {"edit": "s per image", "tune": "s per step"},
+        "results": results,
+    }
     atomic_write_json(out, summary)
     return summary
 

@@ -88,10 +88,14 @@ def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callabl
     if sc.compile:
         pipe.unet.compile()
     hw = tuple(folder.manifest["resolution"])
-    kw = dict(prompt=[f"beikkpic {PROMPT}"] * sc.batch, guidance_scale=7.5,
-              num_inference_steps=sc.steps, output_type="np")  # fmt: skip
+    kw = dict(
+        prompt=[f"beikkpic {PROMPT}"] * sc.batch,
+        guidance_scale=7.5,
+        num_inference_steps=sc.steps,
+        output_type="np",
+    )
     if t0 < 1:  # img2img from the tune's cached base latents, as unitune's edit starts from them
-        kw |= {"image": folder.base_latents().repeat(sc.batch, 1, 1, 1).to(dev), "strength": t0}  # fmt: skip
+        kw |= {"image": folder.base_latents().repeat(sc.batch, 1, 1, 1).to(dev), "strength": t0}
     else:
         kw |= {"height": hw[0], "width": hw[1]}
     return lambda: pipe(generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], **kw)
@@ -101,7 +105,11 @@ def _pipe_kwargs(cls) -> dict:
     import inspect
 
     params = inspect.signature(cls.__init__).parameters
-    return {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in params else {}  # fmt: skip
+    return (
+        {"safety_checker": None, "requires_safety_checker": False}
+        if "safety_checker" in params
+        else {}
+    )
 
 
 def tune_runner(impl: str, sc: SpeedConfig, bb, photo: str, work: str) -> Callable[[], list[float]]:
@@ -113,8 +121,14 @@ def tune_runner(impl: str, sc: SpeedConfig, bb, photo: str, work: str) -> Callab
     from ..config import TuneConfig
 
     n = 1 + sc.tune_steps
-    cfg = TuneConfig(steps=n, save_at=(n,), batch_size=sc.tune_batch, method=sc.method,
-                     resolution=sc.resolution, gradient_checkpointing=sc.gradient_checkpointing)  # fmt: skip
+    cfg = TuneConfig(
+        steps=n,
+        save_at=(n,),
+        batch_size=sc.tune_batch,
+        method=sc.method,
+        resolution=sc.resolution,
+        gradient_checkpointing=sc.gradient_checkpointing,
+    )
     dev = bb.device
     if impl == "unitune":
         from ..tune import tune
@@ -126,8 +140,16 @@ def tune_runner(impl: str, sc: SpeedConfig, bb, photo: str, work: str) -> Callab
                 _sync(dev)
                 stamps.append(time.perf_counter())
 
-            tune(photo, Path(work) / "t", cfg, model=sc.model, backbone=bb, progress=False,
-                 overwrite=True, on_step=stamp)  # fmt: skip
+            tune(
+                photo,
+                Path(work) / "t",
+                cfg,
+                model=sc.model,
+                backbone=bb,
+                progress=False,
+                overwrite=True,
+                on_step=stamp,
+            )
             return [b - a for a, b in zip(stamps, stamps[1:])]
 
         return run
@@ -145,18 +167,29 @@ def tune_runner(impl: str, sc: SpeedConfig, bb, photo: str, work: str) -> Callab
     def run() -> list[float]:
         times = []
         with state_of(bb).training(cfg) as params:
-            opt = Adafactor(params, lr=cfg.learning_rate(), scale_parameter=False,
-                            relative_step=False, warmup_init=False)  # fmt: skip
+            opt = Adafactor(
+                params,
+                lr=cfg.learning_rate(),
+                scale_parameter=False,
+                relative_step=False,
+                warmup_init=False,
+            )
             ckpt = cfg.uses_gradient_checkpointing(cuda)
             if ckpt:
                 bb.module.enable_gradient_checkpointing()
-            amp = torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.uses_bf16(cuda) else nullcontext()  # fmt: skip
+            amp = (
+                torch.autocast(dev.type, dtype=torch.bfloat16)
+                if cfg.uses_bf16(cuda)
+                else nullcontext()
+            )
             bb.module.train()
             for i in range(n):
                 t = time.perf_counter()
                 x = x0.expand(sc.tune_batch, -1, -1, -1)
                 noise = torch.randn(x.shape, generator=gen).to(x)
-                ts = torch.randint(0, bb.num_train_timesteps, (sc.tune_batch,), generator=gen).to(dev)  # fmt: skip
+                ts = torch.randint(0, bb.num_train_timesteps, (sc.tune_batch,), generator=gen).to(
+                    dev
+                )
                 with amp:
                     pred = bb.denoise(bb.module, bb.add_noise(x, noise, ts), ts, cond)
                 F.mse_loss(pred.float(), bb.target(x, noise, ts).float()).backward()

@@ -63,7 +63,10 @@ def main() -> None:
     if not a.src.is_dir():
         raise SystemExit(f"{a.src} is not a folder: give the bench's --work folder or the store")
     done = (store if a.action == "store" else restore)(a.src, a.dest)
-    print(f"{a.action}: {len(done)} scene(s) written to {a.dest}" + (f": {' '.join(done)}" if done else ""))  # fmt: skip
+    print(
+        f"{a.action}: {len(done)} scene(s) written to {a.dest}"
+        + (f": {' '.join(done)}" if done else "")
+    )
 
 
 if __name__ == "__main__":

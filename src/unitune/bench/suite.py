@@ -42,7 +42,7 @@ def base_image(scene: Scene, size: int = 64):
     return to_pil(render([scene], size)[0])
 
 
-def make_suite(n: int, seed: int = SUITE_SEED, kinds: tuple[str, ...] = KINDS) -> list[SceneItem]:  # fmt: skip
+def make_suite(n: int, seed: int = SUITE_SEED, kinds: tuple[str, ...] = KINDS) -> list[SceneItem]:
     """The first ``n`` items of one seeded stream of held-out scenes (so a prefix of any longer
     suite); scenes that cannot take every kind, or whose render the oracle misreads, are skipped."""
     rng = np.random.default_rng(seed)
@@ -50,7 +50,9 @@ def make_suite(n: int, seed: int = SUITE_SEED, kinds: tuple[str, ...] = KINDS) -
     while len(items) < n:
         scene = sample_scene(rng, None, split="eval")
         i = len(items)
-        edits = [make_edit(scene, k, np.random.default_rng([seed, i, KINDS.index(k)])) for k in kinds]  # fmt: skip
+        edits = [
+            make_edit(scene, k, np.random.default_rng([seed, i, KINDS.index(k)])) for k in kinds
+        ]
         if any(e is None for e in edits) or not reads_back(scene, read(base_image(scene))):
             continue
         cap = caption(
@@ -67,9 +69,12 @@ def _box(o: Obj, pad: float, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor
 
 
 def keep_mask(
-    source: Scene, edit: Edit, size: tuple[int, int], margin: float = MASK_MARGIN,
+    source: Scene,
+    edit: Edit,
+    size: tuple[int, int],
+    margin: float = MASK_MARGIN,
     background: str = BACKGROUND_MASKS[0],
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """(1, 1, H, W) float mask, 1 = pixels the edit should NOT touch (where fidelity is measured).
 
     Object edits (recolour, reshape, outline, add): everything outside the edited object's box,

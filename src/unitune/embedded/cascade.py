@@ -69,10 +69,15 @@ def scheduler(sample_max_value: float):
     """IF's sampling scheduler: DDPM, cosine betas, learned-range variances, dynamic thresholding."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         thresholding=True, dynamic_thresholding_ratio=0.95,
-                         sample_max_value=sample_max_value, prediction_type="epsilon",
-                         variance_type="learned_range")  # fmt: skip
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=sample_max_value,
+        prediction_type="epsilon",
+        variance_type="learned_range",
+    )
 
 
 def noising_scheduler():
@@ -82,8 +87,9 @@ def noising_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
 
 
-def if_unet(res: int, in_channels: int, channels: tuple[int, ...], text_width: int,
-            layers, sr: bool):  # fmt: skip
+def if_unet(
+    res: int, in_channels: int, channels: tuple[int, ...], text_width: int, layers, sr: bool
+):
     """An IF-style UNet2DConditionModel: attention (self + added text K/V) on the two lowest
     levels, cross width = the last level's (IF's group-normed cross input needs a multiple of
     32); stage II adds the augmentation level as a timestep-embedded class label."""
@@ -92,26 +98,48 @@ def if_unet(res: int, in_channels: int, channels: tuple[int, ...], text_width: i
     n = len(channels)
     extra = dict(class_embed_type="timestep", mid_block_scale_factor=1.414) if sr else {}
     return UNet2DConditionModel(
-        sample_size=res, in_channels=in_channels, out_channels=6, block_out_channels=channels,
+        sample_size=res,
+        in_channels=in_channels,
+        out_channels=6,
+        block_out_channels=channels,
         layers_per_block=layers,
-        down_block_types=("ResnetDownsampleBlock2D",) * (n - 2) + ("SimpleCrossAttnDownBlock2D",) * 2,
+        down_block_types=("ResnetDownsampleBlock2D",) * (n - 2)
+        + ("SimpleCrossAttnDownBlock2D",) * 2,
         up_block_types=("SimpleCrossAttnUpBlock2D",) * 2 + ("ResnetUpsampleBlock2D",) * (n - 2),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn", cross_attention_dim=channels[-1],
-        encoder_hid_dim=text_width, attention_head_dim=32, addition_embed_type="text",
-        addition_embed_type_num_heads=2, cross_attention_norm="group_norm",
-        resnet_time_scale_shift="scale_shift", act_fn="gelu", norm_num_groups=16, **extra,
-    )  # fmt: skip
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        cross_attention_dim=channels[-1],
+        encoder_hid_dim=text_width,
+        attention_head_dim=32,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
+        norm_num_groups=16,
+        **extra,
+    )
 
 
 def text_encoder(cfg: CascadeConfig, vocab_size: int):
     """T5 v1.1's encoder (gated-GELU, relative positions, untied) at world scale."""
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=cfg.text_width, d_kv=16,
-                                   d_ff=2 * cfg.text_width, num_layers=cfg.text_layers,
-                                   num_heads=4, relative_attention_num_buckets=16,
-                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                                   dropout_rate=0.0, pad_token_id=0, eos_token_id=1))  # fmt: skip
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=cfg.text_width,
+            d_kv=16,
+            d_ff=2 * cfg.text_width,
+            num_layers=cfg.text_layers,
+            num_heads=4,
+            relative_attention_num_buckets=16,
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
 
 
 def tokenizer(cfg: CascadeConfig):
@@ -126,8 +154,13 @@ def tokenizer(cfg: CascadeConfig):
 
 def encode(tok, te, captions: list[str], dev) -> torch.Tensor:
     """As IFPipeline.encode_prompt: lower-cased, padded to 77, the attention mask to T5."""
-    t = tok([c.lower().strip() for c in captions], padding="max_length", max_length=MAX_LENGTH,
-            truncation=True, return_tensors="pt")  # fmt: skip
+    t = tok(
+        [c.lower().strip() for c in captions],
+        padding="max_length",
+        max_length=MAX_LENGTH,
+        truncation=True,
+        return_tensors="pt",
+    )
     return te(t.input_ids.to(dev), attention_mask=t.attention_mask.to(dev))[0]
 
 
@@ -146,8 +179,13 @@ def _lr(cfg: CascadeConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup) * cos
 
 
-def train(cfg: CascadeConfig, work: Path, out: Path | None, progress: bool = True,
-          time_limit: float | None = None) -> dict:  # fmt: skip
+def train(
+    cfg: CascadeConfig,
+    work: Path,
+    out: Path | None,
+    progress: bool = True,
+    time_limit: float | None = None,
+) -> dict:
     """Train (resuming from work/cascade.safetensors) and, when ``out`` is given, export."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work.mkdir(parents=True, exist_ok=True)
@@ -179,10 +217,15 @@ def train(cfg: CascadeConfig, work: Path, out: Path | None, progress: bool = Tru
 
     def save(step: int) -> None:
         text = {k: v for k, v in prefixed("te", te).items() if k != TIED}
-        tensors = {**prefixed("base", base), **prefixed("sr", sr), **text,
-                   **{f"o1.{k}": v for k, v in opt_tensors(opt1).items()},
-                   **{f"o2.{k}": v for k, v in opt_tensors(opt2).items()},
-                   **{f"ema.{i}": e for i, e in enumerate(ema)}, "step": torch.tensor(step)}  # fmt: skip
+        tensors = {
+            **prefixed("base", base),
+            **prefixed("sr", sr),
+            **text,
+            **{f"o1.{k}": v for k, v in opt_tensors(opt1).items()},
+            **{f"o2.{k}": v for k, v in opt_tensors(opt2).items()},
+            **{f"ema.{i}": e for i, e in enumerate(ema)},
+            "step": torch.tensor(step),
+        }
         atomic_save_safetensors(tensors, state_file)
 
     def batch(n: int) -> tuple[torch.Tensor, list[str]]:
@@ -200,7 +243,13 @@ def train(cfg: CascadeConfig, work: Path, out: Path | None, progress: bool = Tru
         w = (1 / ab[t]).clamp(max=weight_cap)  # as train.loss_weights
         return hybrid_loss(ab, out, noise, x0, x_t, t, w)
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="cascade")  # fmt: skip
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        disable=not progress,
+        desc="cascade",
+    )
     began, l1s, l2s, step = time.time(), [], [], start
     base.train(), sr.train(), te.train()
     for step in bar:
@@ -233,9 +282,15 @@ def train(cfg: CascadeConfig, work: Path, out: Path | None, progress: bool = Tru
         if step % 20 == 0:
             bar.set_postfix(base=f"{np.mean(l1s[-20:]):.4f}", sr=f"{np.mean(l2s[-20:]):.4f}")
         if (step + 1) % 100 == 0:
-            log_record(work, {"step": step + 1, "base_loss": round(float(np.mean(l1s)), 5),
-                              "sr_loss": round(float(np.mean(l2s)), 5),
-                              "sec": round(time.time() - began, 1)})  # fmt: skip
+            log_record(
+                work,
+                {
+                    "step": step + 1,
+                    "base_loss": round(float(np.mean(l1s)), 5),
+                    "sr_loss": round(float(np.mean(l2s)), 5),
+                    "sec": round(time.time() - began, 1),
+                },
+            )
             l1s, l2s = [], []
         if (step + 1) % cfg.save_every == 0:
             save(step + 1)
@@ -256,10 +311,18 @@ def export(cfg: CascadeConfig, tok, te, base, sr, out: Path, steps: int) -> None
     """Two fp16 diffusers folders that IFPipeline / IFSuperResolutionPipeline load as they are."""
     from diffusers import IFPipeline, IFSuperResolutionPipeline
 
-    none = dict(safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)  # fmt: skip
+    none = dict(
+        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False
+    )
     stage1 = IFPipeline(tokenizer=tok, text_encoder=te, unet=base, scheduler=scheduler(1.5), **none)
-    stage2 = IFSuperResolutionPipeline(tokenizer=tok, text_encoder=te, unet=sr, scheduler=scheduler(1.0),
-                                       image_noising_scheduler=noising_scheduler(), **none)  # fmt: skip
+    stage2 = IFSuperResolutionPipeline(
+        tokenizer=tok,
+        text_encoder=te,
+        unet=sr,
+        scheduler=scheduler(1.0),
+        image_noising_scheduler=noising_scheduler(),
+        **none,
+    )
     meta = {"arch_train": asdict(cfg), "done": {"steps": steps}}
     for name, pipe in (("world-if", stage1), ("world-if-sr", stage2)):
         folder = out / name
@@ -270,7 +333,9 @@ def export(cfg: CascadeConfig, tok, te, base, sr, out: Path, steps: int) -> None
         c["dtype"] = c["torch_dtype"] = "float32"
         atomic_write_text(cfg_path, json.dumps(c, indent=2, sort_keys=True) + "\n")
         partner = {"sr_model": "world-if-sr"} if name == "world-if" else {}
-        atomic_write_text(folder / "unitune_cascade.json", json.dumps({**meta, **partner}, indent=2) + "\n")  # fmt: skip
+        atomic_write_text(
+            folder / "unitune_cascade.json", json.dumps({**meta, **partner}, indent=2) + "\n"
+        )
         pipe.to("cpu", torch.float32)
 
 

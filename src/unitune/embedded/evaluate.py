@@ -44,8 +44,15 @@ def eval_set(seed: int = 1234) -> list[tuple]:
 
 
 @torch.no_grad()
-def generate(bb, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
-             seed0: int = 0, progress: bool = True) -> torch.Tensor:  # fmt: skip
+def generate(
+    bb,
+    prompts: list[str],
+    w: float,
+    steps: int = 50,
+    batch: int = 64,
+    seed0: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] from the backbone ``bb``; sample i uses seed seed0 + i."""
     shape = bb.latent_shape((bb.resolution, bb.resolution))
     out = []
@@ -59,7 +66,7 @@ def generate(bb, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
                     generator=torch.Generator().manual_seed(seed0 + i + j),
                 )
                 for j in range(len(ps))
-            ]  # fmt: skip
+            ]
         ).to(bb.device, bb.dtype)
 
         def den(x, t, emb):
@@ -74,8 +81,17 @@ def generate(bb, prompts: list[str], w: float, steps: int = 50, batch: int = 64,
 
 
 @torch.no_grad()
-def upscale(sr, base, low: torch.Tensor, prompts: list[str], w: float, steps: int,
-            batch: int = 32, seed0: int = 0, level: int = 250) -> torch.Tensor:  # fmt: skip
+def upscale(
+    sr,
+    base,
+    low: torch.Tensor,
+    prompts: list[str],
+    w: float,
+    steps: int,
+    batch: int = 32,
+    seed0: int = 0,
+    level: int = 250,
+) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1]: a cascade's SR stage ``sr`` on the base stage's samples ``low``
     (N, 3, h, w) in [0, 1], the prompts encoded by the base stage's T5 (IF's stages share it);
     DDIM on the eps half, the augmentation at IF's default level; sample i seeds seed0 + i."""
@@ -92,7 +108,14 @@ def upscale(sr, base, low: torch.Tensor, prompts: list[str], w: float, steps: in
         c = sr.condition(Conditioning(embs[1:]), lo, level, aug)
         u = sr.condition(Conditioning(embs[:1].expand(n, -1, -1)), lo, level, aug)
         guided = cfg_guided(lambda x, t, cc: sr.denoise(sr.module, x, t, cc), u, c, w)
-        x = sample(guided, sr.make_scheduler("ddim"), noise.to(sr.device, sr.dtype), steps=steps, t0=1.0, progress=False)  # fmt: skip
+        x = sample(
+            guided,
+            sr.make_scheduler("ddim"),
+            noise.to(sr.device, sr.dtype),
+            steps=steps,
+            t0=1.0,
+            progress=False,
+        )
         out.append((x.float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
@@ -108,8 +131,10 @@ def _batched(den, x, t, base, cond, w):
 def all_colour_shape_right(scene, matched: list) -> bool:
     """Every object of ``scene`` has the colour and shape asked for, where ``matched`` (the
     oracle's ``match``) put it."""
-    return all(s is not None and s.colour == o.colour and s.shape == o.shape
-               for o, s in zip(scene.objects, matched))  # fmt: skip
+    return all(
+        s is not None and s.colour == o.colour and s.shape == o.shape
+        for o, s in zip(scene.objects, matched)
+    )
 
 
 def score(items: list[tuple], images: torch.Tensor) -> dict:
@@ -142,9 +167,17 @@ def score(items: list[tuple], images: torch.Tensor) -> dict:
     return {k: round(float(np.mean(v)), 4) for k, v in sorted(acc.items())}
 
 
-def evaluate(model: str = DEFAULT_MODEL, cfgs=(1.0, 3.0, 7.5, 15.0), device: str = "auto",
-             steps: int = 50, progress: bool = True, sheet: str | None = None, seed0: int = 0,
-             sr_model: str | None = None, sr_cfg: float = 4.0) -> dict:  # fmt: skip
+def evaluate(
+    model: str = DEFAULT_MODEL,
+    cfgs=(1.0, 3.0, 7.5, 15.0),
+    device: str = "auto",
+    steps: int = 50,
+    progress: bool = True,
+    sheet: str | None = None,
+    seed0: int = 0,
+    sr_model: str | None = None,
+    sr_cfg: float = 4.0,
+) -> dict:
     """Oracle scores per CFG weight; sample i uses seed ``seed0 + i`` (0: the README's table;
     another value re-draws the noise for the same captions, to see how much the scores move).
     ``sr_model``: a cascade; the base stage's samples go through it (CFG ``sr_cfg``, the same
@@ -153,8 +186,15 @@ def evaluate(model: str = DEFAULT_MODEL, cfgs=(1.0, 3.0, 7.5, 15.0), device: str
     sr = load_model(sr_model, device) if sr_model else None
     items = eval_set()
     prompts = [c for _, c in items]
-    res = {"model": model, "sr_model": sr_model, "n": len(items), "steps": steps,
-           "sampler": "ddim", "seed0": seed0, "by_cfg": {}}  # fmt: skip
+    res = {
+        "model": model,
+        "sr_model": sr_model,
+        "n": len(items),
+        "steps": steps,
+        "sampler": "ddim",
+        "seed0": seed0,
+        "by_cfg": {},
+    }
     for w in cfgs:
         t = time.time()
         imgs = generate(bb, prompts, w, steps, progress=progress, seed0=seed0)
@@ -175,8 +215,12 @@ def _sheet(imgs: torch.Tensor, prompts: list[str], path: str) -> None:
 
     pil = tensor_to_pil(imgs * 2 - 1)
     rows = [pil[i : i + 8] for i in range(0, len(pil), 8)]
-    sheet = contact_sheet(rows, [f"{i}-{i + 7}" for i in range(0, len(pil), 8)],
-                          [str(j) for j in range(8)], title="held-out captions, first 32")  # fmt: skip
+    sheet = contact_sheet(
+        rows,
+        [f"{i}-{i + 7}" for i in range(0, len(pil), 8)],
+        [str(j) for j in range(8)],
+        title="held-out captions, first 32",
+    )
     sheet.save(path)
     Path(path).with_suffix(".txt").write_text("\n".join(f"{i}: {p}" for i, p in enumerate(prompts)))
 
@@ -193,8 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sr-model", help="a cascade: its super-resolution stage (e.g. world-if-sr)")
     ap.add_argument("--sr-cfg", type=float, default=4.0, help="the SR stage's CFG (IF's 4)")
     a = ap.parse_args(argv)
-    res = evaluate(a.model, tuple(float(x) for x in a.cfg.split(",")), a.device, a.steps,
-                   sheet=a.sheet, seed0=a.seed0, sr_model=a.sr_model, sr_cfg=a.sr_cfg)  # fmt: skip
+    res = evaluate(
+        a.model,
+        tuple(float(x) for x in a.cfg.split(",")),
+        a.device,
+        a.steps,
+        sheet=a.sheet,
+        seed0=a.seed0,
+        sr_model=a.sr_model,
+        sr_cfg=a.sr_cfg,
+    )
     print(json.dumps(res, indent=2))
     if a.out:
         atomic_write_json(a.out, res)

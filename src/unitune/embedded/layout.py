@@ -26,7 +26,7 @@ from ..world.scene import (
     Scene,
     caption,
     sample_scene,
-)  # fmt: skip
+)
 
 SLOTS = tuple(POSITIONS.values())  # 9 slot names, row-major
 COLOUR_CLASSES = ("none",) + OBJECT_COLOURS  # class 0 = no object in the slot
@@ -50,8 +50,9 @@ def layout_caption(scene: Scene, rng: np.random.Generator) -> tuple[str, list[in
 def layout_batch(tok, rng: np.random.Generator, n: int, split: str = "train"):
     """n fresh scenes' layout captions as (token ids (n, 77), colour ids (n, 9), shape ids (n, 9))."""
     caps, cols, shps = zip(*(layout_caption(sample_scene(rng, split=split), rng) for _ in range(n)))
-    ids = tok(list(caps), padding="max_length", max_length=77, truncation=True,
-              return_tensors="pt").input_ids  # fmt: skip
+    ids = tok(
+        list(caps), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     return ids, torch.tensor(cols), torch.tensor(shps)
 
 
@@ -88,8 +89,9 @@ class LayoutHead(torch.nn.Module):
         return cos(self.colour), cos(self.shape)
 
 
-def layout_loss(logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor,
-                shapes: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def layout_loss(
+    logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor, shapes: torch.Tensor
+) -> torch.Tensor:
     """Cross-entropy of the colour and the shape per slot, for the head's (colour, shape) logits
     and targets (B, 9) class ids; occupied and empty slots weigh half each (7 of 9 slots are
     empty on average: unbalanced, the read-out learns "none" everywhere and sends the text
@@ -105,8 +107,9 @@ def layout_loss(logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor
 
 
 @torch.no_grad()
-def layout_accuracy(logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor,
-                    shapes: torch.Tensor) -> float:  # fmt: skip
+def layout_accuracy(
+    logits: tuple[torch.Tensor, torch.Tensor], colours: torch.Tensor, shapes: torch.Tensor
+) -> float:
     """Fraction of occupied slots whose colour and shape are both read correctly."""
     lc, ls = logits
     occ = colours > 0

@@ -28,7 +28,9 @@ def train_unigram(lines: Iterable[str], vocab_size: int) -> list[tuple[str, floa
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(prepend_scheme="always")]
     )
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token="<unk>")  # fmt: skip
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token="<unk>"
+    )
     tok.train_from_iterator(list(lines), trainer=trainer)
     pieces = {p: round(s, 6) for p, s in json.loads(tok.to_str())["model"]["vocab"]}
     lowest = min(pieces.values())

@@ -52,8 +52,9 @@ class Batches(torch.utils.data.IterableDataset):
             ids = torch.zeros(0)
             if tok is not None:
                 caps = [training_caption(s, rng, self.cfg.p_empty) for s in scenes]
-                ids = tok(caps, padding="max_length", max_length=77, truncation=True,
-                          return_tensors="pt").input_ids  # fmt: skip
+                ids = tok(
+                    caps, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+                ).input_ids
             std = torch.tensor([s.noise for s in scenes])  # texture noise is drawn on the device
             layout = None
             if tok is not None and self.cfg.layout > 0:
@@ -85,8 +86,14 @@ def loss_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, x0_cap: float) -
     return (1 / alphas_cumprod[t]).clamp(max=x0_cap)
 
 
-def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progress: bool = True,
-                    time_limit: float | None = None):  # fmt: skip
+def train_diffusion(
+    cfg: TrainConfig,
+    work: Path,
+    vae,
+    dev: torch.device,
+    progress: bool = True,
+    time_limit: float | None = None,
+):
     """Stage 2: UNet + text encoder from scratch; resumes from work/diffusion.safetensors."""
     from diffusers import DDPMScheduler
 
@@ -128,8 +135,13 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
     data = _loader(cfg, cfg.batch, start, with_text=True)
     gen = torch.Generator(dev).manual_seed(cfg.seed * 1000003 + start)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-    bar = tqdm(range(start, cfg.steps), desc="unet+text", disable=not progress, initial=start,
-               total=cfg.steps)  # fmt: skip
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc="unet+text",
+        disable=not progress,
+        initial=start,
+        total=cfg.steps,
+    )
     t_begin, run_loss, run_layout = time.time(), [], []
 
     def save(step: int) -> None:
@@ -177,8 +189,12 @@ def train_diffusion(cfg: TrainConfig, work: Path, vae, dev: torch.device, progre
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(run_loss[-50:]):.4f}")
         if (step + 1) % 200 == 0:
-            rec = {"stage": "diffusion", "step": step + 1, "loss": float(np.mean(run_loss)),
-                   "sec": round(time.time() - t_begin, 1)}  # fmt: skip
+            rec = {
+                "stage": "diffusion",
+                "step": step + 1,
+                "loss": float(np.mean(run_loss)),
+                "sec": round(time.time() - t_begin, 1),
+            }
             if run_layout:  # occupied slots read right (colour and shape) by the read-out
                 rec["layout_acc"] = round(float(np.mean(run_layout)), 4)
             log_record(work, rec)
@@ -199,10 +215,15 @@ def export(cfg: TrainConfig, vae, unet, te, ema, out: Path, done: dict | None = 
         for p, e in zip(list(unet.parameters()) + list(te.parameters()), ema):
             p.copy_(e)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=te, tokenizer=load_clip_tokenizer(), unet=unet,
-        scheduler=DDIMScheduler(**scheduler_config()), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
+        vae=vae,
+        text_encoder=te,
+        tokenizer=load_clip_tokenizer(),
+        unet=unet,
+        scheduler=DDIMScheduler(**scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.to("cpu", torch.float16)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -237,14 +258,23 @@ def _portable(out: Path) -> None:
         (tok / name).write_bytes(data)
 
 
-def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: str = "auto",
-          progress: bool = True, time_limit: float | None = None,
-          init_from: str | Path | None = None) -> Path | None:  # fmt: skip
+def train(
+    cfg: TrainConfig,
+    work: str | Path,
+    out: str | Path | None,
+    device: str = "auto",
+    progress: bool = True,
+    time_limit: float | None = None,
+    init_from: str | Path | None = None,
+) -> Path | None:
     """All stages; rerun to resume. ``time_limit`` applies to the decoder stage and then to
     the diffusion stage. Exports to ``out`` once the diffusion stage is complete or stopped by
     the time limit (so a partial model can be inspected); not while the decoder stage is."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))  # fmt: skip
+    dev = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else ("cpu" if device == "auto" else device)
+    )
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -263,8 +293,11 @@ def train(cfg: TrainConfig, work: str | Path, out: str | Path | None, device: st
         if dec_steps < cfg.decoder_steps:
             return None  # stopped by the time limit: rerun to go on
     unet, te, ema, steps = train_diffusion(cfg, work, vae, dev, progress, time_limit)
-    done = {"diffusion_steps": steps, "decoder_steps": dec_steps,
-            "init_from": str(init_from) if init_from else None}  # fmt: skip
+    done = {
+        "diffusion_steps": steps,
+        "decoder_steps": dec_steps,
+        "init_from": str(init_from) if init_from else None,
+    }
     return export(cfg, vae, unet, te, ema, Path(out), done) if out else None
 
 
@@ -292,10 +325,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     cfg = TrainConfig(arch=TINY) if a.tiny else TrainConfig()
-    over = {"steps": a.steps, "vae_steps": a.vae_steps, "batch": a.batch, "workers": a.workers,
-            "lr": a.lr, "warmup": a.warmup, "ema": a.ema, "x0_cap": a.x0_cap,
-            "save_every": a.save_every, "layout": a.layout, "object_weight": a.object_weight,
-            "decoder_steps": a.decoder_steps, "seed": a.seed}  # fmt: skip
+    over = {
+        "steps": a.steps,
+        "vae_steps": a.vae_steps,
+        "batch": a.batch,
+        "workers": a.workers,
+        "lr": a.lr,
+        "warmup": a.warmup,
+        "ema": a.ema,
+        "x0_cap": a.x0_cap,
+        "save_every": a.save_every,
+        "layout": a.layout,
+        "object_weight": a.object_weight,
+        "decoder_steps": a.decoder_steps,
+        "seed": a.seed,
+    }
     cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
     out = train(cfg, a.work, a.out, a.device, not a.quiet, a.time_limit, a.init_from)
     if out:

@@ -86,9 +86,11 @@ def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, data, progress: b
     vae.eval()
     with torch.no_grad():  # scale latents to unit variance, as SD's 0.18215 does for its VAE
         zs = torch.cat(
-            [vae.encode(scene_images(next(data), r, dev, gen)[0]).latent_dist.mean
-             for _ in range(8)]
-        )  # fmt: skip
+            [
+                vae.encode(scene_images(next(data), r, dev, gen)[0]).latent_dist.mean
+                for _ in range(8)
+            ]
+        )
     sf = float(1.0 / zs.std())
     vae.register_to_config(scaling_factor=sf)
     atomic_save_safetensors({**prefixed("vae", vae), "scaling_factor": torch.tensor(sf)}, done)
@@ -96,8 +98,15 @@ def train_vae(cfg: TrainConfig, work: Path, dev: torch.device, data, progress: b
     return vae
 
 
-def finetune_decoder(cfg: TrainConfig, work: Path, vae, dev: torch.device, data_from,
-                     progress: bool = True, time_limit: float | None = None):  # fmt: skip
+def finetune_decoder(
+    cfg: TrainConfig,
+    work: Path,
+    vae,
+    dev: torch.device,
+    data_from,
+    progress: bool = True,
+    time_limit: float | None = None,
+):
     """Stage 1b: ``cfg.decoder_steps`` steps on the decoder alone (object-weighted loss), the
     encoder and the scaling factor untouched. Resumable from work/decoder.safetensors;
     ``data_from(step)`` gives the batch iterator for a run starting at ``step``."""
@@ -120,8 +129,13 @@ def finetune_decoder(cfg: TrainConfig, work: Path, vae, dev: torch.device, data_
         p.requires_grad_(True)
     data = data_from(start)
     gen = torch.Generator(dev).manual_seed(cfg.seed * 7919 + start)
-    bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", disable=not progress,
-               initial=start, total=cfg.decoder_steps)  # fmt: skip
+    bar = tqdm(
+        range(start, cfg.decoder_steps),
+        desc="decoder",
+        disable=not progress,
+        initial=start,
+        total=cfg.decoder_steps,
+    )
     r, t_begin, run = cfg.arch.resolution, time.time(), []
 
     def save(step: int) -> None:
@@ -142,8 +156,15 @@ def finetune_decoder(cfg: TrainConfig, work: Path, vae, dev: torch.device, data_
         run.append(loss.item())
         if (step + 1) % 100 == 0:
             bar.set_postfix(loss=f"{sum(run) / len(run):.4f}")
-            log_record(work, {"stage": "decoder", "step": step + 1, "loss": sum(run) / len(run),
-                              "sec": round(time.time() - t_begin, 1)})  # fmt: skip
+            log_record(
+                work,
+                {
+                    "stage": "decoder",
+                    "step": step + 1,
+                    "loss": sum(run) / len(run),
+                    "sec": round(time.time() - t_begin, 1),
+                },
+            )
             run = []
             save(step + 1)
         if time_limit and time.time() - t_begin > time_limit:

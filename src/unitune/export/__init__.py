@@ -34,15 +34,28 @@ class Exported:
 def provenance(folder: TuneFolder, step: int) -> dict[str, Any]:
     m, tc = folder.manifest, folder.tune_config()
     return {
-        "tune": str(folder.path.resolve()), "checkpoint": step, "steps": tc.steps,
-        "method": tc.method, "rare_token": tc.rare_token, "prompt": m["prompt"],
-        "base_model": m["model"], "family": m.get("family"), "learning_rate": tc.learning_rate(),
+        "tune": str(folder.path.resolve()),
+        "checkpoint": step,
+        "steps": tc.steps,
+        "method": tc.method,
+        "rare_token": tc.rare_token,
+        "prompt": m["prompt"],
+        "base_model": m["model"],
+        "family": m.get("family"),
+        "learning_rate": tc.learning_rate(),
         "name": f"{folder.path.name}-{step}",
-    }  # fmt: skip
+    }
 
 
-def export(tune_dir: str | Path, fmt: str, out: str | Path, checkpoint: int | None = None,
-           rank: int | None = None, overwrite: bool = False, device: str = "cpu") -> Exported:  # fmt: skip
+def export(
+    tune_dir: str | Path,
+    fmt: str,
+    out: str | Path,
+    checkpoint: int | None = None,
+    rank: int | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> Exported:
     recover(out)  # a killed export's temps beside --out (and a half-done --overwrite)
     plan = check_export(tune_dir, fmt, out, checkpoint, rank, overwrite)
     out = Path(out)
@@ -68,9 +81,13 @@ def _lora(plan, fmt: str, out: Path, rank: int | None) -> Exported:
         ex = extract_lora(tensors, rank)
         lora, config = ex.tensors, ex.config
         prov["extracted_rank"] = rank
-        notes.append(f"rank {rank}: the SVD cut {ex.truncation_energy:.2%} of the covered layers' delta energy")  # fmt: skip
+        notes.append(
+            f"rank {rank}: the SVD cut {ex.truncation_energy:.2%} of the covered layers' delta energy"
+        )
         if ex.dropped:
-            notes.append(f"{len(ex.dropped)} bias and normalisation tensors have no LoRA form and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)")  # fmt: skip
+            notes.append(
+                f"{len(ex.dropped)} bias and normalisation tensors have no LoRA form and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)"
+            )
     extra = {"unitune": json.dumps(prov)}
     if fmt == "kohya-lora":
         spec = probe(tune_model_ref(folder))

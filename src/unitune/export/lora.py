@@ -46,15 +46,19 @@ def _layer(pattern: dict[str, Any], module: str, default):
 
 
 def alphas(config: dict[str, Any], modules: list[str]) -> dict[str, float]:
-    return {m: float(_layer(config.get("alpha_pattern") or {}, m, config["lora_alpha"])) for m in modules}  # fmt: skip
+    return {
+        m: float(_layer(config.get("alpha_pattern") or {}, m, config["lora_alpha"]))
+        for m in modules
+    }
 
 
 def kohya_name(module: str) -> str:
     return "lora_unet_" + module.replace(".", "_")
 
 
-def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
-                meta: dict[str, str]) -> None:  # fmt: skip
+def write_kohya(
+    path: Path, tensors: dict[str, Tensor], config: dict[str, Any], meta: dict[str, str]
+) -> None:
     """Write kohya's layout."""
     mods = modules_of(tensors)
     alpha = alphas(config, mods)
@@ -67,8 +71,13 @@ def write_kohya(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
     atomic_save_safetensors(out, path, meta)
 
 
-def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, Any],
-                    pipeline_class, extra_meta: dict[str, str]) -> None:  # fmt: skip
+def write_diffusers(
+    path: Path,
+    tensors: dict[str, Tensor],
+    config: dict[str, Any],
+    pipeline_class,
+    extra_meta: dict[str, str],
+) -> None:
     """Write diffusers' layout with the family pipeline's own writer, then add ``extra_meta``."""
     import inspect
 
@@ -87,7 +96,7 @@ def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, An
                 **{
                     f"{net}_lora_layers": layers,
                     f"{net}_lora_adapter_metadata": json.loads(json.dumps(config)),
-                },  # fmt: skip
+                },
                 safe_serialization=True,
             )
         written = tmp / "pytorch_lora_weights.safetensors"
@@ -98,8 +107,9 @@ def write_diffusers(path: Path, tensors: dict[str, Tensor], config: dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def kohya_metadata(provenance: dict[str, Any], config: dict[str, Any], base_version: str,
-                   resolution: list[int]) -> dict[str, str]:  # fmt: skip
+def kohya_metadata(
+    provenance: dict[str, Any], config: dict[str, Any], base_version: str, resolution: list[int]
+) -> dict[str, str]:
     """kohya's ``ss_*`` keys as sd-scripts writes them (strings), from a unitune tune."""
     prompt = provenance["prompt"]
     return {
@@ -116,5 +126,5 @@ def kohya_metadata(provenance: dict[str, Any], config: dict[str, Any], base_vers
         "ss_learning_rate": str(provenance["learning_rate"]),
         "ss_output_name": provenance["name"],
         "ss_tag_frequency": json.dumps({"unitune": {prompt: 1}}),
-        "ss_training_comment": f"unitune: the photo is bound to {provenance['rare_token']!r}; prompt it as {prompt!r}",  # fmt: skip
+        "ss_training_comment": f"unitune: the photo is bound to {provenance['rare_token']!r}; prompt it as {prompt!r}",
     }

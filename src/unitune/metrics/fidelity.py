@@ -14,7 +14,9 @@ PSNR_CAP = 99.0  # dB; identical pixels (infinite PSNR) are recorded as this
 
 def image_tensor(img) -> torch.Tensor:
     """PIL image -> (3, H, W) float in [0, 1], exactly the saved 8-bit pixels."""
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)  # fmt: skip
+    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(
+        2, 0, 1
+    )
 
 
 def distances(images, base: torch.Tensor, lp, mask: torch.Tensor | None = None):

@@ -58,8 +58,13 @@ def make_edit(scene: Scene, kind: str, rng: np.random.Generator) -> Edit | None:
         if not free:
             return None
         slot = free[int(rng.integers(len(free)))]
-        o = Obj(str(rng.choice(SHAPES)), str(rng.choice([c for c in OBJECT_COLOURS if c != scene.background])),
-                "small", "filled", POSITIONS[slot])  # fmt: skip
+        o = Obj(
+            str(rng.choice(SHAPES)),
+            str(rng.choice([c for c in OBJECT_COLOURS if c != scene.background])),
+            "small",
+            "filled",
+            POSITIONS[slot],
+        )
         objs.append(random_details(rng, o))
         i = len(objs) - 1
     elif kind == "background":
@@ -91,8 +96,12 @@ def judge(edit: Edit, before: Reading, after: Reading) -> dict:
         hit = after.background == t.background
     else:
         o, s = t.objects[edit.obj], now[edit.obj]
-        want = {"recolour": ("colour",), "reshape": ("shape",), "outline": ("style",),
-                "add": ("colour", "shape")}[edit.kind]  # fmt: skip
+        want = {
+            "recolour": ("colour",),
+            "reshape": ("shape",),
+            "outline": ("style",),
+            "add": ("colour", "shape"),
+        }[edit.kind]
         hit = s is not None and all(getattr(s, a) == getattr(o, a) for a in want)
     kept, total = 0, 0
     if edit.kind != "background":
@@ -102,10 +111,17 @@ def judge(edit: Edit, before: Reading, after: Reading) -> dict:
         if j == edit.obj and edit.kind == "add":
             continue
         for attr in ATTRS:
-            if j == edit.obj and (edit.kind, attr) in (("recolour", "colour"), ("reshape", "shape"),
-                                                      ("outline", "style")):  # fmt: skip
+            if j == edit.obj and (edit.kind, attr) in (
+                ("recolour", "colour"),
+                ("reshape", "shape"),
+                ("outline", "style"),
+            ):
                 continue
             total += 1
             kept += a is not None and b is not None and getattr(a, attr) == getattr(b, attr)
-    return {"success": bool(hit and ok_count), "edit_hit": bool(hit), "count_ok": ok_count,
-            "preservation": kept / max(total, 1)}  # fmt: skip
+    return {
+        "success": bool(hit and ok_count),
+        "edit_hit": bool(hit),
+        "count_ok": ok_count,
+        "preservation": kept / max(total, 1),
+    }

@@ -100,8 +100,9 @@ def _colour(pixels: np.ndarray) -> tuple[str, np.ndarray]:
     return OBJECT_COLOURS[best], near == best
 
 
-def _match_shape(filled: np.ndarray, units: float, grow: float, ring: bool = False
-                 ) -> tuple[str, float, float]:  # fmt: skip
+def _match_shape(
+    filled: np.ndarray, units: float, grow: float, ring: bool = False
+) -> tuple[str, float, float]:
     """Best (shape, radius in units, IoU) for a filled blob mask. ``grow``: the blob is the shape
     dilated by this many units (half an outline's stroke), so templates are dilated alike.
     ``ring``: the mask is an outline's stroke itself (|sdf| < grow), not the filled shape."""
