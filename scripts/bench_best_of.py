@@ -154,7 +154,8 @@ def write(
         if s:
             print(
                 f"{name:<16} {s['groups']:>6} {s['random']:>7.3f} {s['top_score']:>6.3f} "
-                f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}  gain CI {s['gain_ci95']}"
+                f"{s['top_edit_only']:>6.3f} {s['top_lpips_only']:>6.3f} {s['any']:>6.3f}  "
+                f"gain CI {s['gain_ci95']}"
             )
 
 

@@ -109,7 +109,8 @@ def main() -> None:
     claim3 = []
     for level in LEVELS:
         row = {"fidelity_at_least": level, **{f: round(best(every, level, f), 4) for f in FAMILIES}}
-        # bootstrap over scenes: the gap (unitune any variant - sdedit) in best success at this level
+        # bootstrap over scenes: the gap (unitune any variant - sdedit) in best success at
+        # this level
         gaps = []
         for _ in range(a.boot):
             idx = rng.choice(every, len(scenes))

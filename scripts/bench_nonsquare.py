@@ -104,7 +104,8 @@ def main() -> None:
     for k, v in summary.items():
         print(
             f"{k:<16} kept {v['count_kept']:.0%}  more {v['more_objects']:.0%}  "
-            f"fewer {v['fewer_objects']:.0%}  mean {v['mean_count']:.2f} (source {v['mean_source']:.2f})"
+            f"fewer {v['fewer_objects']:.0%}  mean {v['mean_count']:.2f} "
+            f"(source {v['mean_source']:.2f})"
         )
 
 

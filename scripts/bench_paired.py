@@ -2,7 +2,8 @@
 interval over scenes (how docs/BENCHMARKS.md "Defaults" compares the edit defaults).
 
     python scripts/bench_paired.py runs/bench-full/results.json \\
-        --pair "unitune:c128 t0=1 w=7.5" "unitune+interp:c32 t0=0.9 w=7.5" --out docs/defaults_full.json
+        --pair "unitune:c128 t0=1 w=7.5" "unitune+interp:c32 t0=0.9 w=7.5" \\
+        --out docs/defaults_full.json
 
 A config is "METHOD:LABEL" as in configs.csv. For each --pair A B: the mean over scenes of
 (B − A) in success and fidelity, where each scene contributes its own per-config means (so

@@ -57,7 +57,8 @@ def main() -> None:
     print(f"unmatched lora samples: {missing}; edit means {tot}")
     for r in rows:
         print(
-            f"{r['method']:<15} {r['label']:<16} full {r['full_success']:.2f}/{r['full_fidelity']:.3f}"
+            f"{r['method']:<15} {r['label']:<16} "
+            f"full {r['full_success']:.2f}/{r['full_fidelity']:.3f}"
             f"  lora {r['lora_success']:.2f}/{r['lora_fidelity']:.3f}  (n {r['n']})"
         )
 

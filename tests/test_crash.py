@@ -371,8 +371,9 @@ def test_safetensors_io_error_is_one_line(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise Exception(
-            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
-        )  # noqa: E501
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+            'message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     with pytest.raises(UserError, match="disk is full"):

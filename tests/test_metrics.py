@@ -41,7 +41,8 @@ def distorted(astronaut, lp):
     return dict(zip(cases, d.tolist()))
 
 
-# Measured with this implementation (fp16 AlexNet trunk; fp32 differs by < 3e-5), see docs/METRICS.md.
+# Measured with this implementation (fp16 AlexNet trunk; fp32 differs by < 3e-5), see
+# docs/METRICS.md.
 RECORDED = {
     "noise0.05": 0.149643,
     "noise0.1": 0.350601,

@@ -351,7 +351,8 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
     assert len(done) + len(refused) == n and done, outcomes
     assert all("queue is full" in msg for _, msg in refused), refused
     print(
-        f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, {wall:.1f} s, {len(done) / wall:.2f} edits/s"
+        f"\nload: {n} clients, queue 3: {len(done)} done, {len(refused)} refused, "
+        f"{wall:.1f} s, {len(done) / wall:.2f} edits/s"
     )
 
 

@@ -187,9 +187,10 @@ def build_tiny_sd3_pipeline(seed: int = 0):
 def build_tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True):
     """FLUX.1's architecture in small: ``guidance_embeds`` True is FLUX.1-dev (distilled guidance
     as an input), False is schnell. Latents are packed 2 x 2 (in_channels 4 x 16 = 64, patch 1);
-    1 double + 1 single block of 4 heads x 16 = 64 wide, a token's width (RoPE axes 4 + 6 + 6). Text: CLIPTextModel (16
-    wide, its pooled output -> pooled_projection_dim) and T5 (tokenizer_2, joint_attention_dim).
-    The pipeline's default size is hard-coded 128 x 4 = 512 px: pass height=width=32."""
+    1 double + 1 single block of 4 heads x 16 = 64 wide, a token's width (RoPE axes 4 + 6 + 6).
+    Text: CLIPTextModel (16 wide, its pooled output -> pooled_projection_dim) and T5
+    (tokenizer_2, joint_attention_dim). The pipeline's default size is hard-coded 128 x 4 = 512
+    px: pass height=width=32."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     from unitune.clip_vocab import load_clip_tokenizer

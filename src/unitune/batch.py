@@ -14,9 +14,9 @@ within the work limits (``--limit KEY=VALUE``, config.WorkLimits): a bad line (u
 a key other than image / name / model / tune / edits, a setting of the wrong type or out of
 range, a missing image, a "name" that is a path or that an earlier line already has, a failing
 edit) fails that image with its one-line reason and the others run. A name is one folder inside
-``DIR``: characters outside [A-Za-z0-9_.-] become "-". ``DIR/<name>/result.json``, written last, marks an
-image as finished: a rerun skips those (and a tune interrupted mid-run resumes from its folder).
-``DIR/manifest.json`` lists every line's outcome at the end.
+``DIR``: characters outside [A-Za-z0-9_.-] become "-". ``DIR/<name>/result.json``, written last,
+marks an image as finished: a rerun skips those (and a tune interrupted mid-run resumes from its
+folder). ``DIR/manifest.json`` lists every line's outcome at the end.
 """
 
 from __future__ import annotations
@@ -183,7 +183,10 @@ def check_names(jobs: dict[int, dict[str, Any]]) -> dict[int, str]:
     for line_no in sorted(jobs):
         key = jobs[line_no]["name"].casefold()
         if key in first:
-            why = f"line {line_no}: name {jobs[line_no]['name']!r} is also line {first[key]}'s (two lines would share a folder)"
+            why = (
+                f"line {line_no}: name {jobs[line_no]['name']!r} is also line {first[key]}'s "
+                "(two lines would share a folder)"
+            )
             failed[line_no] = str(UserError(why, 'give each line its own "name"'))
         else:
             first[key] = line_no

@@ -152,7 +152,8 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     st = m["settings"]
     if not _ints_of(st.get("save_at")):
         raise UserError(
-            f"{where}: settings 'save_at' must be a list of integers, got {show_value(st.get('save_at'))}",
+            f"{where}: settings 'save_at' must be a list of integers, "
+            f"got {show_value(st.get('save_at'))}",
             fix,
         )
     try:
@@ -321,7 +322,8 @@ def check_tune(
     cfg = replace(cfg, cascade=sr_model is not None, sr_model=sr_model)  # recorded resolved
     if sr_model and cfg.patches:
         raise UserError(
-            "--patches does not combine with a cascade tune (the SR stage has no crops of its input)",
+            "--patches does not combine with a cascade tune "
+            "(the SR stage has no crops of its input)",
             "add --no-cascade, or drop --patches",
         )
     resume, clear = None, False
@@ -482,7 +484,8 @@ def check_export(
     overwrite: bool = False,
 ) -> ExportPlan:
     """Check an export: the format, what the tune's family and kind allow, the checkpoint, the
-    rank and the output path (which is never half-written: the exporters write a temp and rename)."""
+    rank and the output path (which is never half-written: the exporters write a temp and
+    rename)."""
     from .backbones import family_of, single_file_refusal
     from .config import EXPORT_FORMATS, LORA_FORMATS
 
@@ -507,7 +510,8 @@ def check_export(
     lora_tune = m["settings"]["method"] == "lora"
     if m["settings"].get("patches"):
         raise UserError(
-            f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, and without it the weights sample the wrong model",
+            f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, "
+            "and without it the weights sample the wrong model",
             "export a plain tune (without --patches), or edit this one with unitune",
         )
     if rank is not None and not (_is_int(rank) and 1 <= rank <= BIG):  # beyond a layer's: full
@@ -527,7 +531,8 @@ def check_export(
     if fmt in ("diffusers-lora", "kohya-lora") and not lora_tune and rank is None:
         raise UserError(
             f"{folder.path} is a full tune; --format {fmt} writes a LoRA",
-            "add --rank R to compress it by SVD (as --format lora-from-full), or use --format merged",
+            "add --rank R to compress it by SVD (as --format lora-from-full), "
+            "or use --format merged",
         )
     if fmt == "kohya-lora" and fam.kohya is None:
         raise UserError(

@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "prompt",
         nargs="?",
-        help="edit prompt (unitune: the rare token is prepended; sine: as is, to the pretrained model)",
+        help="edit prompt (unitune: the rare token is prepended; "
+        "sine: as is, to the pretrained model)",
     )
     e.add_argument("--out", default="edits", help="output folder")
     e.add_argument("--params", metavar="PNG", help="reproduce an earlier output from its sidecar")
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="sample N seeds from the first of --seeds, save the one that best balances the edit "
-        "(a diffusion-classifier score) against LPIPS to the base outside the edit (unitune/rank.py)",
+        "(a diffusion-classifier score) against LPIPS to the base outside the edit "
+        "(unitune/rank.py)",
     )
     e.add_argument("--sweep-t0", type=floats, help="--best-of: also sweep these t0 values")
     e.add_argument("--sweep-checkpoints", type=ints, help="--best-of: also sweep these checkpoints")
@@ -222,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--out",
         required=True,
-        help="a .safetensors file (LoRAs; merged: one file in the original layout) or a folder (merged: diffusers)",
+        help="a .safetensors file (LoRAs; merged: one file in the original layout) "
+        "or a folder (merged: diffusers)",
     )
     x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
     x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")

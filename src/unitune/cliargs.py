@@ -101,7 +101,8 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
             "--checkpoint",
             type=int,
             default=keep,
-            help=f"step (0 = pretrained; default {d.auto_checkpoint} on a full tune that saved it, else the last)",
+            help=f"step (0 = pretrained; default {d.auto_checkpoint} "
+            "on a full tune that saved it, else the last)",
         )
         p.add_argument(
             "--t0", type=float, default=keep, help=f"SDEdit start in [0,1]; 1 = noise ({d.t0})"
@@ -111,7 +112,8 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         "--cfg",
         type=float,
         default=keep,
-        help="guidance weight (default: the model's, e.g. 7.5 for SD; paper: 32); FLUX.1-dev: its embedded guidance",
+        help="guidance weight (default: the model's, e.g. 7.5 for SD; paper: 32); "
+        "FLUX.1-dev: its embedded guidance",
     )
     p.add_argument(
         "--true-cfg",
@@ -160,7 +162,8 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         "--sr-checkpoint",
         type=int,
         default=d.sr_checkpoint,
-        help="its step (0 = the pretrained SR model; default: the base stage's step if saved, else the last)",
+        help="its step (0 = the pretrained SR model; "
+        "default: the base stage's step if saved, else the last)",
     )
     sr.add_argument(
         "--sr-t0",
@@ -190,7 +193,8 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     x4.add_argument(
         "--upscaler",
         default=d.upscaler,
-        help="a StableDiffusionUpscalePipeline (hub id or folder), e.g. stabilityai/stable-diffusion-x4-upscaler",
+        help="a StableDiffusionUpscalePipeline (hub id or folder), "
+        "e.g. stabilityai/stable-diffusion-x4-upscaler",
     )
     x4.add_argument(
         "--upscale-steps", type=int, default=d.upscale_steps, help=f"({d.upscale_steps})"

@@ -41,7 +41,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def read_bpe_gz(source: str | os.PathLike | None = None) -> bytes:
-    """Raw bytes of the gz merges file from a .gz path, an open-clip wheel, or the installed package."""
+    """Raw bytes of the gz merges file from a .gz path, an open-clip wheel, or the installed
+    package."""
     if source is None:
         spec = importlib.util.find_spec("open_clip")  # locates without importing (no torchvision)
         if spec is None or not spec.submodule_search_locations:

@@ -71,8 +71,9 @@ class WorkLimits:
     """How much work one request may ask for: the CLI, the library, `unitune batch` and the web
     app refuse anything beyond these before any model loads (`unitune batch --limit KEY=VALUE`
     and `unitune serve --limit KEY=VALUE`, parsed by parse_limits, let an operator lower or
-    raise them; the configs' ``validate(limits=...)`` and check_prompt apply them). The defaults leave every documented use in reach (the
-    SINE patch preset's 10,000 steps, a 4K output); a server usually wants them tighter."""
+    raise them; the configs' ``validate(limits=...)`` and check_prompt apply them). The defaults
+    leave every documented use in reach (the SINE patch preset's 10,000 steps, a 4K output); a
+    server usually wants them tighter."""
 
     max_seeds: int = 64  # images of one edit (one batch: memory grows with it)
     max_seed: int = 2**32 - 1  # largest seed (A1111's and numpy's 32-bit range)
@@ -431,9 +432,8 @@ class EditConfig:
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
     # cascade tunes (DeepFloyd IF): the super-resolution stage after the base stage's edit
-    sr_checkpoint: int | None = (
-        None  # its checkpoint: None -> the base stage's step if saved, else the last; 0 = pretrained
-    )
+    sr_checkpoint: int | None = None  # its checkpoint: None -> the base stage's step if saved,
+    # else the last; 0 = pretrained
     sr_t0: float = 1.0  # its SDEdit start from the base image at the output size (1 = none)
     sr_cfg: float | None = None  # its guidance weight; None -> the SR model's (IF: 4.0)
     sr_steps: int | None = None  # its steps; None -> the SR model's (IF: 50)
@@ -503,7 +503,8 @@ class EditConfig:
         ok = isinstance(self.guides, (tuple, list)) and len(self.guides) <= lim.max_guides
         _bad(
             ok,
-            f"--guide: at most {lim.max_guides} terms (work limit max_guides), got {show_value(self.guides)}",
+            f"--guide: at most {lim.max_guides} terms (work limit max_guides), "
+            f"got {show_value(self.guides)}",
             "drop some",
         )
         for g in self.guides:
@@ -538,7 +539,8 @@ class EditConfig:
         _int(self.upscale_noise_level, "--upscale-noise-level", 0, 350, "e.g. 100")
 
     def for_model(self, defaults: ModelDefaults) -> EditConfig:
-        """Every ``None`` that means "the model's" filled in (what an edit runs with and records)."""
+        """Every ``None`` that means "the model's" filled in (what an edit runs with and
+        records)."""
         return replace(
             self,
             cfg=defaults.cfg if self.cfg is None else self.cfg,
@@ -562,7 +564,8 @@ class RankConfig:
     seed: int = 0  # seeds the probe noise (the ranking is deterministic)
 
 
-# `unitune tune --preset NAME`: TuneConfig field overrides, applied under the flags given explicitly.
+# `unitune tune --preset NAME`: TuneConfig field overrides, applied under the flags given
+# explicitly.
 TUNE_PRESETS: dict[str, dict[str, Any]] = {
     # UniTune §3.2: the TuneConfig defaults (128 steps, batch 4, Adafactor 1e-4, saves 16..128)
     "unitune": {},
@@ -632,7 +635,8 @@ class GridConfig:
         cells = len(self.checkpoints) * len(self.t0s) * len(self.seeds)
         _bad(
             cells <= lim.max_grid_cells,
-            f"the grid has {cells} cells (checkpoints x t0s x seeds), at most {lim.max_grid_cells} (work limit max_grid_cells)",
+            f"the grid has {cells} cells (checkpoints x t0s x seeds), "
+            f"at most {lim.max_grid_cells} (work limit max_grid_cells)",
             "fewer checkpoints, t0s or seeds",
         )
 

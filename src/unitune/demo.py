@@ -173,14 +173,16 @@ def print_summary(s: dict) -> None:
         f"{c['steps']} {c['sampler']} steps, {interp}, prompt guidance {c['prompt_guidance']!r}"
     )
     print(
-        f"{'edit':<11} {'successes':>9} {'preservation':>12} {'bg PSNR':>8} {'bg LPIPS':>8}   prompt"
+        f"{'edit':<11} {'successes':>9} {'preservation':>12} "
+        f"{'bg PSNR':>8} {'bg LPIPS':>8}   prompt"
     )
     for r in s["edits"]:
         v = r["verdicts"]
         ok = sum(x["success"] for x in v)
         pres, bp, bl = (np.mean([x[k] for x in v]) for k in ("preservation", *BACKGROUND))
         print(
-            f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f} {bp:>8.1f} {bl:>8.3f}   {r['prompt']}"
+            f"{r['edit']:<11} {ok:>5}/{len(v):<3} {pres:>12.2f} "
+            f"{bp:>8.1f} {bl:>8.3f}   {r['prompt']}"
         )
     print(
         f"all seeds shown, none picked: success {s['success_rate']:.0%}, "

@@ -59,7 +59,8 @@ def write_error(e: OSError, path: str | os.PathLike, what: str = "write") -> Use
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return UserError(
             f"cannot {what} {path}: the disk is full ({e.strerror})",
-            f"free space on the disk of {where} (or pass another output folder) and run it again: a tune resumes",
+            f"free space on the disk of {where} (or pass another output folder) "
+            "and run it again: a tune resumes",
         )
     if e.errno in (errno.EACCES, errno.EPERM):
         return UserError(

@@ -84,7 +84,8 @@ class PositionalConvIn(nn.Module):
     """Wraps the network's input layer: layer(x) + proj(fourier(coords(box))). Set ``box``
     (B, 4) before a forward pass; None = the whole image. ``enabled = False`` gives the
     pretrained behaviour (used when one network serves as both models in SINE guidance). Token
-    outputs (B, N, D) need their grid: ``grid`` (h, w), or read from a spatial input (B, C, H, W)."""
+    outputs (B, N, D) need their grid: ``grid`` (h, w), or read from a spatial input
+    (B, C, H, W)."""
 
     def __init__(self, conv: nn.Module, n_freq: int) -> None:
         super().__init__()
@@ -154,7 +155,8 @@ def uninstall(module: nn.Module, site: str) -> None:
 
 
 def plain_name(name: str, site: str) -> str:
-    """A parameter name with the wrapper seen through: ``conv_in.conv.weight`` -> ``conv_in.weight``."""
+    """A parameter name with the wrapper seen through: ``conv_in.conv.weight`` ->
+    ``conv_in.weight``."""
     prefix = f"{site}.conv."
     return f"{site}." + name[len(prefix) :] if name.startswith(prefix) else name
 

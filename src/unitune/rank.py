@@ -101,7 +101,8 @@ class Judge:
 
     @torch.no_grad()
     def _predict(self, latents: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, C, h, w) -> predictions (N, 2 prompts, P, C, h, w) and their targets (N, P, C, h, w)."""
+        """(N, C, h, w) -> predictions (N, 2 prompts, P, C, h, w) and their targets
+        (N, P, C, h, w)."""
         n, p = latents.shape[0], self.rc.probes
         x = latents[:, None].expand(n, p, *latents.shape[1:]).reshape(n * p, *latents.shape[1:])
         eps = self.noise.repeat(n, 1, 1, 1)
@@ -161,7 +162,8 @@ def best_of(
     progress: bool = True,
 ):
     """Sample ``n`` seeds (cfg.seeds[0], +1, ...) at ``cfg`` or at each override in ``sweep``
-    (e.g. [{"t0": 0.9}, {"t0": 1.0}]), rank every candidate: (EditResult of all, Ranking, labels)."""
+    (e.g. [{"t0": 0.9}, {"t0": 1.0}]), rank every candidate: (EditResult of all, Ranking,
+    labels)."""
     from dataclasses import replace
 
     from tqdm.auto import tqdm
@@ -179,7 +181,8 @@ def best_of(
         params += res.params
         pixels.append(res.pixels)
         labels += [
-            f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={p['edit_config']['cfg']:g} seed {p['seed']}"
+            f"c{p['edit_config']['checkpoint']} t0={c.t0:g} w={p['edit_config']['cfg']:g} "
+            f"seed {p['seed']}"
             for p in res.params
         ]
     pix = torch.cat(pixels)

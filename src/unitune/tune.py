@@ -235,7 +235,8 @@ def _train(
         folder.manifest["status"] = "running"
     if damaged:
         warnings.warn(
-            f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; re-training them",
+            f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; "
+            "re-training them",
             UnituneWarning,
             stacklevel=2,
         )

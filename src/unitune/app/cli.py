@@ -30,7 +30,8 @@ def add_serve_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         "--auth",
         action="append",
         default=[],
-        help="USER:PASSWORD login (repeatable: one per user, each sees only their jobs; required off loopback)",
+        help="USER:PASSWORD login (repeatable: one per user, each sees only their jobs; "
+        "required off loopback)",
     )
     s.add_argument(
         "--model",
@@ -52,7 +53,8 @@ def add_serve_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="the work one request may ask for, e.g. max_seeds=8 (repeatable; keys: WorkLimits' fields; defaults: ServeConfig.limits)",
+        help="the work one request may ask for, e.g. max_seeds=8 "
+        "(repeatable; keys: WorkLimits' fields; defaults: ServeConfig.limits)",
     )
     s.add_argument(
         "--job-timeout",

@@ -66,7 +66,8 @@ class Store:
         """Check an uploaded image and keep it: its name under uploads/ (the content's hash)."""
         if len(data) > MAX_UPLOAD_BYTES:
             raise UserError(
-                f"the {what} is {len(data) / 2**20:.1f} MB, more than {MAX_UPLOAD_BYTES // 2**20} MB",
+                f"the {what} is {len(data) / 2**20:.1f} MB, "
+                f"more than {MAX_UPLOAD_BYTES // 2**20} MB",
                 "upload a smaller file",
             )
         limit = Limits().max_megapixels

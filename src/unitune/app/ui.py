@@ -334,7 +334,8 @@ def build(server: Server) -> gr.Blocks:
                     tune_status = gr.HTML(elem_id="tune-status")
         with gr.Tab("2 Explore"):
             with gr.Row():
-                # any token may come from the API; the server checks it (a finished tune of the caller's)
+                # any token may come from the API; the server checks it
+                # (a finished tune of the caller's)
                 pick = _raw(
                     gr.Dropdown(
                         [], label="tune", elem_id="pick", interactive=True, allow_custom_value=True
@@ -456,7 +457,10 @@ def build(server: Server) -> gr.Blocks:
 
 def _caption(path: Path) -> str:
     ec = read_sidecar(path)["edit_config"]
-    return f"ckpt {ec['checkpoint']} · t0 {ec['t0']:g} · seed {ec['seeds'][0] if len(ec['seeds']) == 1 else read_sidecar(path)['seed']}"
+    return (
+        f"ckpt {ec['checkpoint']} · t0 {ec['t0']:g} · "
+        f"seed {ec['seeds'][0] if len(ec['seeds']) == 1 else read_sidecar(path)['seed']}"
+    )
 
 
 def _defaults():

@@ -120,7 +120,8 @@ def resolve_model_ref(ref: str) -> str:
     if suffix in Limits().refused_suffixes:
         raise UserError(
             f"refusing to load {ref!r}: {suffix} files are pickles that can run code when loaded",
-            "convert it to .safetensors (or use a diffusers folder / hub id with safetensors weights)",
+            "convert it to .safetensors "
+            "(or use a diffusers folder / hub id with safetensors weights)",
         )
     return ref
 
@@ -184,7 +185,8 @@ def _hub_class(ref: str) -> str:
         raise
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, no access ...
         raise UserError(
-            f"could not read model {ref!r} ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})",
+            f"could not read model {ref!r} ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})",
             "check the hub id or path; offline, download the model first or use --model world",
         ) from None
 
@@ -213,7 +215,8 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
     path = Path(ref)
     if model_config is not None and not (Path(model_config) / "model_index.json").is_file():
         raise UserError(
-            f"--model-config {model_config!r} is not a diffusers model folder (no model_index.json)",
+            f"--model-config {model_config!r} is not a diffusers model folder "
+            "(no model_index.json)",
             "pass the folder of a diffusers model of the same architecture",
         )
     if path.suffix.lower() == ".safetensors":
@@ -243,7 +246,8 @@ def probe(ref: str, model_config: str | None = None) -> ModelSpec:
         )
     if spec.family.module is None:
         raise UserError(
-            f"{ref!r} is a {spec.family.label} model ({spec.family.pipelines[0]}), which unitune does not drive yet",
+            f"{ref!r} is a {spec.family.label} model ({spec.family.pipelines[0]}), "
+            "which unitune does not drive yet",
             f"supported: {supported()}",
         )
     return spec
@@ -266,7 +270,8 @@ def check_cascade(spec: ModelSpec, cascade: bool, sr_model: str | None) -> str |
     fam = spec.family
     if fam.upscaler:
         raise UserError(
-            f"{spec.ref!r} is a super-resolution stage ({fam.label}): it is tuned with its cascade's base",
+            f"{spec.ref!r} is a super-resolution stage ({fam.label}): "
+            "it is tuned with its cascade's base",
             f"tune the base stage and pass --sr-model {spec.ref}",
         )
     if fam.sr_family is None:
@@ -284,7 +289,8 @@ def check_cascade(spec: ModelSpec, cascade: bool, sr_model: str | None) -> str |
     sr = probe(sr_model)
     if sr.family.name != fam.sr_family:
         raise UserError(
-            f"--sr-model {sr_model!r} is a {sr.family.label} model, not a {fam.label} super-resolution stage",
+            f"--sr-model {sr_model!r} is a {sr.family.label} model, "
+            f"not a {fam.label} super-resolution stage",
             f"pass a {BY_NAME[fam.sr_family].pipelines[0]} model",
         )
     return sr_model
@@ -332,7 +338,10 @@ def single_file_refusal(spec: ModelSpec) -> str | None:
     if not spec.family.single_file:
         return f"no single-file layout for {spec.family.label}"
     if kohya_version(spec)[1]:
-        return "SD 2.x's original single file holds an OpenCLIP text encoder with a layer diffusers drops"
+        return (
+            "SD 2.x's original single file holds an OpenCLIP text encoder "
+            "with a layer diffusers drops"
+        )
     return None
 
 
@@ -358,7 +367,8 @@ def load(
 ) -> Backbone:
     """The family's backbone with its weights loaded (the heavy step). ``vae``: another VAE
     (folder or .safetensors); ``offload``: keep the text encoders and VAE on the CPU between
-    uses (for GPUs with little memory); ``accel``: torch.compile / channels_last for the denoiser."""
+    uses (for GPUs with little memory); ``accel``: torch.compile / channels_last for the
+    denoiser."""
     import importlib
 
     mod = importlib.import_module(f"{__name__}.{spec.family.module}")

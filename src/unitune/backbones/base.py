@@ -213,14 +213,16 @@ class Backbone(ABC):
             from ..errors import UserError
 
             raise UserError(
-                "--true-cfg is for guidance-distilled models (FLUX.1-dev); this model's CFG is --cfg",
+                "--true-cfg is for guidance-distilled models (FLUX.1-dev); "
+                "this model's CFG is --cfg",
                 "drop --true-cfg and set --cfg",
             )
         return cfg, None
 
     @abstractmethod
     def prompt_warning(self, prompt: str) -> str | None:
-        """A message when the prompt is longer than a text encoder takes, saying where it was cut."""
+        """A message when the prompt is longer than a text encoder takes, saying where it was
+        cut."""
 
     @abstractmethod
     def free_text_encoders(self) -> None:

@@ -42,7 +42,8 @@ def load_pipeline(cls, spec: ModelSpec, dtype: torch.dtype, **extra):
                 return cls.from_single_file(spec.ref, **common, **kw)
             except Exception as e:  # noqa: BLE001 - any failure here is a user-facing load failure
                 raise UserError(
-                    f"could not load single-file checkpoint {spec.ref!r} ({type(e).__name__}: {first_line(e)})",
+                    f"could not load single-file checkpoint {spec.ref!r} "
+                    f"({type(e).__name__}: {first_line(e)})",
                     "offline, pass --model-config with a diffusers folder of the same architecture",
                 ) from e
         try:
@@ -145,7 +146,8 @@ class SDBackbone(Backbone):
         self._need_text()
         if getattr(self.text_encoder.config, "hidden_act", "") == "gelu":
             raise UserError(
-                "SD 2.x's original layout stores an OpenCLIP text encoder with a layer diffusers drops",
+                "SD 2.x's original layout stores an OpenCLIP text encoder "
+                "with a layer diffusers drops",
                 "export it as a diffusers folder (--out without .safetensors)",
             )
         return self._ldm_unet_vae(module) | clip_to_ldm(

@@ -24,7 +24,8 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     be.add_argument("--quick", action="store_true", help="4 scenes, small grids (< 10 min, 2 CPUs)")
     be.add_argument(
         "--preset",
-        help="quick (= --quick), medium (8 scenes, ~40 min on 2 CPU cores), full (default: 40 scenes) or "
+        help="quick (= --quick), medium (8 scenes, ~40 min on 2 CPU cores), "
+        "full (default: 40 scenes) or "
         "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora)",
     )
     be.add_argument(
@@ -54,7 +55,8 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
     bs.add_argument(
         "--random-weights",
         choices=ARCHS,
-        help="instead of --model: a full-size model of this architecture with random weights (built once under the output's work folder; no download)",
+        help="instead of --model: a full-size model of this architecture with random weights "
+        "(built once under the output's work folder; no download)",
     )
     bs.add_argument("--resolution", type=int, help="pixels of tune and edit (default: the model's)")
     bs.add_argument("--steps", type=int, default=sd.steps, help="DDIM steps per edit")

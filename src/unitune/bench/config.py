@@ -1,7 +1,8 @@
 """Sizes and grids of ``unitune bench edits``: :class:`BenchConfig` and its presets.
 
 ``FULL`` is the issue's size, ``QUICK`` the CI size, ``MEDIUM`` what 2 CPU cores run in ~40
-minutes, and ``TUNE_COMPARE`` the LoRA vs full subset; docs/BENCHMARKS.md has every grid and its run time.
+minutes, and ``TUNE_COMPARE`` the LoRA vs full subset; docs/BENCHMARKS.md has every grid and
+its run time.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ QUICK = BenchConfig(
 )
 
 
-# What 2 CPU cores run in ~40 minutes (docs/BENCHMARKS.md has its time): FULL's checkpoints, CFG 1 (claim
-# 2) and the paper's 32, t0 {0.8, 1}, SINE around the paper's (K 400, v 0.7); 4 seeds for best-of-N.
+# What 2 CPU cores run in ~40 minutes (docs/BENCHMARKS.md has its time): FULL's checkpoints,
+# CFG 1 (claim 2) and the paper's 32, t0 {0.8, 1}, SINE around the paper's (K 400, v 0.7);
+# 4 seeds for best-of-N.
 MEDIUM = replace(
     FULL,
     n_scenes=8,

@@ -1,4 +1,5 @@
-"""`unitune bench edits`: one fixed, seeded editing suite through every method, judged by the oracle.
+"""`unitune bench edits`: one fixed, seeded editing suite through every method, judged by the
+oracle.
 
 Suite (:func:`make_suite`): held-out world scenes with their per-image details, one edit of each
 kind with a known target. Runner (:func:`run_bench`): each scene is fine-tuned ONCE (checkpoints

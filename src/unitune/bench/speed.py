@@ -144,16 +144,19 @@ def run_speed(sc: SpeedConfig, out: str | Path, log=print) -> dict:
         for i in IMPLS:
             s = res[i]
             log(
-                f"{case:8} {i:9} median {s['median_s']:.4f} s  (min {s['min_s']:.4f}, max {s['max_s']:.4f}, n {s['n']})"
+                f"{case:8} {i:9} median {s['median_s']:.4f} s  "
+                f"(min {s['min_s']:.4f}, max {s['max_s']:.4f}, n {s['n']})"
             )
         if sc.memory:
             for i in IMPLS:
                 res[i]["peak_mb"] = _child("memory", case, i, run, work)["peak_mb"]
             log(
-                f"{case:8} peak memory unitune {res['unitune']['peak_mb']:.0f} MB, diffusers {res['diffusers']['peak_mb']:.0f} MB"
+                f"{case:8} peak memory unitune {res['unitune']['peak_mb']:.0f} MB, "
+                f"diffusers {res['diffusers']['peak_mb']:.0f} MB"
             )
         log(
-            f"{case:8} ratio unitune / diffusers: {res['ratio']:.3f} (pairs {res['pair_ratios']['min']:.3f}-{res['pair_ratios']['max']:.3f})"
+            f"{case:8} ratio unitune / diffusers: {res['ratio']:.3f} "
+            f"(pairs {res['pair_ratios']['min']:.3f}-{res['pair_ratios']['max']:.3f})"
         )
         if "tune_folder" in res:
             log(f"{case:8} tune folder: {res['tune_folder']}")

@@ -66,7 +66,8 @@ class CascadeConfig:
 
 
 def scheduler(sample_max_value: float):
-    """IF's sampling scheduler: DDPM, cosine betas, learned-range variances, dynamic thresholding."""
+    """IF's sampling scheduler: DDPM, cosine betas, learned-range variances, dynamic
+    thresholding."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(

@@ -1,7 +1,9 @@
 """Measure the embedded model with the oracle on held-out captions (never used in training).
 
-    python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --steps 25 --out docs/world_eval.json
-    python -m unitune.embedded.evaluate --model world-if --sr-model world-if-sr --cfg 3,7 --steps 25 --out docs/world_if_eval.json
+    python -m unitune.embedded.evaluate --model world --cfg 1,3,7.5,15 --steps 25 \
+        --out docs/world_eval.json
+    python -m unitune.embedded.evaluate --model world-if --sr-model world-if-sr --cfg 3,7 \
+        --steps 25 --out docs/world_if_eval.json
 
 256 fixed scenes from the held-out split (96 with one object, 96 with two, 64 with three),
 their full captions, one sample each (seed = index), DDIM (``--steps``, default 50; the README's

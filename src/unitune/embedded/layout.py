@@ -48,7 +48,8 @@ def layout_caption(scene: Scene, rng: np.random.Generator) -> tuple[str, list[in
 
 
 def layout_batch(tok, rng: np.random.Generator, n: int, split: str = "train"):
-    """n fresh scenes' layout captions as (token ids (n, 77), colour ids (n, 9), shape ids (n, 9))."""
+    """n fresh scenes' layout captions as (token ids (n, 77), colour ids (n, 9), shape ids
+    (n, 9))."""
     caps, cols, shps = zip(*(layout_caption(sample_scene(rng, split=split), rng) for _ in range(n)))
     ids = tok(
         list(caps), padding="max_length", max_length=77, truncation=True, return_tensors="pt"

@@ -20,7 +20,8 @@ def train_unigram(lines: Iterable[str], vocab_size: int) -> list[tuple[str, floa
     alphabet's and rarest characters' scores, and the last float bits of the others), so scores
     are rounded to 6 decimals, the rarest and the unseen characters get one fixed lowest score,
     and pieces are ordered by (score, piece). Every printable ASCII character stays encodable
-    (no ``<unk>``), as in T5's real vocabulary: rare words such as ``beikkpic`` split into pieces."""
+    (no ``<unk>``), as in T5's real vocabulary: rare words such as ``beikkpic`` split into
+    pieces."""
     from tokenizers import Tokenizer, pre_tokenizers, trainers
     from tokenizers.models import Unigram
 

@@ -82,11 +82,13 @@ def _lora(plan, fmt: str, out: Path, rank: int | None) -> Exported:
         lora, config = ex.tensors, ex.config
         prov["extracted_rank"] = rank
         notes.append(
-            f"rank {rank}: the SVD cut {ex.truncation_energy:.2%} of the covered layers' delta energy"
+            f"rank {rank}: the SVD cut {ex.truncation_energy:.2%} "
+            "of the covered layers' delta energy"
         )
         if ex.dropped:
             notes.append(
-                f"{len(ex.dropped)} bias and normalisation tensors have no LoRA form and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)"
+                f"{len(ex.dropped)} bias and normalisation tensors have no LoRA form "
+                f"and stay pretrained ({ex.dropped_energy:.2%} of the delta's energy)"
             )
     extra = {"unitune": json.dumps(prov)}
     if fmt == "kohya-lora":

@@ -4,9 +4,9 @@ kohya's (A1111/Forge, ComfyUI).
 Input: a LoRA under PEFT's names for the network (``<module>.lora_A.weight`` = down,
 ``.lora_B.weight`` = up) and its LoraConfig (rank, alpha, patterns).
 
-- diffusers: the keys prefixed ``unet.`` (``transformer.`` for SD3 / FLUX) and the config as ``lora_adapter_metadata``, written by
-  the family pipeline's own ``save_lora_weights`` so ``pipe.load_lora_weights(file)`` reads it
-  with the exact rank and alpha of every layer.
+- diffusers: the keys prefixed ``unet.`` (``transformer.`` for SD3 / FLUX) and the config as
+  ``lora_adapter_metadata``, written by the family pipeline's own ``save_lora_weights`` so
+  ``pipe.load_lora_weights(file)`` reads it with the exact rank and alpha of every layer.
 - kohya: ``lora_unet_<module path with '_' for '.'>.lora_down.weight`` / ``.lora_up.weight`` /
   ``.alpha`` (a scalar; the tools scale by alpha / rank), the module path being the diffusers
   one, which ComfyUI, A1111 and diffusers' own loader all map (SD 1.x and SDXL alike).
@@ -84,7 +84,8 @@ def write_diffusers(
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    # the denoiser's name in the writer's arguments: unet_... (SD, SDXL), transformer_... (SD3, FLUX)
+    # the denoiser's name in the writer's arguments: unet_... (SD, SDXL),
+    # transformer_... (SD3, FLUX)
     params = inspect.signature(pipeline_class.save_lora_weights).parameters
     net = "unet" if "unet_lora_layers" in params else "transformer"
     layers = {k: v.float().contiguous() for k, v in tensors.items()}
@@ -126,5 +127,7 @@ def kohya_metadata(
         "ss_learning_rate": str(provenance["learning_rate"]),
         "ss_output_name": provenance["name"],
         "ss_tag_frequency": json.dumps({"unitune": {prompt: 1}}),
-        "ss_training_comment": f"unitune: the photo is bound to {provenance['rare_token']!r}; prompt it as {prompt!r}",
+        "ss_training_comment": (
+            f"unitune: the photo is bound to {provenance['rare_token']!r}; prompt it as {prompt!r}"
+        ),
     }
