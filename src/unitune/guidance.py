@@ -37,7 +37,8 @@ def sine_mix(eps_uncond: Tensor, eps_pre: Tensor, eps_ft: Tensor, w: float, v: f
 
 
 def sine_active(t: int | float | Tensor, K: float) -> bool:
-    """SINE uses the model-based mix while t > K (t on the 0..1000 training scale), else plain CFG."""
+    """SINE uses the model-based mix while t > K (t on the 0..1000 training scale), else plain
+    CFG."""
     return float(t) > K
 
 
