@@ -203,3 +203,30 @@ def test_any_request_is_queued_or_refused_in_one_line(
                 job = s.queue.find(token, "ana")
                 json.dumps(job.params, allow_nan=False)  # what runs is plain JSON
                 s.queue.request_cancel(job.id)  # keep the queue empty for the next example
+
+
+def test_the_forms_defaults_are_the_configs(served, demo_photo):
+    """The server's and the page's defaults come from config's dataclasses (one home each): a
+    grid or a tune asked for without them runs GridConfig's t0s and seeds and TuneConfig's steps;
+    the page's fields start at the same values; the server's limits are SERVE_LIMITS."""
+    gr = pytest.importorskip("gradio")
+    from unitune.app.ui import build
+    from unitune.config import SERVE_LIMITS, EditConfig, GridConfig, TuneConfig
+
+    s, tune = served
+    assert ServeConfig().limits == SERVE_LIMITS and s.limits == SERVE_LIMITS
+    grid = s.queue.find(s.submit_grid(tune, "a green circle", owner="ana"), "ana")
+    job = s.queue.find(s.submit_tune(Path(demo_photo).read_bytes(), owner="ana"), "ana")
+    for j in (grid, job):
+        s.queue.request_cancel(j.id)
+    assert tuple(grid.params["grid"]["t0s"]) == GridConfig().t0s
+    assert tuple(grid.params["grid"]["seeds"]) == GridConfig().seeds
+    assert job.params["settings"].get("steps", TuneConfig().steps) == TuneConfig().steps
+    page = build(s)
+    by_id = {b.elem_id: b for b in page.blocks.values() if getattr(b, "elem_id", None)}
+    assert by_id["steps"].value == TuneConfig().steps
+    assert by_id["t0s"].value == ",".join(f"{t:g}" for t in GridConfig().t0s)
+    assert by_id["grid-seeds"].value == ",".join(map(str, GridConfig().seeds))
+    assert by_id["seeds"].value == ",".join(map(str, s.cfg.page_seeds))
+    sliders = {b.label: b.value for b in page.blocks.values() if isinstance(b, gr.Slider)}
+    assert EditConfig().sine_K in sliders.values() and EditConfig().sine_v in sliders.values()

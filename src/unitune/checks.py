@@ -264,7 +264,8 @@ def check_best_of(
 ) -> None:
     """`edit --best-of N`: N candidates (seeds, at most limits.max_seeds), not with --params nor a
     cascade tune; --sweep-*, --keep-all and --balance only with it."""
-    from .config import RankConfig, _finite, _int
+    from .config import RankConfig
+    from .config_checks import _finite, _int
 
     if _is_int(best_of) and best_of < 0:
         raise UserError(f"--best-of must be >= 1, got {best_of}", "e.g. --best-of 8")
@@ -287,7 +288,7 @@ def check_best_of(
 
 def check_fidelity(fidelity: float, explicit: list[str], params: bool = False) -> None:
     """--fidelity sets the checkpoint, t0 and CFG itself: not with those flags nor --params."""
-    from .config import _real
+    from .config_checks import _real
 
     if explicit or params:
         what = ", ".join(explicit) or "--params"

@@ -1,19 +1,44 @@
-"""The one set of typed defaults, shared by the library, the CLI and the web UI.
+"""The one set of typed defaults, shared by the library, the CLI, `unitune batch` and the web app.
 
 Every field carries a comment; the CLI builds its flags from these defaults and passes a
-``dataclasses.replace``-d copy to the library. Paper values are marked (UniTune §3.2-3.3;
-SINE §3.2 / §4).
+``dataclasses.replace``-d copy to the library; batch lines and the web app's forms start from
+the same dataclasses. Paper values are marked (UniTune §3.2-3.3; SINE §3.2 / §4). Two parts live
+beside this file and are re-exported here, so ``from unitune.config import X`` names them all:
+config_models.py (the per-family ``ModelDefaults``) and config_limits.py (``WorkLimits``, the
+server's ``SERVE_LIMITS``, ``Limits``); config_checks.py holds the one-line value checks the
+``validate`` methods are written with.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import UserError
+# the parts beside this module; ``X as X``: re-exported, so `from unitune.config import X` works
+from .config_checks import (
+    _bad,
+    _choice,
+    _flag,
+    _int,
+    _ints,
+    _opt_int,
+    _real,
+    _text,
+    show_value,
+)
+from .config_limits import SERVE_LIMITS as SERVE_LIMITS
+from .config_limits import Limits as Limits
+from .config_limits import WorkLimits
+from .config_limits import check_prompt as check_prompt
+from .config_limits import parse_limits as parse_limits
+from .config_models import FLUX_DEFAULTS as FLUX_DEFAULTS
+from .config_models import FLUX_SCHNELL_DEFAULTS as FLUX_SCHNELL_DEFAULTS
+from .config_models import IF_DEFAULTS as IF_DEFAULTS
+from .config_models import IF_SR_DEFAULTS as IF_SR_DEFAULTS
+from .config_models import SD3_DEFAULTS as SD3_DEFAULTS
+from .config_models import SD_DEFAULTS as SD_DEFAULTS
+from .config_models import ModelDefaults
 
 RARE_TOKEN = "beikkpic"  # UniTune's rare-token string (3 rare tokens in T5; 4 BPE pieces in CLIP)
 DEFAULT_MODEL = "world"  # --model: the embedded model shipped in the package (offline)
@@ -36,10 +61,10 @@ SINGLE_STEP = (
 )  # the samplers without multistep history: a batch may mix starts
 DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
+GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
 # model merged into a whole model (a diffusers folder, or one .safetensors in the original layout)
-GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 EXPORT_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full", "merged")
 LORA_FORMATS = ("diffusers-lora", "kohya-lora", "lora-from-full")  # the ones that write a LoRA
 
@@ -48,208 +73,6 @@ def from_json(cls, fields: dict[str, Any]):
     """One of these configs from its fields as JSON keeps them (lists back to tuples), the
     defaults for the rest; unknown fields raise TypeError."""
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """The defaults that depend on the model family (README "Model families"). The values here
-    are Stable Diffusion's (1.x / 2.x / XL and the embedded model); ``backbones.FAMILIES`` gives
-    the other families theirs. A ``None`` in TuneConfig / EditConfig means "this model's"."""
-
-    tune_method: str = "full"  # UniTune §3.2 fine-tunes the whole denoiser
-    lora_rank: int = 16  # LoRA rank when method is lora
-    lr_full: float = 1e-4  # learning rate of a full tune (paper: Adafactor 1e-4)
-    lr_lora: float = 3e-4  # learning rate of a LoRA tune
-    timestep_density: str = "uniform"  # training timesteps: uniform, or logit-normal in sigma
-    cfg: float = 7.5  # guidance weight (SD's usual default; paper: 32 on Imagen)
-    steps: int = 50  # sampling steps
-    sampler: str = "ddim"  # the model's own single-step sampler
-
-
-@dataclass(frozen=True)
-class WorkLimits:
-    """How much work one request may ask for: the CLI, the library, `unitune batch` and the web
-    app refuse anything beyond these before any model loads (`unitune batch --limit KEY=VALUE`
-    and `unitune serve --limit KEY=VALUE`, parsed by parse_limits, let an operator lower or
-    raise them; the configs' ``validate(limits=...)`` and check_prompt apply them). The defaults
-    leave every documented use in reach (the SINE patch preset's 10,000 steps, a 4K output); a
-    server usually wants them tighter."""
-
-    max_seeds: int = 64  # images of one edit (one batch: memory grows with it)
-    max_seed: int = 2**32 - 1  # largest seed (A1111's and numpy's 32-bit range)
-    max_grid_cells: int = 400  # checkpoints x t0s x seeds of one grid
-    max_sample_steps: int = 1000  # sampling steps (a 1000-step training schedule has no more)
-    max_tune_steps: int = 10_000  # fine-tuning steps (SINE's patch preset: 10,000)
-    max_batch_size: int = 64  # copies of the latent per tuning step
-    max_prompt_chars: int = 2000  # any prompt (the text encoders read 77-512 tokens of it)
-    max_side: int = 4096  # largest output or tuning size in pixels, per side
-    max_guides: int = 8  # multi-model guidance terms of one edit
-
-
-def parse_limits(
-    items: list[str] | tuple[str, ...] | None, base: WorkLimits | None = None
-) -> WorkLimits:
-    """``--limit KEY=VALUE`` items (repeatable; keys: WorkLimits' fields, dashes allowed; values:
-    integers) -> the WorkLimits they set over ``base`` (default: WorkLimits()); a UserError (one
-    line) otherwise."""
-    names = [f.name for f in fields(WorkLimits)]
-    over: dict[str, int] = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        key = key.strip().replace("-", "_")
-        _bad(bool(sep), f"--limit {show_value(item)} is not KEY=VALUE", "e.g. --limit max_seeds=8")
-        _bad(key in names, f"unknown --limit {show_value(key)}", f"use one of {', '.join(names)}")
-        text = value.strip().replace("_", "")
-        ok = text.isascii() and text.isdigit() and len(text) <= 30
-        lo = 0 if key == "max_seed" else 1
-        _bad(
-            ok and int(text) >= lo,
-            f"--limit {key} must be an integer >= {lo}, got {show_value(value)}",
-            f"e.g. --limit {key}={getattr(WorkLimits(), key)}",
-        )
-        over[key] = int(text)
-    return replace(base or WorkLimits(), **over)
-
-
-def _bad(ok: bool, problem: str, fix: str) -> None:
-    if not ok:
-        raise UserError(problem, fix)
-
-
-def _is_int(x: Any) -> bool:
-    """An integer (bool is not one here: True is no step count)."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _finite(x: Any) -> bool:
-    """A finite real number (an integer of any size, or a float that is neither NaN nor inf)."""
-    if _is_int(x):
-        return True
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def show_value(v: Any, width: int = 60) -> str:
-    """A value for a one-line message: its repr, shortened; huge integers and lists by size."""
-    if _is_int(v) and abs(int(v)) >= 10**18:
-        return f"a {int(v).bit_length()}-bit integer"
-    if isinstance(v, (list, tuple, dict, set)) and len(v) > 16:
-        return f"a {type(v).__name__} of {len(v)} items"
-    try:
-        text = repr(v)
-    except Exception:  # noqa: BLE001 - e.g. a repr beyond Python's int-to-text limit
-        text = f"a {type(v).__name__}"
-    text = text.replace("\n", " ").replace("\r", " ")
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _int(v: Any, flag: str, lo: int, hi: int, fix: str, limit: str | None = None) -> None:
-    """``v`` an integer in [lo, hi]; ``limit``: the WorkLimits field that sets ``hi``."""
-    if _is_int(v) and lo <= v <= hi:
-        return
-    why = f" (work limit {limit})" if limit and _is_int(v) and v > hi else ""
-    raise UserError(f"{flag} must be an integer in [{lo}, {hi}]{why}, got {show_value(v)}", fix)
-
-
-def _opt_int(v: Any, flag: str, lo: int, hi: int, fix: str, limit: str | None = None) -> None:
-    if v is not None:
-        _int(v, flag, lo, hi, fix, limit)
-
-
-def _ints(
-    v: Any,
-    flag: str,
-    lo: int,
-    hi: int,
-    fix: str,
-    most: int,
-    limit: str | None = None,
-    count_limit: str | None = None,
-) -> None:
-    """``v`` a non-empty list (tuple) of at most ``most`` integers, each in [lo, hi]."""
-    _bad(
-        isinstance(v, (tuple, list)) and len(v) >= 1,
-        f"{flag} must list at least one integer, got {show_value(v)}",
-        fix,
-    )
-    why = f" (work limit {count_limit})" if count_limit else ""
-    _bad(len(v) <= most, f"{flag} lists {len(v)} values, at most {most}{why}", fix)
-    for x in v:
-        if not (_is_int(x) and lo <= x <= hi):
-            why = f" (work limit {limit})" if limit and _is_int(x) and x > hi else ""
-            raise UserError(
-                f"{flag} values must be integers in [{lo}, {hi}]{why}, got {show_value(x)}", fix
-            )
-
-
-def _real(
-    v: Any,
-    flag: str,
-    fix: str,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    none_ok: bool = False,
-) -> None:
-    """``v`` a finite number with the bounds given (``none_ok``: or None)."""
-    if v is None and none_ok:
-        return
-    ok = (
-        _finite(v)
-        and (ge is None or v >= ge)
-        and (gt is None or v > gt)
-        and (le is None or v <= le)
-    )
-    if ok:
-        return
-    if ge is not None and le is not None:
-        rng = f" in [{ge:g}, {le:g}]"
-    elif gt is not None and le is not None:
-        rng = f" in ({gt:g}, {le:g}]"
-    else:
-        rng = f" >= {ge:g}" if ge is not None else f" > {gt:g}" if gt is not None else ""
-    raise UserError(f"{flag} must be a number{rng}, got {show_value(v)}", fix)
-
-
-def _flag(v: Any, flag: str) -> None:
-    _bad(
-        isinstance(v, bool), f"{flag} must be true or false, got {show_value(v)}", "pass a boolean"
-    )
-
-
-def _choice(v: Any, flag: str, choices: tuple, none_ok: bool = False) -> None:
-    ok = (v is None and none_ok) or (isinstance(v, str) and v in choices)
-    _bad(ok, f"unknown {flag} {show_value(v)}", f"use one of {', '.join(choices)}")
-
-
-def _text(v: Any, flag: str, most: int, *, none_ok: bool = False, required: bool = False) -> None:
-    """``v`` a string of at most ``most`` characters without NUL (``required``: not blank)."""
-    if v is None and none_ok:
-        return
-    _bad(isinstance(v, str), f"{flag} must be text, got {show_value(v)}", "pass a string")
-    _bad(not required or bool(v.strip()), f"{flag} is empty", "pass some text")
-    _bad(
-        len(v) <= most,
-        f"{flag} is {len(v)} characters, at most {most} (work limit max_prompt_chars)",
-        "shorten it",
-    )
-    _bad("\x00" not in v, f"{flag} contains a NUL character", "remove it")
-
-
-def check_prompt(
-    prompt: Any,
-    limits: WorkLimits = WorkLimits(),
-    *,
-    what: str = "the edit prompt",
-    required: bool = True,
-) -> str:
-    """A prompt as the CLI, the library, batch and the server take it: text (not blank where
-    ``required``; the library may sample the rare token alone from ""), at most
-    ``limits.max_prompt_chars`` characters, no NUL; returned as is."""
-    if required and (prompt is None or (isinstance(prompt, str) and not prompt.strip())):
-        raise UserError(f"{what} is empty", 'describe the edit, e.g. "a cat wearing sunglasses"')
-    _text(prompt, what, limits.max_prompt_chars)
-    return prompt
 
 
 BIG = 2**31 - 1  # bound of the step numbers that name checkpoints (no tune has more)
@@ -639,13 +462,3 @@ class GridConfig:
             f"at most {lim.max_grid_cells} (work limit max_grid_cells)",
             "fewer checkpoints, t0s or seeds",
         )
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Input limits."""
-
-    max_megapixels: float = 40.0  # refuse larger images (decompression bombs)
-    refused_suffixes: tuple[str, ...] = field(
-        default=(".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
-    )  # pickle-based weight files are never loaded

@@ -18,11 +18,19 @@ job's own images and their sidecars, never another path.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import EditConfig, GridConfig, TuneConfig, WorkLimits, check_prompt, from_json
+from ..config import (
+    SERVE_LIMITS,
+    EditConfig,
+    GridConfig,
+    TuneConfig,
+    WorkLimits,
+    check_prompt,
+    from_json,
+)
 from ..errors import UserError
 from .jobs import Job, JobQueue
 from .store import Store
@@ -43,20 +51,12 @@ class ServeConfig:
     device: str = "auto"
     gpu_jobs: int = 1  # jobs run at once (each slot loads its own copy of the models)
     max_queue: int = 32  # waiting jobs beyond which a submit is refused
-    # the work one request may ask for: tighter than the CLI's (a server's users are not its
-    # operator); `--limit KEY=VALUE` changes one
-    limits: WorkLimits = field(
-        default=WorkLimits(
-            max_seeds=16,
-            max_grid_cells=64,
-            max_sample_steps=200,
-            max_tune_steps=2000,
-            max_batch_size=8,
-            max_prompt_chars=500,
-            max_side=1024,
-            max_guides=0,
-        )
-    )
+    # the work one request may ask for: config.SERVE_LIMITS, tighter than the CLI's (a server's
+    # users are not its operator); `--limit KEY=VALUE` changes one
+    limits: WorkLimits = SERVE_LIMITS
+    # the Refine tab's seeds: four edits to compare (an edit's own default, EditConfig.seeds, is
+    # one)
+    page_seeds: tuple[int, ...] = (0, 1, 2, 3)
     # a running job is stopped (as a cancel: its saved checkpoints stay) after this many seconds
     job_timeout_s: float = 4 * 3600
     max_attempts: int = 3  # a job the server died under this many times fails instead of rerunning
@@ -163,7 +163,7 @@ class Server:
         self,
         photo: bytes,
         caption: Any = "",
-        steps: Any = 128,
+        steps: Any = TuneConfig.steps,
         model: Any = None,
         owner: str | None = None,
     ) -> str:
@@ -205,8 +205,8 @@ class Server:
         self,
         tune: Any,
         prompt: Any,
-        t0s: Any = "0.8,0.9,1",
-        seeds: Any = "0",
+        t0s: Any = GridConfig.t0s,
+        seeds: Any = GridConfig.seeds,
         checkpoints: Any = "",
         owner: str | None = None,
     ) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..config import EDIT_METHODS, EditConfig, GridConfig, TuneConfig
 from ..errors import UserError
 from ..pngmeta import read_sidecar
 from .jobs import QueueFull
@@ -317,8 +318,8 @@ def build(server: Server) -> gr.Blocks:
                     )
                     steps = _raw(
                         gr.Number(
-                            _TUNE_STEPS,
-                            label=f"steps (paper: {_TUNE_STEPS}; at most {d_steps})",
+                            TuneConfig.steps,
+                            label=f"steps (paper: {TuneConfig.steps}; at most {d_steps})",
                             precision=0,
                             elem_id="steps",
                         )
@@ -344,8 +345,10 @@ def build(server: Server) -> gr.Blocks:
                 prompt = gr.Textbox(
                     label="edit prompt", placeholder="a cat wearing sunglasses", elem_id="prompt"
                 )
-                t0s = gr.Textbox(_GRID_T0S, label="t0 (SDEdit starts)", elem_id="t0s")
-                grid_seeds = gr.Textbox("0", label="seeds", elem_id="grid-seeds")
+                t0s = gr.Textbox(_comma(GridConfig.t0s), label="t0 (SDEdit starts)", elem_id="t0s")
+                grid_seeds = gr.Textbox(
+                    _comma(GridConfig.seeds), label="seeds", elem_id="grid-seeds"
+                )
             with gr.Row():
                 grid_btn = gr.Button("Render grid", variant="primary", elem_id="grid-btn")
                 grid_stop = gr.Button("Cancel", elem_id="grid-cancel")
@@ -359,14 +362,26 @@ def build(server: Server) -> gr.Blocks:
             )
         with gr.Tab("3 Refine"):
             with gr.Row():
-                seeds = gr.Textbox("0,1,2,3", label="seeds", elem_id="seeds")
+                seeds = gr.Textbox(_comma(server.cfg.page_seeds), label="seeds", elem_id="seeds")
                 use_fid = _raw(gr.Checkbox(False, label="use the fidelity knob"))
                 fidelity = _raw(gr.Slider(0, 1, 0.5, label="fidelity (0 expressive .. 1 faithful)"))
                 guidance = gr.Textbox(label="prompt guidance: base prompt (optional)")
             with gr.Row():
-                method = _raw(gr.Radio(["unitune", "sine"], value="unitune", label="method"))
-                K = _raw(gr.Slider(0, 1000, _EDIT.sine_K, step=10, label="SINE K"))
-                v = _raw(gr.Slider(0, 1, _EDIT.sine_v, label="SINE v"))
+                method = _raw(gr.Radio(list(EDIT_METHODS), value=EditConfig.method, label="method"))
+                K = _raw(
+                    gr.Slider(
+                        0,
+                        1000,
+                        EditConfig.sine_K,
+                        step=10,
+                        label="SINE: the tuned model guides until t (K, 0..1000)",
+                    )
+                )
+                v = _raw(
+                    gr.Slider(
+                        0, 1, EditConfig.sine_v, label="SINE: the pretrained model's weight (v)"
+                    )
+                )
             mask = _quiet(
                 gr.ImageEditor(
                     label="mask: paint where the edit may change (optional)", type="numpy"
@@ -463,13 +478,9 @@ def _caption(path: Path) -> str:
     )
 
 
-def _defaults():
-    from ..config import EditConfig, GridConfig, TuneConfig
-
-    return TuneConfig().steps, ",".join(f"{t:g}" for t in GridConfig().t0s), EditConfig()
-
-
-_TUNE_STEPS, _GRID_T0S, _EDIT = _defaults()  # the page's defaults are the library's
+def _comma(values) -> str:
+    """A form's comma list of a config's numbers, e.g. (0.8, 0.9, 1.0) -> "0.8,0.9,1"."""
+    return ",".join(f"{v:g}" for v in values)
 
 
 class LoginGuard:

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DEFAULT_MODEL, Acceleration, Limits, ModelDefaults
+from ..config import (
+    DEFAULT_MODEL,
+    FLUX_DEFAULTS,
+    IF_DEFAULTS,
+    IF_SR_DEFAULTS,
+    SD3_DEFAULTS,
+    SD_DEFAULTS,
+    Acceleration,
+    Limits,
+    ModelDefaults,
+)
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -41,7 +51,7 @@ class Family:
     module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
     kohya: str | None = None  # kohya's ss_base_model_version tag (None: no kohya LoRA layout)
     single_file: bool = False  # export writes its original (A1111) single-file layout
-    defaults: ModelDefaults = ModelDefaults()  # tune and edit defaults (README "Model families")
+    defaults: ModelDefaults = SD_DEFAULTS  # tune and edit defaults (config_models.py)
     upscaler: bool = False  # a super-resolution stage: tuned and sampled as a cascade's --sr-model
     sr_family: str | None = None  # the family of this base stage's super-resolution models
 
@@ -53,21 +63,7 @@ _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline")
 _IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
-# The rectified-flow transformers (2-12 B parameters) tune LoRA adapters by default. Rates: full
-# 1e-4, the default of diffusers' train_dreambooth_sd3.py / _flux.py; LoRA 4e-4, the rate of the
-# SD3 LoRA example in diffusers' README_sd3.md (its scripts default to 1e-4 over 500 steps; one
-# UniTune run is 128). SD3 draws training sigmas logit-normally as train_dreambooth_lora_sd3.py
-# does, FLUX uniformly as train_dreambooth_lora_flux.py; guidance and steps are the pipelines'
-# defaults (StableDiffusion3Pipeline: CFG 7.0, 28 steps; FluxPipeline: distilled guidance 3.5,
-# 28 steps; FLUX.1-schnell's backbone takes 4 steps and no guidance).
-_FLOW = dict(tune_method="lora", lr_full=1e-4, lr_lora=4e-4, steps=28, sampler="euler")
-SD3_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="logit_normal", cfg=7.0)
-FLUX_DEFAULTS = ModelDefaults(**_FLOW, timestep_density="uniform", cfg=3.5)
-# DeepFloyd IF: UniTune's own recipe (full tune, Adafactor 1e-4; LoRA at SD's rate); sampling as
-# the pipelines do by default: IFPipeline CFG 7.0 over 100 DDPM steps with learned variances;
-# the super-resolution stage IFSuperResolutionPipeline's CFG 4.0 over 50 steps.
-IF_DEFAULTS = ModelDefaults(cfg=7.0, steps=100, sampler="ddpm")
-IF_SR_DEFAULTS = ModelDefaults(cfg=4.0, steps=50, sampler="ddpm")
+# the families' tune and edit defaults: config_models.py (re-exported by config)
 FAMILIES = (
     Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd", kohya="sd_v1", single_file=True),
     Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl", kohya="sdxl_base_v1-0", single_file=True),

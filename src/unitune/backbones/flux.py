@@ -15,13 +15,11 @@ scheduler's element-wise step is the pipeline's.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor, nn
 
 from .. import patches
-from ..config import ModelDefaults
+from ..config import FLUX_SCHNELL_DEFAULTS, ModelDefaults
 from ..images import Geometry
 from . import ModelSpec
 from .base import Backbone, Conditioning
@@ -89,7 +87,7 @@ class FluxBackbone(FlowBackbone):
 
     def model_defaults(self, family: ModelDefaults) -> ModelDefaults:
         # schnell: timestep-distilled for 4 steps, and no guidance input (--cfg has no effect)
-        return family if self.distilled else replace(family, steps=4, cfg=0.0)
+        return family if self.distilled else FLUX_SCHNELL_DEFAULTS
 
     def components(self) -> dict[str, nn.Module]:
         out = {"transformer": self.module, "vae": self.vae}
