@@ -522,3 +522,71 @@ def test_library_refuses_what_the_cli_refuses(tuned):
             progress=False,
             limits=WorkLimits(max_sample_steps=5000),
         )
+
+
+# --- #32: the library entry points run the CLI's checks (checks.py), with its messages ----------
+def _cli_line(capsys, *argv) -> str:
+    """The CLI's one error line for ``argv``, without its "unitune: error: " prefix."""
+    code, _, err = run(capsys, *argv)
+    assert_user_error(code, err)
+    return err.strip().removeprefix("unitune: error: ")
+
+
+def test_library_tune_refuses_what_the_cli_refuses(
+    tiny_model, photo, tmp_path, capsys, no_load, monkeypatch
+):
+    """unitune.tune.tune() refuses the CLI's cases with the CLI's line, before any model loads:
+    SINE's preset without a class noun, an unknown preset, settings out of range."""
+    from dataclasses import replace
+
+    import unitune.tune as tune_mod
+    from unitune.config import TuneConfig, tune_preset
+    from unitune.errors import UserError
+
+    monkeypatch.setattr(tune_mod, "load", lambda *a, **k: (_ for _ in ()).throw(_Loaded()))
+    out = tmp_path / "o"
+    sine = TuneConfig(**tune_preset("sine"))
+    cases = [  # (the library's settings and preset, the CLI's flags for the same)
+        (sine, "sine", ["--preset", "sine"]),
+        (TuneConfig(steps=-1), None, ["--steps", "-1"]),
+        (TuneConfig(seed=2**70), None, ["--seed", str(2**70)]),
+    ]
+    lines = []
+    for cfg, preset, flags in cases:
+        with pytest.raises(UserError) as e:
+            tune_mod.tune(photo, out, cfg, model=tiny_model, device="cpu", preset=preset)
+        lines.append(str(e.value))
+        assert lines[-1] == _cli_line(
+            capsys, "tune", photo, "--model", tiny_model, "--out", out, *flags
+        )
+        assert not out.exists()
+    assert lines[0].startswith("--preset sine needs --class-noun"), lines[0]
+    with pytest.raises(UserError, match="unknown --preset 'bogus'"):
+        tune_mod.tune(photo, out, TuneConfig(), model=tiny_model, preset="bogus")
+    # SINE's settings with a class noun pass every check: the next step is the model's load
+    with pytest.raises(_Loaded):
+        tune_mod.tune(photo, out, replace(sine, class_noun="cat"), model=tiny_model, preset="sine")
+    assert not out.exists()
+
+
+def test_library_batch_and_sweep_checks_are_the_clis(tuned, tmp_path, capsys, no_load):
+    """run_batch refuses a missing jobs file and no workers as `unitune batch` does; the t0s of
+    `edit --best-of --sweep-t0` are checked by check_edit(t0s=...); an edit needs a prompt."""
+    from unitune.batch import run_batch
+    from unitune.checks import check_edit
+    from unitune.config import EditConfig
+    from unitune.errors import UserError
+
+    jobs, none, out = tmp_path / "jobs.jsonl", tmp_path / "none.jsonl", tmp_path / "b"
+    jobs.write_text('{"image": "x.png"}\n')
+    for (path, workers), words in (((none, 1), "does not exist"), ((jobs, 0), "--workers")):
+        with pytest.raises(UserError, match=words) as e:
+            run_batch(path, out, workers, progress=False)
+        flags = [path, "--out", out, "--workers", workers]
+        assert str(e.value) == _cli_line(capsys, "batch", *flags)
+    assert not out.exists()
+    with pytest.raises(UserError, match="--t0") as e:
+        check_edit(tuned, EditConfig(), t0s=(0.5, 2.0))
+    sweep = ["--best-of", "2", "--sweep-t0", "0.5,2", "--out", tmp_path / "e"]
+    assert str(e.value) == _cli_line(capsys, "edit", tuned, "a dog", *sweep)
+    assert _cli_line(capsys, "edit", tuned).startswith("no edit prompt given")

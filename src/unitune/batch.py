@@ -272,11 +272,10 @@ def run_batch(
     earlier line has, fails with its one-line reason and the others run."""
     from tqdm.auto import tqdm
 
+    from .checks import check_batch
+
+    check_batch(jobs_file, out, workers)
     jobs_file, out = Path(jobs_file), Path(out)
-    if not jobs_file.is_file():
-        raise UserError(f"{jobs_file} does not exist", "pass a JSONL file, one image per line")
-    if workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}", "e.g. --workers 2")
     try:
         text = jobs_file.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:

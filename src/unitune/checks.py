@@ -242,8 +242,13 @@ def check_steps_table(steps: int | None, table: int | None, flag: str = "--steps
 
 
 def check_preset(cfg: TuneConfig, preset: str) -> None:
-    """SINE's template needs a class noun; a --base-prompt placing the rare token itself (a style
-    or content-removal tune) is the whole prompt and also does."""
+    """``preset``: the `--preset` the settings were built from (config.TUNE_PRESETS). SINE's
+    template needs a class noun; a --base-prompt placing the rare token itself (a style or
+    content-removal tune) is the whole prompt and also does."""
+    from .config import TUNE_PRESETS
+    from .config_checks import _choice
+
+    _choice(preset, "--preset", tuple(sorted(TUNE_PRESETS)))
     if preset == "sine" and not cfg.class_noun and cfg.prompt() != cfg.base_prompt:
         raise UserError(
             f"--preset sine needs --class-noun (SINE tunes on 'a photo of a {cfg.rare_token} "
@@ -308,11 +313,15 @@ def check_tune(
     overwrite: bool = False,
     vae: str | None = None,
     *,
+    preset: str | None = None,
     limits: WorkLimits = WorkLimits(),
 ) -> TunePlan:
-    """Check a tune: its settings within ``limits``, the VAE, the output folder (writable, and a
-    new, empty, or resumable tune folder), the image and the model."""
+    """Check a tune: its settings within ``limits`` and the needs of the ``preset`` they were
+    built from (check_preset; None: none named), the VAE, the output folder (writable, and a new,
+    empty, or resumable tune folder), the image and the model."""
     cfg.validate(limits=limits)
+    if preset is not None:
+        check_preset(cfg, preset)
     check_vae(vae)
     out = check_out(out, "folder")
     img = load_image(image)
@@ -376,6 +385,13 @@ def tune_model_ref(folder: TuneFolder) -> str:
     return m["model"] if m["model"] in SHORT_NAMES else m["model_path"]
 
 
+def check_edit_request(prompt: str | None, params: str | Path | None) -> None:
+    """`unitune edit` samples a prompt, or replays an earlier output's sidecar (``params``,
+    --params): one of them is needed."""
+    if not params and not prompt:
+        raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
+
+
 def check_edit(
     tune_dir: str | Path,
     cfg: EditConfig,
@@ -384,10 +400,12 @@ def check_edit(
     vae: str | None = None,
     *,
     prompt: str | None = None,
+    t0s: tuple[float, ...] = (),
     limits: WorkLimits = WorkLimits(),
 ) -> TuneFolder:
-    """Check an edit (and any extra ``checkpoints`` it will visit) against a tune folder; the
-    settings and ``prompt`` (when given) within ``limits``."""
+    """Check an edit (and any extra ``checkpoints`` and SDEdit starts ``t0s`` it will visit, as
+    `edit --best-of` sweeps) against a tune folder; the settings and ``prompt`` (when given)
+    within ``limits``."""
     cfg.validate(limits=limits)
     if prompt is not None:
         check_prompt(prompt, limits)
@@ -418,6 +436,8 @@ def check_edit(
         from .upscale import check_upscaler
 
         check_upscaler(cfg.upscaler)
+    for t0 in t0s:
+        replace(cfg, t0=t0).validate(limits=limits)
     return folder
 
 
@@ -438,6 +458,16 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
         sr.resolve_checkpoint(cfg.sr_checkpoint)
     out = tuple(sr.manifest["resolution"])
     return (tuple(cfg.size) if cfg.size else out), k * (out[0] // res[0])
+
+
+def check_batch(jobs: str | Path, out: str | Path, workers: int) -> None:
+    """`unitune batch`: the JSONL file exists, ``out`` is a folder it may write, and at least one
+    local worker (each line is then checked alone: unitune.batch.parse_line)."""
+    if not Path(jobs).is_file():
+        raise UserError(f"{jobs} does not exist", "pass a JSONL file, one image per line")
+    check_out(out, "folder")
+    if not (_is_int(workers) and workers >= 1):
+        raise UserError(f"--workers must be >= 1, got {show_value(workers)}", "e.g. --workers 2")
 
 
 def check_grid(

@@ -255,7 +255,7 @@ def _edit_config(args: argparse.Namespace, **over) -> EditConfig:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from .checks import check_preset, check_tune
+    from .checks import check_tune
 
     names = {f.name for f in fields(TuneConfig)}
     given = {k: v for k, v in vars(args).items() if k in names}
@@ -266,9 +266,16 @@ def cmd_tune(args: argparse.Namespace) -> None:
         method=given.get("method", td.method),
     )
     cfg = replace(td, **{**over, **given})
-    cfg.validate()
-    check_preset(cfg, args.preset)
-    check_tune(args.image, args.out, cfg, args.model, args.model_config, args.overwrite, args.vae)
+    check_tune(
+        args.image,
+        args.out,
+        cfg,
+        args.model,
+        args.model_config,
+        args.overwrite,
+        args.vae,
+        preset=args.preset,
+    )
     _before_load(args)
     from .tune import tune
 
@@ -284,6 +291,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
         vae=args.vae,
         accel=acceleration(args),
         keep_resume=args.keep_resume,
+        preset=args.preset,
     )
     ck = folder.manifest["checkpoints"]
     losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))
@@ -300,17 +308,16 @@ def _before_load(args: argparse.Namespace) -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
-    from .checks import check_best_of, check_edit, check_fidelity, check_out
+    from .checks import check_best_of, check_edit, check_edit_request, check_fidelity, check_out
     from .pngmeta import edit_config_from_params, read_sidecar
 
+    check_edit_request(args.prompt, args.params)
     only_seed = None  # --params: keep only the recorded image of the re-run batch
     if args.params:
         params = read_sidecar(args.params)
         prompt, cfg, mask = edit_config_from_params(params)
         only_seed = int(params["seed"])
     else:
-        if not args.prompt:
-            raise UserError("no edit prompt given", 'pass one, e.g. unitune edit TUNE "a red cat"')
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
     sweeping = bool(args.sweep_t0 or args.sweep_checkpoints or args.keep_all)
     check_best_of(
@@ -333,9 +340,15 @@ def cmd_edit(args: argparse.Namespace) -> None:
             f"CFG {cfg.cfg:g}",
             file=sys.stderr,
         )
-    check_edit(args.tune, cfg, mask, tuple(args.sweep_checkpoints or ()), args.vae, prompt=prompt)
-    for t0 in args.sweep_t0 or ():
-        replace(cfg, t0=t0).validate()
+    check_edit(
+        args.tune,
+        cfg,
+        mask,
+        tuple(args.sweep_checkpoints or ()),
+        args.vae,
+        prompt=prompt,
+        t0s=tuple(args.sweep_t0 or ()),
+    )
     check_out(args.out, "folder")
     _before_load(args)
     from .edit import Editor
@@ -447,14 +460,10 @@ def cmd_batch(args: argparse.Namespace) -> None:
     """`unitune batch JOBS --out DIR`: the file, the folder, the workers and the --limit work
     limits checked before anything loads; each line is then checked alone (unitune.batch)."""
     from .batch import run_batch
-    from .checks import check_out
+    from .checks import check_batch
 
     limits = parse_limits(args.limits) if args.limits else WorkLimits()
-    if not Path(args.jobs).is_file():
-        raise UserError(f"{args.jobs} does not exist", "pass a JSONL file, one image per line")
-    check_out(args.out, "folder")
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}", "e.g. --workers 2")
+    check_batch(args.jobs, args.out, args.workers)
     _before_load(args)
     m = run_batch(
         args.jobs,

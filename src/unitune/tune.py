@@ -83,16 +83,20 @@ def tune(
     vae: str | None = None,
     accel: Acceleration | None = None,
     keep_resume: bool = False,
+    preset: str | None = None,
 ) -> TuneFolder:
     """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists.
     ``backbone``: an already loaded model to tune (left as it was found); else ``model`` is
     loaded here and its text encoders are freed once the prompt is encoded. ``vae``: another
     VAE for the model (folder or .safetensors), recorded so edits use it too. ``accel``:
     torch.compile / channels_last for a model loaded here. ``keep_resume``: keep the exact
-    training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes."""
+    training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes.
+    ``preset``: the config.TUNE_PRESETS entry ``cfg`` was built from (`--preset`), whose needs
+    are checked with the rest (SINE's: a class noun); None names none. Every check runs before
+    a model loads (checks.check_tune), so a bad argument costs the CLI's one-line UserError."""
     out = Path(out)
     recover(out)  # a killed run's temps beside the folder (and a half-done --overwrite)
-    plan = check_tune(image, out, cfg, model, model_config, overwrite, vae)  # before any load
+    plan = check_tune(image, out, cfg, model, model_config, overwrite, vae, preset=preset)
     if plan.resume is not None:
         clean_leftovers(out, recursive=True)  # a killed run's temp files inside it
     img, sha, folder, cfg = plan.image, plan.sha256, plan.resume, plan.cfg
