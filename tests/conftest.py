@@ -1,6 +1,7 @@
 """Shared fixtures: tiny seeded models of each family unitune drives (the same architectures as
-SD 1.x, SD 2.x v-prediction and SDXL, random weights, the real CLIP tokenizer), saved as
-diffusers folders — nothing downloads."""
+SD 1.x, SD 2.x v-prediction and SDXL, random weights, the real CLIP tokenizer; SD3 and FLUX from
+tiny_flow.py, DeepFloyd IF's two stages from tiny_if.py), saved as diffusers folders, each built
+once per run — nothing downloads."""
 
 from __future__ import annotations
 
@@ -185,6 +186,15 @@ def tiny_flux(tmp_path_factory) -> str:
     from tiny_flow import build_tiny_flux_pipeline
 
     return _saved(tmp_path_factory, "tiny-flux", build_tiny_flux_pipeline())
+
+
+@pytest.fixture(scope="package")
+def tiny_if(tmp_path_factory) -> tuple[str, str]:
+    """DeepFloyd IF in small: (stage I, stage II) folders; stage I names its SR partner, so a tune
+    of it is a cascade tune unless ``cascade=False``."""
+    from tiny_if import build_tiny_if
+
+    return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
 
 
 @pytest.fixture(scope="package")

@@ -1,7 +1,8 @@
 """DeepFloyd IF's pixel cascade on tiny seeded stages (tiny_if.py): the cascade's edit equals
 IFImg2ImgPipeline followed by IFImg2ImgSuperResolutionPipeline (IFPipeline / IFSuperResolution-
 Pipeline at t0 = 1), a cascade tune tunes, saves and resumes both stages, and the learned
-variances stay trained (the hybrid loss) so the pipelines' own scheduler stays valid."""
+variances stay trained (the hybrid loss) so the pipelines' own scheduler stays valid. The stages
+are conftest's ``tiny_if``; the base stage alone is also in test_families.py's family list."""
 
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ from unitune.tune import tune
 from unitune.tunefolder import TuneFolder
 
 PROMPT = "a cat wearing sunglasses"
-
-
-@pytest.fixture(scope="module")
-def tiny_if(tmp_path_factory) -> tuple[str, str]:
-    from tiny_if import build_tiny_if
-
-    return build_tiny_if(tmp_path_factory.mktemp("tiny-if"))
 
 
 @pytest.fixture(scope="module")

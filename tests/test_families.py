@@ -17,8 +17,12 @@ from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.tune import tune
 
-FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux"]
+FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "if"]
 FLOW = ("sd3", "flux")  # rectified flow: their pipelines' own Euler scheduler, not DDIM
+# DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native
+# 8 px), sampled by its pipelines' own learned-variance DDPM; the two-stage cascade (the SR stage,
+# stage III, its CLI features) is test_cascade.py's
+OWN_SCHEDULER = (*FLOW, "if")
 # diffusers' own pipelines for each tiny model: (img2img, text-to-image)
 PEERS = {
     "sd1": ("StableDiffusionImg2ImgPipeline", "StableDiffusionPipeline"),
@@ -26,37 +30,45 @@ PEERS = {
     "sdxl": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLPipeline"),
     "sd3": ("StableDiffusion3Img2ImgPipeline", "StableDiffusion3Pipeline"),
     "flux": ("FluxImg2ImgPipeline", "FluxPipeline"),
+    "if": ("IFImg2ImgPipeline", "IFPipeline"),
 }
 PROMPT = "a cat wearing sunglasses"
 RES = 32  # the tiny models' size (FLUX's native size is a fixed 128 latents: pass it)
 
 
 @pytest.fixture(scope="module")
-def untuned(tiny_models, photo, tmp_path_factory) -> dict:
+def models(tiny_models, tiny_if) -> dict[str, str]:
+    """conftest's tiny model of every family in FAMILIES (IF: its stage I)."""
+    return {**tiny_models, "if": tiny_if[0]}
+
+
+def _tune_config(family: str, **kw) -> TuneConfig:
+    """The tiny models' size; IF: its native 8 px, the base stage only (see OWN_SCHEDULER)."""
+    return TuneConfig(cascade=False, **kw) if family == "if" else TuneConfig(resolution=RES, **kw)
+
+
+@pytest.fixture(scope="module")
+def untuned(models, photo, tmp_path_factory) -> dict:
     """A tune folder per family with no fine-tuning (checkpoint 0 = the pretrained model)."""
     out = {}
-    for fam, model in tiny_models.items():
+    for fam, model in models.items():
         path = tmp_path_factory.mktemp("untuned") / fam
-        tune(
-            photo,
-            path,
-            TuneConfig(steps=0, resolution=RES),
-            model=model,
-            device="cpu",
-            progress=False,
-        )
+        tune(photo, path, _tune_config(fam, steps=0), model=model, device="cpu", progress=False)
         out[fam] = path
     return out
 
 
-def _peer(cls_name: str, model: str, flow: bool):
+def _peer(cls_name: str, model: str, own_scheduler: bool):
     import diffusers
 
     cls = getattr(diffusers, cls_name)
     sd = cls_name.startswith("StableDiffusion") and cls_name[15:17] not in ("XL", "3P", "3I")
     extra = {"safety_checker": None, "requires_safety_checker": False} if sd else {}
+    if cls_name.startswith("IF"):
+        extra = {"safety_checker": None, "feature_extractor": None, "watermarker": None}
+        extra["requires_safety_checker"] = False
     peer = cls.from_pretrained(model, **extra)
-    if not flow:
+    if not own_scheduler:
         peer.scheduler = diffusers.DDIMScheduler.from_config(peer.scheduler.config)
     peer.set_progress_bar_config(disable=True)
     return peer
@@ -64,28 +76,28 @@ def _peer(cls_name: str, model: str, flow: bool):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("t0", [0.6, 0.95, 1.0])
-def test_edit_equals_the_diffusers_pipeline(family, t0, tiny_models, untuned):
+def test_edit_equals_the_diffusers_pipeline(family, t0, models, untuned):
     """Checkpoint 0: ``edit --t0 t`` is diffusers' img2img at strength t, and from t0 = 1 its
     text-to-image pipeline, for the same model, scheduler, seeds and guidance (1e-4). FLUX.1-dev:
     --cfg is its embedded guidance_scale."""
-    _same_as_pipeline(family, t0, tiny_models, untuned, {}, {})
+    _same_as_pipeline(family, t0, models, untuned, {}, {})
 
 
 @pytest.mark.parametrize("t0", [0.6, 1.0])
-def test_flux_true_cfg_equals_the_pipeline(t0, tiny_models, untuned):
+def test_flux_true_cfg_equals_the_pipeline(t0, models, untuned):
     """FLUX.1-dev with true CFG and a negative prompt on top of its embedded guidance."""
     ours = {"true_cfg": 3.0, "negative_prompt": "blurry"}
     _same_as_pipeline(
         "flux",
         t0,
-        tiny_models,
+        models,
         untuned,
         ours,
         {"true_cfg_scale": 3.0, "negative_prompt": ["blurry"] * 2},
     )
 
 
-def _same_as_pipeline(family, t0, tiny_models, untuned, ours_kw, peer_kw) -> None:
+def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
     ed = Editor(untuned[family], "cpu")
     cfg = EditConfig(
         checkpoint=0, t0=t0, cfg=7.5, steps=12, seeds=(0, 3), interpolate=False, **ours_kw
@@ -107,12 +119,13 @@ def _same_as_pipeline(family, t0, tiny_models, untuned, ours_kw, peer_kw) -> Non
     flow = family in FLOW
     if flow:  # their img2img pipelines take the output size too (FLUX's default is 1024 px)
         kw |= dict(height=hw[0], width=hw[1])
-    if t0 < 1.0:  # x0 has the latent channels: img2img takes it as latents as-is
-        ref = _peer(img2img, tiny_models[family], flow)(
+    own = family in OWN_SCHEDULER
+    if t0 < 1.0:  # x0 has the latent channels (IF: pixels in [-1, 1]): img2img takes it as-is
+        ref = _peer(img2img, models[family], own)(
             image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=t0, **kw
         )
     else:
-        ref = _peer(txt2img, tiny_models[family], flow)(**({"height": hw[0], "width": hw[1]} | kw))
+        ref = _peer(txt2img, models[family], own)(**({"height": hw[0], "width": hw[1]} | kw))
     assert ours.shape == ref.images.shape
     assert np.abs(ours - ref.images).max() < 1e-4
     assert np.abs(ours[0] - ours[1]).max() > 1e-2  # the seeds differ: not a constant picture
@@ -123,19 +136,22 @@ def _same_as_pipeline(family, t0, tiny_models, untuned, ours_kw, peer_kw) -> Non
 GAIN = {"sd1": 6.0, "sd2v": 6.0, "sdxl": 6.0, "sd3": 1.0, "flux": 1.0}
 
 
+# not IF: its base stage's learning is test_cascade.py's tune test (the eps error at fixed
+# (t, noise) falls, both stages); its learned-variance DDPM samples at 8 px are too noisy a measure
+# for the PSNR order asserted here (a trial: 3.5 dB at checkpoint 64, 2.7 dB at 128)
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("family", "method"),
-    [(f, "full") for f in FAMILIES] + [(f, None) for f in FLOW],  # None: the model's (LoRA)
+    [(f, "full") for f in GAIN] + [(f, None) for f in FLOW],  # None: the model's (LoRA)
 )
-def test_finetune_lowers_loss_and_reproduces_base(family, method, tiny_models, photo, tmp_path):
+def test_finetune_lowers_loss_and_reproduces_base(family, method, models, photo, tmp_path):
     """Loss falls, and the rare-token sample at t0 = 1 moves toward the base image."""
     out = tmp_path / "tuned"
     folder = tune(
         photo,
         out,
-        TuneConfig(steps=128, lr=1e-3, method=method, resolution=RES),
-        model=tiny_models[family],
+        _tune_config(family, steps=128, lr=1e-3, method=method),
+        model=models[family],
         device="cpu",
         progress=False,
     )
@@ -237,6 +253,8 @@ def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, p
     assert "\n" not in msg and not (tmp_path / "t").exists()
 
 
+# not sd1 (the suite's other modules, test_cli, test_engine, test_sine, ..., run on its tiny
+# model) nor IF (a cascade: test_cascade.py::test_every_feature_on_the_cascade, SR flags included)
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux"])
 def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsys):
