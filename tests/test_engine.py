@@ -116,9 +116,9 @@ def test_weights_digest_hashes_tensor_names():
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_one_batch_over_several_t0_matches_each_t0_alone(tuned, tmp_path, masked):
-    """Editor.edit(t0s=...) (the grid's row in one batch, sampling._staggered) gives each
-    (t0, seed) the image its own edit gives, up to float rounding; t0 1 and a t0 too small for
-    any step included."""
+    """Editor.edit(t0s=...) (the grid's row in one batch: sampling.sample, one start per
+    sample) gives each (t0, seed) the image its own edit gives, up to float rounding; t0 1 and a
+    t0 too small for any step included."""
     import numpy as np
     from PIL import Image
 

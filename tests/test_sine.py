@@ -107,7 +107,7 @@ def test_sine_guided_terms_ends_and_switch(kind, lora_tune, full_tune, patch_tun
     assert not torch.allclose(eps_ft, _eps(pre_ref, x, hi, emb_h), atol=1e-4)
 
     def sine_fn(v):
-        return ed.guided("a cat", EditConfig(method="sine", cfg=w, sine_v=v, sine_K=K), HW)
+        return ed.guider("a cat", EditConfig(method="sine", cfg=w, sine_v=v, sine_K=K), HW).build()
 
     for v in (0.0, 0.7, 1.0):
         want = sine_mix(eps_u, eps_pre, eps_ft, w, v)
@@ -313,14 +313,14 @@ def test_multi_views_match_separate_models_and_restore_state(
     pre.use_checkpoint(0)  # every tune shares this base model
     eps_u = _eps(pre, x, t, emb[0])
     for folder, w in guides:
-        g = ed.guided("a cat", replace(ec, cfg=0.0, guides=(f"{folder}:beikkpic:{w}",)), HW)
+        g = ed.guider("a cat", replace(ec, cfg=0.0, guides=(f"{folder}:beikkpic:{w}",)), HW).build()
         ref = Editor(folder, "cpu")
         ref.use_checkpoint(2)
         want = eps_u + w * (_eps(ref, x, t, emb[1]) - eps_u)
         assert torch.allclose(g(x, t), want, atol=1e-4), folder
     # t <= K: tuned guides drop out, pretrained ones stay, beside plain pretrained CFG
     gs = (f"{full_tune}:beikkpic:2", "pretrained:a dog:1.5")
-    g = ed.guided("a cat", replace(ec, cfg=4.0, sine_K=400, guides=gs), HW)
+    g = ed.guider("a cat", replace(ec, cfg=4.0, sine_K=400, guides=gs), HW).build()
     lo = torch.tensor(400)
     e_u, e_cat, e_dog = (_eps(pre, x, lo, e) for e in _conds(pre, ["", "a cat", "a dog"]))
     assert torch.allclose(g(x, lo), e_u + 4.0 * (e_cat - e_u) + 1.5 * (e_dog - e_u), atol=1e-4)

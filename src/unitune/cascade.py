@@ -25,13 +25,16 @@ from .backbones import load_model
 from .backbones.base import Backbone, Conditioning
 from .checks import tune_model_ref
 from .config import Acceleration, EditConfig
-from .sampling import cfg_guided, sample
+from .editplan import SRPlan
+from .guiders.cfg import cfg_guided
+from .sampling import Start, sample
 from .state import state_of
 from .tunefolder import SR_DIR, TuneFolder
 
 
-class Upscaler:
-    """A cascade tune's SR stage: its model (loaded once), tune folder and weight state."""
+class SRStage:
+    """A cascade tune's super-resolution stage II: its model (loaded once), tune folder and
+    weight state. (Stage III, the untuned x4 upscaler, is upscale.X4Upscaler.)"""
 
     def __init__(
         self,
@@ -76,40 +79,51 @@ class Upscaler:
         self.step = step
         return step
 
+    def plan(
+        self, cond: Conditioning, neg: Conditioning, base: Tensor, mask: Tensor | None
+    ) -> SRPlan:
+        """The stage's part of an edit's plan: ``cond`` / ``neg`` one-row conditionings by the
+        base stage's text encoder; ``base`` (1, 3, H, W) the base image at the output size in
+        [-1, 1]; ``mask`` (1, 1, H, W), 1 = may change."""
+        return SRPlan(cond, neg, base, mask)
+
     @torch.no_grad()
-    def upscale(
+    def run(
         self,
+        plan: SRPlan,
         low: Tensor,
-        cond: Conditioning,
-        neg: Conditioning,
         cfg: EditConfig,
         gens: list[torch.Generator],
-        base: Tensor | None,
-        mask: Tensor | None,
         progress: bool = True,
     ) -> Tensor:
-        """low (B, 3, h, w) base-stage samples -> (B, 3, H, W) at the output size of ``base``
-        (1, 3, H, W), the base image there in [-1, 1]; ``mask`` (1, 1, H, W), 1 = may change."""
+        """low (B, 3, h, w) base-stage samples -> (B, 3, H, W) at the output size of the plan's
+        base image (its checkpoint applied by :meth:`use`)."""
         bb, b = self.backbone, low.shape[0]
-        hw = tuple(base.shape[-2:])
+        hw = tuple(plan.base.shape[-2:])
         shape = (1, *bb.latent_shape(hw))
         dev, dt = bb.device, bb.dtype
-        start = torch.cat([randn_tensor(shape, generator=g, device=dev, dtype=dt) for g in gens])
+        noise = torch.cat([randn_tensor(shape, generator=g, device=dev, dtype=dt) for g in gens])
         aug = torch.cat([randn_tensor(shape, generator=g, device=dev, dtype=dt) for g in gens])
-        c = bb.condition(cond.expand(b), low, cfg.sr_noise_level, aug)
-        u = bb.condition(neg.expand(b), low, cfg.sr_noise_level, aug)
+        c = bb.condition(plan.cond.expand(b), low, cfg.sr_noise_level, aug)
+        u = bb.condition(plan.negative.expand(b), low, cfg.sr_noise_level, aug)
         guided = cfg_guided(self.state.tuned(cfg.lora_scale), u, c, cfg.sr_cfg)
-        x0 = bb.encode_image(base) if (cfg.sr_t0 < 1 or mask is not None) else None
+        x0 = bb.encode_image(plan.base) if (cfg.sr_t0 < 1 or plan.mask is not None) else None
         return sample(
             guided,
             bb.make_scheduler(bb.defaults.sampler, hw),
-            start,
+            noise,
             steps=cfg.sr_steps,
-            t0=cfg.sr_t0,
-            x0=x0,
-            mask=mask,
+            start=Start(cfg.sr_t0, x0, plan.mask),
+            process=bb,
             generator=gens,
             progress=progress,
-            renoise=bb.renoise,
-            start=bb.start_index,
         )
+
+
+def __getattr__(name: str):
+    if name == "Upscaler":  # the old name of SRStage
+        import warnings
+
+        warnings.warn("cascade.Upscaler is cascade.SRStage", DeprecationWarning, stacklevel=2)
+        return SRStage
+    raise AttributeError(name)

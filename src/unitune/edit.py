@@ -1,13 +1,19 @@
-"""UniTune editing (§3.3): sample "<rare> <edit prompt>" from a tune folder's checkpoint with CFG,
-optional SDEdit start t0, prompt guidance, in-painting mask, pixel interpolation, paste-back;
-SINE (sine.py) and multi-model guidance (multi.py) through the same loop. Family-agnostic: the
-backbone encodes, denoises and decodes; the model state owns the weights."""
+"""UniTune editing (§3.3), plan then run: sample "<rare> <edit prompt>" from a tune folder's
+checkpoint with CFG, optional SDEdit start t0, prompt guidance, in-painting mask, pixel
+interpolation, paste-back; SINE and multi-model guidance through the same loop (guiders/).
+
+``Editor.plan`` does all the I/O of an edit once (checks, the model's defaults, the checkpoint,
+sizes, guide tunes, conditionings, base latents, masks, the SR and x4 stages) and returns a
+frozen :class:`~unitune.editplan.EditPlan`; ``Editor.run`` samples it: base stage -> SR stage
+(cascades) -> finish pixels (mask, interpolation, x4 upscaler, paste-back) -> params. Below
+``plan`` nothing opens a file. Family-agnostic: the backbone encodes, denoises and decodes; the
+model state owns the weights.
+"""
 
 from __future__ import annotations
 
-import re
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +22,26 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
-from . import __version__
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
-from .cascade import Upscaler
+from .cascade import SRStage
 from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig, WorkLimits, check_prompt
+from .editplan import EditPlan, EditResult, a1111_params, edit_params, output_name
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
-from .guidespec import guide_strings
+from .guiders import Guider
+from .guiders.cfg import CFG
+from .guiders.multi import MultiModel, Term, terms
+from .guiders.sine import SINE
+from .guidespec import as_spec, check_same_base, guide_strings
 from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
-from .multi import multi_guided
-from .sampling import GuidedFn, cfg_guided, sample
-from .sine import sine_guided, tuned_prompt
+from .sampling import Start, sample
 from .state import state_of
-from .tunefolder import is_cascade
+from .tunefolder import TuneFolder, is_cascade
 
-
-@dataclass
-class EditResult:
-    images: list[Image.Image]
-    params: list[dict[str, Any]] = field(default_factory=list)
-    pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
-    latents: Tensor | None = None  # (B, C, h, w) the final x0 in model space, before decoding
-    base_stage: Tensor | None = None  # cascades: (B, 3, h, w) the base stage's samples, in [-1, 1]
+__all__ = ["EditPlan", "EditResult", "Editor", "a1111_params", "output_name"]
 
 
 class Editor:
@@ -80,12 +81,18 @@ class Editor:
                 UnituneWarning,
                 stacklevel=2,
             )
-        # a cascade tune (pixel cascades): its super-resolution stage, loaded beside the base
-        self.upscaler = Upscaler(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None
+        # a cascade tune (pixel cascades): its super-resolution stage II, loaded beside the base
+        self.sr = SRStage(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None
         self.placement = Placement.from_dict(m["placement"])
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
         self._x4: tuple[str, Any] | None = None  # stage III (--upscaler), loaded on first use
+
+    @property
+    def upscaler(self) -> SRStage | None:
+        """Deprecated name of :attr:`sr` (the cascade's SR stage II, not the x4 upscaler)."""
+        warnings.warn("Editor.upscaler is Editor.sr", DeprecationWarning, stacklevel=2)
+        return self.sr
 
     @property
     def original(self) -> Image.Image:
@@ -153,29 +160,34 @@ class Editor:
         )
 
     def _stage3(self, ref: str):
-        """The x4 upscaler ``ref``, loaded on first use and kept."""
-        from .upscale import Upscaler4x
+        """The x4 upscaler ``ref`` (stage III), loaded on first use and kept."""
+        from .upscale import X4Upscaler
 
         if self._x4 is None or self._x4[0] != ref:
-            self._x4 = (ref, Upscaler4x(ref, self.backbone.device, self.backbone.dtype))
+            self._x4 = (ref, X4Upscaler(ref, self.backbone.device, self.backbone.dtype))
         return self._x4[1]
+
+    def _resolve(self, cfg: EditConfig) -> tuple[EditConfig, float, float | None]:
+        """(cfg with the model's defaults, w of the CFG-style mix, the embedded guidance g)."""
+        cfg = cfg.for_model(self.backbone.defaults)
+        self.backbone.check_sampler(cfg.sampler)
+        # w mixes predictions; g (guidance-distilled models) is embedded in every conditioning
+        w, g = self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses a moot --true-cfg
+        check_steps_table(cfg.steps, self.backbone.num_train_timesteps)  # the scheduler has no more
+        return (self.sr.resolve(cfg) if self.sr else cfg), w, g
 
     def resolve(self, cfg: EditConfig) -> EditConfig:
         """``cfg`` with the model's defaults for what it leaves open (guidance, steps, sampler),
         checked against what the model offers."""
-        cfg = cfg.for_model(self.backbone.defaults)
-        self.backbone.check_sampler(cfg.sampler)
-        self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses --true-cfg where moot
-        check_steps_table(cfg.steps, self.backbone.num_train_timesteps)  # the scheduler has no more
-        return self.upscaler.resolve(cfg) if self.upscaler else cfg
+        return self._resolve(cfg)[0]
 
     def sizes(self, cfg: EditConfig) -> tuple[tuple[int, int], tuple[int, int]]:
         """(the base stage's size, the output size): equal but for a cascade, whose output is its
         SR stage's (cfg.size, else the SR tune's resolution) and base stage that / its factor."""
         res = tuple(self.folder.manifest["resolution"])
-        up = self.upscaler
-        out = tuple(cfg.size) if cfg.size else (up.resolution if up else res)
-        f = up.factor(res) if up else 1
+        sr = self.sr
+        out = tuple(cfg.size) if cfg.size else (sr.resolution if sr else res)
+        f = sr.factor(res) if sr else 1
         k = self.backbone.size_multiple * f
         if out[0] % k or out[1] % k:
             raise UserError(f"--size {out[0]}x{out[1]} is not a multiple of {k}", "round it")
@@ -183,47 +195,209 @@ class Editor:
 
     def prompt_text(self, prompt: str, cfg: EditConfig) -> str:
         """What the edit samples: "<rare> <prompt>"; SINE feeds the edit prompt to the
-        PRETRAINED model, so no rare token there (sine.py, multi.py)."""
+        PRETRAINED model, so no rare token there (guiders/sine.py, guiders/multi.py)."""
         return prompt if cfg.method == "sine" else self.full_prompt(prompt, cfg)
 
-    def guided(self, prompt: str, cfg: EditConfig, hw: tuple[int, int]) -> GuidedFn:
-        """The guided denoiser of this edit's method, on the checkpoint applied now."""
+    def guider(
+        self,
+        prompt: str,
+        cfg: EditConfig,
+        hw: tuple[int, int],
+        weights: tuple[float, float | None] | None = None,
+    ) -> Guider:
+        """The guider of this edit's method on the checkpoint applied now: its views resolved
+        (guide tunes opened and loaded here) and its prompts encoded. ``weights``: (w, g) of
+        ``Backbone.guidance_weights`` when already computed."""
+        w, g = weights or self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
         st, text = self.state, self.prompt_text(prompt, cfg)
-        # w mixes predictions; g (guidance-distilled models) is embedded in every conditioning
-        w, g = self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
         c_u = self.negative(cfg, hw, g)
-        c_hat_text = tuned_prompt(self.folder.manifest, self.tune_cfg)
+        c_hat_text = self.folder.manifest.get("prompt") or self.tune_cfg.prompt()
+        pre, tuned = st.pretrained(), st.tuned(cfg.lora_scale)
         if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            return multi_guided(
-                st,
-                self.folder,
-                lambda ps: self.encode(ps, hw, guidance=g),
-                c_u,
+            if cfg.prompt_guidance is not None:
+                raise UserError(
+                    "--prompt-guidance does not combine with --guide",
+                    "drop one (a 'pretrained:PROMPT:-W' guide pushes away from a prompt)",
+                )
+            # views load (and are checked) before any prompt is encoded; a guide that is the
+            # pretrained model or the applied checkpoint IS that view (one batched pass)
+            views = [self._guide_view(str(s), pre, tuned) for s in cfg.guides]
+            specs = [as_spec(s) for s in cfg.guides]
+            guides = [Term(v, s.prompt, s.weight, v is not pre) for v, s in zip(views, specs)]
+            sine = cfg.method == "sine"
+            high, low = terms(
+                sine,
+                w,
+                cfg.sine_v,
+                pre,
+                tuned,
                 prompt,
                 self.full_prompt(prompt, cfg),
                 c_hat_text,
-                replace(cfg, cfg=w),
+                guides,
             )
+            conds = self.encode([t.cond for t in high + low], hw, guidance=g)
+            enc = [replace(t, cond=c) for t, c in zip(high + low, conds)]
+            hi, lo = tuple(enc[: len(high)]), tuple(enc[len(high) :])
+            return MultiModel(pre, c_u, hi, lo, sine, cfg.sine_K)
         if cfg.method == "sine":
             c_edit, c_hat = self.encode([prompt, c_hat_text], hw, guidance=g)
-            return sine_guided(
-                st.pretrained(),
-                st.tuned(cfg.lora_scale),
-                c_u,
-                c_edit,
-                c_hat,
-                w,
-                cfg.sine_v,
-                cfg.sine_K,
-            )
+            return SINE(pre, tuned, c_u, c_edit, c_hat, w, cfg.sine_v, cfg.sine_K)
         if cfg.prompt_guidance is not None:
-            base, cond = self.encode(
-                [self.full_prompt(cfg.prompt_guidance, cfg), text], hw, guidance=g
+            pg = self.full_prompt(cfg.prompt_guidance, cfg)
+            base, cond = self.encode([pg, text], hw, guidance=g)
+            return CFG(tuned, base, cond, w, prompt_guidance=True)
+        (cond,) = self.encode([text], hw, guidance=g)
+        return CFG(tuned, c_u, cond, w)
+
+    def _guide_view(self, spec: str, pre, tuned):
+        """A ``--guide`` spec's model as a view: ``pre`` (the pretrained model), ``tuned`` (the
+        applied checkpoint) or another tune's checkpoint (its folder opened, checked and its
+        weights loaded once)."""
+        g = as_spec(spec)
+        if g.tune is None:
+            return pre
+        folder = TuneFolder.open(g.tune)
+        check_same_base(self.folder, folder, spec)
+        step = folder.resolve_checkpoint(g.step)
+        if step == 0:
+            return pre
+        if (str(folder.path.resolve()), step) == self.state.current:
+            return tuned
+        return self.state.guide(folder, step)
+
+    # --- plan, then run -----------------------------------------------------------------------
+    @torch.no_grad()
+    def plan(
+        self,
+        prompt: str,
+        cfg: EditConfig = EditConfig(),
+        mask: str | Path | None = None,
+        t0s: tuple[float, ...] | None = None,
+        limits: WorkLimits = WorkLimits(),
+    ) -> EditPlan:
+        """Everything an edit needs, read, loaded and checked once (see the module docstring).
+        ``t0s``: instead of ``cfg.t0``, every seed at each of these SDEdit starts, still one batch
+        (the grid's row; single-step samplers only). ``limits``: the work one call may ask for
+        (the CLI's checks, unitune.checks). Applies the plan's checkpoint to the model state:
+        run a plan before making the next one."""
+        check_prompt(prompt, limits, required=False)  # "": the tuned prompt alone
+        cfg.validate(limits=limits)
+        for t in t0s or ():
+            replace(cfg, t0=t).validate(limits=limits)
+        cfg, w, g = self._resolve(cfg)
+        bb = self.backbone
+        step = self.use_checkpoint(self.default_step(cfg))
+        hw, out_hw = self.sizes(cfg)
+        if cfg.guides:
+            cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
+        starts = t0s or (cfg.t0,)
+        x0 = self.base_latents(hw) if min(starts) < 1.0 or mask is not None else None
+        pix_mask = lat_mask = None
+        if mask is not None:
+            pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1, 1, H, W)
+            lat_mask = latent_mask(pix_mask, bb.latent_shape(hw)[1:])
+        guider = self.guider(prompt, cfg, hw, (w, g))
+        sr = sr_step = None
+        final_hw = hw  # the size before stage III: the base stage's, or the SR stage's
+        if self.sr is not None:
+            sr_step = self.sr.use(cfg, step)
+            (c_sr,) = self.encode([self.full_prompt(prompt, cfg)], hw, warn=False)
+            base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
+            if mask is not None:
+                pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
+            m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
+            sr = self.sr.plan(c_sr, self.negative(cfg, hw), base_hi, m_hi)
+            final_hw = out_hw
+        base_pixels = None  # what a mask and pixel interpolation keep of the input, in [0, 1]
+        if pix_mask is not None or cfg.interpolate:
+            base_pixels = (pil_to_tensor(self.base_image_at(final_hw)) / 2 + 0.5).clamp(0, 1)
+        return EditPlan(
+            prompt=prompt,
+            text=self.prompt_text(prompt, cfg),
+            cfg=replace(cfg, sr_checkpoint=sr_step),
+            checkpoint=step,
+            applied=self.state.current,
+            hw=hw,
+            out_hw=final_hw,
+            t0s=tuple(t0s) if t0s else None,
+            guider=guider,
+            x0=x0,
+            mask=mask,
+            pixel_mask=pix_mask,
+            latent_mask=lat_mask,
+            base_pixels=base_pixels,
+            sr=sr,
+            x4=self._stage3(cfg.upscaler) if cfg.upscaler else None,
+            original=self.original if cfg.paste_back else None,
+        )
+
+    @torch.no_grad()
+    def run(self, plan: EditPlan, progress: bool = True) -> EditResult:
+        """Sample a plan: base stage -> SR stage -> finish pixels -> params."""
+        stale = self.state.current != plan.applied
+        stale = stale or (self.sr is not None and self.sr.step != plan.cfg.sr_checkpoint)
+        if stale:
+            raise RuntimeError("the model state changed since this plan was made: plan again")
+        bb, cfg = self.backbone, plan.cfg
+        # one CPU generator per sample (a seed at each start): the same noise, and the same step
+        # noise of stochastic samplers, on any device and in any batch
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for _ in plan.starts for s in cfg.seeds]
+        shape = bb.latent_shape(plan.hw)  # (C, h, w)
+        noise = torch.cat(
+            [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
+        )
+        t0 = cfg.t0 if plan.t0s is None else tuple(t for t in plan.t0s for _ in cfg.seeds)
+        latents = sample(
+            plan.guider.build(),
+            bb.make_scheduler(cfg.sampler, plan.hw),
+            noise,
+            steps=cfg.steps,
+            start=Start(t0, plan.x0, plan.latent_mask),
+            process=bb,
+            generator=gens,
+            eta=cfg.eta,
+            progress=progress,
+        )
+        dec, low = bb, None
+        if plan.sr is not None:  # the cascade's SR stage on the base stage's samples
+            low = latents
+            latents = self.sr.run(plan.sr, low, cfg, gens, progress)
+            dec = self.sr.backbone
+        pixels = (dec.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
+        pixels = self._finish(plan, pixels, gens)
+        images = tensor_to_pil(pixels * 2 - 1)
+        if plan.original is not None:
+            images = [paste_back(im, self.placement, plan.original) for im in images]
+        hw = tuple(pixels.shape[-2:])
+        params = [
+            edit_params(self.folder, self.tune_cfg, plan, replace(cfg, t0=t), s, hw)
+            for t in plan.starts
+            for s in cfg.seeds
+        ]
+        return EditResult(images, params, pixels, latents, low)
+
+    def _finish(self, plan: EditPlan, pixels: Tensor, gens: list[torch.Generator]) -> Tensor:
+        """Pixels (B, 3, H, W) in [0, 1]: the mask's outside and interpolation from the input,
+        then stage III (untuned) on the finished output."""
+        cfg, base, m = plan.cfg, plan.base_pixels, plan.pixel_mask
+        if base is not None:
+            base = base.to(pixels.device)
+        if m is not None:  # outside the mask the output IS the input, in pixel space too
+            pixels = m * pixels + (1 - m) * base
+        if cfg.interpolate:
+            pixels = interpolate(pixels, base, cfg.interp_window, cfg.interp_threshold)
+        if plan.x4 is not None:
+            images = tensor_to_pil(pixels * 2 - 1)
+            pixels = plan.x4(
+                images,
+                plan.prompt,
+                cfg.negative_prompt,
+                gens,
+                cfg.upscale_steps,
+                cfg.upscale_noise_level,
             )
-        else:
-            (cond,) = self.encode([text], hw, guidance=g)
-            base = c_u
-        return cfg_guided(st.tuned(cfg.lora_scale), base, cond, w)
+        return pixels
 
     @torch.no_grad()
     def edit(
@@ -235,155 +409,6 @@ class Editor:
         t0s: tuple[float, ...] | None = None,
         limits: WorkLimits = WorkLimits(),
     ) -> EditResult:
-        """Sample ``cfg.seeds`` in one batch. ``t0s``: instead of ``cfg.t0``, every seed at each
-        of these SDEdit starts, still one batch (the grid's row; single-step samplers only);
-        images and params come t0-major: (t0s[0], seeds...), (t0s[1], seeds...), ...
-        ``limits``: the work one call may ask for (the CLI's checks, unitune.checks)."""
-        check_prompt(prompt, limits, required=False)  # "": the tuned prompt alone
-        cfg.validate(limits=limits)
-        for t in t0s or ():
-            replace(cfg, t0=t).validate(limits=limits)
-        cfg = self.resolve(cfg)
-        bb = self.backbone
-        step = self.use_checkpoint(self.default_step(cfg))
-        hw, out_hw = self.sizes(cfg)
-        if cfg.guides:
-            cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
-        text = self.prompt_text(prompt, cfg)
-        starts = t0s or (cfg.t0,)
-        need_x0 = min(starts) < 1.0 or mask is not None
-        x0 = self.base_latents(hw) if need_x0 else None
-        pix_mask = lat_mask = None
-        shape = bb.latent_shape(hw)  # (C, h, w)
-        if mask is not None:
-            pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1,1,H,W)
-            lat_mask = latent_mask(pix_mask, shape[1:])
-        guided = self.guided(prompt, cfg, hw)
-        # one CPU generator per sample (a seed at each start): the same noise, and the same step
-        # noise of stochastic samplers, on any device and in any batch
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for _ in starts for s in cfg.seeds]
-        noise = torch.cat(
-            [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
-        )
-        latents = sample(
-            guided,
-            bb.make_scheduler(cfg.sampler, hw),
-            noise,
-            steps=cfg.steps,
-            t0=cfg.t0 if t0s is None else [t for t in t0s for _ in cfg.seeds],
-            x0=x0,
-            mask=lat_mask,
-            generator=gens,
-            eta=cfg.eta,
-            progress=progress,
-            renoise=bb.renoise,
-            start=bb.start_index,
-        )
-        dec, sr_step, low = bb, None, None
-        if self.upscaler is not None:
-            low = latents  # the cascade's SR stage on the base stage's samples
-            sr_step = self.upscaler.use(cfg, step)
-            (c_sr,) = self.encode([self.full_prompt(prompt, cfg)], hw, warn=False)
-            base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
-            if mask is not None:
-                pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
-            m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
-            latents = self.upscaler.upscale(
-                latents, c_sr, self.negative(cfg, hw), cfg, gens, base_hi, m_hi, progress
-            )
-            dec, hw = self.upscaler.backbone, out_hw
-        pixels = (dec.decode(latents).float() / 2 + 0.5).clamp(0, 1)  # (B,3,H,W)
-        base = None
-        if pix_mask is not None or cfg.interpolate:
-            base = (pil_to_tensor(self.base_image_at(hw)).to(pixels.device) / 2 + 0.5).clamp(0, 1)
-        if pix_mask is not None:  # outside the mask the output IS the input, in pixel space too
-            pixels = pix_mask * pixels + (1 - pix_mask) * base
-        if cfg.interpolate:
-            pixels = interpolate(pixels, base, cfg.interp_window, cfg.interp_threshold)
-        if cfg.upscaler:  # stage III, untuned, on the finished output
-            pixels = self._stage3(cfg.upscaler)(
-                tensor_to_pil(pixels * 2 - 1),
-                prompt,
-                cfg.negative_prompt,
-                gens,
-                cfg.upscale_steps,
-                cfg.upscale_noise_level,
-            )
-            hw = tuple(pixels.shape[-2:])
-        images = tensor_to_pil(pixels * 2 - 1)
-        if cfg.paste_back:
-            images = [paste_back(im, self.placement, self.original) for im in images]
-        params = [
-            self._params(prompt, text, replace(cfg, t0=t, sr_checkpoint=sr_step), step, s, hw, mask)
-            for t in starts
-            for s in cfg.seeds
-        ]
-        return EditResult(images, params, pixels, latents, low)
-
-    def _params(self, prompt, text, cfg: EditConfig, step, seed, hw, mask) -> dict[str, Any]:
-        m = self.folder.manifest
-        return {
-            "prompt": text,
-            "negative_prompt": cfg.negative_prompt,
-            "steps": cfg.steps,
-            "sampler": cfg.sampler,
-            "cfg_scale": cfg.cfg,
-            "seed": int(seed),
-            "size": f"{hw[1]}x{hw[0]}",
-            "model": m["model"],
-            "tune": str(self.folder.path),
-            "tune_method": self.tune_cfg.method,
-            "image_sha256": m["image"]["sha256"],
-            "edit_prompt": prompt,
-            # the whole batch: a UNet batch of N is not bit-identical to N batches of 1 (kernel
-            # choice depends on the batch), so --params re-runs this batch and keeps "seed"
-            "edit_config": {
-                **asdict(cfg),
-                "checkpoint": step,
-                "seeds": [int(x) for x in cfg.seeds],
-            },
-            "mask": str(mask) if mask is not None else None,
-            "unitune": __version__,
-        }
-
-
-def output_name(prompt: str, params: dict[str, Any]) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "edit"
-    ec = params["edit_config"]
-    return f"{slug}_c{ec['checkpoint']}_t{ec['t0']:g}_w{ec['cfg']:g}_s{params['seed']}.png"
-
-
-def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
-    """The A1111-style key order for the PNG `parameters` chunk."""
-    ec = p["edit_config"]
-    out = {
-        "prompt": p["prompt"],
-        "negative_prompt": p["negative_prompt"],
-        "Steps": p["steps"],
-        "Sampler": p["sampler"],
-        "CFG scale": p["cfg_scale"],
-        "Seed": p["seed"],
-        "Batch seeds": ",".join(str(x) for x in ec["seeds"]),
-        "Size": p["size"],
-        "Model": p["model"],
-        "Tune": p["tune"],
-        "Checkpoint": ec["checkpoint"],
-        "t0": ec["t0"],
-        "Method": ec["method"],
-    }
-    if ec.get("prompt_guidance"):
-        out["Prompt guidance"] = ec["prompt_guidance"]
-    if ec["method"] == "sine":
-        out["SINE K"], out["SINE v"] = ec["sine_K"], ec["sine_v"]
-    if ec.get("guides"):
-        out["Guides"] = " | ".join(ec["guides"])
-    if ec.get("sr_checkpoint") is not None:  # a cascade's super-resolution stage
-        out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
-    if p.get("mask"):
-        out["Mask"] = p["mask"]
-    if ec["interpolate"]:
-        out["Interpolate"] = f"window {ec['interp_window']}, threshold {ec['interp_threshold']}"
-    if p["tune_method"] == "lora":
-        out["LoRA scale"] = ec["lora_scale"]
-    out["Version"] = f"unitune {p['unitune']}"
-    return out
+        """Sample ``cfg.seeds`` in one batch: :meth:`plan` then :meth:`run`. With ``t0s`` images
+        and params come t0-major: (t0s[0], seeds...), (t0s[1], seeds...), ..."""
+        return self.run(self.plan(prompt, cfg, mask, t0s, limits), progress)

@@ -34,9 +34,9 @@ def render_grid(
 ) -> list[Path]:
     """Rows = checkpoints (or, with grid.rows "sr_checkpoint", a cascade's SR checkpoints at the
     edit's own checkpoint), columns = t0 x seeds. With a single-step sampler a row is ONE batch
-    (every t0 and seed: sampling._staggered), else each cell's seeds are one batch. Returns the
-    sheet's path, then with ``cells`` (a folder) every cell saved there as its own edit (PNG with
-    its parameters + sidecar), row by row."""
+    (every t0 and seed: sampling.sample with one start per sample), else each cell's seeds are
+    one batch. Returns the sheet's path, then with ``cells`` (a folder) every cell saved there as
+    its own edit (PNG with its parameters + sidecar), row by row."""
     cfg = editor.resolve(cfg)  # the model's sampler decides whether a row is one batch
     rows: list[list[Image.Image | None]] = []
     row_labels: list[str] = []
@@ -46,7 +46,7 @@ def render_grid(
     sr_rows = grid.rows == "sr_checkpoint"
     for c in grid.checkpoints:
         # errors early, naming the saved steps
-        (editor.upscaler.folder if sr_rows else editor.folder).resolve_checkpoint(c)
+        (editor.sr.folder if sr_rows else editor.folder).resolve_checkpoint(c)
         row: list[Image.Image | None] = []
         at_c = replace(cfg, **{grid.rows: c}, seeds=grid.seeds)
         if cfg.sampler in SINGLE_STEP:

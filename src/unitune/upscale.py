@@ -28,7 +28,7 @@ def check_upscaler(ref: str) -> str:
     return ref
 
 
-class Upscaler4x:
+class X4Upscaler:
     """The x4 upscaler, loaded once (fp32 on the CPU, the backbone's dtype elsewhere)."""
 
     def __init__(self, ref: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -62,3 +62,12 @@ class Upscaler4x:
             output_type="pt",
         )
         return out.images.float().cpu()
+
+
+def __getattr__(name: str):
+    if name == "Upscaler4x":  # the old name of X4Upscaler
+        import warnings
+
+        warnings.warn("upscale.Upscaler4x is upscale.X4Upscaler", DeprecationWarning, stacklevel=2)
+        return X4Upscaler
+    raise AttributeError(name)

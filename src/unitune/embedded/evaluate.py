@@ -27,7 +27,8 @@ from ..backbones import load_model
 from ..backbones.base import Conditioning
 from ..config import DEFAULT_MODEL
 from ..fileio import atomic_write_json
-from ..sampling import cfg_guided, sample
+from ..guiders.cfg import cfg_guided
+from ..sampling import sample
 from ..world.oracle import match, read
 from ..world.scene import FULL, caption, sample_scene
 
@@ -77,7 +78,7 @@ def generate(
         def guided(x, t, embs=embs, den=den):
             return _batched(den, x, t, embs[:1].expand(x.shape[0], -1, -1), embs[1:], w)
 
-        lat = sample(guided, bb.make_scheduler("ddim"), noise, steps=steps, t0=1.0, progress=False)
+        lat = sample(guided, bb.make_scheduler("ddim"), noise, steps=steps, progress=False)
         out.append((bb.decode(lat).float() / 2 + 0.5).clamp(0, 1).cpu())
     return torch.cat(out)
 
@@ -115,7 +116,6 @@ def upscale(
             sr.make_scheduler("ddim"),
             noise.to(sr.device, sr.dtype),
             steps=steps,
-            t0=1.0,
             progress=False,
         )
         out.append((x.float() / 2 + 0.5).clamp(0, 1).cpu())

@@ -4,9 +4,9 @@ The fine-tuned model guides the PRETRAINED one: for t > K
     eps = eps_u + w (v eps_pre(x, edit) + (1 - v) eps_ft(x, c_hat) - eps_u)
 and for t <= K plain CFG on the pretrained model, eps_u + w (eps_pre - eps_u). eps_u and eps_pre
 come from the pretrained model (the negative / empty prompt and the edit prompt, WITHOUT the rare
-token) and are evaluated in ONE batched forward pass; eps_ft comes from the tuned model with its own
-fine-tuning prompt c_hat (``TuneConfig.prompt()``, as recorded in the tune's manifest), with the
-positional module (patch tunes) given the whole image.
+token) and are evaluated in ONE batched forward pass; eps_ft comes from the tuned model with its
+own fine-tuning prompt c_hat (``Manifest.tuned_prompt``), with the positional module (patch
+tunes) given the whole image.
 
 ``v`` weights the PRETRAINED model, as in the paper (default 0.7). The official code's flags
 mostly weight the OTHER model: its diffusers script's ``--model_based_guidance_scale`` (default
@@ -21,19 +21,15 @@ This module only mixes their predictions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from .backbones.base import Conditioning, cat_expand
-from .config import TuneConfig
-from .guidance import cfg as cfg_mix
-from .guidance import keep_variance, sine_active, sine_mix
-from .sampling import Denoiser, GuidedFn
-
-
-def tuned_prompt(manifest: dict, tune_cfg: TuneConfig) -> str:
-    """c_hat: the prompt the tune was fine-tuned on, e.g. "a photo of a beikkpic cat"."""
-    return manifest.get("prompt") or tune_cfg.prompt()
+from ..backbones.base import Conditioning, cat_expand
+from ..guidance import cfg as cfg_mix
+from ..guidance import keep_variance, sine_active, sine_mix
+from . import Denoiser, GuidedFn
 
 
 def sine_guided(
@@ -60,3 +56,26 @@ def sine_guided(
         return keep_variance(sine_mix(eps_u, eps_pre, eps_ft, w, v), eps_ft, c)
 
     return guided
+
+
+@dataclass(frozen=True, eq=False)
+class SINE:
+    """SINE's two models and three prompts."""
+
+    pretrained: Denoiser  # the base model's view
+    tuned: Denoiser  # the tuned checkpoint's view
+    c_u: Conditioning  # one row: the negative (default empty) prompt
+    c_edit: Conditioning  # one row: the edit prompt, no rare token (the pretrained model's)
+    c_hat: Conditioning  # one row: the prompt the tune was fine-tuned on
+    w: float  # guidance weight
+    v: float  # the pretrained model's share of the conditional prediction (paper: 0.7)
+    K: float  # on the 0..1000 training scale: the tuned model guides while t > K
+    name: str = "sine"
+
+    def build(self) -> GuidedFn:
+        return sine_guided(
+            self.pretrained, self.tuned, self.c_u, self.c_edit, self.c_hat, self.w, self.v, self.K
+        )
+
+    def describe(self) -> str:
+        return f"SINE, w {self.w:g}, v {self.v:g}, K {self.K:g}"
