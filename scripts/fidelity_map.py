@@ -1,4 +1,4 @@
-"""Derive the ``--fidelity`` map from a ``unitune bench edits`` run (see unitune/fidelity.py).
+"""Derive the ``--fidelity`` map from a ``unitune bench edits`` run (see unitune/fidelity_knob.py).
 
     python scripts/fidelity_map.py runs/bench-medium/results.json \
         --out src/unitune/assets/fidelity_map.json

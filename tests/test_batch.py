@@ -175,3 +175,18 @@ def test_parse_limits():
     got = parse_limits(["max_seeds=8", "max-side=512", "max_tune_steps=20_000"])
     assert (got.max_seeds, got.max_side, got.max_tune_steps) == (8, 512, 20_000)
     assert got.max_sample_steps == WorkLimits().max_sample_steps
+
+
+def test_sine_keys_by_the_clis_names_or_the_papers():
+    """A line's SINE settings by the CLI's flag names (dashes or underscores), the paper's K and
+    v, or EditConfig's own field names."""
+    from unitune.batch import _fields
+    from unitune.config import EditConfig
+
+    for keys in (
+        {"sine-until-t": 300, "sine-pretrained-weight": 0.6},
+        {"sine_until_t": 300, "sine_pretrained_weight": 0.6},
+        {"K": 300, "v": 0.6},
+        {"sine_K": 300, "sine_v": 0.6},
+    ):
+        assert _fields(keys, EditConfig, "edit") == {"sine_K": 300, "sine_v": 0.6}, keys

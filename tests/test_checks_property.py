@@ -339,6 +339,8 @@ EDIT_FLAGS = [
     "--interp-window",
     "--interp-threshold",
     "--lora-scale",
+    "--sine-until-t",
+    "--sine-pretrained-weight",
     "--K",
     "--v",
     "--size",

@@ -4,6 +4,7 @@ half-written. Plus the happy path: tune -> edit -> grid, and bit-for-bit reprodu
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -590,3 +591,29 @@ def test_library_batch_and_sweep_checks_are_the_clis(tuned, tmp_path, capsys, no
     sweep = ["--best-of", "2", "--sweep-t0", "0.5,2", "--out", tmp_path / "e"]
     assert str(e.value) == _cli_line(capsys, "edit", tuned, "a dog", *sweep)
     assert _cli_line(capsys, "edit", tuned).startswith("no edit prompt given")
+
+
+def test_sine_flags_have_readable_names_and_keep_the_papers(capsys):
+    """--sine-until-t / --sine-pretrained-weight set EditConfig.sine_K / sine_v; the paper's --K
+    and --v stay as aliases of the same flags; --help shows both."""
+    from unitune.cli import _edit_config, build_parser
+    from unitune.config import EditConfig
+    from unitune.errors import UserError
+
+    ap = build_parser()
+    new = ["--sine-until-t", "300", "--sine-pretrained-weight", "0.6"]
+    old = ["--K", "300", "--v", "0.6"]
+    for cmd in (["edit", "TUNE", "a dog"], ["grid", "TUNE", "a dog"]):
+        cfgs = [_edit_config(ap.parse_args([*cmd, *f])) for f in (new, old)]
+        assert cfgs[0] == cfgs[1] and (cfgs[0].sine_K, cfgs[0].sine_v) == (300, 0.6)
+    d = _edit_config(ap.parse_args(["edit", "TUNE", "a dog"]))
+    assert (d.sine_K, d.sine_v) == (EditConfig().sine_K, EditConfig().sine_v)
+    assert main(["edit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--sine-until-t K, --K K" in text and "--sine-pretrained-weight V, --v V" in text
+    for flags, words in (
+        (["--sine-until-t", "2000"], "--sine-until-t (--K) must be an integer in [0, 1000]"),
+        (["--v", "1.5"], "--sine-pretrained-weight (--v) must be a number in [0, 1]"),
+    ):
+        with pytest.raises(UserError, match=re.escape(words)):
+            _edit_config(ap.parse_args(["edit", "TUNE", "a dog", *flags])).validate()

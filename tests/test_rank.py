@@ -1,4 +1,4 @@
-"""Best-of-N ranking (unitune/rank.py) and the --fidelity knob (unitune/fidelity.py)."""
+"""Best-of-N ranking (unitune/rank.py) and the --fidelity knob (unitune/fidelity_knob.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from test_cli import assert_user_error, run
 from unitune.config import EditConfig
 from unitune.errors import UserError
-from unitune.fidelity import apply_fidelity, frontier_point, load_map
+from unitune.fidelity_knob import apply_fidelity, frontier_point, load_map
 from unitune.rank import RankConfig, combine, edit_region, probe_timesteps, zscores
 
 
@@ -156,10 +156,10 @@ def test_shipped_fidelity_map_is_a_measured_frontier():
 
 
 def test_fidelity_cli_sets_the_three_settings(tuned, tmp_path, capsys, monkeypatch):
-    from unitune import fidelity
+    from unitune import fidelity_knob
 
     monkeypatch.setattr(
-        fidelity,
+        fidelity_knob,
         "load_map",
         lambda path=None: {
             "points": [

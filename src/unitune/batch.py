@@ -6,8 +6,9 @@ Each line of the JSONL file is one image's job, the CLI's flags as JSON::
      "edits": [{"prompt": "a cat wearing sunglasses", "seeds": [0, 1], "t0": 0.9},
                {"prompt": "a painting of a cat", "cfg": 12}], "model": "world", "name": "cat"}
 
-Keys are TuneConfig / EditConfig field names (a flag's dashes may stay: "save-at"; "K" and "v"
-are SINE's). One task per image (tune + its edits) runs on a local process pool
+Keys are TuneConfig / EditConfig field names (a flag's dashes may stay: "save-at"; SINE's
+"sine-until-t" and "sine-pretrained-weight", or the paper's "K" and "v", are "sine_K" and
+"sine_v"). One task per image (tune + its edits) runs on a local process pool
 (``--workers N``) or as a Ray task (``--ray auto|ADDRESS``, or ``local`` for a Ray on this
 machine): Ray schedules them, there is no scheduler here. Every line is checked on its own, first,
 within the work limits (``--limit KEY=VALUE``, config.WorkLimits): a bad line (unreadable JSON,
@@ -40,7 +41,13 @@ from .errors import UserError
 from .fileio import atomic_write_json
 
 RESULT = "result.json"
-ALIASES = {"K": "sine_K", "v": "sine_v"}
+# the CLI's SINE flags, and the paper's symbols, for EditConfig's fields
+ALIASES = {
+    "sine-until-t": "sine_K",
+    "sine-pretrained-weight": "sine_v",
+    "K": "sine_K",
+    "v": "sine_v",
+}
 KEYS = ("image", "name", "model", "tune", "edits")  # a line's keys
 MAX_LINE = 1_000_000  # characters of one line
 RESERVED = {"manifest.json"}  # names of --out's own files
@@ -55,7 +62,7 @@ def _fields(d: Any, cls, what: str) -> dict[str, Any]:
     names = set(cls.__dataclass_fields__)
     out = {}
     for k, v in d.items():
-        f = ALIASES.get(k, k.replace("-", "_"))
+        f = ALIASES.get(str(k).replace("_", "-"), str(k).replace("-", "_"))
         if f not in names:
             raise UserError(
                 f"unknown {what} setting {show_value(k)}", f"use {cls.__name__} field names"

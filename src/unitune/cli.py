@@ -331,7 +331,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
         check_fidelity(args.fidelity, explicit, bool(args.params))
         from .checks import open_tune
-        from .fidelity import apply_fidelity
+        from .fidelity_knob import apply_fidelity
 
         steps = set(open_tune(args.tune).checkpoints)
         cfg = apply_fidelity(cfg, args.fidelity, steps)

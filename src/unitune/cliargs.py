@@ -144,15 +144,28 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     p.add_argument("--interp-threshold", type=float, default=d.interp_threshold)
     p.add_argument("--lora-scale", type=float, default=d.lora_scale, help="LoRA tunes: 0..1")
     p.add_argument("--method", choices=EDIT_METHODS, default=d.method)
-    p.add_argument("--K", dest="sine_K", type=int, default=d.sine_K, help="SINE switch step")
+    # SINE's paper symbols K and v stay as aliases (--K, --v)
     p.add_argument(
+        "--sine-until-t",
+        "--K",
+        dest="sine_K",
+        type=int,
+        default=d.sine_K,
+        metavar="K",
+        help="SINE: the tuned model guides the pretrained one while the timestep t > K "
+        f"(0..1000 scale; 1000 = never); below, plain CFG on the pretrained model ({d.sine_K})",
+    )
+    p.add_argument(
+        "--sine-pretrained-weight",
         "--v",
         dest="sine_v",
         type=float,
         default=d.sine_v,
-        help="SINE weight v of the PRETRAINED model's edit prediction (paper eq. 3, default 0.7);"
-        " the fine-tuned model gets 1-v. NB the official code's --model_based_guidance_scale "
-        "and multi-model --beta weight the fine-tuned model instead (= 1-v)",
+        metavar="V",
+        help="SINE: weight v of the PRETRAINED model's edit prediction (paper eq. 3, default "
+        f"{d.sine_v:g}); the fine-tuned model gets 1-v. NB the official code's "
+        "--model_based_guidance_scale and multi-model --beta weight the fine-tuned model "
+        "instead (= 1-v)",
     )
     p.add_argument("--size", type=size, default=d.size, help="HxW output size")
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")

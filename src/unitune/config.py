@@ -310,8 +310,14 @@ class EditConfig:
         _real(self.interp_threshold, "--interp-threshold", "e.g. 0.1", gt=0)
         _real(self.lora_scale, "--lora-scale", "e.g. 1 (tuned) or 0 (pretrained)")
         _choice(self.method, "--method", EDIT_METHODS)
-        _int(self.sine_K, "--K", 0, 1000, "e.g. --K 400 (SINE)")
-        _real(self.sine_v, "--v", "e.g. --v 0.7 (SINE)", ge=0, le=1)
+        _int(self.sine_K, "--sine-until-t (--K)", 0, 1000, "e.g. --sine-until-t 400 (SINE)")
+        _real(
+            self.sine_v,
+            "--sine-pretrained-weight (--v)",
+            "e.g. --sine-pretrained-weight 0.7 (SINE)",
+            ge=0,
+            le=1,
+        )
         if self.size is not None:
             ok = isinstance(self.size, (tuple, list)) and len(self.size) == 2
             _bad(

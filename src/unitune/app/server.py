@@ -270,7 +270,7 @@ class Server:
             raise UserError(f"bad edit settings ({e})", "use EditConfig's fields") from None
         _job, folder = self._tune(tune, owner)
         if fidelity is not None:
-            from ..fidelity import apply_fidelity
+            from ..fidelity_knob import apply_fidelity
             from ..tunefolder import TuneFolder
 
             steps = set(TuneFolder.open(folder).checkpoints)

@@ -5,7 +5,7 @@ fidelity Pareto frontier that the editing benchmark measured for UniTune.
 The map is data: ``assets/fidelity_map.json``, written by ``scripts/fidelity_map.py`` from a
 ``unitune bench edits`` results file (it records which). f picks the frontier point whose measured
 fidelity is nearest to fid_min + f (fid_max - fid_min), among the points whose checkpoint the
-tune folder has.
+tune folder has. (Measuring fidelity itself is unitune.metrics.fidelity's job.)
 """
 
 from __future__ import annotations
