@@ -115,7 +115,7 @@ def _fixed_mse(bb, view, cond, x0, seed: int = 0) -> float:
 
 @pytest.mark.slow
 def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_path):
-    from unitune.cascade import Upscaler
+    from unitune.cascade import SRStage
 
     cfg = TuneConfig(steps=8, save_at=(4, 8), lr=1e-3)
     full = tune(photo, tmp_path / "a", cfg, model=tiny_if[0], device="cpu", progress=False)
@@ -165,7 +165,7 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
 
     # both stages learn the image: their eps error at fixed (t, noise) falls from step 0 to 8
     ed = Editor(full.path, "cpu")
-    up = Upscaler(full.path, "cpu")
+    up = SRStage(full.path, "cpu")
     (c,) = ed.encode([m["prompt"]], (8, 8))
     low = ed.folder.base_latents()
     x_hi = up.folder.base_latents()
@@ -327,13 +327,13 @@ def test_stage_three_equals_the_x4_upscaler_on_the_cascades_output(
 
     x4 = build_tiny_x4(tmp_path)
     seen = {}
-    call = upscale.Upscaler4x.__call__
+    call = upscale.X4Upscaler.__call__
 
     def spy(self, images, prompt, negative, gens, steps, noise_level):
         seen["images"], seen["states"] = images, [g.get_state() for g in gens]
         return call(self, images, prompt, negative, gens, steps, noise_level)
 
-    monkeypatch.setattr(upscale.Upscaler4x, "__call__", spy)
+    monkeypatch.setattr(upscale.X4Upscaler, "__call__", spy)
     ed = Editor(untuned, "cpu")
     cfg = EditConfig(
         checkpoint=0,
