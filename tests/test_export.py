@@ -30,19 +30,30 @@ EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolat
 PROMPT = "a cat"
 
 
+class _Tunes(dict):
+    """(family, method) -> its tune folder, made on first use (only the ones the tests run)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        self[key] = self.make(*key)
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def tunes(tiny_models, photo, tmp_path_factory) -> dict:
     """(family, method) -> a 2-step tune folder, lr high enough that the tune shows."""
-    out = {}
-    for fam, model in tiny_models.items():
-        for method, lr in (("lora", 1e-2), ("full", 1e-3)):
-            path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
-            cfg = TuneConfig(
-                steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32
-            )
-            tune(photo, path, cfg, model=model, device="cpu", progress=False)
-            out[fam, method] = path
-    return out
+
+    def make(fam: str, method: str):
+        lr = {"lora": 1e-2, "full": 1e-3}[method]
+        path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
+        cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32)
+        tune(photo, path, cfg, model=tiny_models[fam], device="cpu", progress=False)
+        return path
+
+    return _Tunes(make)
 
 
 def _pipe(family: str, source: str):

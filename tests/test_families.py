@@ -47,15 +47,29 @@ def _tune_config(family: str, **kw) -> TuneConfig:
     return TuneConfig(cascade=False, **kw) if family == "if" else TuneConfig(resolution=RES, **kw)
 
 
+class _PerFamily(dict):
+    """family -> what ``make(family)`` gives, made on first use (only the families tests run)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, family):
+        self[family] = self.make(family)
+        return self[family]
+
+
 @pytest.fixture(scope="module")
 def untuned(models, photo, tmp_path_factory) -> dict:
     """A tune folder per family with no fine-tuning (checkpoint 0 = the pretrained model)."""
-    out = {}
-    for fam, model in models.items():
+
+    def make(fam: str):
         path = tmp_path_factory.mktemp("untuned") / fam
-        tune(photo, path, _tune_config(fam, steps=0), model=model, device="cpu", progress=False)
-        out[fam] = path
-    return out
+        cfg = _tune_config(fam, steps=0)
+        tune(photo, path, cfg, model=models[fam], device="cpu", progress=False)
+        return path
+
+    return _PerFamily(make)
 
 
 def _peer(cls_name: str, model: str, own_scheduler: bool):
