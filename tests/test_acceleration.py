@@ -31,7 +31,7 @@ def test_channels_last_tunes_and_edits_the_same(tiny_model, photo, tmp_path, pla
     folder, ref = plain
     accel = Acceleration(channels_last=True)
     cl = _tune(tiny_model, photo, tmp_path / "t", accel)
-    losses = [cl.manifest["loss_history"], folder.manifest["loss_history"]]
+    losses = [cl.manifest.loss_history, folder.manifest.loss_history]
     np.testing.assert_allclose(*losses, rtol=1e-4)
     np.testing.assert_allclose(_edit(cl.path, accel), ref, atol=1e-4)
 

@@ -120,10 +120,10 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
     cfg = TuneConfig(steps=8, save_at=(4, 8), lr=1e-3)
     full = tune(photo, tmp_path / "a", cfg, model=tiny_if[0], device="cpu", progress=False)
     m = full.manifest
-    assert m["settings"]["sr_model"] == tiny_if[1] and m["settings"]["cascade"] is True
+    assert m.settings.sr_model == tiny_if[1] and m.settings.cascade is True
     sr = json.loads((full.path / "sr" / "manifest.json").read_text())
     assert sorted(map(int, sr["checkpoints"])) == [4, 8] and sr["status"] == "complete"
-    assert sr["resolution"] == [32, 32] and m["resolution"] == [8, 8]
+    assert sr["resolution"] == [32, 32] and m.resolution == (8, 8)
 
     seen = {"sixes": 0, "die_at": 0}
 
@@ -166,7 +166,7 @@ def test_cascade_tune_learns_saves_and_resumes_both_stages(tiny_if, photo, tmp_p
     # both stages learn the image: their eps error at fixed (t, noise) falls from step 0 to 8
     ed = Editor(full.path, "cpu")
     up = SRStage(full.path, "cpu")
-    (c,) = ed.encode([m["prompt"]], (8, 8))
+    (c,) = ed.encode([m.prompt], (8, 8))
     low = ed.folder.base_latents()
     x_hi = up.folder.base_latents()
     for st, folder, x0, cond in (

@@ -36,14 +36,14 @@ def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
     assert (tmp_path / "b" / "checkpoints" / "resume.safetensors").exists()
     assert not list((tmp_path / "b" / "checkpoints").glob(".*tmp"))  # no half-written files
     resumed = tune(photo, tmp_path / "b", cfg, model=tiny_model, device="cpu", progress=False)
-    assert resumed.manifest["status"] == "complete"
+    assert resumed.manifest.status == "complete"
     assert not (tmp_path / "b" / "checkpoints" / "resume.safetensors").exists()
     for step in (2, 4, 8):
         a, _ = full.load_checkpoint(step)
         b, _ = resumed.load_checkpoint(step)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), step
-    assert full.manifest["loss_history"] == resumed.manifest["loss_history"]
+    assert full.manifest.loss_history == resumed.manifest.loss_history
     # no --checkpoint: the auto step on a full tune that saved it, else None (= the last)
     ed = Editor(full.path, "cpu")
     assert ed.default_step(EditConfig()) is None  # 32 is not saved here
@@ -148,7 +148,7 @@ def test_keep_resume_keeps_the_exact_state(tiny_model, photo, tmp_path):
     kept = tune(
         photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False, keep_resume=True
     )
-    assert kept.manifest["status"] == "complete"
+    assert kept.manifest.status == "complete"
     assert (kept.path / "checkpoints" / "resume.safetensors").exists()
     plain = tune(photo, tmp_path / "p", cfg, model=tiny_model, device="cpu", progress=False)
     assert not (plain.path / "checkpoints" / "resume.safetensors").exists()

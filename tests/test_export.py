@@ -71,7 +71,7 @@ def _pipe(family: str, source: str):
 
 def _sample(pipe, ed: Editor) -> np.ndarray:
     """The pipeline's text-to-image at EC's settings, with unitune's SDXL time ids."""
-    hw = tuple(ed.folder.manifest["resolution"])
+    hw = ed.folder.manifest.resolution
     kw = dict(
         prompt=[f"beikkpic {PROMPT}"] * 2,
         guidance_scale=EC.cfg,

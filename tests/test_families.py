@@ -126,7 +126,7 @@ def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
         output_type="np",
         **peer_kw,
     )
-    hw = tuple(ed.folder.manifest["resolution"])
+    hw = ed.folder.manifest.resolution
     if family == "sdxl":  # the added time ids: the photo's size and crop, as unitune builds them
         g = ed.placement.geometry(hw)
         kw |= dict(original_size=g.original, crops_coords_top_left=g.crop, target_size=g.target)
@@ -169,9 +169,9 @@ def test_finetune_lowers_loss_and_reproduces_base(family, method, models, photo,
         device="cpu",
         progress=False,
     )
-    ck = folder.manifest["checkpoints"]
-    assert sorted(map(int, ck)) == [16, 32, 64, 128]
-    assert ck["128"]["loss"] < ck["16"]["loss"]
+    ck = folder.manifest.checkpoints
+    assert sorted(ck) == [16, 32, 64, 128]
+    assert ck[128].loss < ck[16].loss
     assert folder.tune_config().method == (method or "lora")
     ed = Editor(out, "cpu")
     # The VAE is random (its decoder saturates almost any latent to a similar picture), so the

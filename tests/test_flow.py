@@ -46,8 +46,8 @@ def test_int8_lora_tune_learns_and_edits(tiny_models, photo, tmp_path):
         accel=INT8,
     )
     m = folder.manifest
-    assert m["quantize"] == "int8" and m["settings"]["method"] == "lora"
-    assert m["checkpoints"]["16"]["loss"] < m["checkpoints"]["4"]["loss"]
+    assert m.quantize == "int8" and m.settings.method == "lora"
+    assert m.checkpoints[16].loss < m.checkpoints[4].loss
     ed = Editor(out, "cpu", accel=INT8)
     res = ed.edit("a cat", EditConfig(steps=3, seeds=(0,), t0=0.8), progress=False)
     assert torch.isfinite(res.latents).all() and res.images[0].size == (32, 32)

@@ -95,7 +95,7 @@ def test_sine_guided_terms_ends_and_switch(kind, lora_tune, full_tune, patch_tun
     pre_ref.use_checkpoint(0)
     ft_ref = Editor(folder, "cpu")  # an independent copy: tuned
     ft_ref.use_checkpoint(2)
-    c_hat = ed.folder.manifest["prompt"]
+    c_hat = ed.folder.manifest.prompt
     assert c_hat == ed.tune_cfg.prompt()
     emb_u, emb_e, emb_h = _conds(pre_ref, ["", "a cat", c_hat])
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))

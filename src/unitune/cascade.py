@@ -53,7 +53,7 @@ class SRStage:
 
     @property
     def resolution(self) -> tuple[int, int]:
-        return tuple(self.folder.manifest["resolution"])
+        return self.folder.manifest.resolution
 
     def factor(self, base_res: tuple[int, int]) -> int:
         """How many times the SR stage enlarges (IF: 4)."""

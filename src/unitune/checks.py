@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from .config import (
 )
 from .errors import UserError
 from .guidespec import check_guides
-from .images import Placement, image_sha256, load_image, mask_image
+from .images import image_sha256, load_image, mask_image
+from .manifest import check_manifest_shape as check_manifest_shape  # re-exported
+from .manifest import settings_dict as settings_dict  # re-exported
 from .tunefolder import MANIFEST, SR_DIR, TuneFolder, is_cascade
 
 
@@ -41,11 +43,6 @@ class TunePlan:
     resume: TuneFolder | None  # an existing tune of the same image, settings and model
     clear: bool  # --overwrite on an existing tune folder: delete it once the model has loaded
     cfg: TuneConfig  # the settings with the model's defaults filled in (what runs and is recorded)
-
-
-def settings_dict(cfg: TuneConfig) -> dict[str, Any]:
-    """The settings as the manifest stores them (tuples become lists)."""
-    return json.loads(json.dumps(asdict(cfg)))
 
 
 def check_out(path: str | Path, kind: str, flag: str = "--out") -> Path:
@@ -129,93 +126,10 @@ def _numbers_of(v: Any, n: int) -> bool:
     return ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
 
 
-def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
-    """A manifest that is valid JSON of the wrong shape (a list, "settings" not an object, a
-    missing key ...) refused in one line: the types of every key the code reads."""
-    fix = "re-run `unitune tune --overwrite` on this folder"
-    if not isinstance(manifest, dict):
-        raise UserError(
-            f"{where} is not a unitune manifest (a JSON {type(manifest).__name__}, not an object)",
-            fix,
-        )
-
-    def need(key: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise UserError(
-                f"{where}: {key!r} must be {what}, got {show_value(manifest.get(key))}", fix
-            )
-
-    m = manifest
-    need("model", isinstance(m.get("model"), str), "a model reference")
-    need("model_path", isinstance(m.get("model_path", ""), str), "a path")
-    need("settings", isinstance(m.get("settings"), dict), "an object of tune settings")
-    st = m["settings"]
-    if not _ints_of(st.get("save_at")):
-        raise UserError(
-            f"{where}: settings 'save_at' must be a list of integers, "
-            f"got {show_value(st.get('save_at'))}",
-            fix,
-        )
-    try:
-        TuneConfig(**{**st, "save_at": tuple(st["save_at"])})
-    except TypeError as e:
-        raise UserError(f"{where}: bad settings ({show_value(str(e), 80)})", fix) from None
-    need("checkpoints", isinstance(m.get("checkpoints", {}), dict), "an object of step -> record")
-    for step, rec in m.get("checkpoints", {}).items():
-        ok = isinstance(step, str) and step.isascii() and step.isdigit() and len(step) < 10
-        ok = ok and isinstance(rec, dict) and isinstance(rec.get("file"), str)
-        ok = ok and isinstance(rec.get("loss", 0.0), (int, float))
-        if not ok:
-            raise UserError(
-                f"{where}: checkpoint {show_value(step)} has a bad record {show_value(rec)}", fix
-            )
-    image = m.get("image")
-    need(
-        "image",
-        isinstance(image, dict) and isinstance(image.get("sha256"), str),
-        'an object with "sha256"',
-    )
-    need(
-        "resolution",
-        _ints_of(m.get("resolution"), 2) and min(m["resolution"]) > 0,
-        "[height, width]",
-    )
-    need(
-        "size_multiple",
-        m.get("size_multiple") is None or (_is_int(m["size_multiple"]) and m["size_multiple"] > 0),
-        "a positive integer",
-    )
-    pl = m.get("placement")
-    ok = isinstance(pl, dict) and _ints_of(pl.get("orig_size"), 2) and _ints_of(pl.get("target"), 2)
-    ok = ok and isinstance(pl.get("mode"), str) and _numbers_of(pl.get("box"), 4)
-    need("placement", ok, "an object of orig_size, target, mode and box")
-    for key in ("family", "vae", "model_digest", "prompt", "status"):
-        need(key, m.get(key) is None or isinstance(m[key], str), "text")
-    need(
-        "loss_history",
-        _numbers_of(m.get("loss_history", []), len(m.get("loss_history", [])))
-        if isinstance(m.get("loss_history", []), list)
-        else False,
-        "a list of numbers",
-    )
-
-
 def open_tune(path: str | Path) -> TuneFolder:
-    """TuneFolder.open, and its manifest's shape checked (check_manifest_shape): whatever the
-    folder holds, a one-line UserError or a folder the code can read."""
-    mf = Path(path) / MANIFEST
-    if mf.is_file():
-        try:
-            data = json.loads(mf.read_bytes().decode("utf-8"))
-        except (OSError, ValueError) as e:
-            raise UserError(
-                f"{mf} is unreadable ({_reason(e)})", "re-run `unitune tune --overwrite`"
-            ) from None
-        if not isinstance(data, dict):
-            check_manifest_shape(data, mf)
-    folder = TuneFolder.open(path)
-    check_manifest_shape(folder.manifest, mf)
-    return folder
+    """TuneFolder.open: whatever the folder holds, a one-line UserError or a folder whose typed
+    manifest the code can read (manifest.Manifest.from_json checks every key)."""
+    return TuneFolder.open(path)
 
 
 def scheduler_table(spec: ModelSpec) -> int | None:
@@ -354,9 +268,9 @@ def check_tune(
             differ = [
                 what
                 for what, same in (
-                    ("image", m["image"]["sha256"] == sha),
-                    ("settings", m["settings"] == settings_dict(cfg)),
-                    ("model", m["model"] == model),
+                    ("image", m.image.sha256 == sha),
+                    ("settings", settings_dict(m.settings) == settings_dict(cfg)),
+                    ("model", m.model == model),
                 )
                 if not same
             ]
@@ -382,7 +296,7 @@ def tune_model_ref(folder: TuneFolder) -> str:
     """What to load for a tune: the embedded model by its short name (so a tune outlives the
     install path it was made under), anything else by the resolved reference it was tuned on."""
     m = folder.manifest
-    return m["model"] if m["model"] in SHORT_NAMES else m["model_path"]
+    return m.model if m.model in SHORT_NAMES else m.model_path
 
 
 def check_edit_request(prompt: str | None, params: str | Path | None) -> None:
@@ -428,7 +342,7 @@ def check_edit(
             f"--size {hw[0]}x{hw[1]} is not a multiple of {k}", f"round it to a multiple of {k}"
         )
     if mask is not None:
-        mask_image(mask, hw, Placement.from_dict(folder.manifest["placement"]))
+        mask_image(mask, hw, folder.manifest.placement)
     check_guides(folder, cfg.guides)
     spec = probe(tune_model_ref(folder))
     check_steps_table(cfg.steps or spec.family.defaults.steps, scheduler_table(spec))
@@ -444,8 +358,8 @@ def check_edit(
 def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], int | None]:
     """(the output size, the multiple it must be of), checking the --sr-* flags: a cascade tune's
     output is its SR stage's, sized by the base stage's multiple x the SR factor."""
-    res = tuple(folder.manifest["resolution"])
-    k = folder.manifest.get("size_multiple")  # absent in manifests written before it existed
+    res = folder.manifest.resolution
+    k = folder.manifest.size_multiple  # absent in manifests written before it existed
     sr_path = folder.path / SR_DIR
     if not is_cascade(folder.path):
         if cfg.sr_checkpoint is not None or cfg.sr_t0 != 1.0:
@@ -456,7 +370,7 @@ def _edit_size(folder: TuneFolder, cfg: EditConfig) -> tuple[tuple[int, int], in
     sr = open_tune(sr_path)
     if cfg.sr_checkpoint is not None:
         sr.resolve_checkpoint(cfg.sr_checkpoint)
-    out = tuple(sr.manifest["resolution"])
+    out = sr.manifest.resolution
     return (tuple(cfg.size) if cfg.size else out), k * (out[0] // res[0])
 
 
@@ -537,9 +451,9 @@ def check_export(
             "pass a saved step, or leave --checkpoint out for the last",
         )
     step = folder.resolve_checkpoint(checkpoint)
-    fam = family_of(m.get("family"))
-    lora_tune = m["settings"]["method"] == "lora"
-    if m["settings"].get("patches"):
+    fam = family_of(m.family)
+    lora_tune = m.settings.method == "lora"
+    if m.settings.patches:
         raise UserError(
             f"{folder.path} is a SINE patch tune: its positional module exists in no other tool, "
             "and without it the weights sample the wrong model",

@@ -293,8 +293,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         keep_resume=args.keep_resume,
         preset=args.preset,
     )
-    ck = folder.manifest["checkpoints"]
-    losses = ", ".join(f"{s}: {ck[s]['loss']:.4f}" for s in sorted(ck, key=int))
+    ck = folder.manifest.checkpoints
+    losses = ", ".join(f"{s}: {ck[s].loss:.4f}" for s in sorted(ck))
     print(f"tune folder: {folder.path}  checkpoints (mean loss): {losses or 'none'}")
 
 

@@ -35,7 +35,7 @@ from .guiders.cfg import CFG
 from .guiders.multi import MultiModel, Term, terms
 from .guiders.sine import SINE
 from .guidespec import as_spec, check_same_base, guide_strings
-from .images import Placement, fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
+from .images import fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
 from .sampling import Start, sample
 from .state import state_of
@@ -67,15 +67,15 @@ class Editor:
         self.backbone = backbone or load_model(
             tune_model_ref(self.folder),
             device,
-            vae=vae or m.get("vae"),
+            vae=vae or m.vae,
             offload=offload,
             accel=accel,
         )
         self.state = state_of(self.backbone)
-        tuned_on = m.get("model_digest")  # absent in manifests written before it existed
+        tuned_on = m.model_digest  # absent in manifests written before it existed
         if tuned_on and tuned_on != self.backbone.digest:
             warnings.warn(
-                f"{tune_dir} was tuned on other weights of {m['model']!r} (weights digest "
+                f"{tune_dir} was tuned on other weights of {m.model!r} (weights digest "
                 f"{tuned_on}, now {self.backbone.digest}): its checkpoints are applied to the "
                 "weights loaded now, so edits will not match the tune — retune it with --overwrite",
                 UnituneWarning,
@@ -83,7 +83,7 @@ class Editor:
             )
         # a cascade tune (pixel cascades): its super-resolution stage II, loaded beside the base
         self.sr = SRStage(tune_dir, device, offload, accel) if is_cascade(tune_dir) else None
-        self.placement = Placement.from_dict(m["placement"])
+        self.placement = m.placement
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
         self._x4: tuple[str, Any] | None = None  # stage III (--upscaler), loaded on first use
@@ -125,14 +125,14 @@ class Editor:
     def base_latents(self, hw: tuple[int, int]) -> Tensor:
         """(1, C, h, w) base x0 in model space at output size hw (re-encoded if it differs)."""
         bb = self.backbone
-        if hw == tuple(self.folder.manifest["resolution"]):
+        if hw == self.folder.manifest.resolution:
             return self.folder.base_latents().to(bb.device, bb.dtype)
         fitted, _ = fit_image(self.original, hw, self.tune_cfg.resize)
         return bb.encode_image(pil_to_tensor(fitted))
 
     def base_image_at(self, hw: tuple[int, int]) -> Image.Image:
         """The base image at output size hw: the tune's own, or the original center-cropped."""
-        res = tuple(self.folder.manifest["resolution"])
+        res = self.folder.manifest.resolution
         return self.base_image if tuple(hw) == res else fit_image(self.original, hw, "crop")[0]
 
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str:
@@ -184,7 +184,7 @@ class Editor:
     def sizes(self, cfg: EditConfig) -> tuple[tuple[int, int], tuple[int, int]]:
         """(the base stage's size, the output size): equal but for a cascade, whose output is its
         SR stage's (cfg.size, else the SR tune's resolution) and base stage that / its factor."""
-        res = tuple(self.folder.manifest["resolution"])
+        res = self.folder.manifest.resolution
         sr = self.sr
         out = tuple(cfg.size) if cfg.size else (sr.resolution if sr else res)
         f = sr.factor(res) if sr else 1
@@ -211,7 +211,7 @@ class Editor:
         w, g = weights or self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
         st, text = self.state, self.prompt_text(prompt, cfg)
         c_u = self.negative(cfg, hw, g)
-        c_hat_text = self.folder.manifest.get("prompt") or self.tune_cfg.prompt()
+        c_hat_text = self.folder.manifest.tuned_prompt
         pre, tuned = st.pretrained(), st.tuned(cfg.lora_scale)
         if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
             if cfg.prompt_guidance is not None:

@@ -106,10 +106,10 @@ def edit_params(
         "cfg_scale": cfg.cfg,
         "seed": int(seed),
         "size": f"{hw[1]}x{hw[0]}",
-        "model": m["model"],
+        "model": m.model,
         "tune": str(folder.path),
         "tune_method": tune_cfg.method,
-        "image_sha256": m["image"]["sha256"],
+        "image_sha256": m.image.sha256,
         "edit_prompt": plan.prompt,
         # the whole batch: a UNet batch of N is not bit-identical to N batches of 1 (kernel
         # choice depends on the batch), so --params re-runs this batch and keeps "seed"

@@ -8,9 +8,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import UserError
+from .manifest import Manifest
 from .tunefolder import TuneFolder
 
 PRETRAINED = "pretrained"  # the TUNE_DIR naming the shared base model (./pretrained: a folder)
@@ -93,13 +93,9 @@ def as_spec(g: str | GuideSpec) -> GuideSpec:
     return g if isinstance(g, GuideSpec) else parse_guide(g)
 
 
-def base_ref(manifest: dict[str, Any]) -> str:
-    """The base model a tune was fine-tuned from (resolved reference, else the name given)."""
-    return str(manifest.get("model_path") or manifest.get("model"))
-
-
-def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    ra, rb = base_ref(a), base_ref(b)
+def same_base(a: Manifest, b: Manifest) -> bool:
+    """Two tunes of the same base model (the same reference, or paths to the same place)."""
+    ra, rb = a.base_ref, b.base_ref
     if ra == rb:
         return True
     pa, pb = Path(ra), Path(rb)
@@ -109,8 +105,8 @@ def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def check_same_base(primary: TuneFolder, folder: TuneFolder, spec: str) -> None:
     if not same_base(primary.manifest, folder.manifest):
         raise UserError(
-            f"--guide {spec!r}: {folder.path} was tuned from {base_ref(folder.manifest)!r} but "
-            f"{primary.path} from {base_ref(primary.manifest)!r}",
+            f"--guide {spec!r}: {folder.path} was tuned from {folder.manifest.base_ref!r} but "
+            f"{primary.path} from {primary.manifest.base_ref!r}",
             "every guide must share the primary tune's base model (its manifest model_path)",
         )
 

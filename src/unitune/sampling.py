@@ -119,6 +119,13 @@ def sample(
     if len(set(joins)) > 1 and hasattr(scheduler, "model_outputs"):
         raise ValueError(f"{type(scheduler).__name__} is multistep: sample each t0 on its own")
     x0_b = x0.expand(b, -1, -1, -1) if x0 is not None else None
+    first = min(joins)
+    # the scheduler's begin index: with one start, set before x0 is noised to it (diffusers'
+    # img2img order: flow schedulers noise at their step index); with several, after, so each
+    # start is noised at its own timestep (Euler's add_noise uses the begin index once set)
+    one_start = len(set(joins)) == 1
+    if sdedit and one_start and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
     latents = noise * scheduler.init_noise_sigma
     for j in sorted(set(joins)):  # the SDEdit starts: x0 noised to T[j], one call per start
         rows = [k for k in range(b) if joins[k] == j and t0s[k] < 1.0]
@@ -131,8 +138,7 @@ def sample(
         else:
             t_j = ts[j : j + 1].repeat(len(rows))
             latents[rows] = process.renoise(scheduler, x0_b[rows], noise[rows], t_j)
-    first = min(joins)
-    if sdedit and hasattr(scheduler, "set_begin_index"):
+    if sdedit and not one_start and hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first)
     kw = _step_kwargs(scheduler, generator, eta)
     for i in tqdm(range(first, len(ts)), desc="sampling", disable=not progress, leave=False):

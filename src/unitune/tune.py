@@ -24,11 +24,12 @@ from . import adapters, patches
 from .adafactor import Adafactor
 from .backbones import load, probe
 from .backbones.base import Backbone, warn_long_prompts
-from .checks import check_tune, refuse_quantized_full, settings_dict
+from .checks import check_tune, refuse_quantized_full
 from .config import DEFAULT_MODEL, Acceleration, TuneConfig
 from .errors import UnituneWarning, UserError
 from .fileio import clean_leftovers, recover, remove_file
-from .images import Placement, fit_image, pil_to_tensor
+from .images import fit_image, pil_to_tensor
+from .manifest import ImageRecord, Manifest
 from .state import state_of
 from .tunefolder import (
     MANIFEST,
@@ -105,7 +106,7 @@ def tune(
     bb = backbone or load(plan.spec, device, vae=vae, accel=accel)
     digest = bb.digest  # of the weights as loaded (backbones.base.weights_digest)
     # absent in manifests written before it existed
-    if folder is not None and folder.manifest.get("model_digest", digest) != digest:
+    if folder is not None and (folder.manifest.model_digest or digest) != digest:
         raise UserError(
             f"{out} holds a tune of a different model weights",
             "pass --overwrite to start fresh, or another --out",
@@ -126,27 +127,25 @@ def tune(
 
         folder = TuneFolder.create(
             out,
-            {
-                "model": model,
-                "model_path": bb.model_ref,
-                "family": bb.family,  # backbones.FAMILIES
-                "vae": str(Path(vae).resolve()) if vae else None,  # --vae, used by edits too
-                "quantize": accel.quantize if accel else None,  # the base's weights while tuning
-                "model_digest": digest,  # the same name, other weights?
-                "image": {"source": str(image), "sha256": sha, "size": list(img.size)},
-                "placement": placement.to_dict(),
-                "resolution": [res, res],
-                "size_multiple": bb.size_multiple,  # edit --size must be a multiple of it
-                "prompt": cfg.prompt(),
-                "settings": settings_dict(cfg),
-                "versions": versions(),
-                "status": "running",
-                "checkpoints": {},
-                "loss_history": [],
-            },
+            Manifest(
+                model=model,
+                settings=cfg,
+                image=ImageRecord(sha, str(image), tuple(img.size)),
+                resolution=(res, res),
+                placement=placement,
+                model_path=bb.model_ref,
+                family=bb.family,
+                vae=str(Path(vae).resolve()) if vae else None,
+                quantize=accel.quantize if accel else None,
+                model_digest=digest,
+                size_multiple=bb.size_multiple,
+                prompt=cfg.prompt(),
+                versions=versions(),
+                status="running",
+            ),
             base_files,
         )
-    placement = Placement.from_dict(folder.manifest["placement"])
+    placement = folder.manifest.placement
     warn_long_prompts(bb, [cfg.prompt()])
     cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
     if owned:
@@ -183,11 +182,11 @@ def _tune_sr(
     if sr is not None:
         clean_leftovers(path, recursive=True)
     bb = load(probe(cfg.sr_model), base.device, accel=accel)
-    if sr is not None and sr.manifest.get("model_digest") != bb.digest:
+    if sr is not None and sr.manifest.model_digest != bb.digest:
         raise UserError(
             f"{path} holds a tune of different SR weights", "pass --overwrite to start fresh"
         )
-    res = folder.manifest["resolution"][0] * bb.resolution // base.resolution
+    res = folder.manifest.resolution[0] * bb.resolution // base.resolution
     if sr is None:
         hi, _ = fit_image(img, (res, res), cfg.resize)
         m = folder.manifest
@@ -199,18 +198,20 @@ def _tune_sr(
 
         sr = TuneFolder.create(
             path,
-            {
-                **{k: m[k] for k in ("image", "placement", "prompt", "settings", "versions")},
-                "model": cfg.sr_model,
-                "model_path": bb.model_ref,
-                "family": bb.family,
-                "model_digest": bb.digest,
-                "resolution": [res, res],
-                "size_multiple": bb.size_multiple,
-                "status": "running",
-                "checkpoints": {},
-                "loss_history": [],
-            },
+            Manifest(  # the base stage's image, placement, prompt, settings and versions
+                model=cfg.sr_model,
+                settings=m.settings,
+                image=m.image,
+                resolution=(res, res),
+                placement=m.placement,
+                model_path=bb.model_ref,
+                family=bb.family,
+                model_digest=bb.digest,
+                size_multiple=bb.size_multiple,
+                prompt=m.prompt,
+                versions=m.versions,
+                status="running",
+            ),
             base_files,
         )
     low = folder.base_latents()  # the base stage's image (pixels: IF's model space)
@@ -233,10 +234,10 @@ def _train(
     cuda = dev.type == "cuda"
     # a rerun trusts only what verifies: every recorded checkpoint's size and sha256
     damaged = folder.damaged(digest=True)
-    if folder.manifest.get("status") == "complete":
+    if folder.manifest.status == "complete":
         if not damaged:
             return
-        folder.manifest["status"] = "running"
+        folder.update(status="running")
     if damaged:
         warnings.warn(
             f"{folder.path}: checkpoints {', '.join(map(str, damaged))} are missing or damaged; "
@@ -263,7 +264,7 @@ def _train(
             _restore_optimizer(opt, tensors, scalars)
             gen.set_state(tensors["rng"])
             # the resume file's own history (older files: the manifest's, cut at its step)
-            old = folder.manifest.get("loss_history", [])[:start]
+            old = folder.manifest.loss_history[:start]
             history = list(hist if hist is not None else old)
         # checkpoints past --steps are dropped; the last step is always saved
         save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
@@ -296,8 +297,7 @@ def _train(
             finally:
                 if grad_ckpt and hasattr(module, "disable_gradient_checkpointing"):
                     module.disable_gradient_checkpointing()
-    folder.manifest["status"] = "complete"
-    folder.save_manifest()
+    folder.update(status="complete", loss_history=tuple(history))
 
 
 def _steps(
@@ -324,7 +324,7 @@ def _steps(
     bar.total = cfg.steps
     since = time.time()
     pos = patches.get(module, bb.patch_site)
-    res = tuple(folder.manifest["resolution"])
+    res = folder.manifest.resolution
     oh, ow = original.height, original.width
     cond_b = cond.expand(b)
     for step in bar:
@@ -356,14 +356,11 @@ def _steps(
             on_step(done, lv)
         if done in save_at:
             prev = max([s for s in save_at if s < done], default=0)
-            record = {
-                "loss": sum(history[prev:done]) / (done - prev),  # mean since the previous ckpt
-                "seconds": round(time.time() - since, 2),
-            }
+            loss = sum(history[prev:done]) / (done - prev)  # mean since the previous ckpt
             weights, meta = adapters.checkpoint_tensors(module, cfg, bb, base_state)
-            folder.manifest["loss_history"] = history
-            folder.save_checkpoint(done, weights, meta, record)
+            folder.save_checkpoint(
+                done, weights, meta, loss, round(time.time() - since, 2), tuple(history)
+            )
             opt_t, scalars = _flatten_optimizer(opt)
             exact = {**adapters.trainable_state(module), **opt_t, "rng": gen.get_state()}
             save_resume_state(folder, done, exact, scalars, history)
-    folder.manifest["loss_history"] = history

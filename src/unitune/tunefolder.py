@@ -24,7 +24,7 @@ import platform
 import shutil
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +39,15 @@ from .fileio import (
     new_dir,
     writing,
 )
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, CheckpointRecord, Manifest
 
 if (
     TYPE_CHECKING
 ):  # torch and safetensors load lazily: the CLI checks a folder before importing them
     import torch
 
-FORMAT = "unitune-tune"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "CheckpointRecord", "Manifest", "TuneFolder"]
 
 
 def versions() -> dict[str, str]:
@@ -80,8 +80,10 @@ def ckpt_name(step: int) -> str:
 
 @dataclass
 class TuneFolder:
+    """A tune folder and its manifest; the one writer of both (see the module docstring)."""
+
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def open(cls, path: str | Path) -> TuneFolder:
@@ -96,32 +98,33 @@ class TuneFolder:
                 "pass the --out folder of a `unitune tune` run",
             )
         try:
-            manifest = json.loads(mf.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{mf} is unreadable ({e})", "re-run `unitune tune --overwrite`") from e
-        if manifest.get("format") != FORMAT:
-            raise UserError(f"{mf} is not a unitune manifest", "pass a tune folder")
-        return cls(p, manifest)
+            data = json.loads(mf.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON
+            why = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
+            why = why[:80] if why else type(e).__name__
+            raise UserError(
+                f"{mf} is unreadable ({why})", "re-run `unitune tune --overwrite`"
+            ) from None
+        return cls(p, Manifest.from_json(data, mf))
 
     @classmethod
     def create(
         cls,
         path: str | Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         write_files: Callable[[Path], None] | None = None,
     ) -> TuneFolder:
         """A new tune folder, built in a hidden folder beside ``path`` (``write_files(tmp)`` writes
         the base files there, then the manifest) and moved in by one rename, replacing what is
         at ``path``: a kill at any moment leaves the old folder or this complete one."""
         p = Path(path)
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
         tmp = new_dir(p)
         try:
             with writing(p):
                 (tmp / "checkpoints").mkdir()
                 if write_files is not None:
                     write_files(tmp)
-                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
             install_dir(tmp, p)
         finally:
             if tmp.exists():
@@ -130,11 +133,15 @@ class TuneFolder:
 
     def tune_config(self) -> TuneConfig:
         """The settings the tune was made with."""
-        st = self.manifest["settings"]
-        return TuneConfig(**{**st, "save_at": tuple(st["save_at"])})
+        return self.manifest.settings
+
+    def update(self, **changes: Any) -> None:
+        """Change manifest fields (``Manifest``'s names) and write it, atomically."""
+        self.manifest = replace(self.manifest, **changes)
+        self.save_manifest()
 
     def save_manifest(self) -> None:
-        atomic_write_json(self.path / MANIFEST, self.manifest)
+        atomic_write_json(self.path / MANIFEST, self.manifest.to_json())
 
     # --- checkpoints -------------------------------------------------------------------------
     # A checkpoint's manifest record holds its file's size and sha256: the file is written
@@ -142,7 +149,7 @@ class TuneFolder:
     # sizes (a stat); ``resolve_checkpoint`` and ``damaged(digest=True)`` check digests too.
     def problem(self, step: int, digest: bool = True) -> str | None:
         """What is wrong with checkpoint ``step``'s file (None: it is as recorded)."""
-        rec = self.manifest.get("checkpoints", {}).get(str(step))
+        rec = self.manifest.checkpoints.get(step)
         if rec is None:
             return "not recorded"
         f = self.path / ckpt_name(step)
@@ -150,33 +157,32 @@ class TuneFolder:
             st = f.stat()
         except OSError:
             return "its file is missing"
-        if "size" in rec and st.st_size != rec["size"]:
-            return f"its file has {st.st_size} bytes, {rec['size']} were written"
-        if digest and "sha256" in rec:
-            key = (step, st.st_size, st.st_mtime_ns, rec["sha256"])
-            key = (str(f.resolve()), *key)
+        if rec.size is not None and st.st_size != rec.size:
+            return f"its file has {st.st_size} bytes, {rec.size} were written"
+        if digest and rec.sha256 is not None:
+            key = (str(f.resolve()), step, st.st_size, st.st_mtime_ns, rec.sha256)
             if key not in _VERIFIED:
-                if file_sha256(f) != rec["sha256"]:
+                if file_sha256(f) != rec.sha256:
                     return "its file's sha256 differs from the one written"
                 _VERIFIED.add(key)
         return None
 
     def damaged(self, digest: bool = True) -> list[int]:
         """Recorded checkpoints whose file is missing or differs from what was written."""
-        steps = sorted(int(s) for s in self.manifest.get("checkpoints", {}))
+        steps = sorted(self.manifest.checkpoints)
         return [s for s in steps if self.problem(s, digest) is not None]
 
     @property
     def checkpoints(self) -> list[int]:
         """Saved checkpoint steps whose file exists with its recorded size, ascending (step 0 =
         the pretrained model)."""
-        steps = [int(s) for s in self.manifest.get("checkpoints", {})]
+        steps = self.manifest.checkpoints
         return sorted(s for s in steps if self.problem(s, digest=False) is None)
 
     def resolve_checkpoint(self, step: int | None) -> int:
         """The checkpoint to use (None: the last saved), verified against its record (size and
         sha256) or a UserError naming what is wrong."""
-        recorded = sorted(int(s) for s in self.manifest.get("checkpoints", {}))
+        recorded = sorted(self.manifest.checkpoints)
         if step is None:
             if not recorded:
                 raise UserError(f"{self.path} has no checkpoints yet", "run `unitune tune` on it")
@@ -198,18 +204,22 @@ class TuneFolder:
         return step
 
     def save_checkpoint(
-        self, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], record: dict
+        self,
+        step: int,
+        tensors: dict[str, torch.Tensor],
+        meta: dict[str, Any],
+        loss: float | None = None,
+        seconds: float | None = None,
+        loss_history: tuple[float, ...] | None = None,
     ) -> None:
+        """Write checkpoint ``step``'s file, then its record (and ``loss_history`` up to it)."""
         name = ckpt_name(step)
         f = atomic_save_safetensors(tensors, self.path / name, {"unitune": json.dumps(meta)})
-        size, sha = f.stat().st_size, file_sha256(f)
-        self.manifest.setdefault("checkpoints", {})[str(step)] = {
-            "file": name,
-            "size": size,
-            "sha256": sha,
-            **record,
-        }
-        self.save_manifest()
+        rec = CheckpointRecord(name, f.stat().st_size, file_sha256(f), loss, seconds)
+        changes: dict[str, Any] = {"checkpoints": {**self.manifest.checkpoints, step: rec}}
+        if loss_history is not None:
+            changes["loss_history"] = tuple(loss_history)
+        self.update(**changes)
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from safetensors import safe_open

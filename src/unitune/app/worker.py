@@ -120,7 +120,7 @@ class Worker:
         from ..tunefolder import TuneFolder
 
         folder = self.store.inside(tune_rel)
-        model = TuneFolder.open(folder).manifest["model"]
+        model = TuneFolder.open(folder).manifest.model
         name = next((n for n, ref in self.models.items() if ref == model), None)
         if name is None:
             raise UserError(
@@ -160,7 +160,7 @@ class Worker:
         return {
             "tune": self.store.rel(out),
             "checkpoints": folder.checkpoints,
-            "loss": [round(v, 5) for v in folder.manifest.get("loss_history", [])],
+            "loss": [round(v, 5) for v in folder.manifest.loss_history],
         }
 
     def _grid(self, job: Job) -> dict[str, Any]:

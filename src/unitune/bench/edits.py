@@ -100,17 +100,13 @@ def _fingerprint(bc: BenchConfig, bb) -> str:
 def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, bb) -> bool:
     """Tune unless a complete tune with these settings exists (an interrupted one resumes)."""
     from ..tune import tune
-    from ..tunefolder import MANIFEST
+    from ..tunefolder import MANIFEST, TuneFolder
 
     overwrite = False
     if (tune_dir / MANIFEST).is_file():
-        m = json.loads((tune_dir / MANIFEST).read_text())
-        same = (
-            m.get("settings") == json.loads(json.dumps(asdict(tcfg)))
-            and m.get("model") == bc.model
-            and m.get("model_digest") == bb.digest
-        )
-        if same and m.get("status") == "complete":
+        m = TuneFolder.open(tune_dir).manifest
+        same = m.settings == tcfg and m.model == bc.model and m.model_digest == bb.digest
+        if same and m.status == "complete":
             return False
         overwrite = not same
     tune(

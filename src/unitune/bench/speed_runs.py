@@ -76,7 +76,7 @@ def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callabl
     from ..tunefolder import TuneFolder
 
     folder = TuneFolder.open(tune_dir)
-    names = family_of(folder.manifest.get("family")).pipelines  # (text-to-image, img2img)
+    names = family_of(folder.manifest.family).pipelines  # (text-to-image, img2img)
     cls = getattr(diffusers, names[0] if t0 >= 1 else names[1])
     pipe = cls.from_pretrained(probe(tune_model_ref(folder)).ref, **_pipe_kwargs(cls))
     pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
@@ -87,7 +87,7 @@ def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callabl
         pipe.unet.to(memory_format=torch.channels_last)
     if sc.compile:
         pipe.unet.compile()
-    hw = tuple(folder.manifest["resolution"])
+    hw = folder.manifest.resolution
     kw = dict(
         prompt=[f"beikkpic {PROMPT}"] * sc.batch,
         guidance_scale=7.5,

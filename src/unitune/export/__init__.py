@@ -39,9 +39,9 @@ def provenance(folder: TuneFolder, step: int) -> dict[str, Any]:
         "steps": tc.steps,
         "method": tc.method,
         "rare_token": tc.rare_token,
-        "prompt": m["prompt"],
-        "base_model": m["model"],
-        "family": m.get("family"),
+        "prompt": m.prompt,
+        "base_model": m.model,
+        "family": m.family,
         "learning_rate": tc.learning_rate(),
         "name": f"{folder.path.name}-{step}",
     }
@@ -94,7 +94,7 @@ def _lora(plan, fmt: str, out: Path, rank: int | None) -> Exported:
     if fmt == "kohya-lora":
         spec = probe(tune_model_ref(folder))
         version, v2 = kohya_version(spec)
-        kmeta = kohya_metadata(prov, config, version, folder.manifest["resolution"])
+        kmeta = kohya_metadata(prov, config, version, folder.manifest.resolution)
         kmeta["ss_v2"] = str(v2)
         write_kohya(out, lora, config, {**kmeta, **extra})
     else:
@@ -110,7 +110,7 @@ def _merged(plan, out: Path, device: str) -> Exported:
     from ..state import state_of
 
     folder = plan.folder
-    bb = load_model(tune_model_ref(folder), device, vae=folder.manifest.get("vae"))
+    bb = load_model(tune_model_ref(folder), device, vae=folder.manifest.vae)
     module = state_of(bb).merged(folder, plan.step)
     meta = {"unitune": json.dumps(provenance(folder, plan.step))}
     if plan.single_file:
