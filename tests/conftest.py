@@ -5,6 +5,7 @@ once per run — nothing downloads."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,13 @@ import torch
 from PIL import Image
 
 TINY_RES = 32  # pixels; UNet sample_size 8 x VAE factor 4
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2`: one torch thread per worker, and per process a test starts (the server, the
+    # CLI, the bench's children), so the workers do not fight over the cores: the tiny models gain
+    # nothing from a second thread, and oversubscribed threads made them many times slower
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def _tiny_unet(seed: int, **kw):
