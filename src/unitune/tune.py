@@ -14,7 +14,9 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -276,49 +278,64 @@ def _train(
             amp = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
             try:
                 module.train()
-                _steps(
+                run = _Run(
                     folder,
                     bb,
                     cfg,
                     original,
-                    progress,
-                    on_step,
                     x0_base,
                     cond,
                     trainable,
                     opt,
                     gen,
-                    start,
-                    history,
                     save_at,
                     base_state,
                     amp,
                 )
+                _steps(run, start, history, progress, on_step)
             finally:
                 if grad_ckpt and hasattr(module, "disable_gradient_checkpointing"):
                     module.disable_gradient_checkpointing()
     folder.update(status="complete", loss_history=tuple(history))
 
 
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """What one training run's loop works with (``_train`` builds it)."""
+
+    folder: TuneFolder  # where checkpoints and the resume state go
+    bb: Backbone  # the model being tuned (its module holds the trainable weights)
+    cfg: TuneConfig  # the settings, the model's defaults filled in
+    original: Any  # the full-resolution photo (PIL), for SINE's patches
+    x0_base: torch.Tensor  # (1, C, h, w) the base image's latents
+    cond: Any  # one-row Conditioning of the tuning prompt
+    trainable: list  # the parameters the optimizer steps
+    opt: torch.optim.Optimizer  # Adafactor
+    gen: torch.Generator  # CPU: the noise, timesteps and patches of every step
+    save_at: list[int]  # the steps whose checkpoint is saved
+    base_state: dict[str, torch.Tensor] | None  # the pretrained weights (full tunes' deltas)
+    amp: Any  # the autocast context (bf16) or a null one
+
+
 def _steps(
-    folder,
-    bb,
-    cfg,
-    original,
-    progress,
-    on_step,
-    x0_base,
-    cond,
-    trainable,
-    opt,
-    gen,
-    start,
-    history,
-    save_at,
-    base_state,
-    amp,
+    run: _Run,
+    start: int,
+    history: list[float],
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
 ) -> None:
-    """The training loop from ``start`` to ``cfg.steps``, saving at ``save_at``."""
+    """The training loop from ``start`` to ``cfg.steps``, saving at ``save_at``; appends each
+    step's loss to ``history``."""
+    folder, bb, cfg, original, gen, amp = (
+        run.folder,
+        run.bb,
+        run.cfg,
+        run.original,
+        run.gen,
+        run.amp,
+    )
+    x0_base, cond, trainable, opt = run.x0_base, run.cond, run.trainable, run.opt
+    save_at, base_state = run.save_at, run.base_state
     dev, module, b = bb.device, bb.module, cfg.batch_size
     bar = tqdm(range(start, cfg.steps), desc="tuning", disable=not progress, initial=start)
     bar.total = cfg.steps
