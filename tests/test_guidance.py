@@ -70,3 +70,10 @@ def test_latent_mask_dilates_by_one_cell():
     assert lm.shape == (1, 1, 8, 8)
     assert lm[0, 0, 3, 3] == 1 and lm[0, 0, 2, 2] == 1 and lm[0, 0, 4, 4] == 1
     assert lm.sum() == 9
+
+
+def test_sine_mix_is_multi_guidance_over_both_models():
+    u, pre, ft = (torch.randn(1, 4, 2, 2) for _ in range(3))
+    w, v = 7.5, 0.7
+    ref = multi_guidance(u, [pre, ft], [w * v, w * (1 - v)])
+    assert torch.allclose(sine_mix(u, pre, ft, w, v), ref, atol=1e-5)

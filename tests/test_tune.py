@@ -1,5 +1,5 @@
-"""End-to-end engine tests on a tiny random SD model: checkpoints, resume, LoRA, the weights
-digest (diffusers parity and tuning per family: test_families.py)."""
+"""Tuning on the tiny SD model (tune.py): checkpoints and resume, the weights digest, the
+resume state, presets and the tune CLI's SINE preset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from unitune.backbones import load_model
-from unitune.config import EditConfig, TuneConfig
+from unitune.cli import main
+from unitune.config import EditConfig, TuneConfig, tune_preset
 from unitune.edit import Editor
 from unitune.tune import tune
 
@@ -55,22 +56,16 @@ def test_checkpoints_resume_bit_exact(tiny_model, photo, tmp_path):
     assert res.params[0]["edit_config"]["checkpoint"] == 4 and ed.step == 4
 
 
-def test_lora_tune_is_small_and_scales(tiny_model, photo, tmp_path):
-    cfg = TuneConfig(steps=4, save_at=(2, 4), method="lora", lora_rank=4, lr=1e-2)
-    folder = tune(photo, tmp_path / "l", cfg, model=tiny_model, device="cpu", progress=False)
-    tensors, meta = folder.load_checkpoint(4)
-    assert meta["kind"] == "lora" and all("lora" in k for k in tensors)
-    n_lora = sum(v.numel() for v in tensors.values())
-    ed = Editor(folder.path, "cpu")
-    n_unet = sum(p.numel() for n, p in ed.backbone.module.named_parameters() if "lora" not in n)
-    assert n_lora < 0.2 * n_unet
-    ec = EditConfig(checkpoint=4, t0=1.0, steps=4, seeds=(0,))
-    tuned = ed.edit("a cat", ec, progress=False).pixels
-    off = ed.edit("a cat", EditConfig(**{**ec.__dict__, "lora_scale": 0.0}), progress=False).pixels
-    pre = ed.edit("a cat", EditConfig(**{**ec.__dict__, "checkpoint": 0}), progress=False).pixels
-    assert torch.allclose(off, pre, atol=1e-5)  # scale 0 = the pretrained model
-    assert not torch.allclose(tuned, pre, atol=1e-4)
-    assert ed.default_step(EditConfig(auto_checkpoint=2)) is None  # LoRA: the last, not step 2
+def test_keep_resume_keeps_the_exact_state(tiny_model, photo, tmp_path):
+    """A completed run drops checkpoints/resume.safetensors (3x a full checkpoint) unless asked."""
+    cfg = TuneConfig(steps=2, save_at=(2,))
+    kept = tune(
+        photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False, keep_resume=True
+    )
+    assert kept.manifest.status == "complete"
+    assert (kept.path / "checkpoints" / "resume.safetensors").exists()
+    plain = tune(photo, tmp_path / "p", cfg, model=tiny_model, device="cpu", progress=False)
+    assert not (plain.path / "checkpoints" / "resume.safetensors").exists()
 
 
 @pytest.mark.slow
@@ -114,41 +109,87 @@ def test_weights_digest_hashes_tensor_names():
     assert weights_digest({"m": a}) != weights_digest({"m": b})
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_one_batch_over_several_t0_matches_each_t0_alone(tuned, tmp_path, masked):
-    """Editor.edit(t0s=...) (the grid's row in one batch: sampling.sample, one start per
-    sample) gives each (t0, seed) the image its own edit gives, up to float rounding; t0 1 and a
-    t0 too small for any step included."""
-    import numpy as np
-    from PIL import Image
-
-    mask = None
-    if masked:
-        m = np.zeros((32, 32), np.uint8)
-        m[8:24, 4:20] = 255
-        mask = tmp_path / "mask.png"
-        Image.fromarray(m).save(mask)
-    ed = Editor(tuned, "cpu")
-    cfg = EditConfig(checkpoint=4, steps=6, seeds=(0, 3), interpolate=False)
-    t0s = (1.0, 0.5, 0.05, 0.8)
-    row = ed.edit("a dog", cfg, mask, progress=False, t0s=t0s)
-    assert [p["edit_config"]["t0"] for p in row.params] == [t for t in t0s for _ in cfg.seeds]
-    for j, t0 in enumerate(t0s):
-        alone = ed.edit("a dog", EditConfig(**{**cfg.__dict__, "t0": t0}), mask, progress=False)
-        torch.testing.assert_close(row.pixels[2 * j : 2 * j + 2], alone.pixels, atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="multistep"):
-        ed.edit(
-            "a dog", EditConfig(**{**cfg.__dict__, "sampler": "dpm++"}), t0s=t0s, progress=False
-        )
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_keep_resume_keeps_the_exact_state(tiny_model, photo, tmp_path):
-    """A completed run drops checkpoints/resume.safetensors (3x a full checkpoint) unless asked."""
-    cfg = TuneConfig(steps=2, save_at=(2,))
-    kept = tune(
-        photo, tmp_path / "k", cfg, model=tiny_model, device="cpu", progress=False, keep_resume=True
+def one_error_line(code: int, err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("unitune: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_tune_presets():
+    assert tune_preset("unitune") == {}
+    sine_p = tune_preset("sine")
+    assert sine_p["lr"] == 1e-6 and sine_p["batch_size"] == 1 and sine_p["steps"] == 800
+    assert tune_preset("sine", patches=True)["steps"] == 10_000
+    assert "lr" not in tune_preset("sine", method="lora")
+    cfg = TuneConfig(base_prompt="a beikkpic dog with a flower in its mouth")
+    assert cfg.prompt() == "a beikkpic dog with a flower in its mouth"  # verbatim: has the token
+    assert TuneConfig(base_prompt="dog").prompt() == "beikkpic dog"
+    assert TuneConfig(class_noun="dog").prompt() == "a photo of a beikkpic dog"
+
+
+def test_cli_sine_preset(tiny_model, photo, tmp_path, capsys):
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "a",
+        "--preset",
+        "sine",
+        "--device",
+        "cpu",
+        "--quiet",
     )
-    assert kept.manifest.status == "complete"
-    assert (kept.path / "checkpoints" / "resume.safetensors").exists()
-    plain = tune(photo, tmp_path / "p", cfg, model=tiny_model, device="cpu", progress=False)
-    assert not (plain.path / "checkpoints" / "resume.safetensors").exists()
+    assert "--class-noun" in one_error_line(code, err) and not (tmp_path / "a").exists()
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "a",
+        "--patches",
+        "--patch-min-frac",
+        "0",
+        "--device",
+        "cpu",
+    )
+    assert "--patch-min-frac" in one_error_line(code, err)
+    code, _, err = run(
+        capsys,
+        "tune",
+        photo,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "b",
+        "--preset",
+        "sine",
+        "--class-noun",
+        "cat",
+        "--steps",
+        1,
+        "--save-at",
+        1,
+        "--patches",
+        "--patch-min-frac",
+        0.5,
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    assert code == 0, err
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    st = m["settings"]
+    assert st["lr"] == 1e-6 and st["batch_size"] == 1 and st["steps"] == 1  # explicit flags win
+    assert st["patches"] and st["patch_min_frac"] == 0.5
+    assert m["prompt"] == "a photo of a beikkpic cat"

@@ -1,5 +1,6 @@
-"""SINE on the tiny model: model-based guidance wiring, patch tunes, presets, multi-model guidance
-(library and CLI). The pure guidance math lives in test_guidance.py."""
+"""Guiders (guiders/: CFG, SINE, multi-model guidance): the pure builders on fake denoisers, then
+SINE and multi-model guidance on the tiny model (library and CLI). The pure guidance math lives
+in test_guidance.py."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
-from unitune import patches
 from unitune.backbones.base import Conditioning
 from unitune.cli import main
-from unitune.config import EditConfig, TuneConfig, tune_preset
+from unitune.config import EditConfig, TuneConfig
 from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.guidance import cfg as cfg_mix
-from unitune.guidance import multi_guidance, sine_mix
+from unitune.guidance import sine_mix
+from unitune.guiders.cfg import CFG, cfg_guided
+from unitune.guiders.multi import MultiModel, Term, evaluate, terms
+from unitune.guiders.sine import SINE, sine_guided
 from unitune.guidespec import GuideSpec, parse_guide
 from unitune.tune import tune
 
@@ -59,16 +61,6 @@ def one_error_line(code: int, err: str) -> str:
     lines = [ln for ln in err.strip().splitlines() if ln.startswith("unitune: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
-
-
-# --- guidance wiring ---------------------------------------------------------------------------
-
-
-def test_sine_mix_is_multi_guidance_over_both_models():
-    u, pre, ft = (torch.randn(1, 4, 2, 2) for _ in range(3))
-    w, v = 7.5, 0.7
-    ref = multi_guidance(u, [pre, ft], [w * v, w * (1 - v)])
-    assert torch.allclose(sine_mix(u, pre, ft, w, v), ref, atol=1e-5)
 
 
 HW = (32, 32)  # the tiny model's resolution
@@ -133,119 +125,6 @@ def test_sine_never_active_equals_pretrained_cfg(kind, lora_tune, full_tune):
     assert not torch.allclose(tuned, ref, atol=1e-4)  # and K = 0 does use it
 
 
-# --- patch tunes -------------------------------------------------------------------------------
-
-
-def test_patch_tune_saves_and_reloads_positional_module(patch_tune):
-    tensors = load_file(str(patch_tune / "checkpoints" / "step-000002.safetensors"))
-    pos = {k: v for k, v in tensors.items() if k.startswith("pos.")}
-    assert set(pos) == {"pos.weight", "pos.bias"} and pos["pos.weight"].abs().sum() > 0
-    assert not any("pos_proj" in k for k in tensors)  # not also inside the fp16 delta
-    ed = Editor(patch_tune, "cpu")
-    ed.use_checkpoint(2)
-    proj, n_freq = ed.state.tuned().pos  # the tuned view's positional module
-    assert torch.equal(proj.weight.detach().cpu(), pos["pos.weight"]) and n_freq == 6
-    assert torch.equal(proj.bias.detach().cpu(), pos["pos.bias"])
-    x = torch.randn(1, 4, 8, 8)
-    (c,) = _conds(ed, ["beikkpic"])
-    ed.state.tuned()(x, torch.tensor(500), c)
-    mod = patches.get(ed.backbone.module, ed.backbone.patch_site)
-    assert mod.box is None and mod.enabled  # sampling: the whole image
-    ed.use_checkpoint(0)  # and back: the pretrained model again, the module off
-    assert ed.state.tuned().pos is None
-    ed.state.tuned()(x, torch.tensor(500), c)
-    assert not patches.get(ed.backbone.module, ed.backbone.patch_site).enabled
-
-
-@pytest.mark.parametrize("method", ["sine", "unitune"])
-def test_edit_at_non_training_size(patch_tune, method):
-    ed = Editor(patch_tune, "cpu")
-    ec = replace(FAST, checkpoint=2, method=method, size=(32, 48), sine_K=0)
-    res = ed.edit("a cat", ec, progress=False)
-    assert res.images[0].size == (48, 32) and res.latents.shape == (1, 4, 8, 12)
-    assert torch.isfinite(res.pixels).all()
-
-
-# --- presets -----------------------------------------------------------------------------------
-
-
-def test_tune_presets():
-    assert tune_preset("unitune") == {}
-    sine_p = tune_preset("sine")
-    assert sine_p["lr"] == 1e-6 and sine_p["batch_size"] == 1 and sine_p["steps"] == 800
-    assert tune_preset("sine", patches=True)["steps"] == 10_000
-    assert "lr" not in tune_preset("sine", method="lora")
-    cfg = TuneConfig(base_prompt="a beikkpic dog with a flower in its mouth")
-    assert cfg.prompt() == "a beikkpic dog with a flower in its mouth"  # verbatim: has the token
-    assert TuneConfig(base_prompt="dog").prompt() == "beikkpic dog"
-    assert TuneConfig(class_noun="dog").prompt() == "a photo of a beikkpic dog"
-
-
-def test_cli_sine_preset(tiny_model, photo, tmp_path, capsys):
-    code, _, err = run(
-        capsys,
-        "tune",
-        photo,
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "a",
-        "--preset",
-        "sine",
-        "--device",
-        "cpu",
-        "--quiet",
-    )
-    assert "--class-noun" in one_error_line(code, err) and not (tmp_path / "a").exists()
-    code, _, err = run(
-        capsys,
-        "tune",
-        photo,
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "a",
-        "--patches",
-        "--patch-min-frac",
-        "0",
-        "--device",
-        "cpu",
-    )
-    assert "--patch-min-frac" in one_error_line(code, err)
-    code, _, err = run(
-        capsys,
-        "tune",
-        photo,
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "b",
-        "--preset",
-        "sine",
-        "--class-noun",
-        "cat",
-        "--steps",
-        1,
-        "--save-at",
-        1,
-        "--patches",
-        "--patch-min-frac",
-        0.5,
-        "--device",
-        "cpu",
-        "--quiet",
-    )
-    assert code == 0, err
-    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    st = m["settings"]
-    assert st["lr"] == 1e-6 and st["batch_size"] == 1 and st["steps"] == 1  # explicit flags win
-    assert st["patches"] and st["patch_min_frac"] == 0.5
-    assert m["prompt"] == "a photo of a beikkpic cat"
-
-
-# --- multi-model guidance ----------------------------------------------------------------------
-
-
 def test_parse_guide(lora_tune, tmp_path):
     g = parse_guide(f"{lora_tune}:a painting: in the beikkpic style:2.5")
     assert g == GuideSpec(str(lora_tune), "a painting: in the beikkpic style", 2.5)
@@ -258,77 +137,6 @@ def test_parse_guide(lora_tune, tmp_path):
     for bad in ("nope", "a:1", f"{lora_tune}:p:abc", f"{lora_tune}:p:nan", "/no/such:p:1"):
         with pytest.raises(UserError, match="TUNE_DIR:PROMPT:WEIGHT"):
             parse_guide(bad)
-
-
-@pytest.fixture(scope="module")
-def lora_patch(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(
-        tmp_path_factory,
-        tiny_model,
-        photo,
-        "lora-patch",
-        method="lora",
-        lora_rank=4,
-        lr=1e-2,
-        patches=True,
-        pos_freqs=3,
-    )
-
-
-@pytest.fixture(scope="module")
-def lora_copy(lora_tune, tmp_path_factory) -> Path:
-    """Another LoRA tune folder (same weights): loads as a second adapter, not as the primary."""
-    out = tmp_path_factory.mktemp("sine") / "lora-copy"
-    shutil.copytree(lora_tune, out)
-    return out
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("primary", ["lora", "full"])
-def test_multi_views_match_separate_models_and_restore_state(
-    primary, lora_tune, full_tune, patch_tune, lora_copy, lora_patch
-):
-    """Each guide's prediction equals its own separately loaded tune (LoRA guides as adapters on
-    the shared pretrained UNet, full ones as their own UNets); a zero-weight guide leaves SINE
-    unchanged; afterwards the primary samples exactly as before."""
-    ed = Editor(lora_tune if primary == "lora" else full_tune, "cpu")
-    ec = replace(FAST, checkpoint=2, method="sine", sine_K=0)
-    before = ed.edit("a cat", ec, progress=False).latents
-    guides = (f"{full_tune}:a photo of a beikkpic cat:0", f"{patch_tune}:beikkpic:0")
-    same = ed.edit("a cat", replace(ec, guides=guides), progress=False).latents
-    assert torch.allclose(same, before, atol=1e-5)
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
-    t = torch.tensor(501)
-    emb = _conds(ed, ["", "beikkpic"])
-    # lora_patch first: later full guides are then rebuilt from a UNet carrying adapters and a
-    # positional module
-    guides = (
-        (lora_patch, 1.0),
-        (full_tune, 1.5),
-        (patch_tune, -0.5),
-        (lora_tune, 2.0),
-        (lora_copy, 3.0),
-    )
-    pre = Editor(lora_tune, "cpu")
-    pre.use_checkpoint(0)  # every tune shares this base model
-    eps_u = _eps(pre, x, t, emb[0])
-    for folder, w in guides:
-        g = ed.guider("a cat", replace(ec, cfg=0.0, guides=(f"{folder}:beikkpic:{w}",)), HW).build()
-        ref = Editor(folder, "cpu")
-        ref.use_checkpoint(2)
-        want = eps_u + w * (_eps(ref, x, t, emb[1]) - eps_u)
-        assert torch.allclose(g(x, t), want, atol=1e-4), folder
-    # t <= K: tuned guides drop out, pretrained ones stay, beside plain pretrained CFG
-    gs = (f"{full_tune}:beikkpic:2", "pretrained:a dog:1.5")
-    g = ed.guider("a cat", replace(ec, cfg=4.0, sine_K=400, guides=gs), HW).build()
-    lo = torch.tensor(400)
-    e_u, e_cat, e_dog = (_eps(pre, x, lo, e) for e in _conds(pre, ["", "a cat", "a dog"]))
-    assert torch.allclose(g(x, lo), e_u + 4.0 * (e_cat - e_u) + 1.5 * (e_dog - e_u), atol=1e-4)
-    after = ed.edit("a cat", ec, progress=False).latents
-    assert torch.allclose(after, before, atol=1e-6)
-    plain = replace(FAST, checkpoint=2)
-    fresh = Editor(ed.folder.path, "cpu").edit("a cat", plain, progress=False).latents
-    assert torch.allclose(ed.edit("a cat", plain, progress=False).latents, fresh, atol=1e-6)
 
 
 def test_multi_refuses_other_base_model(lora_tune, full_tune, tmp_path):
@@ -424,3 +232,106 @@ def test_cli_bad_guide_spec(lora_tune, tmp_path, capsys, spec):
     line = one_error_line(code, err)
     assert "--guide" in line and "TUNE_DIR:PROMPT:WEIGHT" in line
     assert not (tmp_path / "e").exists()
+
+
+# --- the pure builders on fake denoisers -------------------------------------------------------
+
+
+class Fake:
+    """A denoiser whose prediction is ``scale x + c`` (c: the conditioning row's value); it
+    records the batch size of every call."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale, self.calls = scale, []
+
+    def __call__(self, x, t, cond: Conditioning):
+        self.calls.append(x.shape[0])
+        return self.scale * x + cond.emb[:, 0, 0].view(-1, 1, 1, 1)
+
+
+def _c(value: float) -> Conditioning:
+    return Conditioning(torch.full((1, 2, 3), value))
+
+
+X = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("w", [7.5, 0.0, -2.0])
+def test_cfg_is_one_batched_pass(w):
+    den = Fake(0.5)
+    out = CFG(den, _c(1.0), _c(3.0), w).build()(X, torch.tensor(500))
+    eps_u, eps_c = 0.5 * X + 1.0, 0.5 * X + 3.0
+    torch.testing.assert_close(out, eps_u + w * (eps_c - eps_u))
+    assert den.calls == [4]  # [baseline x 2 ; conditional x 2]
+
+
+def test_cfg_at_w_1_is_one_conditional_pass():
+    den = Fake(0.5)
+    out = cfg_guided(den, _c(1.0), _c(3.0), 1.0)(X, torch.tensor(500))
+    torch.testing.assert_close(out, 0.5 * X + 3.0)
+    assert den.calls == [2]
+
+
+def test_sine_mixes_above_K_and_is_pretrained_cfg_at_or_below_K_and_at_v_1():
+    w, K = 5.0, 400
+    eps_u, eps_pre, eps_ft = 0.5 * X + 1.0, 0.5 * X + 2.0, 2.0 * X + 3.0
+    for v, t, want_ft in ((0.7, K + 1, True), (0.7, K, False), (1.0, K + 1, False)):
+        pre, ft = Fake(0.5), Fake(2.0)
+        g = SINE(pre, ft, _c(1.0), _c(2.0), _c(3.0), w, v, K).build()
+        out = g(X, torch.tensor(t))
+        want = sine_mix(eps_u, eps_pre, eps_ft, w, v) if want_ft else cfg_mix(eps_u, eps_pre, w)
+        torch.testing.assert_close(out, want)
+        assert pre.calls == [4] and ft.calls == ([2] if want_ft else []), (v, t)
+    g = sine_guided(Fake(0.5), Fake(2.0), _c(1.0), _c(2.0), _c(3.0), w, 0.0, K)
+    torch.testing.assert_close(g(X, torch.tensor(K + 1)), cfg_mix(eps_u, eps_ft, w))
+
+
+def test_multi_model_batches_per_view_and_switches_to_low_under_sine():
+    pre, a, b = Fake(0.5), Fake(2.0), Fake(-1.0)
+    high = (
+        Term(pre, _c(2.0), 2.0, False),
+        Term(a, _c(3.0), 1.5, True),
+        Term(a, _c(4.0), -0.5, True),
+        Term(b, _c(5.0), 3.0, True),
+    )
+    low = (Term(pre, _c(2.0), 4.0, False), Term(pre, _c(6.0), 1.0, False))
+    eps_u = 0.5 * X + 1.0
+    preds = [0.5 * X + 2.0, 2.0 * X + 3.0, 2.0 * X + 4.0, -1.0 * X + 5.0]
+    want_high = eps_u + sum(t.weight * (p - eps_u) for t, p in zip(high, preds))
+    want_low = eps_u + 4.0 * (0.5 * X + 2.0 - eps_u) + 1.0 * (0.5 * X + 6.0 - eps_u)
+    g = MultiModel(pre, _c(1.0), high, low, True, 400).build()
+    torch.testing.assert_close(g(X, torch.tensor(401)), want_high)
+    assert (pre.calls, a.calls, b.calls) == ([4], [4], [2])  # one forward per distinct view
+    torch.testing.assert_close(g(X, torch.tensor(400)), want_low)
+    assert (pre.calls, a.calls, b.calls) == ([4, 6], [4], [2])  # t <= K: low only
+    unitune = MultiModel(pre, _c(1.0), high, (), False, 400).build()
+    torch.testing.assert_close(unitune(X, torch.tensor(400)), want_high)  # no switch
+    torch.testing.assert_close(evaluate(pre, _c(1.0), high, X, torch.tensor(9)), want_high)
+
+
+def _rows(ts):
+    return [(t.view, t.cond, pytest.approx(t.weight), t.tuned) for t in ts]
+
+
+def test_terms_drop_zero_weights_and_keep_pretrained_guides_low():
+    pre, tuned, g1 = Fake(1.0), Fake(2.0), Fake(3.0)
+    guides = [Term(g1, "style", 2.0, True), Term(pre, "a dog", 1.5, False)]
+    guides += [Term(g1, "zero", 0.0, True)]
+    args = (pre, tuned, "a cat", "beikkpic a cat", "a photo of a beikkpic cat", guides)
+    high, low = terms(True, 5.0, 0.7, *args)
+    assert _rows(high) == [
+        (pre, "a cat", 3.5, False),
+        (tuned, "a photo of a beikkpic cat", 1.5, True),
+        (g1, "style", 2.0, True),
+        (pre, "a dog", 1.5, False),
+    ]
+    assert _rows(low) == [(pre, "a cat", 5.0, False), (pre, "a dog", 1.5, False)]
+    high, _ = terms(True, 5.0, 1.0, *args)  # v = 1: the tuned c_hat term has weight 0
+    assert [t.view for t in high] == [pre, g1, pre]
+    high, low = terms(False, 5.0, 0.7, *args)
+    assert _rows(high) == [
+        (tuned, "beikkpic a cat", 5.0, True),
+        (g1, "style", 2.0, True),
+        (pre, "a dog", 1.5, False),
+    ]
+    assert low == []
