@@ -9,6 +9,9 @@ from unitune.config import Acceleration, EditConfig, TuneConfig
 from unitune.edit import Editor
 from unitune.tune import tune
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 EDIT = EditConfig(checkpoint=2, t0=0.8, steps=4, seeds=(0, 1), interpolate=False)
 
 

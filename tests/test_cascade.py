@@ -19,6 +19,9 @@ from unitune.images import pil_to_tensor
 from unitune.tune import tune
 from unitune.tunefolder import TuneFolder
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 PROMPT = "a cat wearing sunglasses"
 
 

@@ -14,6 +14,9 @@ from unitune.backbones import SHORT_NAMES, load_model
 from unitune.embedded.arch import TINY
 from unitune.embedded.train import TrainConfig, train
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 SHIPPED = SHORT_NAMES["world"]
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 

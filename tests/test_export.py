@@ -18,6 +18,9 @@ from unitune.edit import Editor
 from unitune.export import export
 from unitune.tune import tune
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 PIPES = {
     "sd1": "StableDiffusionPipeline",
     "sd2v": "StableDiffusionPipeline",

@@ -17,6 +17,9 @@ from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.tune import tune
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "if"]
 FLOW = ("sd3", "flux")  # rectified flow: their pipelines' own Euler scheduler, not DDIM
 # DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native

@@ -12,6 +12,9 @@ from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.tune import tune
 
+# every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
+pytestmark = pytest.mark.slow
+
 INT8 = Acceleration(quantize="int8")
 
 
