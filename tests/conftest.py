@@ -265,3 +265,32 @@ def demo_photo(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("demo") / "scene.png"
     to_pil(render([SCENE], 64)[0]).save(path)
     return str(path)
+
+
+def small_tune(tmp_path_factory, tiny_model, photo, name: str, **kw) -> Path:
+    """A 2-step tune of the tiny model (checkpoint 2) with settings ``kw``."""
+    from unitune.config import TuneConfig
+    from unitune.tune import tune
+
+    out = tmp_path_factory.mktemp("sine") / name
+    cfg = TuneConfig(steps=2, save_at=(2,), **kw)
+    tune(photo, out, cfg, model=tiny_model, device="cpu", progress=False)
+    return out
+
+
+# SINE's three kinds of tune, shared by test_guiders, test_state and test_edit; read-only
+@pytest.fixture(scope="package")
+def lora_tune(tiny_model, photo, tmp_path_factory) -> Path:
+    return small_tune(
+        tmp_path_factory, tiny_model, photo, "lora", method="lora", lora_rank=4, lr=1e-2
+    )
+
+
+@pytest.fixture(scope="package")
+def full_tune(tiny_model, photo, tmp_path_factory) -> Path:
+    return small_tune(tmp_path_factory, tiny_model, photo, "full", lr=1e-3, class_noun="cat")
+
+
+@pytest.fixture(scope="package")
+def patch_tune(tiny_model, photo, tmp_path_factory) -> Path:
+    return small_tune(tmp_path_factory, tiny_model, photo, "patch", patches=True, lr=1e-2)

@@ -4,28 +4,14 @@ the training one, and the plan (Editor.plan / Editor.run)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-from unitune.config import EditConfig, TuneConfig
+from unitune.config import EditConfig
 from unitune.edit import Editor
-from unitune.tune import tune
 
 FAST = EditConfig(steps=3, seeds=(0,))
-
-
-def _tune(tmp_path_factory, tiny_model, photo, name, **kw) -> Path:
-    out = tmp_path_factory.mktemp("sine") / name
-    cfg = TuneConfig(steps=2, save_at=(2,), **kw)
-    tune(photo, out, cfg, model=tiny_model, device="cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def patch_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "patch", patches=True, lr=1e-2)
 
 
 @pytest.mark.parametrize("masked", [False, True])

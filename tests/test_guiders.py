@@ -15,7 +15,7 @@ from PIL import Image
 
 from unitune.backbones.base import Conditioning
 from unitune.cli import main
-from unitune.config import EditConfig, TuneConfig
+from unitune.config import EditConfig
 from unitune.edit import Editor
 from unitune.errors import UserError
 from unitune.guidance import cfg as cfg_mix
@@ -24,31 +24,8 @@ from unitune.guiders.cfg import CFG, cfg_guided
 from unitune.guiders.multi import MultiModel, Term, evaluate, terms
 from unitune.guiders.sine import SINE, sine_guided
 from unitune.guidespec import GuideSpec, parse_guide
-from unitune.tune import tune
 
 FAST = EditConfig(steps=3, seeds=(0,))
-
-
-def _tune(tmp_path_factory, tiny_model, photo, name, **kw) -> Path:
-    out = tmp_path_factory.mktemp("sine") / name
-    cfg = TuneConfig(steps=2, save_at=(2,), **kw)
-    tune(photo, out, cfg, model=tiny_model, device="cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def lora_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "lora", method="lora", lora_rank=4, lr=1e-2)
-
-
-@pytest.fixture(scope="module")
-def full_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "full", lr=1e-3, class_noun="cat")
-
-
-@pytest.fixture(scope="module")
-def patch_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "patch", patches=True, lr=1e-2)
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

@@ -28,21 +28,6 @@ def _tune(tmp_path_factory, tiny_model, photo, name, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lora_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "lora", method="lora", lora_rank=4, lr=1e-2)
-
-
-@pytest.fixture(scope="module")
-def full_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "full", lr=1e-3, class_noun="cat")
-
-
-@pytest.fixture(scope="module")
-def patch_tune(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(tmp_path_factory, tiny_model, photo, "patch", patches=True, lr=1e-2)
-
-
-@pytest.fixture(scope="module")
 def lora_patch(tiny_model, photo, tmp_path_factory) -> Path:
     return _tune(
         tmp_path_factory,
