@@ -10,7 +10,6 @@ import os
 import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -25,7 +24,8 @@ from .config import (
     check_prompt,
     show_value,
 )
-from .errors import UserError
+from .config_checks import plain_int
+from .errors import UserError, reason
 from .guidespec import check_guides
 from .images import image_sha256, load_image, mask_image
 from .manifest import check_manifest_shape as check_manifest_shape  # re-exported
@@ -93,14 +93,8 @@ def _stat(p: Path, flag: str, shown: str, kind: str) -> os.stat_result | None:
         return None
     except (OSError, ValueError) as e:
         raise UserError(
-            f"{flag} {shown} cannot be used ({_reason(e)})", f"pass another {kind}"
+            f"{flag} {shown} cannot be used ({reason(e)})", f"pass another {kind}"
         ) from None
-
-
-def _reason(e: Exception) -> str:
-    """An OS error's reason, in a few words."""
-    text = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
-    return text[:80] if text else type(e).__name__
 
 
 def check_out_file(path: str | Path, suffix: str, flag: str = "--out") -> Path:
@@ -111,19 +105,6 @@ def check_out_file(path: str | Path, suffix: str, flag: str = "--out") -> Path:
             f"{flag} {show_value(str(path))} must end in {suffix}", f"e.g. {flag} grid{suffix}"
         )
     return check_out(p, "file", flag)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _ints_of(v: Any, n: int | None = None) -> bool:
-    return isinstance(v, list) and (n is None or len(v) == n) and all(_is_int(x) for x in v)
-
-
-def _numbers_of(v: Any, n: int) -> bool:
-    ok = isinstance(v, list) and len(v) == n
-    return ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
 
 
 def open_tune(path: str | Path) -> TuneFolder:
@@ -142,7 +123,7 @@ def scheduler_table(spec: ModelSpec) -> int | None:
                 n = json.loads(f.read_text()).get("num_train_timesteps")
             except (OSError, ValueError, AttributeError):
                 return None
-            return n if _is_int(n) and n > 0 else None
+            return n if plain_int(n) and n > 0 else None
     return None
 
 
@@ -186,7 +167,7 @@ def check_best_of(
     from .config import RankConfig
     from .config_checks import _finite, _int
 
-    if _is_int(best_of) and best_of < 0:
+    if plain_int(best_of) and best_of < 0:
         raise UserError(f"--best-of must be >= 1, got {best_of}", "e.g. --best-of 8")
     if best_of:
         _int(best_of, "--best-of", 1, limits.max_seeds, "e.g. --best-of 8", "max_seeds")
@@ -380,7 +361,7 @@ def check_batch(jobs: str | Path, out: str | Path, workers: int) -> None:
     if not Path(jobs).is_file():
         raise UserError(f"{jobs} does not exist", "pass a JSONL file, one image per line")
     check_out(out, "folder")
-    if not (_is_int(workers) and workers >= 1):
+    if not (plain_int(workers) and workers >= 1):
         raise UserError(f"--workers must be >= 1, got {show_value(workers)}", "e.g. --workers 2")
 
 
@@ -438,7 +419,7 @@ def check_export(
         raise UserError(
             f"unknown --format {show_value(fmt)}", f"use one of {', '.join(EXPORT_FORMATS)}"
         )
-    if checkpoint is not None and not (_is_int(checkpoint) and checkpoint >= 0):
+    if checkpoint is not None and not (plain_int(checkpoint) and checkpoint >= 0):
         raise UserError(
             f"--checkpoint must be a saved step, got {show_value(checkpoint)}",
             "e.g. --checkpoint 128",
@@ -459,7 +440,7 @@ def check_export(
             "and without it the weights sample the wrong model",
             "export a plain tune (without --patches), or edit this one with unitune",
         )
-    if rank is not None and not (_is_int(rank) and 1 <= rank <= BIG):  # beyond a layer's: full
+    if rank is not None and not (plain_int(rank) and 1 <= rank <= BIG):  # beyond a layer's: full
         raise UserError(f"--rank must be an integer >= 1, got {show_value(rank)}", "e.g. --rank 32")
     if rank is not None and lora_tune:
         raise UserError("--rank compresses a full tune; this one is already a LoRA", "drop --rank")

@@ -21,6 +21,22 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def plain_int(x: Any) -> bool:
+    """A Python int that is not a bool (a value read from JSON or argparse; numpy ints not)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def int_list(v: Any, n: int | None = None) -> bool:
+    """A JSON list of ``n`` (any number for None) plain ints."""
+    return isinstance(v, list) and (n is None or len(v) == n) and all(plain_int(x) for x in v)
+
+
+def number_list(v: Any, n: int) -> bool:
+    """A JSON list of ``n`` numbers (ints or floats, not bools)."""
+    ok = isinstance(v, list) and len(v) == n
+    return ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
 def _finite(x: Any) -> bool:
     """A finite real number (an integer of any size, or a float that is neither NaN nor inf)."""
     if _is_int(x):

@@ -14,3 +14,9 @@ class UserError(Exception):
 
 class UnituneWarning(UserWarning):
     """A warning meant for the user (e.g. a prompt cut at the tokenizer's limit)."""
+
+
+def reason(e: BaseException) -> str:
+    """An OS or decoding error's reason, in a few words (for a one-line UserError)."""
+    text = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
+    return text[:80] if text else type(e).__name__

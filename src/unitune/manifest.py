@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TuneConfig, show_value
+from .config_checks import int_list, number_list, plain_int
 from .errors import UserError
 from .images import Placement
 
@@ -161,19 +162,6 @@ class Manifest:
         )
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _ints_of(v: Any, n: int | None = None) -> bool:
-    return isinstance(v, list) and (n is None or len(v) == n) and all(_is_int(x) for x in v)
-
-
-def _numbers_of(v: Any, n: int) -> bool:
-    ok = isinstance(v, list) and len(v) == n
-    return ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-
-
 def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     """A manifest that is valid JSON of the wrong shape (a list, "settings" not an object, a
     missing key ...) refused in one line: the types of every key the code reads."""
@@ -195,7 +183,7 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     need("model_path", isinstance(m.get("model_path", ""), (str, type(None))), "a path")
     need("settings", isinstance(m.get("settings"), dict), "an object of tune settings")
     st = m["settings"]
-    if not _ints_of(st.get("save_at")):
+    if not int_list(st.get("save_at")):
         got = show_value(st.get("save_at"))
         raise UserError(f"{where}: settings 'save_at' must be a list of integers, got {got}", fix)
     try:
@@ -207,7 +195,7 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
         ok = isinstance(step, str) and step.isascii() and step.isdigit() and len(step) < 10
         ok = ok and isinstance(rec, dict) and isinstance(rec.get("file"), str)
         ok = ok and isinstance(rec.get("loss", 0.0), (int, float))
-        ok = ok and (rec.get("size") is None or _is_int(rec.get("size")))
+        ok = ok and (rec.get("size") is None or plain_int(rec.get("size")))
         ok = ok and isinstance(rec.get("sha256", ""), (str, type(None)))
         ok = ok and isinstance(rec.get("seconds", 0.0), (int, float, type(None)))
         if not ok:
@@ -219,23 +207,24 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
         "image",
         isinstance(image, dict)
         and isinstance(image.get("sha256"), str)
-        and (image.get("size") is None or _ints_of(image.get("size"), 2))
+        and (image.get("size") is None or int_list(image.get("size"), 2))
         and isinstance(image.get("source", ""), (str, type(None))),
         'an object with "sha256"',
     )
     need(
         "resolution",
-        _ints_of(m.get("resolution"), 2) and min(m["resolution"]) > 0,
+        int_list(m.get("resolution"), 2) and min(m["resolution"]) > 0,
         "[height, width]",
     )
     need(
         "size_multiple",
-        m.get("size_multiple") is None or (_is_int(m["size_multiple"]) and m["size_multiple"] > 0),
+        m.get("size_multiple") is None
+        or (plain_int(m["size_multiple"]) and m["size_multiple"] > 0),
         "a positive integer",
     )
     pl = m.get("placement")
-    ok = isinstance(pl, dict) and _ints_of(pl.get("orig_size"), 2) and _ints_of(pl.get("target"), 2)
-    ok = ok and isinstance(pl.get("mode"), str) and _numbers_of(pl.get("box"), 4)
+    ok = isinstance(pl, dict) and int_list(pl.get("orig_size"), 2) and int_list(pl.get("target"), 2)
+    ok = ok and isinstance(pl.get("mode"), str) and number_list(pl.get("box"), 4)
     need("placement", ok, "an object of orig_size, target, mode and box")
     for key in ("family", "vae", "quantize", "model_digest", "prompt", "status"):
         need(key, m.get(key) is None or isinstance(m[key], str), "text")
@@ -244,12 +233,12 @@ def check_manifest_shape(manifest: Any, where: str | Path = MANIFEST) -> None:
     need("versions", ok, "an object of versions")
     need(
         "format_version",
-        m.get("format_version") is None or _is_int(m["format_version"]),
+        m.get("format_version") is None or plain_int(m["format_version"]),
         "an integer",
     )
     need(
         "loss_history",
-        _numbers_of(m.get("loss_history", []), len(m.get("loss_history", [])))
+        number_list(m.get("loss_history", []), len(m.get("loss_history", [])))
         if isinstance(m.get("loss_history", []), list)
         else False,
         "a list of numbers",

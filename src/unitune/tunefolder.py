@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import TuneConfig
-from .errors import UnituneWarning, UserError
+from .errors import UnituneWarning, UserError, reason
 from .fileio import (
     atomic_save_safetensors,
     atomic_write_json,
@@ -100,10 +100,8 @@ class TuneFolder:
         try:
             data = json.loads(mf.read_bytes().decode("utf-8"))
         except (OSError, ValueError) as e:  # ValueError: not UTF-8, or not JSON
-            why = getattr(e, "strerror", None) or (str(e).splitlines() or [""])[0]
-            why = why[:80] if why else type(e).__name__
             raise UserError(
-                f"{mf} is unreadable ({why})", "re-run `unitune tune --overwrite`"
+                f"{mf} is unreadable ({reason(e)})", "re-run `unitune tune --overwrite`"
             ) from None
         return cls(p, Manifest.from_json(data, mf))
 
