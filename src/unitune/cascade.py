@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from .backbones import load_model
-from .backbones.base import Backbone, Conditioning
+from .backbones.base import Backbone
 from .checks import tune_model_ref
 from .config import Acceleration, EditConfig
 from .editplan import SRPlan
@@ -78,14 +78,6 @@ class SRStage:
         self.state.use(self.folder, step)
         self.step = step
         return step
-
-    def plan(
-        self, cond: Conditioning, neg: Conditioning, base: Tensor, mask: Tensor | None
-    ) -> SRPlan:
-        """The stage's part of an edit's plan: ``cond`` / ``neg`` one-row conditionings by the
-        base stage's text encoder; ``base`` (1, 3, H, W) the base image at the output size in
-        [-1, 1]; ``mask`` (1, 1, H, W), 1 = may change."""
-        return SRPlan(cond, neg, base, mask)
 
     @torch.no_grad()
     def run(

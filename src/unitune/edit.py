@@ -27,14 +27,14 @@ from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import SRStage
 from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig, WorkLimits, check_prompt
-from .editplan import EditPlan, EditResult, a1111_params, edit_params, output_name
+from .editplan import EditPlan, EditResult, SRPlan, a1111_params, edit_params, output_name
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
 from .guiders import Guider
 from .guiders.cfg import CFG
 from .guiders.multi import MultiModel, Term, terms
 from .guiders.sine import SINE
-from .guidespec import as_spec, check_same_base, guide_strings
+from .guidespec import GuideSpec, as_spec, check_same_base, guide_strings
 from .images import fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
 from .sampling import Start, sample
@@ -221,9 +221,9 @@ class Editor:
                 )
             # views load (and are checked) before any prompt is encoded; a guide that is the
             # pretrained model or the applied checkpoint IS that view (one batched pass)
-            views = [self._guide_view(str(s), pre, tuned) for s in cfg.guides]
-            specs = [as_spec(s) for s in cfg.guides]
-            guides = [Term(v, s.prompt, s.weight, v is not pre) for v, s in zip(views, specs)]
+            specs = [(str(s), as_spec(s)) for s in cfg.guides]  # each spec parsed once
+            views = [self._guide_view(text, g, pre, tuned) for text, g in specs]
+            guides = [Term(v, g.prompt, g.weight, v is not pre) for v, (_, g) in zip(views, specs)]
             sine = cfg.method == "sine"
             high, low = terms(
                 sine,
@@ -250,11 +250,10 @@ class Editor:
         (cond,) = self.encode([text], hw, guidance=g)
         return CFG(tuned, c_u, cond, w)
 
-    def _guide_view(self, spec: str, pre, tuned):
-        """A ``--guide`` spec's model as a view: ``pre`` (the pretrained model), ``tuned`` (the
-        applied checkpoint) or another tune's checkpoint (its folder opened, checked and its
-        weights loaded once)."""
-        g = as_spec(spec)
+    def _guide_view(self, spec: str, g: GuideSpec, pre, tuned):
+        """A ``--guide`` spec's model (``spec`` its text, ``g`` parsed) as a view: ``pre`` (the
+        pretrained model), ``tuned`` (the applied checkpoint) or another tune's checkpoint (its
+        folder opened, checked and its weights loaded once)."""
         if g.tune is None:
             return pre
         folder = TuneFolder.open(g.tune)
@@ -307,7 +306,7 @@ class Editor:
             if mask is not None:
                 pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
             m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
-            sr = self.sr.plan(c_sr, self.negative(cfg, hw), base_hi, m_hi)
+            sr = SRPlan(c_sr, self.negative(cfg, hw), base_hi, m_hi)
             final_hw = out_hw
         base_pixels = None  # what a mask and pixel interpolation keep of the input, in [0, 1]
         if pix_mask is not None or cfg.interpolate:

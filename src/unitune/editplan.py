@@ -67,7 +67,7 @@ class EditPlan:
         lines = [
             f"prompt: {self.text!r}",
             f"checkpoint {self.checkpoint}, {c.steps} {c.sampler} steps, seeds {list(c.seeds)}",
-            f"guidance: {getattr(self.guider, 'describe', lambda: self.guider.name)()}",
+            f"guidance: {self.guider.describe()}",
             f"t0: {', '.join(f'{t:g}' for t in self.starts)}; size {size}",
         ]
         if self.mask is not None:

@@ -30,11 +30,14 @@ Denoiser = Callable[[Tensor, Tensor, "Conditioning"], Tensor]
 
 
 class Guider(Protocol):
-    """What an edit's plan holds for its method: ``build()`` makes the guided denoiser."""
+    """What an edit's plan holds for its method: ``build()`` makes the guided denoiser,
+    ``describe()`` says what it is (EditPlan.describe)."""
 
     name: str
 
     def build(self) -> GuidedFn: ...
+
+    def describe(self) -> str: ...  # one line: the method and its weights
 
 
 __all__ = ["Denoiser", "GuidedFn", "Guider"]
