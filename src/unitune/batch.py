@@ -239,7 +239,8 @@ def run_image(
         for i, (prompt, ec) in enumerate(job["edits"]):
             res = ed.edit(prompt, ec, progress=False, limits=limits)
             images += [
-                str(save_edit(im, p, folder / f"edit-{i}")) for im, p in zip(res.images, res.params)
+                str(save_edit(im, p, folder / f"edit-{i}", res.mask))
+                for im, p in zip(res.images, res.params)
             ]
         record |= {"status": "done", "tune": str(folder / "tune"), "images": images}
     except UserError as e:

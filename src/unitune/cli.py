@@ -377,12 +377,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
         print(ranking.table(labels), file=sys.stderr)
         picks = ranking.order if args.keep_all else ranking.order[:1]
         for i in picks:
-            print(save_edit(res.images[i], res.params[i], out))
+            print(save_edit(res.images[i], res.params[i], out, res.mask))
         return
     res = ed.edit(prompt, cfg, mask=mask, progress=not args.quiet)
     for img, p in zip(res.images, res.params, strict=True):
         if only_seed is None or p["seed"] == only_seed:
-            print(save_edit(img, p, out))
+            print(save_edit(img, p, out, res.mask))
 
 
 def cmd_grid(args: argparse.Namespace) -> None:

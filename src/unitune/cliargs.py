@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import EDIT_METHODS, QUANTIZATIONS, SAMPLERS, Acceleration, EditConfig
+from .config import EDIT_METHODS, QUANTIZATIONS, SAMPLERS, STARTS, Acceleration, EditConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -170,6 +170,50 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
     p.add_argument("--size", type=size, default=d.size, help="HxW output size")
     p.add_argument("--paste-back", action="store_true", help="paste into the original photo")
     p.add_argument("--eta", type=float, default=d.eta, help="DDIM eta")
+    k = p.add_argument_group("what the edit keeps: the start and the automatic mask")
+    k.add_argument(
+        "--start",
+        choices=STARTS,
+        default=d.start,
+        help="how samples reach t0: noise (SDEdit: the photo noised with the seed's noise) or "
+        "inversion (the photo inverted under the tuned model: DDIM, Euler for SD3 / FLUX)",
+    )
+    k.add_argument(
+        "--inversion-negative",
+        action="store_true",
+        help="with --start inversion: the tune prompt as CFG's unconditional prompt "
+        "(negative-prompt inversion)",
+    )
+    k.add_argument(
+        "--auto-mask",
+        action="store_true",
+        help="only where the tuned model sees the edit may change (DiffEdit); the mask is "
+        "written beside each image as NAME.mask.png; with --mask: their intersection",
+    )
+    k.add_argument(
+        "--auto-mask-threshold",
+        type=float,
+        default=d.auto_mask_threshold,
+        help=f"on the normalised difference map, 0..1; lower = larger ({d.auto_mask_threshold:g})",
+    )
+    k.add_argument(
+        "--auto-mask-dilate",
+        type=int,
+        default=d.auto_mask_dilate,
+        help=f"grow it by this many latent cells ({d.auto_mask_dilate})",
+    )
+    k.add_argument(
+        "--auto-mask-t0",
+        type=float,
+        default=d.auto_mask_t0,
+        help=f"noise level of the map ({d.auto_mask_t0:g})",
+    )
+    k.add_argument(
+        "--auto-mask-draws",
+        type=int,
+        default=d.auto_mask_draws,
+        help=f"noise draws averaged ({d.auto_mask_draws})",
+    )
     sr = p.add_argument_group("cascade tunes (DeepFloyd IF): the super-resolution stage")
     sr.add_argument(
         "--sr-checkpoint",

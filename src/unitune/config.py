@@ -61,6 +61,9 @@ SINGLE_STEP = (
 )  # the samplers without multistep history: a batch may mix starts
 DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
+# EditConfig.start: "noise" = SDEdit (the photo noised to t0 with the seed's noise), "inversion"
+# = the photo inverted to t0 by the sampler's ODE under the tuned model (inversion.py)
+STARTS = ("noise", "inversion")
 GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
@@ -253,6 +256,21 @@ class EditConfig:
     size: tuple[int, int] | None = None  # (H, W) output size; None -> the tune's resolution
     paste_back: bool = False  # paste the edit back into the original photo at its size
     eta: float = 0.0  # DDIM eta (0 = deterministic DDIM)
+    # how the samples reach t0: "noise" (SDEdit: the photo noised with each seed's noise) or
+    # "inversion" (the photo carried to t0 by the sampler's ODE backwards under the tuned model
+    # and the tune prompt at CFG 1: DDIM for SD / IF, Euler for SD3 / FLUX; inversion.py)
+    start: str = "noise"
+    # inversion only: negative-prompt inversion (Miyake et al. 2023), the tune prompt instead of
+    # the negative prompt as CFG's unconditional one, against CFG's drift from the inversion
+    inversion_negative: bool = False
+    # DiffEdit's automatic mask from the tuned model (automask.py): where "<rare> <edit>" and
+    # the tune prompt predict different noise may change, the rest follows the photo
+    auto_mask: bool = False
+    auto_mask_threshold: float = 0.5  # on DiffEdit's normalised map in [0, 1] (DiffEdit: 0.5)
+    auto_mask_dilate: int = 1  # grow the mask by this many latent cells (0 = DiffEdit's own)
+    auto_mask_t0: float = 0.5  # the noise level the map is taken at (DiffEdit: strength 0.5)
+    auto_mask_draws: int = 10  # noise draws averaged (DiffEdit: num_maps_per_mask 10)
+    auto_mask_seed: int = 0  # seeds those draws (the mask is deterministic)
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
     # cascade tunes (DeepFloyd IF): the super-resolution stage after the base stage's edit
     sr_checkpoint: int | None = None  # its checkpoint: None -> the base stage's step if saved,
@@ -329,6 +347,39 @@ class EditConfig:
                 _int(side, "--size", 1, lim.max_side, "e.g. --size 512x768", "max_side")
         _flag(self.paste_back, "--paste-back")
         _real(self.eta, "--eta", "e.g. --eta 0 (deterministic DDIM)", ge=0)
+        _choice(self.start, "--start", STARTS)
+        _flag(self.inversion_negative, "--inversion-negative")
+        inverting = self.start == "inversion"
+        _bad(
+            not inverting or self.eta == 0,
+            f"--start inversion runs the deterministic sampler backwards, but --eta is {self.eta:g}",
+            "drop --eta (or use --start noise)",
+        )
+        _bad(
+            inverting or not self.inversion_negative,
+            "--inversion-negative is a fix for --start inversion",
+            "add --start inversion, or drop --inversion-negative",
+        )
+        plain = self.method == "unitune" and not self.guides and self.prompt_guidance is None
+        _bad(
+            plain or not self.inversion_negative,
+            "--inversion-negative sets CFG's baseline itself: it does not combine with "
+            "--prompt-guidance, --guide or --method sine",
+            "drop --inversion-negative",
+        )
+        _flag(self.auto_mask, "--auto-mask")
+        _real(self.auto_mask_threshold, "--auto-mask-threshold", "e.g. 0.5", ge=0, le=1)
+        _int(self.auto_mask_dilate, "--auto-mask-dilate", 0, 64, "e.g. 1 (latent cells)")
+        _real(self.auto_mask_t0, "--auto-mask-t0", "e.g. 0.5 (DiffEdit)", gt=0, le=1)
+        _int(
+            self.auto_mask_draws,
+            "--auto-mask-draws",
+            1,
+            lim.max_seeds,
+            "e.g. 10 (DiffEdit)",
+            "max_seeds",
+        )
+        _int(self.auto_mask_seed, "--auto-mask-seed", 0, lim.max_seed, "e.g. 0", "max_seed")
         ok = isinstance(self.guides, (tuple, list)) and len(self.guides) <= lim.max_guides
         _bad(
             ok,

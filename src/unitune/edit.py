@@ -22,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
+from . import automask
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import SRStage
@@ -37,7 +38,8 @@ from .guiders.sine import SINE
 from .guidespec import GuideSpec, as_spec, check_same_base, guide_strings
 from .images import fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
-from .sampling import Start, sample
+from .inversion import Inversion, check_aligned, invert
+from .sampling import Start, join_index, sample
 from .state import state_of
 from .tunefolder import TuneFolder, is_cascade
 
@@ -169,10 +171,19 @@ class Editor:
 
     def _resolve(self, cfg: EditConfig) -> tuple[EditConfig, float, float | None]:
         """(cfg with the model's defaults, w of the CFG-style mix, the embedded guidance g)."""
-        cfg = cfg.for_model(self.backbone.defaults)
-        self.backbone.check_sampler(cfg.sampler)
+        bb = self.backbone
+        if cfg.start == "inversion":  # the sampler whose ODE the inversion runs backwards
+            if cfg.sampler not in (None, bb.inversion_sampler):
+                raise UserError(
+                    f"--start inversion runs the {bb.inversion_sampler} sampler backwards, "
+                    f"not --sampler {cfg.sampler}",
+                    f"use --sampler {bb.inversion_sampler}, or drop --sampler",
+                )
+            cfg = replace(cfg, sampler=bb.inversion_sampler)
+        cfg = cfg.for_model(bb.defaults)
+        bb.check_sampler(cfg.sampler)
         # w mixes predictions; g (guidance-distilled models) is embedded in every conditioning
-        w, g = self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses a moot --true-cfg
+        w, g = bb.guidance_weights(cfg.cfg, cfg.true_cfg)  # refuses a moot --true-cfg
         check_steps_table(cfg.steps, self.backbone.num_train_timesteps)  # the scheduler has no more
         return (self.sr.resolve(cfg) if self.sr else cfg), w, g
 
@@ -247,6 +258,9 @@ class Editor:
             pg = self.full_prompt(cfg.prompt_guidance, cfg)
             base, cond = self.encode([pg, text], hw, guidance=g)
             return CFG(tuned, base, cond, w, prompt_guidance=True)
+        if cfg.inversion_negative:  # negative-prompt inversion: the tune prompt as baseline
+            base, cond = self.encode([c_hat_text, text], hw, guidance=g)
+            return CFG(tuned, base, cond, w, prompt_guidance=True)
         (cond,) = self.encode([text], hw, guidance=g)
         return CFG(tuned, c_u, cond, w)
 
@@ -264,6 +278,30 @@ class Editor:
         if (str(folder.path.resolve()), step) == self.state.current:
             return tuned
         return self.state.guide(folder, step)
+
+    def _start(
+        self,
+        prompt: str,
+        cfg: EditConfig,
+        hw: tuple[int, int],
+        w: float,
+        g: float | None,
+        x0: Tensor | None,
+    ) -> tuple[Inversion | None, Tensor | None]:
+        """(the inversion start, the automatic mask (1, 1, h, w) at latent size), each None when
+        ``cfg`` does not ask for it; both under the tuned checkpoint applied now."""
+        if cfg.start != "inversion" and not cfg.auto_mask:
+            return None, None
+        tuned = self.state.tuned(cfg.lora_scale)
+        texts = [self.folder.manifest.tuned_prompt, self.full_prompt(prompt, cfg)]
+        c_src, c_edit = self.encode(texts, hw, warn=False, guidance=g)
+        inversion = auto = None
+        if cfg.start == "inversion":
+            inversion = Inversion(tuned, c_src, cfg.inversion_negative)
+        if cfg.auto_mask:
+            neg = self.negative(cfg, hw, g)
+            auto = automask.for_edit(tuned, self.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
+        return inversion, auto
 
     # --- plan, then run -----------------------------------------------------------------------
     @torch.no_grad()
@@ -291,12 +329,19 @@ class Editor:
         if cfg.guides:
             cfg = replace(cfg, guides=guide_strings(cfg.guides))  # as recorded in the params
         starts = t0s or (cfg.t0,)
-        x0 = self.base_latents(hw) if min(starts) < 1.0 or mask is not None else None
+        inverting = cfg.start == "inversion"
+        keeps = mask is not None or cfg.auto_mask
+        x0 = self.base_latents(hw) if min(starts) < 1.0 or keeps or inverting else None
         pix_mask = lat_mask = None
         if mask is not None:
             pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1, 1, H, W)
             lat_mask = latent_mask(pix_mask, bb.latent_shape(hw)[1:])
         guider = self.guider(prompt, cfg, hw, (w, g))
+        inversion, auto = self._start(prompt, cfg, hw, w, g, x0)
+        if auto is not None:  # intersection: a --mask bounds what may change, the auto mask
+            lat_mask = auto if lat_mask is None else lat_mask * auto  # narrows it within
+            pix_auto = automask.to_pixels(auto, hw)
+            pix_mask = pix_auto if pix_mask is None else pix_mask * pix_auto
         sr = sr_step = None
         final_hw = hw  # the size before stage III: the base stage's, or the SR stage's
         if self.sr is not None:
@@ -305,6 +350,9 @@ class Editor:
             base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
             if mask is not None:
                 pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
+            if auto is not None:  # stage I's mask upsampled for stage II
+                pix_auto = automask.to_pixels(auto, out_hw)
+                pix_mask = pix_auto if mask is None else pix_mask * pix_auto
             m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
             sr = SRPlan(c_sr, self.negative(cfg, hw), base_hi, m_hi)
             final_hw = out_hw
@@ -327,6 +375,8 @@ class Editor:
             latent_mask=lat_mask,
             base_pixels=base_pixels,
             sr=sr,
+            inversion=inversion,
+            auto_mask=auto,
             x4=self._stage3(cfg.upscaler) if cfg.upscaler else None,
             original=self.original if cfg.paste_back else None,
         )
@@ -347,12 +397,20 @@ class Editor:
             [randn_tensor((1, *shape), generator=g, device=bb.device, dtype=bb.dtype) for g in gens]
         )
         t0 = cfg.t0 if plan.t0s is None else tuple(t for t in plan.t0s for _ in cfg.seeds)
+        scheduler = bb.make_scheduler(cfg.sampler, plan.hw)
+        path = None
+        if plan.inversion is not None:  # the photo inverted up to the earliest start
+            inverse = bb.inverse_scheduler(bb.make_scheduler(cfg.sampler, plan.hw))
+            check_aligned(inverse, scheduler, cfg.steps)
+            first = min(join_index(bb, scheduler, cfg.steps, t) for t in plan.starts)
+            guided = plan.inversion.build()
+            path = invert(guided, inverse, plan.x0, steps=cfg.steps, first=first, progress=progress)
         latents = sample(
             plan.guider.build(),
-            bb.make_scheduler(cfg.sampler, plan.hw),
+            scheduler,
             noise,
             steps=cfg.steps,
-            start=Start(t0, plan.x0, plan.latent_mask),
+            start=Start(t0, plan.x0, plan.latent_mask, path),
             process=bb,
             generator=gens,
             eta=cfg.eta,
@@ -374,7 +432,11 @@ class Editor:
             for t in plan.starts
             for s in cfg.seeds
         ]
-        return EditResult(images, params, pixels, latents, low)
+        shown = None  # the auto mask as used (with --mask: their intersection), for a user
+        if plan.auto_mask is not None:
+            m = automask.to_pixels(plan.pixel_mask, tuple(images[0].size[::-1]))
+            shown = Image.fromarray((m[0, 0].cpu().numpy() * 255).round().astype("uint8"), "L")
+        return EditResult(images, params, pixels, latents, low, shown)
 
     def _finish(self, plan: EditPlan, pixels: Tensor, gens: list[torch.Generator]) -> Tensor:
         """Pixels (B, 3, H, W) in [0, 1]: the mask's outside and interpolation from the input,

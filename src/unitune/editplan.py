@@ -15,6 +15,7 @@ from torch import Tensor
 from . import __version__
 from .config import EditConfig, TuneConfig
 from .guiders import Guider
+from .inversion import Inversion
 
 if TYPE_CHECKING:
     from .backbones.base import Conditioning
@@ -50,6 +51,8 @@ class EditPlan:
     latent_mask: Tensor | None  # (1, 1, h, w) at the base stage's latent size
     base_pixels: Tensor | None  # (1, 3, H, W) at out_hw in [0, 1]: what mask/interpolation keep
     sr: SRPlan | None  # a cascade's SR stage
+    inversion: Inversion | None = None  # --start inversion: what the photo is inverted under
+    auto_mask: Tensor | None = None  # (1, 1, h, w) --auto-mask at latent size, 1 = may change
     x4: Any = None  # stage III (upscale.X4Upscaler), loaded, or None
     original: Image.Image | None = None  # the photo, for --paste-back
 
@@ -70,8 +73,13 @@ class EditPlan:
             f"guidance: {self.guider.describe()}",
             f"t0: {', '.join(f'{t:g}' for t in self.starts)}; size {size}",
         ]
+        if self.inversion is not None:
+            lines.append(f"start: {self.inversion.describe()}")
         if self.mask is not None:
             lines.append(f"mask: {self.mask}")
+        if self.auto_mask is not None:
+            frac = float(self.auto_mask.mean())
+            lines.append(f"auto mask: {frac:.0%} of the image may change (DiffEdit)")
         if c.interpolate:
             lines.append(f"interpolate: window {c.interp_window}, threshold {c.interp_threshold}")
         if self.x4 is not None:
@@ -86,6 +94,7 @@ class EditResult:
     pixels: Tensor | None = None  # (B, 3, H, W) float in [0, 1] before 8-bit rounding
     latents: Tensor | None = None  # (B, C, h, w) the final x0 in model space, before decoding
     base_stage: Tensor | None = None  # cascades: (B, 3, h, w) the base stage's samples, in [-1, 1]
+    mask: Image.Image | None = None  # --auto-mask: the mask the edit used (white = may change)
 
 
 def edit_params(
@@ -155,8 +164,15 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         out["Guides"] = " | ".join(ec["guides"])
     if ec.get("sr_checkpoint") is not None:  # a cascade's super-resolution stage
         out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
+    if ec.get("start", "noise") != "noise":
+        out["Start"] = ec["start"] + (", negative prompt" if ec.get("inversion_negative") else "")
     if p.get("mask"):
         out["Mask"] = p["mask"]
+    if ec.get("auto_mask"):
+        out["Auto mask"] = (
+            f"threshold {ec['auto_mask_threshold']:g}, dilate {ec['auto_mask_dilate']}, "
+            f"t0 {ec['auto_mask_t0']:g}, draws {ec['auto_mask_draws']}"
+        )
     if ec["interpolate"]:
         out["Interpolate"] = f"window {ec['interp_window']}, threshold {ec['interp_threshold']}"
     if p["tune_method"] == "lora":

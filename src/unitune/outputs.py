@@ -16,9 +16,21 @@ from .grid import contact_sheet
 from .pngmeta import save_png
 
 
-def save_edit(img: Image.Image, params: dict[str, Any], out_dir: Path) -> Path:
-    """Write one edit; the PNG chunk holds the A1111 text, the sidecar the full typed params."""
+def mask_path(path: Path) -> Path:
+    """Where an edit's automatic mask is written: beside it, NAME.mask.png."""
+    return path.with_name(path.stem + ".mask.png")
+
+
+def save_edit(
+    img: Image.Image, params: dict[str, Any], out_dir: Path, mask: Image.Image | None = None
+) -> Path:
+    """Write one edit; the PNG chunk holds the A1111 text, the sidecar the full typed params.
+    ``mask`` (EditResult.mask, --auto-mask): written first beside it as NAME.mask.png (its
+    parameters reproduce it: ``--params`` recomputes the same mask)."""
     path = out_dir / output_name(params["edit_prompt"], params)
+    if mask is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(mask_path(path), lambda tmp: mask.save(tmp, format="PNG"))
     return save_png(img, path, params, text_params=a1111_params(params))
 
 
@@ -60,7 +72,9 @@ def render_grid(
         for res in results:
             row.extend(res.images)
             if cells is not None:
-                saved += [save_edit(im, p, cells) for im, p in zip(res.images, res.params)]
+                saved += [
+                    save_edit(im, p, cells, res.mask) for im, p in zip(res.images, res.params)
+                ]
         rows.append(row)
         row_labels.append(f"{c} steps" if c else "pretrained")
     bar.close()

@@ -16,7 +16,7 @@ of a batch of 2).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,11 +59,22 @@ class Start:
     first kept timestep; needed for t0 < 1 and for ``mask``.
     mask: (1 or B, 1, h, w) at latent size, 1 = may change (in-painting): after every step the
     region outside it is reset to x0 noised to the next timestep with the same noise, so the
-    known content is exactly x0 at the end."""
+    known content is exactly x0 at the end.
+    path: the inversion of x0 (inversion.invert), {i: (1, C, h, w) latent at T[i]}: a sample
+    joining at T[j] starts from path[j] instead of x0 noised with its own noise (t0 = 1 joins at
+    T[0] too), and the known region of ``mask`` follows path[i] (DiffEdit's choice: the photo's
+    own trajectory, not a fresh noise draw)."""
 
     t0: float | tuple[float, ...] = 1.0
     x0: Tensor | None = None
     mask: Tensor | None = None
+    path: Mapping[int, Tensor] | None = None
+
+
+def join_index(process: ForwardProcess, scheduler, steps: int, t0: float) -> int:
+    """The index of the schedule T (after ``set_timesteps(steps)``) where a start at t0 joins
+    (0: pure noise, T[0])."""
+    return 0 if t0 >= 1.0 else process.start_index(steps, t0) * scheduler.order
 
 
 def _step_kwargs(scheduler, generator, eta: float) -> dict:
@@ -108,14 +119,16 @@ def sample(
     """
     b = noise.shape[0]
     t0s = _per_sample(start.t0, b)
-    x0, mask = start.x0, start.mask
-    sdedit = min(t0s) < 1.0
+    x0, mask, path = start.x0, start.mask, start.path
+    sdedit = min(t0s) < 1.0 or path is not None
     if (sdedit or mask is not None) and x0 is None:
-        raise ValueError("t0 < 1 and in-painting need the base latents x0")
+        raise ValueError("t0 < 1, inversion and in-painting need the base latents x0")
     scheduler.set_timesteps(steps, device=noise.device)
     ts = scheduler.timesteps
     # the index of T where each sample joins (0: pure noise at the first timestep)
-    joins = [0 if t >= 1.0 else process.start_index(steps, t) * scheduler.order for t in t0s]
+    joins = [join_index(process, scheduler, steps, t) for t in t0s]
+    if path is not None and not {j for j in joins if j < len(ts)} <= set(path):
+        raise ValueError(f"the inversion path has no latent at the start indices {joins}")
     if len(set(joins)) > 1 and hasattr(scheduler, "model_outputs"):
         raise ValueError(f"{type(scheduler).__name__} is multistep: sample each t0 on its own")
     x0_b = x0.expand(b, -1, -1, -1) if x0 is not None else None
@@ -128,11 +141,13 @@ def sample(
         scheduler.set_begin_index(first)
     latents = noise * scheduler.init_noise_sigma
     for j in sorted(set(joins)):  # the SDEdit starts: x0 noised to T[j], one call per start
-        rows = [k for k in range(b) if joins[k] == j and t0s[k] < 1.0]
+        rows = [k for k in range(b) if joins[k] == j and (t0s[k] < 1.0 or path is not None)]
         if not rows:
             continue
         if j >= len(ts):  # t0 so small that no step is left: the input itself
             latents[rows] = x0_b[rows]
+        elif path is not None:  # the inversion's latent at T[j]
+            latents[rows] = path[j].expand(len(rows), -1, -1, -1).to(latents)
         elif len(rows) == b:  # one start for the batch: x0 as given, broadcast as diffusers does
             latents = process.renoise(scheduler, x0, noise, ts[j : j + 1].repeat(b))
         else:
@@ -154,7 +169,9 @@ def sample(
         if mask is not None:
             m = mask if whole or mask.shape[0] == 1 else mask[active]
             xk, nk = (x0, noise) if whole else (x0_b[active], noise[active])
-            if i + 1 < len(ts):
+            if i + 1 < len(ts) and path is not None:
+                known = path[i + 1].expand_as(lat)
+            elif i + 1 < len(ts):
                 known = process.renoise(scheduler, xk, nk, ts[i + 1 : i + 2].repeat(len(active)))
             else:
                 known = xk.expand_as(lat)

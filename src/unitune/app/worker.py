@@ -181,12 +181,15 @@ class Worker:
         return {"sheet": self.store.rel(paths[0]), "cells": [self.store.rel(c) for c in paths[1:]]}
 
     def _edit(self, job: Job) -> dict[str, Any]:
-        from ..outputs import save_edit
+        from ..outputs import mask_path, save_edit
 
         p = job.params
         ed = self._editor(p["tune"])
         mask = self.store.upload(p["mask"]) if p.get("mask") else None
         res = ed.edit(p["prompt"], from_json(EditConfig, p["edit"]), mask=mask, progress=False)
         out = self.store.edit_dir("edit", job.id)
-        saved = [save_edit(im, prm, out) for im, prm in zip(res.images, res.params)]
-        return {"images": [self.store.rel(s) for s in saved]}
+        saved = [save_edit(im, prm, out, res.mask) for im, prm in zip(res.images, res.params)]
+        done: dict[str, Any] = {"images": [self.store.rel(s) for s in saved]}
+        if res.mask is not None:  # --auto-mask: the mask the edit used, beside its image
+            done["masks"] = [self.store.rel(mask_path(s)) for s in saved]
+        return done

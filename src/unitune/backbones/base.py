@@ -271,6 +271,18 @@ class Backbone(ABC):
         region (the scheduler's own forward process)."""
         return scheduler.add_noise(x0, noise, t)
 
+    # the deterministic sampler ``--start inversion`` runs backwards (DDIM for epsilon / v models)
+    inversion_sampler: str = "ddim"
+
+    def inverse_scheduler(self, scheduler):
+        """A scheduler that runs ``scheduler`` (one of ``inversion_sampler``'s, from
+        ``make_scheduler``) backwards: after ``set_timesteps(steps)`` its ``timesteps`` are the
+        sampler's in reverse (lowest noise first) and ``step(out, t, x)`` moves x to timestep t,
+        the model evaluated at t (diffusers' DDIMInverseScheduler convention)."""
+        from diffusers import DDIMInverseScheduler
+
+        return DDIMInverseScheduler.from_config(scheduler.config)
+
     @abstractmethod
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         """x_t for the training timesteps t (B,) (the forward process)."""

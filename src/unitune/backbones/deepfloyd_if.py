@@ -153,6 +153,10 @@ class IFBackbone(SDBackbone):
         learned = sched.config.get("variance_type") in ("learned", "learned_range")
         return sched if sampler == "ddpm" and learned else _EpsOnly(sched)
 
+    def inverse_scheduler(self, scheduler):
+        # DDIM inversion on the eps half of [eps, v] (the learned variances play no part in DDIM)
+        return _EpsOnly(super().inverse_scheduler(scheduler))
+
 
 class IFSRBackbone(IFBackbone):
     """IF stage II: conditioned on a low-resolution image (``condition`` / ``with_low``)."""

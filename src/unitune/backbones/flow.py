@@ -69,6 +69,31 @@ class FlowSchedule:
         return getattr(self.__dict__["scheduler"], name)
 
 
+class FlowInverse:
+    """The flow-matching Euler sampler run backwards (there is no diffusers scheduler for it):
+    from sigma 0 up the sampler's own sigma grid, x <- x + (sigma_to - sigma_from) v(x, t_to),
+    the velocity taken at the target timestep as DDIM inversion takes its noise prediction."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, schedule: FlowSchedule) -> None:
+        self._s = schedule
+
+    def set_timesteps(self, steps: int, device=None) -> None:
+        self._s.set_timesteps(steps, device=device)
+        self._ts = self._s.timesteps  # (S,) the sampler's, highest first
+        self._sigmas = self._s.sigmas  # (S + 1,) highest first, ending at 0
+        self.timesteps = self._ts.flip(0)
+
+    def scale_model_input(self, x: Tensor, t: Tensor) -> Tensor:
+        return x
+
+    def step(self, model_output: Tensor, t: Tensor, sample: Tensor, return_dict: bool = False):
+        i = int((self._ts == t).nonzero()[0])  # x moves from sigma[i + 1] up to sigma[i]
+        ds = (self._sigmas[i] - self._sigmas[i + 1]).to(sample.device)
+        return ((sample.float() + ds.float() * model_output.float()).to(sample.dtype),)
+
+
 class FlowBackbone(Backbone):
     """A rectified-flow transformer: ``module`` is the pipeline's ``transformer``. Subclasses set
     the text encoders (``_take_text``, ``components``, ``encode``) and the denoiser call."""
@@ -176,6 +201,11 @@ class FlowBackbone(Backbone):
 
     def renoise(self, scheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         return scheduler.scale_noise(x0, t, noise)
+
+    inversion_sampler = "euler"  # the ODE's Euler steps, run backwards (FlowInverse)
+
+    def inverse_scheduler(self, scheduler):
+        return FlowInverse(scheduler)
 
     def start_index(self, steps: int, t0: float) -> int:
         # the flow img2img pipelines keep the fractional step count, then truncate the start

@@ -1,0 +1,121 @@
+"""Automatic edit mask, as DiffEdit (Couairon et al. 2022, §3.1) computes it, from the tuned
+model: noise the photo's latent to a middle timestep (t0 0.5) with a few draws, predict the
+noise under the edit prompt "<rare> <edit>" and under the tune prompt, and mark where the two
+predictions differ. Where the edit prompt asks for nothing new they agree (the tuned model knows
+the photo under both), so the map is large only where the edit belongs; a global edit (a
+background, a style) differs everywhere and gives a large mask, and behaves like an edit
+without one.
+
+The map is DiffEdit's as diffusers' StableDiffusionDiffEditPipeline.generate_mask computes it
+(mean |difference| over draws and channels, clamped at ``ratio`` x its mean, scaled to [0, 1],
+thresholded at ``threshold``), then dilated by ``dilate`` latent cells: DiffEdit's mask is a
+little too tight at the border of an object, where the edited shape may grow.
+
+The mask is at latent resolution (1 = may change); the edit's plan upsamples it to pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbones.base import Conditioning
+from .guiders import Denoiser
+from .guiders.cfg import cfg_guided
+
+RATIO = 3.0  # DiffEdit's mask_thresholding_ratio: the map is clamped at RATIO x its mean
+
+
+def diffedit_map(pred_edit: Tensor, pred_src: Tensor) -> Tensor:
+    """(N, C, h, w) predictions at N noise draws under the two prompts -> (1, 1, h, w) the mean
+    |difference| over draws and channels."""
+    return (pred_edit.float() - pred_src.float()).abs().mean(dim=(0, 1))[None, None]
+
+
+def threshold_map(m: Tensor, threshold: float, ratio: float = RATIO) -> Tensor:
+    """DiffEdit's normalisation of a (1, 1, h, w) map: clamp at ``ratio`` x its mean, scale to
+    [0, 1], 1 above ``threshold`` (0.5 in DiffEdit), else 0."""
+    clamp = (m.mean() * ratio).clamp_min(1e-12)
+    return (m.clamp(0, float(clamp)) / clamp > threshold).float()
+
+
+def dilate(mask: Tensor, cells: int) -> Tensor:
+    """Grow a binary (1, 1, h, w) mask by ``cells`` in every direction (a square max-pool)."""
+    if cells <= 0:
+        return mask
+    return F.max_pool2d(mask, kernel_size=2 * cells + 1, stride=1, padding=cells)
+
+
+@torch.no_grad()
+def estimate(
+    den: Denoiser,
+    process,
+    scheduler,
+    x0: Tensor,
+    edit: Conditioning,
+    source: Conditioning,
+    negative: Conditioning,
+    w: float,
+    *,
+    steps: int,
+    t0: float,
+    draws: int,
+    seed: int,
+    threshold: float,
+    cells: int,
+) -> Tensor:
+    """The edit mask (1, 1, h, w) in {0, 1} of ``x0`` (1, C, h, w) under the model ``den``.
+
+    ``process``: the backbone (its start index and forward process at the sampler's timesteps);
+    ``scheduler``: a fresh sampler of ``steps`` (the mask's timestep is the one an SDEdit start
+    at ``t0`` joins, as DiffEdit's ``mask_encode_strength``); both predictions are CFG at ``w``
+    against ``negative``, as DiffEdit guides them; ``draws`` noise draws from ``seed``."""
+    scheduler.set_timesteps(steps, device=x0.device)
+    j = process.start_index(steps, t0) * scheduler.order
+    t = scheduler.timesteps[min(j, len(scheduler.timesteps) - 1)]
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    noise = torch.randn((draws, *x0.shape[1:]), generator=g).to(x0)  # (N, C, h, w)
+    x_t = process.renoise(scheduler, x0.expand(draws, -1, -1, -1), noise, t.repeat(draws))
+    x_in = scheduler.scale_model_input(x_t, t)
+    c = x0.shape[1]  # learned-variance models (IF) predict [eps, v]: the eps half
+    src = cfg_guided(den, negative, source, w)(x_in, t)[:, :c]
+    tgt = cfg_guided(den, negative, edit, w)(x_in, t)[:, :c]
+    return dilate(threshold_map(diffedit_map(tgt, src), threshold), cells)
+
+
+def for_edit(
+    den: Denoiser,
+    backbone,
+    cfg,
+    hw: tuple[int, int],
+    x0: Tensor,
+    edit: Conditioning,
+    source: Conditioning,
+    negative: Conditioning,
+    w: float,
+) -> Tensor:
+    """The mask of an edit as ``EditConfig`` ``cfg`` (resolved) sets it: at its sampler and
+    steps, its ``auto_mask_*`` knobs, CFG ``w``; (1, 1, h, w) at the latent size of hw."""
+    return estimate(
+        den,
+        backbone,
+        backbone.make_scheduler(cfg.sampler, hw),
+        x0,
+        edit,
+        source,
+        negative,
+        w,
+        steps=cfg.steps,
+        t0=cfg.auto_mask_t0,
+        draws=cfg.auto_mask_draws,
+        seed=cfg.auto_mask_seed,
+        threshold=cfg.auto_mask_threshold,
+        cells=cfg.auto_mask_dilate,
+    )
+
+
+def to_pixels(mask: Tensor, hw: tuple[int, int]) -> Tensor:
+    """A latent mask (1, 1, h, w) -> (1, 1, H, W) at pixel size hw (nearest: each latent cell
+    its block of pixels, so the pixel mask and the latent mask agree exactly)."""
+    return F.interpolate(mask.float(), size=hw, mode="nearest")
