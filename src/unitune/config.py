@@ -352,7 +352,7 @@ class EditConfig:
         inverting = self.start == "inversion"
         _bad(
             not inverting or self.eta == 0,
-            f"--start inversion runs the deterministic sampler backwards, but --eta is {self.eta:g}",
+            f"--start inversion runs the deterministic sampler backwards; --eta is {self.eta:g}",
             "drop --eta (or use --start noise)",
         )
         _bad(
