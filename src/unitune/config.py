@@ -371,14 +371,7 @@ class EditConfig:
         _real(self.auto_mask_threshold, "--auto-mask-threshold", "e.g. 0.5", ge=0, le=1)
         _int(self.auto_mask_dilate, "--auto-mask-dilate", 0, 64, "e.g. 1 (latent cells)")
         _real(self.auto_mask_t0, "--auto-mask-t0", "e.g. 0.5 (DiffEdit)", gt=0, le=1)
-        _int(
-            self.auto_mask_draws,
-            "--auto-mask-draws",
-            1,
-            lim.max_seeds,
-            "e.g. 10 (DiffEdit)",
-            "max_seeds",
-        )
+        _int(self.auto_mask_draws, "--auto-mask-draws", 1, 64, "e.g. 10 (DiffEdit)")
         _int(self.auto_mask_seed, "--auto-mask-seed", 0, lim.max_seed, "e.g. 0", "max_seed")
         ok = isinstance(self.guides, (tuple, list)) and len(self.guides) <= lim.max_guides
         _bad(
