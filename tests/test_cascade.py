@@ -257,6 +257,8 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
         ),
         ("full", "--size", "32x64", "--sr-checkpoint", 0),
         ("base", "--t0", 0.9),
+        # stage I inverted (DDIM on its eps half), its auto mask upsampled for stage II
+        ("full", "--start", "inversion", "--auto-mask", "--mask", t / "mask.png"),
     ]
     for i, (tune_dir, *flags) in enumerate(edits):
         files = ok(
@@ -276,6 +278,8 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
     assert Image.open(first).size == (w, h)  # --paste-back: the photo's own size
     assert Image.open(sorted((t / "e3").glob("*.png"))[0]).size == (64, 32)  # the SR stage's size
     assert Image.open(sorted((t / "e4").glob("*.png"))[0]).size == (8, 8)  # base stage only
+    out5 = sorted((t / "e5").glob("*_s0.png"))[0]
+    assert Image.open(out5.with_name(out5.stem + ".mask.png")).size == Image.open(out5).size
     info = Image.open(first).text["parameters"]
     assert "SR checkpoint: 1" in info and "SR t0: 0.7" in info, info
     again = Path(ok("edit", t / "full", "--params", first, "--out", t / "r")[0])

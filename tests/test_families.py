@@ -5,6 +5,7 @@ back untouched. Families are named here by their tiny test models only; the libr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,24 @@ def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
     assert ours.shape == ref.images.shape
     assert np.abs(ours - ref.images).max() < 1e-4
     assert np.abs(ours[0] - ours[1]).max() > 1e-2  # the seeds differ: not a constant picture
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inversion_gives_the_photo_back_on_every_family(family, untuned):
+    """Every family's inverse through the Backbone seam (DDIM; IF's on the eps half of its
+    [eps, v]; the flows' Euler ODE backwards): the pretrained model, one prompt at CFG 1,
+    sampled from the photo's inversion, lands on the photo's latents far closer than from
+    SDEdit's noised start at the same t0 (in dB of signal to error)."""
+    ed = Editor(untuned[family], "cpu")
+    x0 = ed.folder.base_latents()
+    cfg = EditConfig(checkpoint=0, t0=0.6, cfg=1.0, steps=12, seeds=(0, 1), interpolate=False)
+
+    def db(start: str) -> float:
+        lat = ed.edit(PROMPT, replace(cfg, start=start), progress=False).latents
+        return float(10 * torch.log10(x0.var() / ((lat - x0) ** 2).mean()))
+
+    noise, inverted = db("noise"), db("inversion")
+    assert inverted > noise + 6, (noise, inverted)
 
 
 # dB the rare-token sample must gain by checkpoint 128. The tiny transformers learn one image
@@ -350,6 +369,12 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
         ),
         ("patch", "--method", "sine", "--size", "32x48"),
         ("full", "--best-of", 2, "--sweep-t0", "0.8,1", "--keep-all"),
+        # what the edit keeps: inversion (+ negative-prompt inversion), the auto mask with and
+        # without --mask, under SINE and multi-model guidance
+        ("full", "--start", "inversion", "--inversion-negative", "--auto-mask", "--t0", 0.8),
+        ("full", "--auto-mask", "--mask", t / "mask.png", "--seeds", "0,1"),
+        ("lora", "--start", "inversion", "--auto-mask", "--method", "sine"),
+        ("lora", "--auto-mask", "--guide", f"{t / 'full'}:beikkpic:1.5"),
     ]
     for i, (tune_dir, *flags) in enumerate(edits):
         files = ok("edit", t / tune_dir, "a dog", *flags, "--steps", 2, "--out", t / f"e{i}")
@@ -375,6 +400,9 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
         t / "grid.png",
     )
     assert (t / "grid.png").is_file()
+    grid = ("--checkpoints", "0,2", "--t0", "0.8,1", "--steps", 2, "--out", t / "g2.png")
+    ok("grid", t / "full", "a dog", *grid, "--start", "inversion", "--auto-mask")
+    assert (t / "g2.png").is_file()
     # --vae: the model's own VAE from its folder gives the same image as no --vae
     same = [
         Image.open(
