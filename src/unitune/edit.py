@@ -28,20 +28,18 @@ from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import SRStage
 from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig, WorkLimits, check_prompt
+from .edit_methods import make_guider, plan_start
 from .editplan import EditPlan, EditResult, SRPlan, a1111_params, edit_params, output_name
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
 from .guiders import Guider
-from .guiders.cfg import CFG
-from .guiders.multi import MultiModel, Term, terms
-from .guiders.sine import SINE
-from .guidespec import GuideSpec, as_spec, check_same_base, guide_strings
+from .guidespec import guide_strings
 from .images import fit_image, load_mask, paste_back, pil_to_tensor, tensor_to_pil
 from .interpolate import interpolate
-from .inversion import Inversion, check_aligned, invert
+from .inversion import check_aligned, invert
 from .sampling import Start, join_index, sample
 from .state import state_of
-from .tunefolder import TuneFolder, is_cascade
+from .tunefolder import is_cascade
 
 __all__ = ["EditPlan", "EditResult", "Editor", "a1111_params", "output_name"]
 
@@ -216,92 +214,8 @@ class Editor:
         hw: tuple[int, int],
         weights: tuple[float, float | None] | None = None,
     ) -> Guider:
-        """The guider of this edit's method on the checkpoint applied now: its views resolved
-        (guide tunes opened and loaded here) and its prompts encoded. ``weights``: (w, g) of
-        ``Backbone.guidance_weights`` when already computed."""
-        w, g = weights or self.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
-        st, text = self.state, self.prompt_text(prompt, cfg)
-        c_u = self.negative(cfg, hw, g)
-        c_hat_text = self.folder.manifest.tuned_prompt
-        pre, tuned = st.pretrained(), st.tuned(cfg.lora_scale)
-        if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
-            if cfg.prompt_guidance is not None:
-                raise UserError(
-                    "--prompt-guidance does not combine with --guide",
-                    "drop one (a 'pretrained:PROMPT:-W' guide pushes away from a prompt)",
-                )
-            # views load (and are checked) before any prompt is encoded; a guide that is the
-            # pretrained model or the applied checkpoint IS that view (one batched pass)
-            specs = [(str(s), as_spec(s)) for s in cfg.guides]  # each spec parsed once
-            views = [self._guide_view(text, g, pre, tuned) for text, g in specs]
-            guides = [Term(v, g.prompt, g.weight, v is not pre) for v, (_, g) in zip(views, specs)]
-            sine = cfg.method == "sine"
-            high, low = terms(
-                sine,
-                w,
-                cfg.sine_v,
-                pre,
-                tuned,
-                prompt,
-                self.full_prompt(prompt, cfg),
-                c_hat_text,
-                guides,
-            )
-            conds = self.encode([t.cond for t in high + low], hw, guidance=g)
-            enc = [replace(t, cond=c) for t, c in zip(high + low, conds)]
-            hi, lo = tuple(enc[: len(high)]), tuple(enc[len(high) :])
-            return MultiModel(pre, c_u, hi, lo, sine, cfg.sine_K)
-        if cfg.method == "sine":
-            c_edit, c_hat = self.encode([prompt, c_hat_text], hw, guidance=g)
-            return SINE(pre, tuned, c_u, c_edit, c_hat, w, cfg.sine_v, cfg.sine_K)
-        if cfg.prompt_guidance is not None:
-            pg = self.full_prompt(cfg.prompt_guidance, cfg)
-            base, cond = self.encode([pg, text], hw, guidance=g)
-            return CFG(tuned, base, cond, w, prompt_guidance=True)
-        if cfg.inversion_negative:  # negative-prompt inversion: the tune prompt as baseline
-            base, cond = self.encode([c_hat_text, text], hw, guidance=g)
-            return CFG(tuned, base, cond, w, prompt_guidance=True)
-        (cond,) = self.encode([text], hw, guidance=g)
-        return CFG(tuned, c_u, cond, w)
-
-    def _guide_view(self, spec: str, g: GuideSpec, pre, tuned):
-        """A ``--guide`` spec's model (``spec`` its text, ``g`` parsed) as a view: ``pre`` (the
-        pretrained model), ``tuned`` (the applied checkpoint) or another tune's checkpoint (its
-        folder opened, checked and its weights loaded once)."""
-        if g.tune is None:
-            return pre
-        folder = TuneFolder.open(g.tune)
-        check_same_base(self.folder, folder, spec)
-        step = folder.resolve_checkpoint(g.step)
-        if step == 0:
-            return pre
-        if (str(folder.path.resolve()), step) == self.state.current:
-            return tuned
-        return self.state.guide(folder, step)
-
-    def _start(
-        self,
-        prompt: str,
-        cfg: EditConfig,
-        hw: tuple[int, int],
-        w: float,
-        g: float | None,
-        x0: Tensor | None,
-    ) -> tuple[Inversion | None, Tensor | None]:
-        """(the inversion start, the automatic mask (1, 1, h, w) at latent size), each None when
-        ``cfg`` does not ask for it; both under the tuned checkpoint applied now."""
-        if cfg.start != "inversion" and not cfg.auto_mask:
-            return None, None
-        tuned = self.state.tuned(cfg.lora_scale)
-        texts = [self.folder.manifest.tuned_prompt, self.full_prompt(prompt, cfg)]
-        c_src, c_edit = self.encode(texts, hw, warn=False, guidance=g)
-        inversion = auto = None
-        if cfg.start == "inversion":
-            inversion = Inversion(tuned, c_src, cfg.inversion_negative)
-        if cfg.auto_mask:
-            neg = self.negative(cfg, hw, g)
-            auto = automask.for_edit(tuned, self.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
-        return inversion, auto
+        """The guider of this edit's method on the checkpoint applied now (edit_methods.py)."""
+        return make_guider(self, prompt, cfg, hw, weights)
 
     # --- plan, then run -----------------------------------------------------------------------
     @torch.no_grad()
@@ -337,7 +251,7 @@ class Editor:
             pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1, 1, H, W)
             lat_mask = latent_mask(pix_mask, bb.latent_shape(hw)[1:])
         guider = self.guider(prompt, cfg, hw, (w, g))
-        inversion, auto = self._start(prompt, cfg, hw, w, g, x0)
+        inversion, auto = plan_start(self, prompt, cfg, hw, w, g, x0)
         if auto is not None:  # intersection: a --mask bounds what may change, the auto mask
             lat_mask = auto if lat_mask is None else lat_mask * auto  # narrows it within
             pix_auto = automask.to_pixels(auto, hw)

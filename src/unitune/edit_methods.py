@@ -1,0 +1,139 @@
+"""What an edit's plan resolves for its method and its start, against an :class:`~unitune.
+edit.Editor`: the guider (guiders/: its views opened, guide tunes checked and loaded, prompts
+encoded), and the inversion start and automatic mask (inversion.py, automask.py), both under the
+checkpoint the editor has applied. ``Editor.plan`` calls these; they use the editor's public
+API only (its state, folder, encoders)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from . import automask
+from .backbones.base import Backbone, Conditioning
+from .config import EditConfig
+from .errors import UserError
+from .guiders import Guider
+from .guiders.cfg import CFG
+from .guiders.multi import MultiModel, Term, terms
+from .guiders.sine import SINE
+from .guidespec import GuideSpec, as_spec, check_same_base
+from .inversion import Inversion
+from .tunefolder import TuneFolder
+
+
+class Editor(Protocol):
+    """What these functions use of an ``edit.Editor`` (typed here: edit.py imports this)."""
+
+    backbone: Backbone
+    state: Any  # state.ModelState
+    folder: TuneFolder
+
+    def encode(
+        self, prompts: list[str], hw: tuple[int, int], warn: bool = True, guidance=None
+    ) -> list[Conditioning]: ...
+
+    def negative(self, cfg: EditConfig, hw: tuple[int, int], guidance=None) -> Conditioning: ...
+
+    def prompt_text(self, prompt: str, cfg: EditConfig) -> str: ...
+
+    def full_prompt(self, prompt: str, cfg: EditConfig) -> str: ...
+
+
+def make_guider(
+    ed: Editor,
+    prompt: str,
+    cfg: EditConfig,
+    hw: tuple[int, int],
+    weights: tuple[float, float | None] | None = None,
+) -> Guider:
+    """The guider of this edit's method on the checkpoint applied now: its views resolved
+    (guide tunes opened and loaded here) and its prompts encoded. ``weights``: (w, g) of
+    ``Backbone.guidance_weights`` when already computed."""
+    w, g = weights or ed.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
+    st, text = ed.state, ed.prompt_text(prompt, cfg)
+    c_u = ed.negative(cfg, hw, g)
+    c_hat_text = ed.folder.manifest.tuned_prompt
+    pre, tuned = st.pretrained(), st.tuned(cfg.lora_scale)
+    if cfg.guides:  # multi-model guidance: extra TUNE_DIR:PROMPT:WEIGHT terms
+        if cfg.prompt_guidance is not None:
+            raise UserError(
+                "--prompt-guidance does not combine with --guide",
+                "drop one (a 'pretrained:PROMPT:-W' guide pushes away from a prompt)",
+            )
+        # views load (and are checked) before any prompt is encoded; a guide that is the
+        # pretrained model or the applied checkpoint IS that view (one batched pass)
+        specs = [(str(s), as_spec(s)) for s in cfg.guides]  # each spec parsed once
+        views = [guide_view(ed, text, g, pre, tuned) for text, g in specs]
+        guides = [Term(v, g.prompt, g.weight, v is not pre) for v, (_, g) in zip(views, specs)]
+        sine = cfg.method == "sine"
+        high, low = terms(
+            sine,
+            w,
+            cfg.sine_v,
+            pre,
+            tuned,
+            prompt,
+            ed.full_prompt(prompt, cfg),
+            c_hat_text,
+            guides,
+        )
+        conds = ed.encode([t.cond for t in high + low], hw, guidance=g)
+        enc = [replace(t, cond=c) for t, c in zip(high + low, conds)]
+        hi, lo = tuple(enc[: len(high)]), tuple(enc[len(high) :])
+        return MultiModel(pre, c_u, hi, lo, sine, cfg.sine_K)
+    if cfg.method == "sine":
+        c_edit, c_hat = ed.encode([prompt, c_hat_text], hw, guidance=g)
+        return SINE(pre, tuned, c_u, c_edit, c_hat, w, cfg.sine_v, cfg.sine_K)
+    if cfg.prompt_guidance is not None:
+        pg = ed.full_prompt(cfg.prompt_guidance, cfg)
+        base, cond = ed.encode([pg, text], hw, guidance=g)
+        return CFG(tuned, base, cond, w, prompt_guidance=True)
+    if cfg.inversion_negative:  # negative-prompt inversion: the tune prompt as baseline
+        base, cond = ed.encode([c_hat_text, text], hw, guidance=g)
+        return CFG(tuned, base, cond, w, prompt_guidance=True)
+    (cond,) = ed.encode([text], hw, guidance=g)
+    return CFG(tuned, c_u, cond, w)
+
+
+def guide_view(ed: Editor, spec: str, g: GuideSpec, pre, tuned):
+    """A ``--guide`` spec's model (``spec`` its text, ``g`` parsed) as a view: ``pre`` (the
+    pretrained model), ``tuned`` (the applied checkpoint) or another tune's checkpoint (its
+    folder opened, checked and its weights loaded once)."""
+    if g.tune is None:
+        return pre
+    folder = TuneFolder.open(g.tune)
+    check_same_base(ed.folder, folder, spec)
+    step = folder.resolve_checkpoint(g.step)
+    if step == 0:
+        return pre
+    if (str(folder.path.resolve()), step) == ed.state.current:
+        return tuned
+    return ed.state.guide(folder, step)
+
+
+def plan_start(
+    ed: Editor,
+    prompt: str,
+    cfg: EditConfig,
+    hw: tuple[int, int],
+    w: float,
+    g: float | None,
+    x0: Tensor | None,
+) -> tuple[Inversion | None, Tensor | None]:
+    """(the inversion start, the automatic mask (1, 1, h, w) at latent size), each None when
+    ``cfg`` does not ask for it; both under the tuned checkpoint applied now."""
+    if cfg.start != "inversion" and not cfg.auto_mask:
+        return None, None
+    tuned = ed.state.tuned(cfg.lora_scale)
+    texts = [ed.folder.manifest.tuned_prompt, ed.full_prompt(prompt, cfg)]
+    c_src, c_edit = ed.encode(texts, hw, warn=False, guidance=g)
+    inversion = auto = None
+    if cfg.start == "inversion":
+        inversion = Inversion(tuned, c_src, cfg.inversion_negative)
+    if cfg.auto_mask:
+        neg = ed.negative(cfg, hw, g)
+        auto = automask.for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
+    return inversion, auto
