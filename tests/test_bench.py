@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_bench
-from unitune.bench.config import FULL, MEDIUM, QUICK
+from unitune.bench.config import FULL, KEEP_METHODS, MEDIUM, QUICK
 from unitune.bench.edits import plan, reads_back
 from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
 from unitune.bench.suite import BOX_RADIUS
@@ -47,10 +47,17 @@ def test_presets_sizes_and_grids():
     no_cfg = {(c, t0) for c, t0, w in FULL.unitune_points() if w == 1.0}  # claim 2's points
     assert no_cfg == {(c, t0) for c in (16, 32, 64, 128) for t0 in (0.8, 1.0)}
     # medium's own grid (4 seeds for best-of-N), not the full preset's it is derived from
-    assert len(MEDIUM.seeds) == 4 and not MEDIUM.unitune_extra and len(FULL.seeds) == 2
-    methods = {m for m, _ in plan(QUICK)}
-    assert methods == {"sdedit", "unitune", "unitune+pg", "sine"}  # +interp is derived
-    assert all(o["checkpoint"] == 0 and not o["rare_token"] for m, o in plan(FULL) if m == "sdedit")
+    # medium's own grid (4 seeds for best-of-N) holds the edit default (c32 t0 0.9 w 7.5)
+    assert len(MEDIUM.seeds) == 4 and len(FULL.seeds) == 2
+    assert (32, 0.9, 7.5) in MEDIUM.unitune_points() and (32, 0.9, 7.5) in FULL.unitune_points()
+    methods = {m for m, _ in plan(QUICK)}  # every method, the +interp ones derived
+    assert methods == {"sdedit", "unitune", "unitune+pg", "sine", *KEEP_METHODS}
+    for m, o in plan(FULL):
+        if m.startswith("sdedit"):  # the untuned baseline, with and without the keep tricks
+            assert o["checkpoint"] == 0 and not o["rare_token"]
+        if o.get("start") == "inversion":  # deterministic: one seed
+            assert o["seeds"] == FULL.seeds[:1]
+    assert {o.get("auto_mask", False) for m, o in plan(QUICK)} == {True, False}
     with pytest.raises(ValueError, match="not saved"):
         replace(QUICK, unitune_checkpoints=(128,)).validate()
     assert QUICK.fingerprint() == replace(QUICK, n_scenes=9).fingerprint() != FULL.fingerprint()
@@ -128,14 +135,20 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
         sine_checkpoint=2,
         sine_Ks=(500,),
         sine_vs=(0.7,),
+        keep_unitune=((2, 0.8, 7.5),),
+        keep_sdedit=((0.8, 7.5),),
         model=tiny_models[family],
     )
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
-    # 7 configs x 2 edits x 2 seeds, + reconstruction:
-    # checkpoints {0, 1, 2} x CFG {1, 7.5} x 2 seeds
-    assert s["scenes_run"] == 1 and s["n_samples"] == 7 * 2 * 2 + 3 * 2 * 2
-    assert set(s["methods"]) == {"sdedit", "unitune", "unitune+interp", "unitune+pg", "sine"}
+    # 8 configs x 2 edits x 2 seeds (sdedit, its +interp, 2 unitune, their +interp, pg, sine);
+    # the 6 keep methods and their +interp: 2 edits x (2 seeds for the 2 auto-mask-only ones,
+    # 1 for the 4 inversion starts) x 2; reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x
+    # 2 seeds, and from the inversion at CFG 1 (1 seed)
+    assert s["scenes_run"] == 1
+    assert s["n_samples"] == 8 * 2 * 2 + 2 * (2 * 2 + 4) * 2 + 3 * 2 * 2 + 3
+    base = {"sdedit", "sdedit+interp", "unitune", "unitune+interp", "unitune+pg", "sine"}
+    assert set(s["methods"]) == base | {f"{m}{i}" for m in KEEP_METHODS for i in ("", "+interp")}
     out = tmp_path / "out"
     for f in (
         "results.csv",
@@ -147,10 +160,16 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     ):
         assert (out / f).is_file(), f
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert tuple(rows[0]) == COLUMNS and len(rows) == 40
+    assert tuple(rows[0]) == COLUMNS and len(rows) == s["n_samples"]
     rec = [r for r in rows if r["method"] == "reconstruct"]
-    assert len(rec) == 12 and {r["checkpoint"] for r in rec} == {"0", "1", "2"}
-    assert [r["label"] for r in s["reconstruction"]][:2] == ["c0 t0=1 w=1", "c0 t0=1 w=7.5"]
+    assert len(rec) == 15 and {r["checkpoint"] for r in rec} == {"0", "1", "2"}
+    labels = [r["label"] for r in s["reconstruction"]]
+    assert labels[:2] == ["c0 t0=1 w=1", "c0 t0=1 w=7.5"] and "inversion c2 t0=1 w=1" in labels
+    for r in rows:  # the keep methods' columns: how it started, how much its mask let change
+        how = r["method"] if r["method"] != "reconstruct" else r["label"]
+        assert r["start"] == ("inversion" if "inversion" in how else "noise")
+        assert (r["auto_mask_frac"] != "") == ("automask" in r["method"])
+        assert r["auto_mask_frac"] == "" or 0 < float(r["auto_mask_frac"]) <= 1
     assert all((out / "work" / r["scene"] / r["file"]).is_file() for r in rows)  # every sample kept
     rows = [r for r in rows if r["method"] != "reconstruct"]
     for r in rows:
@@ -160,7 +179,7 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     assert sine and all(r["sine_K"] == "500" and r["sine_v"] == "0.7" for r in sine)
     assert all(r["sine_K"] == "" for r in rows if r["method"] != "sine")
     data = json.loads((out / "results.json").read_text())
-    assert len(data["configs"]) == 7 + 6 and data["configs"] == aggregate(data["records"])
+    assert len(data["configs"]) == 8 + 12 + 9 and data["configs"] == aggregate(data["records"])
     assert "Pareto frontier" in format_summary(s)
     # the interpolated samples are the UniTune ones pulled toward the base: never further away
     u = {(r["label"], r["kind"], r["seed"]): r for r in data["records"] if r["method"] == "unitune"}
@@ -202,6 +221,8 @@ def test_lora_tunes_back_to_back(tiny_model, tmp_path):
         sine_checkpoint=2,
         sine_Ks=(),
         recon_cfgs=(7.5,),
+        recon_inversion_cfgs=(),
+        keep_methods=(),
         model=tiny_model,
         tune_extra=(("method", "lora"),),
     )
@@ -240,6 +261,8 @@ def test_shards_split_the_suite(tiny_model, tmp_path, capsys):
         sine_checkpoint=1,
         sine_Ks=(),
         recon_cfgs=(7.5,),
+        recon_inversion_cfgs=(),
+        keep_methods=(),
         model=tiny_model,
         save_samples=False,
     )

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from . import automask
 from .backbones.base import Backbone, Conditioning
-from .config import EditConfig
+from .config import EditConfig, TuneConfig
 from .errors import UserError
 from .guiders import Guider
 from .guiders.cfg import CFG
@@ -30,6 +30,7 @@ class Editor(Protocol):
     backbone: Backbone
     state: Any  # state.ModelState
     folder: TuneFolder
+    tune_cfg: TuneConfig
 
     def encode(
         self, prompts: list[str], hw: tuple[int, int], warn: bool = True, guidance=None
@@ -40,6 +41,16 @@ class Editor(Protocol):
     def prompt_text(self, prompt: str, cfg: EditConfig) -> str: ...
 
     def full_prompt(self, prompt: str, cfg: EditConfig) -> str: ...
+
+
+def source_prompt(ed: Editor, cfg: EditConfig) -> str:
+    """What the photo is inverted under and the auto mask compares the edit with: the tune
+    prompt; with ``rare_token`` off (e.g. SDEdit on the pretrained model) the same words without
+    the rare token, as the edit prompt is sampled without it."""
+    text = ed.folder.manifest.tuned_prompt
+    if cfg.rare_token:
+        return text
+    return " ".join(w for w in text.split() if w != ed.tune_cfg.rare_token)
 
 
 def make_guider(
@@ -92,7 +103,7 @@ def make_guider(
         base, cond = ed.encode([pg, text], hw, guidance=g)
         return CFG(tuned, base, cond, w, prompt_guidance=True)
     if cfg.inversion_negative:  # negative-prompt inversion: the tune prompt as baseline
-        base, cond = ed.encode([c_hat_text, text], hw, guidance=g)
+        base, cond = ed.encode([source_prompt(ed, cfg), text], hw, guidance=g)
         return CFG(tuned, base, cond, w, prompt_guidance=True)
     (cond,) = ed.encode([text], hw, guidance=g)
     return CFG(tuned, c_u, cond, w)
@@ -128,7 +139,7 @@ def plan_start(
     if cfg.start != "inversion" and not cfg.auto_mask:
         return None, None
     tuned = ed.state.tuned(cfg.lora_scale)
-    texts = [ed.folder.manifest.tuned_prompt, ed.full_prompt(prompt, cfg)]
+    texts = [source_prompt(ed, cfg), ed.full_prompt(prompt, cfg)]
     c_src, c_edit = ed.encode(texts, hw, warn=False, guidance=g)
     inversion = auto = None
     if cfg.start == "inversion":

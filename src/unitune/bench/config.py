@@ -17,6 +17,17 @@ from ..config import DEFAULT_MODEL, EditConfig
 from ..world.edits import KINDS
 from .suite import BACKGROUND_MASKS, MASK_MARGIN, SUITE_SEED
 
+# what the edit keeps, on top of SDEdit (the untuned model) and UniTune: the inversion start
+# (plain, and with negative-prompt inversion), DiffEdit's automatic mask, and both
+KEEP_METHODS = (
+    "sdedit+inversion",
+    "sdedit+automask",
+    "unitune+inversion",
+    "unitune+inversion-neg",
+    "unitune+automask",
+    "unitune+inversion+automask",
+)
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -51,14 +62,34 @@ class BenchConfig:
     background_mask: str = BACKGROUND_MASKS[0]  # background edits keep: "objects" (boxes) or "full"
     model: str = DEFAULT_MODEL
     recon_cfgs: tuple[float, ...] = (1.0, 7.5)  # "reconstruct": the tuned prompt itself, t0 = 1
+    # ... and from the photo's inversion (the ceiling --start inversion moves), at these CFGs
+    recon_inversion_cfgs: tuple[float, ...] = (1.0,)
+    # what the edit keeps (inversion.py, automask.py): each of ``keep_methods`` samples the
+    # (checkpoint, t0, CFG) points of ``keep_unitune`` (methods "unitune+...") or the (t0, CFG)
+    # points of ``keep_sdedit`` (methods "sdedit+...", checkpoint 0 without the rare token).
+    # Inversion starts are deterministic (every seed gives the same sample): one seed each
+    keep_methods: tuple[str, ...] = KEEP_METHODS
+    keep_unitune: tuple[tuple[int, float, float], ...] = tuple(
+        product((32,), (0.8, 0.9, 1.0), (3.0, 7.5))
+    )
+    keep_sdedit: tuple[tuple[float, float], ...] = ((0.8, 7.5), (0.9, 7.5), (1.0, 7.5))
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
+
+    def keep_points(self, method: str) -> list[tuple[int, float, float]]:
+        """(checkpoint, t0, CFG) of a keep method ("sdedit+...": checkpoint 0)."""
+        if method.startswith("sdedit+"):
+            return [(0, t0, w) for t0, w in self.keep_sdedit]
+        return list(self.keep_unitune)
 
     def checkpoints(self) -> set[int]:
         return set(self.save_at) | {self.tune_steps}
 
     def validate(self) -> None:
         used = {c for c, _, _ in self.unitune_points() + list(self.pg_points)}
+        used |= {c for m in self.keep_methods for c, _, _ in self.keep_points(m) if c}
+        if not set(self.keep_methods) <= set(KEEP_METHODS):
+            raise ValueError(f"keep_methods must come from {KEEP_METHODS}")
         if self.sine_Ks:
             used.add(self.sine_checkpoint)
         bad = sorted(c for c in used if c not in self.checkpoints())
@@ -84,6 +115,9 @@ class BenchConfig:
         d = {k: v for k, v in asdict(self).items() if k != "n_scenes"}
         if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
             del d["tune_extra"]
+        if not d["keep_methods"]:  # likewise the keep methods and inversion's reconstruction
+            for k in ("keep_methods", "keep_unitune", "keep_sdedit", "recon_inversion_cfgs"):
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -113,6 +147,8 @@ QUICK = BenchConfig(
     sine_checkpoint=64,
     sine_Ks=(200, 600),
     sine_vs=(0.5, 0.9),
+    keep_unitune=((64, 0.8, 7.5),),
+    keep_sdedit=((0.8, 7.5),),
 )
 
 
@@ -123,7 +159,9 @@ MEDIUM = replace(
     FULL,
     n_scenes=8,
     seeds=(0, 1, 2, 3),
-    unitune_extra=(),
+    unitune_extra=((32, 0.9, 7.5), (32, 0.9, 3.0)),  # the default, and --fidelity's CFG 3
+    # the keep methods at the default's checkpoint and the last (the most exact inversion)
+    keep_unitune=tuple(product((32, 128), (0.8, 0.9, 1.0), (3.0, 7.5))),
     steps=15,
     sdedit_t0s=(0.6, 0.8, 0.9, 1.0),
     sdedit_cfgs=(7.5,),
@@ -144,5 +182,7 @@ TUNE_COMPARE = replace(
     unitune_cfgs=(7.5, 32.0),
     sine_Ks=(),
     recon_cfgs=(7.5,),
+    keep_methods=(),
+    recon_inversion_cfgs=(),
 )
 PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL, "tune-compare": TUNE_COMPARE}

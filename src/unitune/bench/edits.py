@@ -36,10 +36,26 @@ from ..metrics.fidelity import PSNR_CAP, distances, image_tensor
 from ..world.edits import Edit, judge
 from ..world.oracle import Reading, read
 from ..world.render import to_pil
-from .config import QUICK, BenchConfig
+from .config import KEEP_METHODS, QUICK, BenchConfig
 from .suite import SceneItem, base_image, keep_mask, make_suite, reads_back
 
-METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine")
+METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine", *KEEP_METHODS)
+# the methods whose samples are also scored after pixel interpolation, as METHOD+interp
+# ("unitune+interp" is UniTune's; SDEdit's is the control the tune's comparison needs)
+INTERPOLATED = ("sdedit", "unitune", *KEEP_METHODS)
+
+
+def keep_overrides(method: str) -> dict:
+    """The EditConfig fields a keep method sets (config.KEEP_METHODS)."""
+    tricks = method.split("+")[1:]
+    over: dict = {}
+    if "inversion" in tricks or "inversion-neg" in tricks:
+        over["start"] = "inversion"
+    if "inversion-neg" in tricks:
+        over["inversion_negative"] = True
+    if "automask" in tricks:
+        over["auto_mask"] = True
+    return over
 
 
 # --- the runner -------------------------------------------------------------------------------
@@ -67,6 +83,13 @@ def plan(bc: BenchConfig) -> list[tuple[str, dict]]:
         )
         for K, v in product(bc.sine_Ks, bc.sine_vs)
     ]
+    for m in bc.keep_methods:
+        over = keep_overrides(m)
+        if m.startswith("sdedit+"):
+            over["rare_token"] = False
+        if over.get("start") == "inversion":  # deterministic: every seed gives one sample
+            over["seeds"] = tuple(bc.seeds[:1])
+        runs += [(m, dict(checkpoint=c, t0=t0, cfg=w, **over)) for c, t0, w in bc.keep_points(m)]
     return runs
 
 
@@ -79,7 +102,7 @@ def sample_config(bc: BenchConfig, **over) -> EditConfig:
 
 def label(method: str, ec: EditConfig) -> str:
     t = f"t0={ec.t0:g} w={ec.cfg:g}"
-    if method == "sdedit":
+    if method.startswith("sdedit"):
         return t
     if method == "sine":
         return f"c{ec.checkpoint} K={ec.sine_K} v={ec.sine_v:g} {t}"
@@ -176,8 +199,14 @@ def _reconstruct(
     whole base scene; LPIPS / PSNR are over the full image."""
     text = item.caption if bc.tune_prompt == "caption" else ""
     records = []
-    for c, w in product([0, *sorted(bc.checkpoints())], bc.recon_cfgs):
-        ec = sample_config(bc, checkpoint=c, cfg=w, t0=1.0)
+    cks = [0, *sorted(bc.checkpoints())]
+    runs = [("", dict(cfg=w)) for w in bc.recon_cfgs]
+    # from the photo's inversion (deterministic: one seed)
+    inv = dict(start="inversion", seeds=tuple(bc.seeds[:1]))
+    runs += [("inversion ", dict(cfg=w, **inv)) for w in bc.recon_inversion_cfgs]
+    for c, (how, over) in product(cks, runs):
+        ec = sample_config(bc, checkpoint=c, t0=1.0, **over)
+        w = ec.cfg
         res = ed.edit(text, ec, progress=False)
         lf, pf = distances(res.images, base, lp)
         for j, im in enumerate(res.images):
@@ -185,7 +214,7 @@ def _reconstruct(
             records.append(
                 {
                     "method": "reconstruct",
-                    "label": f"c{c} t0=1 w={w:g}",
+                    "label": f"{how}c{c} t0=1 w={w:g}",
                     "scene": item.sid,
                     "kind": "none",
                     "seed": int(ec.seeds[j]),
@@ -206,10 +235,19 @@ def _reconstruct(
                     "lpips_full": round(float(lf[j]), 5),
                     "psnr_full": round(min(float(pf[j]), PSNR_CAP), 3),
                     "keep_frac": 1.0,
+                    "start": ec.start,
+                    "auto_mask_frac": None,
                 }
             )
         _keep(bc, d, records[-len(res.images) :], res.images)
     return records
+
+
+def _mask_frac(res) -> float | None:
+    """The fraction of the image the edit's automatic mask let change (None: no auto mask)."""
+    if res.mask is None:
+        return None
+    return round(float(np.asarray(res.mask, dtype=np.float32).mean() / 255), 4)
 
 
 def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
@@ -253,15 +291,17 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
                 "prompt_guidance": method == "unitune+pg",
                 "interpolate": False,
                 "keep_frac": round(float(masks[e.kind].mean()), 4),
+                "start": ec.start,
+                "auto_mask_frac": _mask_frac(res),
             }
             records += _score(res.images, ec.seeds, e, before, base, masks[e.kind], lp, common)
             _keep(bc, d, records[-len(res.images) :], res.images)
-            if method == "unitune" and bc.interp:
+            if method in INTERPOLATED and bc.interp:
                 pix = interpolate(
                     res.pixels, base[None].to(res.pixels), bc.interp_window, bc.interp_threshold
                 )
                 imgs = [to_pil(p) for p in pix]
-                common = {**common, "method": "unitune+interp", "interpolate": True}
+                common = {**common, "method": f"{method}+interp", "interpolate": True}
                 records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
                 _keep(bc, d, records[-len(imgs) :], imgs)
     del ed

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_write, atomic_write_json, atomic_write_text
+from .config import KEEP_METHODS
 
 COLUMNS = (
     "method",
@@ -41,6 +42,8 @@ COLUMNS = (
     "lpips_full",
     "psnr_full",
     "keep_frac",
+    "start",
+    "auto_mask_frac",
     "base_read_ok",
     "file",
 )
@@ -56,13 +59,29 @@ MEANS = (
     "psnr_full",
 )
 # "reconstruct" samples the tuned prompt itself: not an edit, so it has no frontier
-ORDER = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine", "reconstruct")
+ORDER = (
+    "sdedit",
+    "sdedit+interp",
+    "unitune",
+    "unitune+interp",
+    "unitune+pg",
+    "sine",
+    *(f"{m}{i}" for m in KEEP_METHODS for i in ("", "+interp")),
+    "reconstruct",
+)
 COLOURS = {
     "sdedit": "tab:grey",
+    "sdedit+interp": "silver",
     "unitune": "tab:blue",
     "unitune+interp": "tab:green",
     "unitune+pg": "tab:orange",
     "sine": "tab:red",
+    "sdedit+inversion+interp": "tab:brown",
+    "sdedit+automask+interp": "rosybrown",
+    "unitune+inversion+interp": "tab:purple",
+    "unitune+inversion-neg+interp": "tab:pink",
+    "unitune+automask+interp": "tab:olive",
+    "unitune+inversion+automask+interp": "tab:cyan",
 }
 
 
@@ -244,9 +263,10 @@ def write_all(
 
 
 def format_summary(s: dict) -> str:
+    width = max([15, *map(len, s["methods"])])  # the method column
     lines = [
         f"unitune bench edits: {s['title']}; {s['n_samples']} samples",
-        f"{'method':<15} {'configs':>7} {'success':>8} {'fidelity':>8}   Pareto frontier "
+        f"{'method':<{width}} {'configs':>7} {'success':>8} {'fidelity':>8}   Pareto frontier "
         "(success / fidelity @ config)",
     ]
     for m, d in s["methods"].items():
@@ -254,7 +274,7 @@ def format_summary(s: dict) -> str:
             f"{f['success']:.2f}/{f['fidelity']:.3f} @ {f['label']}" for f in d["frontier"]
         )
         lines.append(
-            f"{m:<15} {d['configs']:>7} {d['success']:>8.2f} {d['fidelity']:>8.3f}   {front}"
+            f"{m:<{width}} {d['configs']:>7} {d['success']:>8.2f} {d['fidelity']:>8.3f}   {front}"
         )
     lines.append(
         "success / fidelity: means over every sample of the method (all seeds, none picked)"
@@ -262,7 +282,8 @@ def format_summary(s: dict) -> str:
     if s.get("reconstruction"):
         lines.append("reconstruction (the tuned prompt, t0 = 1): read-back rate / LPIPS / PSNR")
         lines += [
-            f"  {r['label']:<16} {r['success']:.2f} / {r['lpips_full']:.3f} / "
+            f"  {r['label']:<{max(16, *(len(x['label']) for x in s['reconstruction']))}} "
+            f"{r['success']:.2f} / {r['lpips_full']:.3f} / "
             f"{r['psnr_full']:.1f} dB"
             for r in s["reconstruction"]
         ]
