@@ -16,12 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from unitune.app.jobs import JobQueue
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# the Refine tab's last four inputs as an SDEdit start without masks: start, inversion's
+# negative prompt, automatic mask, its threshold
+NOISE = ("noise", False, False, 0.5)
 
 
 def _free_port() -> int:
@@ -110,7 +114,8 @@ def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> st
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs chromium + chromedriver (apt)")
 def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
     """Upload the demo image, tune 4 steps, render a 2-cell grid, open a cell, download its PNG:
-    the download carries its `parameters` chunk. A screenshot per step in tmp_path/shots."""
+    the download carries its `parameters` chunk; then an edit with the automatic mask shows its
+    mask. A screenshot per step in tmp_path/shots."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -178,6 +183,13 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
         css("#download").click()
         css("#sidecar").click()
         wait(30).until(lambda _: glob.glob(str(dl / "*.png")) and glob.glob(str(dl / "*.json")))
+        # Refine with the automatic mask: the page shows the mask the edit used
+        tab("Refine")
+        css("#auto-mask input[type=checkbox]").click()
+        css("#edit-btn").click()
+        assert "done" in status("#edit-status")
+        wait(60).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#masks .thumbnail-item"))
+        d.save_screenshot(str(shots / "5-auto-mask.png"))
     finally:
         d.quit()
     (png,) = glob.glob(str(dl / "*.png"))
@@ -296,6 +308,10 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
         300,
         0.6,
         mask,
+        "inversion",  # from the photo's inversion, with the automatic mask within the drawn one
+        False,
+        True,
+        0.4,
         api_name="/submit_edit",
     )
     st = _wait(c, job)
@@ -304,11 +320,17 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
     assert len(files) == 2
     text = Image.open(files[0]).text["parameters"]
     assert "SINE K: 300" in text and "Mask:" in text and 'Batch seeds: "0,1"' in text, text
+    assert "Start: inversion" in text and "Auto mask: \"threshold 0.4" in text, text
     stored = json.loads(Image.open(files[0]).text["unitune"])
     assert stored["edit_config"]["sine_v"] == 0.6
+    masks = c.predict(job, api_name="/masks")  # the masks the edits used, one per image
+    assert len(masks) == 2 and Image.open(masks[0]).size == Image.open(files[0]).size
+    right = np.asarray(Image.open(masks[0]))[:, w // 2 + 1 :]
+    assert not right.any()  # the intersection: nothing outside the painted left half
     with pytest.raises(Exception, match="empty"):  # a bad request: one clear line, not queued
         c.predict(
-            tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, api_name="/submit_edit"
+            *(tune, " ", "0", 0.5, False, "", "unitune", 400, 0.7, None, *NOISE),
+            api_name="/submit_edit",
         )
 
 
@@ -336,6 +358,7 @@ def test_concurrent_clients_finish_or_are_refused_cleanly(srv, demo_photo):
                 400,
                 0.7,
                 None,
+                *NOISE,
                 api_name="/submit_edit",
             )
         except Exception as e:  # noqa: BLE001
@@ -428,6 +451,7 @@ def test_the_server_hands_out_only_a_jobs_own_files(team, ana_tune):
         400,
         0.7,
         None,
+        *NOISE,
         api_name="/submit_edit",
     )
     assert _wait(c, job)["state"] == "done"
@@ -524,6 +548,7 @@ def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
             400,
             0.7,
             None,
+            *NOISE,
             api_name="/submit_edit",
         ),
         "no such tune",
@@ -543,7 +568,7 @@ def test_one_request_cannot_occupy_the_server(team, ana_tune, demo_photo):
     q = JobQueue(team.data / "queue.sqlite")
     before = q.counts()["queued"] + q.counts()["running"]
     edit = lambda seeds="0", prompt="a green circle", K=400, fid=0.5, use=False: c.predict(  # noqa: E731
-        tune, prompt, seeds, fid, use, "", "unitune", K, 0.7, None, api_name="/submit_edit"
+        tune, prompt, seeds, fid, use, "", "unitune", K, 0.7, None, *NOISE, api_name="/submit_edit"
     )
     _refused(lambda: edit(seeds="0,1,2,3,4"), "more than this server's 4")
     _refused(lambda: edit(seeds=str(2**64)), "a seed must be in")

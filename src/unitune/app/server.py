@@ -305,6 +305,12 @@ class Server:
         rels = r.get("cells") or r.get("images") or ([r["sheet"]] if "sheet" in r else [])
         return [self.store.inside(p) for p in rels]
 
+    def masks(self, token: Any, owner: str | None = None) -> list[Path]:
+        """The automatic masks a finished edit job of ``owner`` used (--auto-mask), one beside
+        each of its images; none for other jobs."""
+        r = self.job(token, owner).result or {}
+        return [self.store.inside(p) for p in r.get("masks") or []]
+
     def sidecar(self, token: Any, index: Any, owner: str | None = None) -> tuple[Path, Path]:
         """(image, its sidecar .json) of one of a job's images."""
         from ..pngmeta import sidecar_path

@@ -30,7 +30,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import EDIT_METHODS, EditConfig, GridConfig, TuneConfig
+from ..config import EDIT_METHODS, STARTS, EditConfig, GridConfig, TuneConfig
 from ..errors import UserError
 from ..pngmeta import read_sidecar
 from .jobs import QueueFull
@@ -215,10 +215,17 @@ def build(server: Server) -> gr.Blocks:
         K,
         v,
         mask,
+        start,
+        inv_neg,
+        auto,
+        threshold,
         request: gr.Request,
     ):
         """Queue an edit with the Refine settings -> (job token, status)."""
         settings: dict[str, Any] = {"seeds": seeds, "method": method, "sine_K": K, "sine_v": v}
+        settings |= {"start": start, "auto_mask": auto, "auto_mask_threshold": threshold}
+        if start == "inversion":  # the fix applies to an inversion start only
+            settings["inversion_negative"] = inv_neg
         if isinstance(guidance, str) and guidance.strip():
             settings["prompt_guidance"] = guidance.strip()
         if use_fidelity:
@@ -241,6 +248,11 @@ def build(server: Server) -> gr.Blocks:
         """The PNGs a finished job made (each with its `parameters` chunk)."""
         return [_hand(p) for p in server.files(job, _owner(request))]
 
+    @_ui_error
+    def job_masks(job: str, request: gr.Request) -> list[str]:
+        """The automatic masks a finished edit used, one per image (white = may change)."""
+        return [_hand(p) for p in server.masks(job, _owner(request))]
+
     def _job_public(token: str | None, owner: str | None) -> dict | None:
         job = server.queue.find(token, owner) if token else None
         return job.public() if job else None
@@ -259,6 +271,7 @@ def build(server: Server) -> gr.Blocks:
         ids = [i for _, i in picks]
         changed = ids != (picks_shown or [])
         out += [gr.update(choices=picks, value=ids[0]) if changed else gr.skip(), ids]
+        fresh = None  # the edit job whose images are shown now
         for j, shown in ((grid_job, grid_shown), (edit_job, edit_shown)):
             job = server.queue.find(j, owner) if j else None
             if job is not None and job.state == "done" and shown != job.token:
@@ -266,8 +279,12 @@ def build(server: Server) -> gr.Blocks:
                     [(_hand(p), _caption(p)) for p in server.files(job.token, owner)],
                     job.token,
                 ]
+                fresh = job.token if j == edit_job else None
             else:
                 out += [gr.skip(), gr.skip()]
+        # the edit's automatic masks, with its images (empty without the automatic mask)
+        masks = server.masks(fresh, owner) if fresh else None
+        out.append([_hand(p) for p in masks] if masks is not None else gr.skip())
         out.append(
             [
                 [j.kind, j.state, (j.progress or {}).get("step", ""), j.error or ""]
@@ -382,9 +399,43 @@ def build(server: Server) -> gr.Blocks:
                         0, 1, EditConfig.sine_v, label="SINE: the pretrained model's weight (v)"
                     )
                 )
+            with gr.Row():  # what the edit keeps of the photo (inversion.py, automask.py)
+                start = _raw(
+                    gr.Radio(
+                        list(STARTS),
+                        value=EditConfig.start,
+                        label="start: noise (SDEdit) or the photo's inversion",
+                        elem_id="start",
+                    )
+                )
+                inv_neg = _raw(
+                    gr.Checkbox(
+                        EditConfig.inversion_negative,
+                        label="inversion: the tune prompt as CFG's baseline",
+                        elem_id="inv-neg",
+                    )
+                )
+                auto = _raw(
+                    gr.Checkbox(
+                        EditConfig.auto_mask,
+                        label="automatic mask: only where the edit belongs may change",
+                        elem_id="auto-mask",
+                    )
+                )
+                threshold = _raw(
+                    gr.Slider(
+                        0,
+                        1,
+                        EditConfig.auto_mask_threshold,
+                        label="automatic mask threshold (lower = larger)",
+                        elem_id="auto-mask-threshold",
+                    )
+                )
             mask = _quiet(
                 gr.ImageEditor(
-                    label="mask: paint where the edit may change (optional)", type="numpy"
+                    label="mask: paint where the edit may change (optional; with the automatic "
+                    "mask, their intersection)",
+                    type="numpy",
                 ),
                 validate=True,
             )
@@ -394,6 +445,13 @@ def build(server: Server) -> gr.Blocks:
             edit_status = gr.HTML(elem_id="edit-status")
             results = gr.Gallery(
                 label="edits: click one", columns=6, height=420, format="png", elem_id="results"
+            )
+            masks_view = gr.Gallery(
+                label="the automatic masks the edits used (white = may change)",
+                columns=6,
+                height=200,
+                format="png",
+                elem_id="masks",
             )
         with gr.Tab("Download"):
             with gr.Row():
@@ -436,12 +494,15 @@ def build(server: Server) -> gr.Blocks:
         )
         edit_btn.click(
             submit_edit,
-            [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask],
+            [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask]
+            + [start, inv_neg, auto, threshold],
             [edit_job, edit_status],
             api_name="submit_edit",
         )
         api_job.change(job_status, api_job, api_status, api_name="job")
         api_status.change(job_files, api_job, api_files, api_name="files")
+        api_masks = gr.File(file_count="multiple", visible=False)
+        gr.Button(visible=False).click(job_masks, api_job, api_masks, api_name="masks")
         gr.Button(visible=False).click(cancel, api_job, api_state, api_name="cancel")
         for btn, job in ((tune_stop, tune_job), (grid_stop, grid_job), (edit_stop, edit_job)):
             btn.click(cancel, job, api_state, **private)
@@ -459,6 +520,7 @@ def build(server: Server) -> gr.Blocks:
                 grid_shown,
                 results,
                 edit_shown,
+                masks_view,
                 history,
             ],
             show_progress="hidden",
