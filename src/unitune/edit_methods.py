@@ -6,6 +6,7 @@ API only (its state, folder, encoders)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ from torch import Tensor
 from . import automask
 from .backbones.base import Backbone, Conditioning
 from .config import EditConfig, TuneConfig
-from .errors import UserError
+from .errors import UnituneWarning, UserError
 from .guiders import Guider
 from .guiders.cfg import CFG
 from .guiders.multi import MultiModel, Term, terms
@@ -144,6 +145,13 @@ def plan_start(
     inversion = auto = None
     if cfg.start == "inversion":
         inversion = Inversion(tuned, c_src, cfg.inversion_negative)
+        if len(cfg.seeds) > 1:
+            warnings.warn(
+                "--start inversion is deterministic: every seed gives the same image "
+                "(use one seed, or --start noise for variations)",
+                UnituneWarning,
+                stacklevel=4,
+            )
     if cfg.auto_mask:
         neg = ed.negative(cfg, hw, g)
         auto = automask.for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)

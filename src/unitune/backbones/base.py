@@ -14,7 +14,8 @@ asks which family it has:
   whatever it is; the backbone's scheduler consumes that same prediction, and ``target`` says
   what it should equal (training, best-of scoring);
 - the schedule: samplers, noise at a timestep (SDEdit start, in-painting), the training target
-  and timestep sampling;
+  and timestep sampling, and its deterministic sampler run backwards (``inverse_scheduler``,
+  the inversion start);
 - which modules LoRA targets, and where SINE's crop-box embedding is injected.
 
 The trainable network (UNet or transformer) is ``backbone.module``; :class:`unitune.state.
