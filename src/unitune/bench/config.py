@@ -18,14 +18,16 @@ from ..world.edits import KINDS
 from .suite import BACKGROUND_MASKS, MASK_MARGIN, SUITE_SEED
 
 # what the edit keeps, on top of SDEdit (the untuned model) and UniTune: the inversion start
-# (plain, and with negative-prompt inversion), DiffEdit's automatic mask, and both
+# (plain, and with negative-prompt inversion: "-neg"), DiffEdit's automatic mask, and both
 KEEP_METHODS = (
     "sdedit+inversion",
+    "sdedit+inversion-neg",
     "sdedit+automask",
     "unitune+inversion",
     "unitune+inversion-neg",
     "unitune+automask",
     "unitune+inversion+automask",
+    "unitune+inversion-neg+automask",
 )
 
 

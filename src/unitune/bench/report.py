@@ -82,6 +82,8 @@ COLOURS = {
     "unitune+inversion-neg+interp": "tab:pink",
     "unitune+automask+interp": "tab:olive",
     "unitune+inversion+automask+interp": "tab:cyan",
+    "sdedit+inversion-neg+interp": "khaki",
+    "unitune+inversion-neg+automask+interp": "navy",
 }
 
 
