@@ -1,5 +1,6 @@
 """Measure `unitune demo`'s edit settings on the shipped embedded model: the demo's own scene, tune
-and five edits x four seeds, over checkpoints x t0 x CFG x prompt guidance, each scored raw and
+and five edits x four seeds, over checkpoints x t0 x CFG x prompt guidance (and at checkpoints 32
+and 128 the inversion start, negative-prompt inversion and the automatic mask), each scored raw and
 after pixel interpolation at several thresholds (free: the same samples), with the demo's own
 verdicts (oracle success and preservation, and PSNR / LPIPS outside the edited object).
 ``unitune.demo.DEMO_EDIT`` is the config chosen from it by the rule in the output.
@@ -49,9 +50,20 @@ def main() -> None:
     edits = [e for e in (make_edit(SCENE, k, rng) for k in KINDS) if e is not None]
     base = EditConfig(steps=DEMO_EDIT.steps, seeds=DEMO_EDIT.seeds, interpolate=False)
     grid = product((16, 32, 64, 128), (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION))
+    points = [(c, t0, w, pg, "noise", False, False) for c, t0, w, pg in grid]
+    # what the edit keeps: the inversion start (one seed: it is deterministic), negative-prompt
+    # inversion (instead of prompt guidance), the automatic mask, inversion + mask
+    for c, t0, w, pg in product((32, 128), (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION)):
+        points += [(c, t0, w, pg, "inversion", False, False), (c, t0, w, pg, "noise", False, True)]
+        points += [(c, t0, w, pg, "inversion", False, True)]
+        if pg is None:
+            points += [(c, t0, w, pg, "inversion", True, False)]
     rows, t_start = [], time.time()
-    for c, t0, w, pg in grid:
-        cfg = replace(base, checkpoint=c, t0=t0, cfg=w, prompt_guidance=pg)
+    for c, t0, w, pg, start, neg, auto in points:
+        cfg = replace(base, checkpoint=c, t0=t0, cfg=w, prompt_guidance=pg, start=start)
+        cfg = replace(cfg, inversion_negative=neg, auto_mask=auto)
+        if start == "inversion":
+            cfg = replace(cfg, seeds=cfg.seeds[:1])
         scored: dict[float | None, list[dict]] = {th: [] for th in (None, *THRESHOLDS)}
         for e in edits:
             res = ed.edit(e.prompt, cfg, progress=False)
@@ -66,6 +78,9 @@ def main() -> None:
                 "t0": t0,
                 "cfg": w,
                 "prompt_guidance": pg is not None,
+                "start": start,
+                "inversion_negative": neg,
+                "auto_mask": auto,
                 "interpolate": th is not None,
                 "interp_threshold": th,
                 "samples": len(vs),
@@ -84,7 +99,7 @@ def main() -> None:
             "model": "world",
             "model_digest": ed.backbone.digest,
             "edits": list(KINDS),
-            "seeds": list(DEMO_EDIT.seeds),
+            "seeds": list(DEMO_EDIT.seeds),  # the inversion starts: the first only
             "steps": DEMO_EDIT.steps,
             "seconds": round(time.time() - t_start, 1),
             "rule": "the highest success, then the highest background PSNR",
