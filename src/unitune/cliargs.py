@@ -190,30 +190,16 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         help="only where the tuned model sees the edit may change (DiffEdit); the mask is "
         "written beside each image as NAME.mask.png; with --mask: their intersection",
     )
-    k.add_argument(
-        "--auto-mask-threshold",
-        type=float,
-        default=d.auto_mask_threshold,
-        help=f"on the normalised difference map, 0..1; lower = larger ({d.auto_mask_threshold:g})",
+    knobs = (  # (the field, its type, what it does)
+        ("auto_mask_threshold", float, "on the normalised difference map, 0..1; lower = larger"),
+        ("auto_mask_dilate", int, "grow it by this many latent cells"),
+        ("auto_mask_t0", float, "the noise level of the map"),
+        ("auto_mask_draws", int, "noise draws averaged"),
     )
-    k.add_argument(
-        "--auto-mask-dilate",
-        type=int,
-        default=d.auto_mask_dilate,
-        help=f"grow it by this many latent cells ({d.auto_mask_dilate})",
-    )
-    k.add_argument(
-        "--auto-mask-t0",
-        type=float,
-        default=d.auto_mask_t0,
-        help=f"noise level of the map ({d.auto_mask_t0:g})",
-    )
-    k.add_argument(
-        "--auto-mask-draws",
-        type=int,
-        default=d.auto_mask_draws,
-        help=f"noise draws averaged ({d.auto_mask_draws})",
-    )
+    for name, kind, what in knobs:
+        value = getattr(d, name)
+        flag = "--" + name.replace("_", "-")
+        k.add_argument(flag, type=kind, default=value, help=f"{what} ({value:g})")
     sr = p.add_argument_group("cascade tunes (DeepFloyd IF): the super-resolution stage")
     sr.add_argument(
         "--sr-checkpoint",
