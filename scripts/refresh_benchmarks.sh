@@ -19,6 +19,8 @@ cp "$R"/{configs.csv,results.csv,frontier.png,sine_curves.png,figure10.png} docs
 python -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["summary"], open(sys.argv[2], "w"), indent=1)' \
     "$R/results.json" docs/bench-medium/summary.json
 python scripts/bench_claims.py "$R/results.json" --out docs/bench_claims.json
+# what the edit keeps: every config against the default, frontiers against SDEdit's
+python scripts/bench_keep.py "$R/results.json" --out docs/keep_medium.json
 # the shipped --fidelity map comes from the full run (scripts/bench_full.sh); this is the medium one
 python scripts/fidelity_map.py "$R/results.json" --out docs/fidelity_map_medium_v5.json
 python scripts/bench_best_of.py "$R" --methods sdedit,unitune,unitune+pg,sine --cfg 7.5 \
