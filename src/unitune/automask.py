@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbones.base import Conditioning
+from .backbones.base import Conditioning, cat_expand
+from .guidance import cfg as cfg_mix
 from .guiders import Denoiser
-from .guiders.cfg import cfg_guided
 
 RATIO = 3.0  # DiffEdit's mask_thresholding_ratio: the map is clamped at RATIO x its mean
 
@@ -78,10 +78,21 @@ def estimate(
     noise = torch.randn((draws, *x0.shape[1:]), generator=g).to(x0)  # (N, C, h, w)
     x_t = process.renoise(scheduler, x0.expand(draws, -1, -1, -1), noise, t.repeat(draws))
     x_in = scheduler.scale_model_input(x_t, t)
-    c = x0.shape[1]  # learned-variance models (IF) predict [eps, v]: the eps half
-    src = cfg_guided(den, negative, source, w)(x_in, t)[:, :c]
-    tgt = cfg_guided(den, negative, edit, w)(x_in, t)[:, :c]
+    # one batched pass: [negative ; source ; edit] x N (CFG 1: no negative), the negative's
+    # prediction shared by both guided ones
+    conds = [source, edit] if w == 1.0 else [negative, source, edit]
+    out = den(torch.cat([x_in] * len(conds)), t, cat_expand(conds, draws))
+    preds = out[:, : x0.shape[1]].chunk(len(conds))  # learned variances (IF): the eps half
+    src, tgt = preds if w == 1.0 else (cfg_mix(preds[0], p, w) for p in preds[1:])
     return dilate(threshold_map(diffedit_map(tgt, src), threshold), cells)
+
+
+def within(pixel_mask: Tensor | None, auto: Tensor, hw: tuple[int, int]) -> Tensor:
+    """The pixel mask (1, 1, H, W) at size hw an edit uses: the automatic mask ``auto`` (latent
+    size) upsampled, intersected with a user's ``pixel_mask`` there if there is one (the user's
+    mask bounds what may change; the automatic one narrows it)."""
+    up = to_pixels(auto, hw)
+    return up if pixel_mask is None else pixel_mask * up
 
 
 def for_edit(

@@ -254,19 +254,18 @@ class Editor:
         inversion, auto = plan_start(self, prompt, cfg, hw, w, g, x0)
         if auto is not None:  # intersection: a --mask bounds what may change, the auto mask
             lat_mask = auto if lat_mask is None else lat_mask * auto  # narrows it within
-            pix_auto = automask.to_pixels(auto, hw)
-            pix_mask = pix_auto if pix_mask is None else pix_mask * pix_auto
+            pix_mask = automask.within(pix_mask, auto, hw)
         sr = sr_step = None
         final_hw = hw  # the size before stage III: the base stage's, or the SR stage's
         if self.sr is not None:
             sr_step = self.sr.use(cfg, step)
             (c_sr,) = self.encode([self.full_prompt(prompt, cfg)], hw, warn=False)
             base_hi = pil_to_tensor(self.base_image_at(out_hw)).to(bb.device)
+            pix_mask = None
             if mask is not None:
                 pix_mask = load_mask(mask, out_hw, self.placement).to(bb.device)[None]
             if auto is not None:  # stage I's mask upsampled for stage II
-                pix_auto = automask.to_pixels(auto, out_hw)
-                pix_mask = pix_auto if mask is None else pix_mask * pix_auto
+                pix_mask = automask.within(pix_mask, auto, out_hw)
             m_hi = None if pix_mask is None else latent_mask(pix_mask, out_hw)
             sr = SRPlan(c_sr, self.negative(cfg, hw), base_hi, m_hi)
             final_hw = out_hw
