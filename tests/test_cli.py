@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_run import run
 from unitune.cli import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(code: int, err: str, *words: str) -> None:

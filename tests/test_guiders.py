@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_run import one_error_line, run
 from unitune.backbones.base import Conditioning
-from unitune.cli import main
 from unitune.config import EditConfig
 from unitune.edit import Editor
 from unitune.errors import UserError
@@ -26,18 +26,6 @@ from unitune.guiders.sine import SINE, sine_guided
 from unitune.guidespec import GuideSpec, parse_guide
 
 FAST = EditConfig(steps=3, seeds=(0,))
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(code: int, err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("unitune: error:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 HW = (32, 32)  # the tiny model's resolution

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import small_tune
 from unitune import patches
 from unitune.backbones.base import Conditioning
 from unitune.config import EditConfig, TuneConfig
@@ -20,16 +21,9 @@ from unitune.tune import tune
 FAST = EditConfig(steps=3, seeds=(0,))
 
 
-def _tune(tmp_path_factory, tiny_model, photo, name, **kw) -> Path:
-    out = tmp_path_factory.mktemp("sine") / name
-    cfg = TuneConfig(steps=2, save_at=(2,), **kw)
-    tune(photo, out, cfg, model=tiny_model, device="cpu", progress=False)
-    return out
-
-
 @pytest.fixture(scope="module")
 def lora_patch(tiny_model, photo, tmp_path_factory) -> Path:
-    return _tune(
+    return small_tune(
         tmp_path_factory,
         tiny_model,
         photo,

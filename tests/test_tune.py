@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from cli_run import one_error_line, run
 from unitune.backbones import load_model
-from unitune.cli import main
 from unitune.config import EditConfig, TuneConfig, tune_preset
 from unitune.edit import Editor
 from unitune.tune import tune
@@ -107,18 +107,6 @@ def test_weights_digest_hashes_tensor_names():
     a.register_buffer("x", torch.ones(3))
     b.register_buffer("y", torch.ones(3))  # same shape and values, another name
     assert weights_digest({"m": a}) != weights_digest({"m": b})
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(code: int, err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("unitune: error:")]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_tune_presets():
