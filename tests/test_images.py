@@ -108,7 +108,9 @@ def test_a1111_parameters_round_trip(tmp_path):
     text = format_parameters(params)
     assert text.splitlines()[1] == "Negative prompt: blurry"
     back = parse_parameters(text)
-    assert back["prompt"] == params["prompt"] and back["Tune"] == "tunes/a: b"
+    assert (
+        back["prompt"] == params["prompt"] and back["Tune"] == "tunes/a; b"
+    )  # no colon: readers split there
     assert back["CFG scale"] == "7.5" and back["Seed"] == "3"
     path = save_png(
         Image.new("RGB", (4, 4)),

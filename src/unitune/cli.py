@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--best-of: weight of fidelity ({RankConfig.balance:g})",
     )
     e.add_argument("--keep-all", action="store_true", help="--best-of: save every candidate")
+    e.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="write the PNGs without parameters (the .json sidecar beside each stays, for "
+        "--params; shared PNGs otherwise carry names, never your paths)",
+    )
     add_common(e)
     add_speed_flags(e)
 
@@ -357,7 +363,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     ed = Editor(
         args.tune, args.device, vae=args.vae, offload=args.offload, accel=acceleration(args)
     )
-    out = Path(args.out)
+    out, meta = Path(args.out), not args.no_metadata
     if args.best_of:
         from .rank import best_of
 
@@ -377,12 +383,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
         print(ranking.table(labels), file=sys.stderr)
         picks = ranking.order if args.keep_all else ranking.order[:1]
         for i in picks:
-            print(save_edit(res.images[i], res.params[i], out, res.mask))
+            print(save_edit(res.images[i], res.params[i], out, res.mask, meta))
         return
     res = ed.edit(prompt, cfg, mask=mask, progress=not args.quiet)
     for img, p in zip(res.images, res.params, strict=True):
         if only_seed is None or p["seed"] == only_seed:
-            print(save_edit(img, p, out, res.mask))
+            print(save_edit(img, p, out, res.mask, meta))
 
 
 def cmd_grid(args: argparse.Namespace) -> None:

@@ -138,17 +138,28 @@ def output_name(prompt: str, params: dict[str, Any]) -> str:
     return f"{slug}_c{ec['checkpoint']}_t{ec['t0']:g}_w{ec['cfg']:g}_s{params['seed']}.png"
 
 
+# A1111's names of the samplers (what A1111 writes and its readers map); flow models' "euler"
+# is A1111's Euler too
+A1111_SAMPLERS = {"ddim": "DDIM", "dpm++": "DPM++ 2M", "euler": "Euler", "heun": "Heun"}
+
+
 def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
-    """The A1111-style key order for the PNG `parameters` chunk."""
+    """The A1111-style key order for the PNG `parameters` chunk, from an edit's parameters
+    (edit_params): names instead of paths (public.py), A1111's sampler names, and every value
+    one plain word or phrase (pngmeta.format_parameters keeps commas and colons out)."""
+    from .public import public_name, public_params
+
+    p = public_params(p)
     ec = p["edit_config"]
+    sampler = p["sampler"]
     out = {
         "prompt": p["prompt"],
         "negative_prompt": p["negative_prompt"],
         "Steps": p["steps"],
-        "Sampler": p["sampler"],
+        "Sampler": A1111_SAMPLERS.get(sampler, sampler.upper() if sampler else None),
         "CFG scale": p["cfg_scale"],
         "Seed": p["seed"],
-        "Batch seeds": ",".join(str(x) for x in ec["seeds"]),
+        "Batch seeds": " ".join(str(x) for x in ec["seeds"]),
         "Size": p["size"],
         "Model": p["model"],
         "Tune": p["tune"],
@@ -164,17 +175,20 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         out["Guides"] = " | ".join(ec["guides"])
     if ec.get("sr_checkpoint") is not None:  # a cascade's super-resolution stage
         out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
+    if ec.get("upscaler"):
+        out["Upscaler"] = public_name(ec["upscaler"])
     if ec.get("start", "noise") != "noise":
-        out["Start"] = ec["start"] + (", negative prompt" if ec.get("inversion_negative") else "")
+        out["Start"] = ec["start"] + (" (negative prompt)" if ec.get("inversion_negative") else "")
     if p.get("mask"):
         out["Mask"] = p["mask"]
     if ec.get("auto_mask"):
-        out["Auto mask"] = (
-            f"threshold {ec['auto_mask_threshold']:g}, dilate {ec['auto_mask_dilate']}, "
-            f"t0 {ec['auto_mask_t0']:g}, draws {ec['auto_mask_draws']}"
-        )
+        out["Auto mask threshold"] = ec["auto_mask_threshold"]
+        out["Auto mask dilate"] = ec["auto_mask_dilate"]
+        out["Auto mask t0"] = ec["auto_mask_t0"]
+        out["Auto mask draws"] = ec["auto_mask_draws"]
     if ec["interpolate"]:
-        out["Interpolate"] = f"window {ec['interp_window']}, threshold {ec['interp_threshold']}"
+        out["Interpolate window"] = ec["interp_window"]
+        out["Interpolate threshold"] = ec["interp_threshold"]
     if p["tune_method"] == "lora":
         out["LoRA scale"] = ec["lora_scale"]
     out["Version"] = f"unitune {p['unitune']}"

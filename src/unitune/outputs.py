@@ -14,6 +14,7 @@ from .edit import Editor, a1111_params, output_name
 from .fileio import atomic_write
 from .grid import contact_sheet
 from .pngmeta import save_png
+from .public import public_params
 
 
 def mask_path(path: Path) -> Path:
@@ -22,16 +23,29 @@ def mask_path(path: Path) -> Path:
 
 
 def save_edit(
-    img: Image.Image, params: dict[str, Any], out_dir: Path, mask: Image.Image | None = None
+    img: Image.Image,
+    params: dict[str, Any],
+    out_dir: Path,
+    mask: Image.Image | None = None,
+    metadata: bool = True,
 ) -> Path:
-    """Write one edit; the PNG chunk holds the A1111 text, the sidecar the full typed params.
-    ``mask`` (EditResult.mask, --auto-mask): written first beside it as NAME.mask.png (its
-    parameters reproduce it: ``--params`` recomputes the same mask)."""
+    """Write one edit; the PNG's chunks hold the A1111 text and the params with names for paths
+    (public.py: a shared image says nothing of the user's folders), the sidecar the full typed
+    params. ``metadata`` False (--no-metadata): the PNG has no chunks; the sidecar stays, for
+    ``--params``. ``mask`` (EditResult.mask, --auto-mask): written first beside it as
+    NAME.mask.png (its parameters reproduce it: ``--params`` recomputes the same mask)."""
     path = out_dir / output_name(params["edit_prompt"], params)
     if mask is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(mask_path(path), lambda tmp: mask.save(tmp, format="PNG"))
-    return save_png(img, path, params, text_params=a1111_params(params))
+    return save_png(
+        img,
+        path,
+        params,
+        text_params=a1111_params(params),
+        shared=public_params(params),
+        metadata=metadata,
+    )
 
 
 def render_grid(

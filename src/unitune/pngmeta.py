@@ -4,7 +4,10 @@ A1111 layout (what civitai, A1111 and ComfyUI readers parse):
 
     <prompt>
     Negative prompt: <negative>
-    Steps: 50, Sampler: ddim, CFG scale: 7.5, Seed: 0, Size: 512x512, Model: ..., t0: 0.9
+    Steps: 50, Sampler: DDIM, CFG scale: 7.5, Seed: 0, Size: 512x512, Model: ..., t0: 0.9
+
+A file that is shared says no paths (public.py): the PNG's chunks carry names, the sidecar (which
+stays on the user's disk) the full parameters ``--params`` reproduces from.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from .config import EditConfig
 from .errors import UserError
 from .fileio import atomic_write, atomic_write_json, clean_leftovers
 
+# What A1111's readers split a "k: v, k: v" line on: sd-parsers splits it at every "," and drops
+# an item with more than one ":", so no value may hold either (nor a line break). The exact
+# values travel in the `unitune` chunk and the sidecar; this line is the summary tools show.
+_PLAIN = str.maketrans({",": ";", ":": ";", "\n": " ", "\r": " "})
 
-def _quote(v: Any) -> str:
-    s = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-    # A1111 quotes values that would break the "k: v, k: v" line
-    return json.dumps(s) if any(c in s for c in ',:"\n') else s
+
+def _plain(v: Any) -> str:
+    return str(v).translate(_PLAIN)
 
 
 def format_parameters(params: dict[str, Any]) -> str:
@@ -32,7 +38,7 @@ def format_parameters(params: dict[str, Any]) -> str:
     lines = [str(params.get("prompt", ""))]
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
-    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in rest.items() if v is not None))
+    lines.append(", ".join(f"{k}: {_plain(v)}" for k, v in rest.items() if v is not None))
     return "\n".join(lines)
 
 
@@ -80,15 +86,20 @@ def save_png(
     path: str | Path,
     params: dict[str, Any],
     text_params: dict[str, Any] | None = None,
+    shared: dict[str, Any] | None = None,
+    metadata: bool = True,
 ) -> Path:
-    """Write PNG (atomically) with a `parameters` chunk, then its JSON sidecar next to it: a
-    sidecar never exists without its PNG (a PNG whose sidecar a kill prevented still carries the
-    params in its `unitune` chunk, which ``read_sidecar`` reads). The first write into a folder
-    removes the temps a killed run left there."""
+    """Write PNG (atomically) with a `parameters` chunk (``text_params``, A1111's text) and a
+    `unitune` chunk (``shared``: the params as they may travel, default ``params``), then its JSON
+    sidecar (``params``) next to it: a sidecar never exists without its PNG (a PNG whose sidecar
+    a kill prevented still carries the params in its `unitune` chunk, which ``read_sidecar``
+    reads). ``metadata`` False: the PNG carries no chunk at all; the sidecar is still written.
+    The first write into a folder removes the temps a killed run left there."""
     path = Path(path)
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", format_parameters(text_params or params))
-    info.add_text("unitune", json.dumps(params))
+    if metadata:
+        info.add_text("parameters", format_parameters(text_params or params))
+        info.add_text("unitune", json.dumps(params if shared is None else shared))
     _clean_once(path.parent)
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
     atomic_write_json(sidecar_path(path), params)
