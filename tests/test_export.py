@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from unitune.cli import main
 from unitune.config import EditConfig, TuneConfig
 from unitune.edit import Editor
-from unitune.export import export
+from unitune.export import LORA_FILE, export
 from unitune.tune import tune
 
 # every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
@@ -94,16 +94,37 @@ def _ours(ed: Editor) -> np.ndarray:
     return ed.edit(PROMPT, EC, progress=False).pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
+ARCH = {
+    "sd1": "stable-diffusion-v1/lora",
+    "sd2v": "stable-diffusion-v1/lora",  # SD 1.x's layout and CLIP, v-prediction (below)
+    "sdxl": "stable-diffusion-xl-v1-base/lora",
+    "sd3": "stable-diffusion-3/lora",
+    "flux": "flux-1-dev/lora",
+}
+
+
 @pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux"])
 def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
-    path = export(tunes[family, "lora"], "diffusers-lora", tmp_path / "l.safetensors").path
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-    net = "transformer" if family in FLOW else "unet"
-    assert json.loads(meta["lora_adapter_metadata"])[f"{net}.r"] == 4
+    """A folder as diffusers' training scripts leave one (pytorch_lora_weights.safetensors + a
+    model card), keys in the layout the other tools read too: kohya's for SD / SDXL (diffusers
+    converts it), diffusers' own transformer.* for SD3 / FLUX."""
+    out = export(tunes[family, "lora"], "diffusers-lora", tmp_path / "l").path
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "images", LORA_FILE]
+    with safe_open(str(out / LORA_FILE), framework="pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    if family in FLOW:
+        assert json.loads(meta["lora_adapter_metadata"])["transformer.r"] == 4
+        assert all(k.startswith("transformer.") for k in keys)
+    else:
+        assert all(KOHYA_KEY.match(k) for k in keys), keys[:3]
     assert json.loads(meta["unitune"])["checkpoint"] == 2
+    assert meta["modelspec.architecture"] == ARCH[family]
+    assert meta["modelspec.trigger_phrase"] == "beikkpic"
+    assert meta["modelspec.resolution"] == "32x32"
+    pred = {"sd1": "epsilon", "sd2v": "v", "sdxl": "epsilon"}.get(family)
+    assert meta.get("modelspec.prediction_type") == pred
     pipe = _pipe(family, tiny_models[family])
-    pipe.load_lora_weights(str(path))
+    pipe.load_lora_weights(str(out))  # the folder: diffusers finds the file by its default name
     ed = Editor(tunes[family, "lora"], "cpu")
     assert np.abs(_sample(pipe, ed) - _ours(ed)).max() < 1e-4
 
@@ -172,7 +193,7 @@ def test_lora_from_full_at_full_rank_is_the_full_tune(tunes, tiny_models, tmp_pa
     folder = tunes["sd1", "full"]
     delta, _ = Editor(folder, "cpu").folder.load_checkpoint(2)
     ex = extract_lora(delta, rank=10_000)
-    assert ex.truncation_energy < 1e-10
+    assert ex.truncation_energy < 1e-6  # measured as ||W||^2 - ||S||^2: float32 rounding
     for key in ex.tensors:
         if key.endswith(".lora_A.weight"):
             m = key[: -len(".lora_A.weight")]
@@ -226,7 +247,13 @@ def test_export_refuses_bad_input_in_one_line(tunes, tmp_path, capsys, photo, ti
             [lora, "--format", "lora-from-full", "--rank", 4, "--out", tmp_path / "a.safetensors"],
             "LoRA",
         ),
-        ([lora, "--format", "diffusers-lora", "--out", tmp_path / "a-folder"], ".safetensors"),
+        ([lora, "--format", "kohya-lora", "--out", tmp_path / "a-folder"], ".safetensors"),
+        ([lora, "--format", "merged", "--dtype", "fp8", "--out", tmp_path / "m2"], "--dtype"),
+        (
+            [lora, "--format", "diffusers-lora", "--push-to-hub", "a/b/c", "--out", tmp_path / "x"],
+            "hub repo",
+        ),
+        ([lora, "--format", "diffusers-lora", "--sample", " ", "--out", tmp_path / "y"], "prompt"),
         ([patch, "--format", "merged", "--out", tmp_path / "m"], "patch tune"),
     ]
     for argv, word in cases:

@@ -398,7 +398,7 @@ class ExportPlan:
     step: int  # the checkpoint exported
     family: str  # backbones.Family.name of the tune's model
     lora_tune: bool  # the checkpoint is a LoRA adapter (else a full-tune delta)
-    single_file: bool  # merged: one .safetensors in the original layout (else a diffusers folder)
+    single_file: bool  # one .safetensors file (merged: the original layout), else a folder
 
 
 def check_export(
@@ -408,12 +408,13 @@ def check_export(
     checkpoint: int | None = None,
     rank: int | None = None,
     overwrite: bool = False,
+    cfg=None,
 ) -> ExportPlan:
     """Check an export: the format, what the tune's family and kind allow, the checkpoint, the
     rank and the output path (which is never half-written: the exporters write a temp and
     rename)."""
     from .backbones import family_of, single_file_refusal
-    from .config import EXPORT_FORMATS, LORA_FORMATS
+    from .config import EXPORT_FORMATS
 
     if fmt not in EXPORT_FORMATS:
         raise UserError(
@@ -464,17 +465,24 @@ def check_export(
         raise UserError(
             f"--format kohya-lora has no layout for {fam.label}", "use --format diffusers-lora"
         )
+    if cfg is not None:
+        cfg.validate()
     out = Path(out)
     single = out.suffix.lower() == ".safetensors"
-    if fmt in LORA_FORMATS and not single:
+    if fmt == "kohya-lora" and not single:
         raise UserError(
-            f"--out {str(out)!r}: a LoRA is one .safetensors file",
+            f"--out {str(out)!r}: a kohya LoRA is one .safetensors file",
             "e.g. --out cat-lora.safetensors",
         )
-    check_out(out, "folder" if fmt == "merged" and not single else "file")
+    check_out(out, "file" if single else "folder")
     if out.exists() and not overwrite:
         raise UserError(
             f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out"
+        )
+    card = out.parent / "README.md"
+    if single and cfg is not None and cfg.card and card.exists() and not overwrite:
+        raise UserError(
+            f"--card would replace {card}", "pass --overwrite, or put --out in another folder"
         )
     spec = probe(tune_model_ref(folder))
     refusal = single_file_refusal(spec) if fmt == "merged" and single else None

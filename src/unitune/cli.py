@@ -28,6 +28,7 @@ from .cliargs import (
 from .config import (
     DEFAULT_MODEL,
     DENSITIES,
+    EXPORT_DTYPES,
     EXPORT_FORMATS,
     GRID_ROWS,
     PRECISIONS,
@@ -36,6 +37,7 @@ from .config import (
     TUNE_METHODS,
     TUNE_PRESETS,
     EditConfig,
+    ExportConfig,
     GridConfig,
     RankConfig,
     TuneConfig,
@@ -236,6 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
     x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    xd = ExportConfig()
+    x.add_argument(
+        "--dtype",
+        choices=EXPORT_DTYPES,
+        default=xd.dtype,
+        help="merged: the weights' dtype (auto: the base model's own, e.g. fp16 -> fp16)",
+    )
+    x.add_argument(
+        "--card",
+        action="store_true",
+        help="a file export: write a model card (README.md) beside it (folders always get one)",
+    )
+    x.add_argument(
+        "--sample",
+        dest="samples",
+        action="append",
+        metavar="PROMPT",
+        help="repeatable: render this edit at the exported checkpoint for the card's widget",
+    )
+    x.add_argument(
+        "--push-to-hub", metavar="REPO", help="upload the export and its card to this hub repo"
+    )
+    x.add_argument(
+        "--public", action="store_true", help="--push-to-hub: create the repo public (private)"
+    )
     add_common(x)
     add_bench_parser(sub, add_common)
     add_serve_parser(sub, add_common)
@@ -437,16 +464,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .checks import check_export
 
-    check_export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite)
+    xcfg = ExportConfig(
+        dtype=args.dtype,
+        card=args.card or bool(args.samples),
+        samples=tuple(args.samples or ()),
+        push_to_hub=args.push_to_hub,
+        private=not args.public,
+    )
+    check_export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite, xcfg)
     _before_load(args)
     from .export import export
 
     res = export(
-        args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite, args.device
+        args.tune,
+        args.format,
+        args.out,
+        args.checkpoint,
+        args.rank,
+        args.overwrite,
+        args.device,
+        xcfg,
     )
     for note in res.notes:
         print(f"unitune: note: {note}", file=sys.stderr)
     print(res.path)
+    if res.url:
+        print(res.url)
 
 
 def cmd_bench_checked(args: argparse.Namespace) -> None:

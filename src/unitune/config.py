@@ -27,6 +27,8 @@ from .config_checks import (
     _text,
     show_value,
 )
+from .config_export import EXPORT_DTYPES as EXPORT_DTYPES
+from .config_export import ExportConfig as ExportConfig
 from .config_limits import SERVE_LIMITS as SERVE_LIMITS
 from .config_limits import Limits as Limits
 from .config_limits import WorkLimits

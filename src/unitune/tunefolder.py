@@ -220,19 +220,32 @@ class TuneFolder:
         self.update(**changes)
 
     def load_checkpoint(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from safetensors import safe_open
         from safetensors.torch import load_file
+
+        f, meta = self.checkpoint_file(step)
+        try:
+            return load_file(str(f)), meta
+        except Exception as e:  # noqa: BLE001
+            raise self._unreadable(f, e) from e
+
+    def checkpoint_file(self, step: int) -> tuple[Path, dict[str, Any]]:
+        """(the checkpoint's file, its unitune metadata), for readers that take it a tensor at a
+        time (export's merge) instead of whole."""
+        from safetensors import safe_open
 
         f = self.path / ckpt_name(step)
         try:
             with safe_open(str(f), framework="pt") as sf:
-                meta = json.loads((sf.metadata() or {}).get("unitune", "{}"))
-            return load_file(str(f)), meta
+                return f, json.loads((sf.metadata() or {}).get("unitune", "{}"))
         except Exception as e:  # noqa: BLE001
-            raise UserError(
-                f"checkpoint {f} is unreadable ({type(e).__name__})",
-                "re-run `unitune tune --overwrite` on this folder",
-            ) from e
+            raise self._unreadable(f, e) from e
+
+    @staticmethod
+    def _unreadable(f: Path, e: Exception) -> UserError:
+        return UserError(
+            f"checkpoint {f} is unreadable ({type(e).__name__})",
+            "re-run `unitune tune --overwrite` on this folder",
+        )
 
     def base_latents(self) -> torch.Tensor:
         from safetensors.torch import load_file

@@ -50,6 +50,9 @@ class Family:
     pipelines: tuple[str, ...]  # model_index.json `_class_name`s of this family
     module: str | None  # backbone module under unitune.backbones; None = recognised, not driven
     kohya: str | None = None  # kohya's ss_base_model_version tag (None: no kohya LoRA layout)
+    # the SAI model spec's modelspec.architecture of the family's first model (variants:
+    # modelspec_architecture); "" for a model no tool ids
+    modelspec: str = ""
     single_file: bool = False  # export writes its original (A1111) single-file layout
     defaults: ModelDefaults = SD_DEFAULTS  # tune and edit defaults (config_models.py)
     upscaler: bool = False  # a super-resolution stage: tuned and sampled as a cascade's --sr-model
@@ -65,11 +68,42 @@ _IF = ("IFPipeline", "IFImg2ImgPipeline")
 _IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
 # the families' tune and edit defaults: config_models.py (re-exported by config)
 FAMILIES = (
-    Family("sd", "Stable Diffusion 1.x / 2.x", _SD, "sd", kohya="sd_v1", single_file=True),
-    Family("sdxl", "Stable Diffusion XL", _SDXL, "sdxl", kohya="sdxl_base_v1-0", single_file=True),
-    Family("sd3", "Stable Diffusion 3 / 3.5", _SD3, "sd3", defaults=SD3_DEFAULTS),
-    Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS),
-    Family("if", "DeepFloyd IF", _IF, "deepfloyd_if", defaults=IF_DEFAULTS, sr_family="if_sr"),
+    Family(
+        "sd",
+        "Stable Diffusion 1.x / 2.x",
+        _SD,
+        "sd",
+        kohya="sd_v1",
+        single_file=True,
+        modelspec="stable-diffusion-v1",
+    ),
+    Family(
+        "sdxl",
+        "Stable Diffusion XL",
+        _SDXL,
+        "sdxl",
+        kohya="sdxl_base_v1-0",
+        single_file=True,
+        modelspec="stable-diffusion-xl-v1-base",
+    ),
+    Family(
+        "sd3",
+        "Stable Diffusion 3 / 3.5",
+        _SD3,
+        "sd3",
+        defaults=SD3_DEFAULTS,
+        modelspec="stable-diffusion-3",
+    ),
+    Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS, modelspec="flux-1-dev"),
+    Family(
+        "if",
+        "DeepFloyd IF",
+        _IF,
+        "deepfloyd_if",
+        defaults=IF_DEFAULTS,
+        sr_family="if_sr",
+        modelspec="deepfloyd-if",
+    ),
     Family(
         "if_sr",
         "DeepFloyd IF super-resolution",
@@ -325,6 +359,37 @@ def kohya_version(spec: ModelSpec) -> tuple[str, bool]:
         else:
             v2 = _text_encoder_act(spec.ref) == "gelu"
     return ("sd_v2" if v2 else spec.family.kohya or ""), v2
+
+
+def modelspec_architecture(spec: ModelSpec) -> tuple[str, str | None]:
+    """(``modelspec.architecture``, ``modelspec.prediction_type`` or None) of a model, the ids
+    kohya's sd-scripts writes (library/sai_model_spec.py): SD 2.x as ``stable-diffusion-v2-512``
+    or, v-prediction, ``-768-v``; FLUX.1 without a guidance embedding as ``flux-1-schnell``."""
+    fam = spec.family
+    arch, pred = fam.modelspec, None
+    if fam.name in ("sd", "sdxl", "if"):
+        v = _config_value(spec, "scheduler/scheduler_config.json", "prediction_type")
+        pred = "v" if v == "v_prediction" else "epsilon"
+    if fam.name == "sd" and kohya_version(spec)[1]:
+        arch = "stable-diffusion-v2-768-v" if pred == "v" else "stable-diffusion-v2-512"
+    if (
+        fam.name == "flux"
+        and _config_value(spec, "transformer/config.json", "guidance_embeds") is False
+    ):
+        arch = "flux-1-schnell"
+    return arch, pred
+
+
+def _config_value(spec: ModelSpec, rel: str, key: str):
+    """A value from one of the model's config files (a folder's, or --model-config's), else None."""
+    for root in (spec.config_dir, None if spec.single_file else spec.ref):
+        path = Path(root) / rel if root else None
+        if path is not None and path.is_file():
+            try:
+                return json.loads(path.read_text()).get(key)
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def single_file_refusal(spec: ModelSpec) -> str | None:

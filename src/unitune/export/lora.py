@@ -59,15 +59,21 @@ def kohya_name(module: str) -> str:
 def write_kohya(
     path: Path, tensors: dict[str, Tensor], config: dict[str, Any], meta: dict[str, str]
 ) -> None:
-    """Write kohya's layout."""
+    """Write kohya's layout. One alpha for every layer (the config's): a layer whose own alpha
+    differs (lora-from-full's small layers keep their full rank r_m with alpha r_m) has its up
+    weights scaled by alpha_m / alpha, so every reader's alpha / rank gives the layer's scale.
+    Why: diffusers' kohya converter drops some layers' alphas from its alpha_pattern (measured:
+    the mid block's, which then got the common alpha), and a uniform alpha has no pattern."""
     mods = modules_of(tensors)
     alpha = alphas(config, mods)
+    common = float(config["lora_alpha"])
     out: dict[str, Tensor] = {}
     for m in mods:
         name = kohya_name(m)
+        up = tensors[m + LORA_B].float()
         out[f"{name}.lora_down.weight"] = tensors[m + LORA_A].float()
-        out[f"{name}.lora_up.weight"] = tensors[m + LORA_B].float()
-        out[f"{name}.alpha"] = torch.tensor(alpha[m])
+        out[f"{name}.lora_up.weight"] = up if alpha[m] == common else up * (alpha[m] / common)
+        out[f"{name}.alpha"] = torch.tensor(common)
     atomic_save_safetensors(out, path, meta)
 
 
