@@ -29,7 +29,8 @@ def push(repo: str, path: Path, files: list[Path], private: bool = True) -> str:
             api.create_commit(repo, ops, commit_message="unitune export")
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise UserError(
-            f"--push-to-hub {repo}: the upload failed ({type(e).__name__}: {str(e)[:200]})",
+            f"--push-to-hub {repo}: the upload failed "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})",
             "check `hf auth whoami` and the repo name; the export itself is written",
         ) from None
     return str(url)

@@ -1,0 +1,123 @@
+"""What travels with an export: the model card (huggingface_hub's own reader reads it back), the
+upload (--push-to-hub through huggingface_hub's real client and HTTP, against a local stand-in
+of the hub), the merged file's dtype and weights (one tensor at a time, equal to PEFT's merge),
+and no local path in anything written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from unitune.config import ExportConfig, TuneConfig
+from unitune.export import LORA_FILE, export
+from unitune.tune import tune
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lora_tune(tiny_model, photo, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tools") / "cat-tune"
+    cfg = TuneConfig(steps=2, save_at=(2,), method="lora", lr=1e-2, lora_rank=4, resolution=32)
+    tune(photo, path, cfg, model=tiny_model, device="cpu", progress=False)
+    return path
+
+
+def test_model_card_reads_back_and_says_how_to_load(lora_tune, tmp_path):
+    from huggingface_hub import ModelCard
+
+    res = export(lora_tune, "diffusers-lora", tmp_path / "x", cfg=ExportConfig(samples=("a dog",)))
+    card = ModelCard.load(res.path / "README.md")
+    d = card.data.to_dict()
+    assert d["instance_prompt"] == "beikkpic" and d["library_name"] == "diffusers"
+    assert {"lora", "unitune", "text-to-image"} <= set(d["tags"])
+    (w,) = d["widget"]
+    assert w["text"] == "beikkpic a dog" and (res.path / w["output"]["url"]).is_file()
+    for words in ("load_lora_weights", "ComfyUI", "A1111", "beikkpic"):
+        assert words in card.text, words
+    assert d["base_model"] == Path(d["base_model"]).name  # the model folder's name, not its path
+
+
+def test_no_local_path_in_any_export(lora_tune, tmp_path):
+    private = [str(tmp_path.parent), str(lora_tune.parent), str(Path.home())]
+    for fmt, out in (
+        ("kohya-lora", tmp_path / "k.safetensors"),
+        ("diffusers-lora", tmp_path / "d"),
+        ("merged", tmp_path / "m.safetensors"),
+    ):
+        res = export(lora_tune, fmt, out, cfg=ExportConfig(card=True))
+        for f in res.files:
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as sf:
+                    text = json.dumps(sf.metadata())
+            elif f.suffix in (".md", ".json"):
+                text = f.read_text()
+            else:
+                continue
+            for p in private:
+                assert p not in text, (fmt, f.name, p)
+        (tmp_path / "README.md").unlink(missing_ok=True)  # the next file export's card
+
+
+def test_merged_file_dtype_and_weights(lora_tune, tmp_path):
+    """--dtype fp16 writes fp16; auto keeps the base's (the tiny model is stored fp32); the
+    streamed, in-place merge equals PEFT's own merge (State.merged) of the same checkpoint."""
+    from safetensors.torch import load_file
+
+    from unitune.backbones import load_model
+    from unitune.state import state_of
+    from unitune.tunefolder import TuneFolder
+
+    half = export(lora_tune, "merged", tmp_path / "h.safetensors", cfg=ExportConfig(dtype="fp16"))
+    full = export(lora_tune, "merged", tmp_path / "f.safetensors")
+    with safe_open(str(half.path), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+        assert f.metadata()["modelspec.unet_dtype"] == "float16"
+    got = load_file(str(full.path))
+    assert all(t.dtype == torch.float32 for t in got.values())
+    folder = TuneFolder.open(lora_tune)
+    bb = load_model(folder.manifest.model, "cpu")
+    ref = bb.original_layout(state_of(bb).merged(folder, 2))
+    assert set(ref) == set(got)
+    worst = max(float((got[k] - ref[k].float()).abs().max()) for k in ref)
+    assert worst < 1e-6, worst
+    h = load_file(str(half.path))
+    assert max(float((h[k].float() - ref[k].float()).abs().max()) for k in ref) < 2e-3
+
+
+def test_push_to_hub_uploads_through_the_real_client(lora_tune, tmp_path):
+    from hub_stub import Hub
+
+    hub = Hub()
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_TOKEN": "hf_test",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    out = tmp_path / "cat-lora"
+    cmd = [
+        sys.executable,
+        "-m",
+        "unitune.cli",
+        "export",
+        str(lora_tune),
+        "--format",
+        "diffusers-lora",
+    ]
+    cmd += ["--out", str(out), "--push-to-hub", "me/cat-lora", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == f"{hub.url}/me/cat-lora"
+    assert hub.repos["me/cat-lora"]["visibility"] == "private"
+    assert hub.cards and "beikkpic" in json.dumps(hub.cards)  # the card went through validation
+    sent = {path for repo, path in hub.files if repo == "me/cat-lora"}
+    assert {LORA_FILE, "README.md"} <= sent and any(p.startswith("images/") for p in sent)
+    assert hub.files["me/cat-lora", LORA_FILE] == (out / LORA_FILE).read_bytes()
