@@ -112,12 +112,7 @@ def test_the_png_alone_reproduces_its_edit(tuned, tmp_path, capsys):
     alone = tmp_path / "shared" / "alone.png"
     alone.parent.mkdir()
     alone.write_bytes(png.read_bytes())
-    code, printed2, err = run(
-        capsys, "edit", tuned, "--params", alone, "--out", tmp_path / "b", "--device", "cpu"
-    )
-    assert code == 0, err
-    again = Path(printed2.split()[0])
-    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(again)))
+    _assert_reproduces(capsys, tuned, alone, png, tmp_path / "b")
 
 
 def test_no_metadata_writes_a_bare_png_and_keeps_the_sidecar(tuned, tmp_path, capsys):
@@ -127,18 +122,14 @@ def test_no_metadata_writes_a_bare_png_and_keeps_the_sidecar(tuned, tmp_path, ca
     png = Path(printed.split()[0])
     assert Image.open(png).text == {}
     assert read_sidecar(png)["edit_prompt"] == "a dog"
-    code, printed2, err = run(
-        capsys,
-        "edit",
-        tuned,
-        "--params",
-        png,
-        "--out",
-        tmp_path / "b",
-        "--device",
-        "cpu",
-        "--quiet",
+    _assert_reproduces(capsys, tuned, png, png, tmp_path / "b")
+
+
+def _assert_reproduces(capsys, tuned, params: Path, png: Path, out: Path) -> None:
+    """``edit --params PARAMS`` gives ``png`` back bit for bit."""
+    code, printed, err = run(
+        capsys, "edit", tuned, "--params", params, "--out", out, "--device", "cpu", "--quiet"
     )
     assert code == 0, err
-    again = Path(printed2.split()[0])
+    again = Path(printed.split()[0])
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(again)))
