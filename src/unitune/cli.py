@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--out",
         required=True,
-        help="a .safetensors file (LoRAs; merged: one file in the original layout) "
-        "or a folder (merged: diffusers)",
+        help="a .safetensors file (merged: one file in the original layout) or a folder "
+        "(diffusers-lora, lora-from-full: pytorch_lora_weights.safetensors + a model card; "
+        "merged: a diffusers model folder)",
     )
     x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
     x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
