@@ -1,33 +1,28 @@
 """Judge `unitune export` files by InvokeAI 6.14.2's own loaders, offline, on CPU.
 
-What it measures, on an SD 1.5-architecture model with random fp16 weights (real tools tell a
-model by its tensor shapes; unitune.backbones.random_weights), tuned 2 steps at 64 px on
-skimage's chelsea photo, once as a LoRA tune and once as a full tune:
+An SD 1.5-architecture model with random fp16 weights (tools tell a model by its tensor shapes;
+unitune.backbones.random_weights) is tuned 2 steps at 64 px on skimage's chelsea, as a LoRA tune
+and as a full tune; every export is then timed (wall, the export process's peak RSS from
+/usr/bin/time -v), sized, its stored dtype read, and probed by InvokeAI
+(ModelConfigFactory.from_model_on_disk: type / base / format). Each LoRA is loaded with
+LoRALoader._load_model and patched into a diffusers UNet loaded fp32 from the fp16 base by
+LayerPatcher.apply_smart_model_patches (prefix "lora_unet_", force_direct_patching).
+layers: LoRA layers InvokeAI resolves to a module (its LayerPatcher._get_submodule); unmatched:
+those it skips (it only logs a warning). rel_error = ||W_invoke - W_ref|| / ||W_ref - W_base||
+over the UNet's weights. W_ref: for the LoRA tune, the UNet of unitune's merged export of the same
+checkpoint at --dtype fp32 (rel_error_vs_fp16_merged: the default fp16 merged folder, where fp16
+rounding dominates); for the full tune's rank-8 LoRAs, base + the file's own (alpha/r) B A
+(rel_error_vs_merged: its fp32 merged folder, i.e. the rank-8 truncation plus the biases and
+norms a LoRA cannot carry).
 
-- every export (kohya-lora, diffusers-lora folder and file, lora-from-full / kohya-lora --rank 8
-  of the full tune, merged file and folder): wall time, the export process's peak RSS
-  (/usr/bin/time -v), size on disk and the stored tensor dtype;
-- InvokeAI's probe (ModelConfigFactory.from_model_on_disk): type / base / format;
-- for the LoRAs: InvokeAI's LoRALoader._load_model, then LayerPatcher.apply_smart_model_patches
-  (prefix "lora_unet_", force_direct_patching) on a diffusers UNet loaded fp32 from the fp16 base.
-  "layers" = LoRA layers InvokeAI resolves to a module (its own LayerPatcher._get_submodule),
-  "unmatched" = layers it would skip (it only logs a warning). rel_error =
-  ||W_invoke - W_ref|| / ||W_ref - W_base|| over the UNet's weights, where W_ref is, for a LoRA
-  tune, the UNet of unitune's merged export of the same checkpoint at --dtype fp32
-  (rel_error_vs_fp16_merged: the same against the default fp16 merged folder, where fp16 rounding
-  dominates), and for a full tune's rank-8 LoRA, base + the exported file's own (alpha/r) B A
-  (rel_error_vs_merged: against the fp32 merged full tune, i.e. the rank-8 truncation plus the
-  biases and norms a LoRA cannot carry).
+InvokeAI runs in its own venv (--venv, made if missing: --system-site-packages, i.e. this
+environment's torch / diffusers, + `pip install --no-deps` invokeai and the modules its probe /
+loader import). torchvision is a PLACEHOLDER there: the offline mirror has no CPU build for torch
+2.13 and nothing on the probe / load / patch path calls it, so an import-only package is put on
+the venv's path (every torchvision.* imports; calling anything raises NotImplementedError).
 
-InvokeAI runs in its own venv (--venv, made if missing: --system-site-packages, so it uses this
-environment's torch / diffusers, plus `pip install --no-deps` of invokeai and the few modules its
-probe / loader import). torchvision: the offline mirror has no CPU build matching torch 2.13, and
-nothing on the probe / load / patch path calls it, so the venv gets an import-only PLACEHOLDER
-package (every torchvision.* submodule imports; calling anything raises NotImplementedError).
-
-Run (10-20 min on 2 CPU cores; the model, tunes and venv are reused on rerun; exports are redone):
-    OMP_NUM_THREADS=2 python scripts/interop_invokeai.py [--work /tmp/unitune-interop]
-        [--venv /tmp/unitune-invokeai-venv]
+Run (10-20 min on 2 cores; the venv, model and tunes are reused on rerun, exports are redone):
+    OMP_NUM_THREADS=2 python scripts/interop_invokeai.py [--work DIR] [--venv DIR] [--out JSON]
 Writes docs/interop_invokeai.json and prints a markdown table.
 """
 
@@ -182,7 +177,7 @@ json.dump(rows, open(sys.argv[2], "w"), indent=1)
 
 
 def sh(cmd: list, log: Path | None = None, **kw) -> subprocess.CompletedProcess:
-    print("$", " ".join(map(str, cmd)), flush=True)
+    print("$", " ".join(map(str, cmd))[:160].replace("\n", " "), flush=True)
     with open(log or os.devnull, "a") as f:
         return subprocess.run(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT, **kw)
 
