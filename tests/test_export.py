@@ -288,3 +288,80 @@ def test_sd2_single_file_is_refused_before_loading(tiny_models, photo, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and "SD 2.x" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# The module names ComfyUI's LoRA key map has for SD3 / FLUX blocks under ``transformer.``
+# (comfy/utils.py mmdit_to_diffusers / flux_to_diffusers, read at Comfy-Org/ComfyUI a125cd8):
+# a LoRA on any other module of a block would be "lora key not loaded" there.
+COMFY_BLOCK_MODULES = {
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
+    "norm1.linear",
+    "norm1_context.linear",
+    "proj_mlp",
+    "proj_out",
+    "norm.linear",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+}
+# ComfyUI's LoRA suffixes (comfy/weight_adapter/lora.py): kohya's and PEFT's up / down, + alpha
+COMFY_SUFFIXES = (
+    ".lora_down.weight",
+    ".lora_up.weight",
+    ".alpha",
+    ".lora_A.weight",
+    ".lora_B.weight",
+)
+
+
+@pytest.mark.parametrize(
+    ("family", "fmt"),
+    [
+        ("sd1", "diffusers-lora"),
+        ("sdxl", "diffusers-lora"),
+        ("sd1", "lora-from-full"),
+        ("sd3", "diffusers-lora"),
+        ("flux", "diffusers-lora"),
+    ],
+)
+def test_lora_keys_are_ones_comfyui_maps(family, fmt, tunes, tiny_models, tmp_path):
+    """Every key of the file has a place in ComfyUI's key map: SD / SDXL kohya's
+    lora_unet_<diffusers module path> for a weight of the UNet (ComfyUI maps each through its
+    diffusers -> LDM table), SD3 / FLUX transformer.<block module> among the names its
+    MMDiT / FLUX tables know; alphas one-element tensors."""
+    import diffusers
+    from safetensors.torch import load_file
+
+    method = "full" if fmt == "lora-from-full" else "lora"
+    out = export(tunes[family, method], fmt, tmp_path / "l", rank=4 if method == "full" else None)
+    sd = load_file(str(out.path / LORA_FILE))
+    net_name = "transformer" if family in FLOW else "unet"
+    net = (
+        getattr(diffusers, PIPES[family]).from_pretrained(tiny_models[family]).components[net_name]
+    )
+    weights = {k[: -len(".weight")] for k in net.state_dict() if k.endswith(".weight")}
+    for key, t in sd.items():
+        suffix = next((s for s in COMFY_SUFFIXES if key.endswith(s)), None)
+        assert suffix is not None, key
+        base = key[: -len(suffix)]
+        if suffix == ".alpha":
+            assert t.numel() == 1, key
+        if family in FLOW:
+            module = base.removeprefix("transformer.")
+            assert base.startswith("transformer.") and module in weights, key
+            block_module = module.split(".", 2)[2] if "blocks." in module else None
+            assert block_module is None or block_module in COMFY_BLOCK_MODULES, key
+        else:
+            assert base in {"lora_unet_" + w.replace(".", "_") for w in weights}, key
