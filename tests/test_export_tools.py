@@ -121,3 +121,36 @@ def test_push_to_hub_uploads_through_the_real_client(lora_tune, tmp_path):
     sent = {path for repo, path in hub.files if repo == "me/cat-lora"}
     assert {LORA_FILE, "README.md"} <= sent and any(p.startswith("images/") for p in sent)
     assert hub.files["me/cat-lora", LORA_FILE] == (out / LORA_FILE).read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["kohya-lora", "diffusers-lora"])
+def test_lycoris_loads_and_merges_the_lora_as_unitune_does(
+    fmt, lora_tune, tiny_model, tmp_path, monkeypatch
+):
+    """LyCORIS' own kohya loader (create_network_from_weights + merge_to, what sd-scripts'
+    tools run) on a diffusers UNet: every layer of the file finds its module and the merged
+    weights equal unitune's merged export."""
+    import diffusers
+    from lycoris.kohya import LycorisNetworkKohya, create_network_from_weights
+    from safetensors.torch import load_file
+
+    # the loader first builds LyCORIS' default training network, whose by-name targets
+    # (time_embedding.linear_1, ...) collide with its by-class ones on a diffusers UNet ("duplicated
+    # lora name"); it then replaces those modules with the file's, so the default targets do not
+    # matter: none by name
+    monkeypatch.setattr(LycorisNetworkKohya, "UNET_TARGET_REPLACE_NAME", [])
+
+    out = tmp_path / ("k.safetensors" if fmt == "kohya-lora" else "d")
+    path = export(lora_tune, fmt, out).path
+    file = path if path.is_file() else path / LORA_FILE
+    sd = load_file(str(file))
+    layers = {k.split(".")[0] for k in sd}
+    unet = diffusers.UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet")
+    network, weights = create_network_from_weights(1.0, str(file), None, None, unet, weights_sd=sd)
+    assert len(network.unet_loras) == len(layers)
+    network.merge_to(None, unet, weights, torch.float32, "cpu")
+    merged = export(lora_tune, "merged", tmp_path / "m").path
+    ref = diffusers.UNet2DConditionModel.from_pretrained(merged, subfolder="unet").state_dict()
+    got = unet.state_dict()
+    worst = max(float((got[k] - ref[k]).abs().max()) for k in ref)
+    assert worst < 1e-5, worst
