@@ -1,27 +1,25 @@
 """Judge `unitune export` files by InvokeAI 6.14.2's own loaders, offline, on CPU.
 
-An SD 1.5-architecture model with random fp16 weights (tools tell a model by its tensor shapes;
-unitune.backbones.random_weights) is tuned 2 steps at 64 px on skimage's chelsea, as a LoRA tune
-and as a full tune; every export is then timed (wall, the export process's peak RSS from
-/usr/bin/time -v), sized, its stored dtype read, and probed by InvokeAI
-(ModelConfigFactory.from_model_on_disk: type / base / format). Each LoRA is loaded with
-LoRALoader._load_model and patched into a diffusers UNet loaded fp32 from the fp16 base by
-LayerPatcher.apply_smart_model_patches (prefix "lora_unet_", force_direct_patching).
-layers: LoRA layers InvokeAI resolves to a module (its LayerPatcher._get_submodule); unmatched:
-those it skips (it only logs a warning). rel_error = ||W_invoke - W_ref|| / ||W_ref - W_base||
-over the UNet's weights. W_ref: for the LoRA tune, the UNet of unitune's merged export of the same
-checkpoint at --dtype fp32 (rel_error_vs_fp16_merged: the default fp16 merged folder, where fp16
-rounding dominates); for the full tune's rank-8 LoRAs, base + the file's own (alpha/r) B A
-(rel_error_vs_merged: its fp32 merged folder, i.e. the rank-8 truncation plus the biases and
-norms a LoRA cannot carry).
+An SD 1.5-architecture model with random fp16 weights (tools tell a model by its tensor shapes)
+is tuned 2 steps at 64 px on skimage's chelsea, as a LoRA and as a full tune. Every export gets
+its wall time, peak RSS (/usr/bin/time -v), size, stored dtype and InvokeAI's probe
+(ModelConfigFactory.from_model_on_disk: type / base / format). Each LoRA is loaded by InvokeAI's
+LoRALoader._load_model and patched into a diffusers UNet (fp32, from the fp16 base) by
+LayerPatcher.apply_smart_model_patches (prefix "lora_unet_", force_direct_patching). layers: LoRA
+layers InvokeAI's LayerPatcher._get_submodule resolves; unmatched: those it skips (it only warns).
+rel_error = ||W_invoke - W_ref|| / ||W_ref - W_base|| over the UNet's weights; W_ref: for the LoRA
+tune, unitune's merged export of the same checkpoint at --dtype fp32 (rel_error_vs_fp16_merged: the
+default fp16 merged folder, where fp16 rounding dominates); for the full tune's rank-8 LoRAs, base
++ the file's own (alpha/r) B A (rel_error_vs_merged: its fp32 merged folder, i.e. the rank-8
+truncation plus the biases / norms a LoRA cannot carry).
 
-InvokeAI runs in its own venv (--venv, made if missing: --system-site-packages, i.e. this
-environment's torch / diffusers, + `pip install --no-deps` invokeai and the modules its probe /
-loader import). torchvision is a PLACEHOLDER there: the offline mirror has no CPU build for torch
-2.13 and nothing on the probe / load / patch path calls it, so an import-only package is put on
-the venv's path (every torchvision.* imports; calling anything raises NotImplementedError).
+InvokeAI runs in its own venv (--venv; made if missing with --system-site-packages, so this
+environment's torch / diffusers, plus `pip install --no-deps` of invokeai and what its probe and
+loader import). torchvision there is a PLACEHOLDER: the offline mirror has no CPU build for torch
+2.13 and nothing on the probe / load / patch path calls it, so an import-only package goes on the
+venv's path (every torchvision.* imports; calling anything raises NotImplementedError).
 
-Run (10-20 min on 2 cores; the venv, model and tunes are reused on rerun, exports are redone):
+Run (15 min on 2 cores from scratch; venv, model and tunes are reused, exports redone):
     OMP_NUM_THREADS=2 python scripts/interop_invokeai.py [--work DIR] [--venv DIR] [--out JSON]
 Writes docs/interop_invokeai.json and prints a markdown table.
 """
@@ -32,10 +30,12 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 
@@ -65,36 +65,27 @@ REFS = {  # LoRA rows: reference name -> merged folder (or "own" = base + the fi
     "full": {"rel_error": "own", "rel_error_vs_merged": "full-merged-fp32"},
 }
 
-STUB = '''"""torchvision PLACEHOLDER (unitune scripts/interop_invokeai.py): import-only, no ops."""
+STUB = '''"""torchvision PLACEHOLDER (unitune scripts/interop_invokeai.py): import-only, no ops.
+Every torchvision.* submodule imports, every attribute is a class; calling one raises."""
 import importlib.abc, importlib.machinery, sys, types
 __version__ = "0.0.0+placeholder"
 class _Meta(type):
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _stub(cls.__qualname__ + "." + name)
-    def __call__(cls, *a, **k):
-        raise NotImplementedError("torchvision placeholder: " + cls.__qualname__)
-def _stub(qual):
-    return _Meta(qual.rsplit(".", 1)[-1], (), {"__qualname__": qual})
-def _getattr(mod):
-    def __getattr__(name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return sys.modules.get(mod + "." + name) or _stub(mod + "." + name)
-    return __getattr__
+    def __getattr__(c, n): return _attr(c.__qualname__, n)
+    def __call__(c, *a, **k): raise NotImplementedError("placeholder: " + c.__qualname__)
+def _attr(mod, n):
+    if n.startswith("__"): raise AttributeError(n)
+    return sys.modules.get(mod + "." + n) or _Meta(n, (), {"__qualname__": mod + "." + n})
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
         if name.startswith("torchvision."):
             return importlib.machinery.ModuleSpec(name, self, is_package=True)
     def create_module(self, spec):
         m = types.ModuleType(spec.name)
-        m.__path__, m.__getattr__ = [], _getattr(spec.name)
+        m.__path__, m.__getattr__ = [], lambda n: _attr(spec.name, n)
         return m
-    def exec_module(self, module):
-        pass
+    def exec_module(self, module): pass
 sys.meta_path.insert(0, _Finder())
-__getattr__ = _getattr(__name__)
+__getattr__ = lambda n: _attr(__name__, n)
 '''
 
 CHECKER = r"""import copy, json, logging, sys, warnings
@@ -154,8 +145,7 @@ def check(cfg, refs):
     restored = all(torch.equal(unet.get_parameter(n), base.get_tensor(n).float()) for n in hit)
     out = {n: (a / b) ** 0.5 if b else None for n, (a, b) in acc.items()}
     return {**out, "lora_layers": len(patch.layers), "layers": len(hit), "unmatched": len(miss),
-            "unmatched_keys": miss[:8], "changed_weights": changed, "restored": restored,
-            "patch_dtype": str(next(iter(patch.layers.values())).up.dtype)}
+            "unmatched_keys": miss[:8], "changed_weights": changed, "restored": restored}
 
 rows = []
 for row in spec["rows"]:
@@ -227,17 +217,17 @@ def make_model(work: Path) -> Path:
 
 
 def make_tune(work: Path, model: Path, photo: Path, method: str) -> dict:
-    out = work / f"tune-{method}"
-    if (out / "checkpoints" / "step-000002.safetensors").is_file():
-        return {"reused": True}
+    out, done = work / f"tune-{method}", work / f"tune-{method}.json"
+    if done.is_file() and (out / "checkpoints" / "step-000002.safetensors").is_file():
+        return {**json.loads(done.read_text()), "reused": True}
     cmd = ["unitune", "tune", photo, "--out", out, "--model", model, "--method", method]
     cmd += ["--steps", "2", "--save-at", "2", "--resolution", "64", "--batch-size", "1"]
-    cmd += ["--device", "cpu", "--quiet", "--overwrite"]
     t = time.perf_counter()
-    p = sh(cmd, work / f"tune-{method}.log")
-    if p.returncode:
-        raise SystemExit(f"unitune tune --method {method} failed: see {work}/tune-{method}.log")
-    return {"tune_s": round(time.perf_counter() - t, 1)}
+    if sh([*cmd, "--device", "cpu", "--quiet", "--overwrite"], work / f"{out.name}.log").returncode:
+        raise SystemExit(f"unitune tune --method {method} failed: see {out}.log")
+    info = {"tune_s": round(time.perf_counter() - t, 1), "steps": 2, "resolution": 64}
+    done.write_text(json.dumps(info))
+    return info
 
 
 def dtypes(path: Path) -> str:
@@ -245,13 +235,10 @@ def dtypes(path: Path) -> str:
     files = [path] if path.is_file() else list(path.rglob("*.safetensors"))
     with open(max(files, key=lambda f: f.stat().st_size), "rb") as f:
         head = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    n: dict[str, int] = {}
-    for k, v in head.items():
-        if k != "__metadata__":
-            n[v["dtype"]] = n.get(v["dtype"], 0) + 1
-    top = max(n, key=n.get)
-    rest = ", ".join(f"{d}: {c}" for d, c in n.items() if d != top)
-    return f"{top} ({rest})" if rest else top
+    (top, _), *rest = Counter(
+        v["dtype"] for k, v in head.items() if k != "__metadata__"
+    ).most_common()
+    return top + (f" ({', '.join(f'{d}: {c}' for d, c in rest)})" if rest else "")
 
 
 def export(work: Path, fmt: str, tune: str, name: str, flags: list) -> dict:
@@ -262,16 +249,22 @@ def export(work: Path, fmt: str, tune: str, name: str, flags: list) -> dict:
     cmd += ["--overwrite", "--device", "cpu", "--quiet"]
     tv = work / "time.txt"
     timed = ["/usr/bin/time", "-v", "-o", tv] if Path("/usr/bin/time").exists() else []
-    log = work / "exports.log"
+    log = work / "logs" / f"export-{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    log.unlink(missing_ok=True)
     t = time.perf_counter()
     p = sh([*timed, *cmd], log)
     row["export_s"] = round(time.perf_counter() - t, 1)
     if timed:
         rss = [ln for ln in tv.read_text().splitlines() if "Maximum resident" in ln]
         row["peak_rss_mb"] = round(int(rss[0].split(":")[1]) / 1024) if rss else None
+    else:  # no /usr/bin/time: the largest child so far (RUSAGE_CHILDREN is a running max)
+        row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    said = log.read_text().splitlines()
     if p.returncode:
-        row["error"] = "\n".join(log.read_text().splitlines()[-15:])
+        row["error"] = "\n".join(said[-15:])
         return row
+    row["notes"] = [ln.removeprefix("unitune: note: ") for ln in said if "note:" in ln]
     row["size_mb"], row["dtype"] = du_mb(out), dtypes(out)
     return row
 
@@ -280,7 +273,7 @@ def check(work: Path, venv: Path, model: Path, rows: list) -> None:
     ok = [r for r in rows if "error" not in r]
     spec = {"base": str(model), "rows": []}
     for r in ok:
-        refs = {} if r["format"] == "merged" else REFS[r["tune"]]
+        refs = {} if r["format"].startswith("merged") else REFS[r["tune"]]
         refs = {n: p if p == "own" else str(work / "exports" / p) for n, p in refs.items()}
         spec["rows"].append({"path": str(work / "exports" / r["out"]), "refs": refs})
     (work / "check.json").write_text(json.dumps(spec))
@@ -296,19 +289,16 @@ def check(work: Path, venv: Path, model: Path, rows: list) -> None:
 
 def table(rows: list) -> str:
     cols = ["format", "tune", "path_kind", "export_s", "peak_rss_mb", "size_mb", "dtype"]
-    cols += ["invoke", "layers", "unmatched", "rel_error"]
+    cols += ["invoke", "layers", "unmatched", "rel_error", "rel_error_vs_*"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            if c == "invoke" and v:
-                v = "/".join(v[k] for k in ("type", "base", "format"))
-            elif c == "rel_error" and isinstance(v, float):
-                v = f"{v:.2e}"
-            cells.append(str(v) if v is not None else "")
+        second = [v for k, v in r.items() if k.startswith("rel_error_vs")]
+        v = {**r, "rel_error_vs_*": second[0] if second else None}
+        v["invoke"] = "/".join(r["invoke"].values()) if "invoke" in r else None
+        cells = [f"{v[c]:.3g}" if "rel" in c and v.get(c) is not None else v.get(c) for c in cols]
+        cells = ["" if c is None else str(c) for c in cells]
         if "error" in r:
-            cells[-1] = "ERROR: " + r["error"].splitlines()[-1][:80]
+            cells[-2] = "ERROR: " + r["error"].splitlines()[-1][:80]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -322,7 +312,6 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     t0 = time.perf_counter()
     a.work.mkdir(parents=True, exist_ok=True)
-    (a.work / "exports.log").unlink(missing_ok=True)
     photo = a.work / "chelsea.png"
     if not photo.is_file():
         from PIL import Image
@@ -334,21 +323,15 @@ def main() -> None:
     tunes = {m: make_tune(a.work, model, photo, m) for m in ("lora", "full")}
     rows = [export(a.work, *e) for e in EXPORTS]
     check(a.work, a.venv, model, rows)
-    doc = {
-        "date": datetime.date.today().isoformat(),
-        "invokeai": INVOKEAI,
-        "torch": version("torch"),
-        "diffusers": version("diffusers"),
-        **venv,
-        "torchvision": TORCHVISION,
-        "model": "sd15 random fp16",
-        "tunes": {m: {**t, "steps": 2, "resolution": 64} for m, t in tunes.items()},
-        "rel_error": "||W_invoke - W_ref|| / ||W_ref - W_base|| over the UNet (fp32); W_ref: the "
-        "lora tune's --dtype fp32 merged folder; for the full tune's rank-8 LoRAs, base + the "
-        "file's own (alpha/r) B A (rel_error_vs_merged: vs its fp32 merged folder)",
-        "total_s": round(time.perf_counter() - t0, 1),
-        "exports": rows,
-    }
+    doc = {"date": datetime.date.today().isoformat(), "invokeai": INVOKEAI}
+    doc |= {"torch": version("torch"), "diffusers": version("diffusers"), **venv}
+    doc |= {"torchvision": TORCHVISION, "model": "sd15 random fp16", "tunes": tunes}
+    doc["rel_error"] = (
+        "||W_invoke - W_ref|| / ||W_ref - W_base|| over the UNet (fp32); W_ref: the lora tune's "
+        "--dtype fp32 merged folder; for the full tune's rank-8 LoRAs, base + the file's own "
+        "(alpha/r) B A (rel_error_vs_merged: vs its fp32 merged folder)"
+    )
+    doc |= {"total_s": round(time.perf_counter() - t0, 1), "exports": rows}
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(table(rows))
     print(f"total {doc['total_s']} s; wrote {a.out}")
