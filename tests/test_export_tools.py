@@ -42,7 +42,10 @@ def test_model_card_reads_back_and_says_how_to_load(lora_tune, tmp_path):
     assert w["text"] == "beikkpic a dog" and (res.path / w["output"]["url"]).is_file()
     for words in ("load_lora_weights", "ComfyUI", "A1111", "beikkpic"):
         assert words in card.text, words
-    assert d["base_model"] == Path(d["base_model"]).name  # the model folder's name, not its path
+    assert "base_model" not in d  # a local model (a folder name) is no hub repo: left out
+    from unitune.export.card import _hub_id
+
+    assert _hub_id("stable-diffusion-v1-5/stable-diffusion-v1-5") and not _hub_id("sd15-fp16")
 
 
 def test_no_local_path_in_any_export(lora_tune, tmp_path):

@@ -42,7 +42,8 @@ image = pipe("{prompt} wearing sunglasses").images[0]
 **ComfyUI**: copy `{file}` into `models/loras/` and add a *Load LoRA* node after the checkpoint
 loader ({base}); strength 1.
 
-**A1111 / Forge**: copy `{file}` into `models/Lora/` and add `<lora:{stem}:1>` to the prompt.
+**A1111 / Forge**: copy `{file}` into `models/Lora/` as `{name}.safetensors` and add
+`<lora:{name}:1>` to the prompt.
 """,
     "merged": """## Use it
 
@@ -102,15 +103,17 @@ def write_card(
         here=here,
         weight_arg=f', weight_name="{weight_name}"' if weight_name else "",
         file=weight_name or "",
-        stem=Path(weight_name or "").stem,
+        name=prov["name"],
         single=_SINGLE.format(file=weight_name) if weight_name else "",
     )
     kind = "LoRA" if lora else "merged model"
+    base = prov["base_model"]
+    hub = _hub_id(base)
+    link = f"[{base}](https://huggingface.co/{base})" if hub else f"`{base}`"
     description = (
         f"# {prov['tune']}: a unitune {kind}\n\n"
-        f"A fine-tune of [{prov['base_model']}](https://huggingface.co/{prov['base_model']}) on "
-        f"one photo by [unitune](https://pypi.org/project/unitune/) (UniTune, Valevski et al. "
-        f"2022): the photo is bound to the rare token `{prov['rare_token']}`, so "
+        f"A fine-tune of {link} on one photo by unitune (UniTune, Valevski et al. 2022): the "
+        f"photo is bound to the rare token `{prov['rare_token']}`, so "
         f"`{prov['prompt']} <an edit>` samples the photo with the edit.\n\n"
         f"- tune: {prov['method']}, checkpoint {prov['checkpoint']} of {prov['steps']} steps, "
         f"learning rate {prov['learning_rate']:g}, {prov['resolution'][1]}x"
@@ -125,13 +128,13 @@ def write_card(
         )
         + "\n"
         + text
-        + '\nunitune edits a photo better than plain prompting: `unitune edit TUNE "<edit>"` '
-        "starts from the photo (SDEdit) and keeps what the edit does not touch.\n"
+        + "\nTo edit the photo itself (starting from it, keeping what the edit does not touch), "
+        'use the tune folder with unitune: `unitune edit TUNE "<edit>"`.\n'
     )
     data = ModelCardData(
         license=None,
         library_name="diffusers",
-        base_model=prov["base_model"],
+        base_model=base if hub else None,  # the hub checks that it names a repo
         instance_prompt=prov["prompt"],
         widget=widget,
     )
@@ -144,6 +147,11 @@ def write_card(
     readme = where / "README.md"
     atomic_write_text(readme, str(card))
     return [readme, *written]
+
+
+def _hub_id(ref: str) -> bool:
+    """Whether a (public) model name is a hub repo id: owner/name, not a local folder's name."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", ref))
 
 
 def _widget_images(plan, prov: dict[str, Any], cfg: ExportConfig, device: str):
