@@ -21,15 +21,15 @@ from .cliargs import (
     acceleration,
     add_common,
     add_edit_flags,
+    add_export_parser,
     add_speed_flags,
+    export_config,
     floats,
     ints,
 )
 from .config import (
     DEFAULT_MODEL,
     DENSITIES,
-    EXPORT_DTYPES,
-    EXPORT_FORMATS,
     GRID_ROWS,
     PRECISIONS,
     RESIZE_MODES,
@@ -37,7 +37,6 @@ from .config import (
     TUNE_METHODS,
     TUNE_PRESETS,
     EditConfig,
-    ExportConfig,
     GridConfig,
     RankConfig,
     TuneConfig,
@@ -218,53 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--method", choices=TUNE_METHODS, default=TuneConfig().method)
     d.add_argument("--seeds", type=ints, default=None, help="edit seeds (default 0,1,2,3)")
     add_common(d)
-    x = sub.add_parser(
-        "export",
-        help="a tune's checkpoint for other tools: diffusers, A1111/ComfyUI, merged models",
-    )
-    x.add_argument("tune")
-    x.add_argument(
-        "--format",
-        required=True,
-        choices=EXPORT_FORMATS,
-        help="diffusers-lora, kohya-lora, lora-from-full (--rank) or merged",
-    )
-    x.add_argument(
-        "--out",
-        required=True,
-        help="a .safetensors file (merged: one file in the original layout) or a folder "
-        "(diffusers-lora, lora-from-full: pytorch_lora_weights.safetensors + a model card; "
-        "merged: a diffusers model folder)",
-    )
-    x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
-    x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
-    x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    xd = ExportConfig()
-    x.add_argument(
-        "--dtype",
-        choices=EXPORT_DTYPES,
-        default=xd.dtype,
-        help="merged: the weights' dtype (auto: the base model's own, e.g. fp16 -> fp16)",
-    )
-    x.add_argument(
-        "--card",
-        action="store_true",
-        help="a file export: write a model card (README.md) beside it (folders always get one)",
-    )
-    x.add_argument(
-        "--sample",
-        dest="samples",
-        action="append",
-        metavar="PROMPT",
-        help="repeatable: render this edit at the exported checkpoint for the card's widget",
-    )
-    x.add_argument(
-        "--push-to-hub", metavar="REPO", help="upload the export and its card to this hub repo"
-    )
-    x.add_argument(
-        "--public", action="store_true", help="--push-to-hub: create the repo public (private)"
-    )
-    add_common(x)
+    add_export_parser(sub)
     add_bench_parser(sub, add_common)
     add_serve_parser(sub, add_common)
     add_batch_parser(sub, add_common)
@@ -465,13 +418,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .checks import check_export
 
-    xcfg = ExportConfig(
-        dtype=args.dtype,
-        card=args.card or bool(args.samples),
-        samples=tuple(args.samples or ()),
-        push_to_hub=args.push_to_hub,
-        private=not args.public,
-    )
+    xcfg = export_config(args)
     check_export(args.tune, args.format, args.out, args.checkpoint, args.rank, args.overwrite, xcfg)
     _before_load(args)
     from .export import export

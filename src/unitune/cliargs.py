@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import EDIT_METHODS, QUANTIZATIONS, SAMPLERS, STARTS, Acceleration, EditConfig
+from .config import (
+    EDIT_METHODS,
+    EXPORT_DTYPES,
+    EXPORT_FORMATS,
+    QUANTIZATIONS,
+    SAMPLERS,
+    STARTS,
+    Acceleration,
+    EditConfig,
+    ExportConfig,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -253,4 +263,66 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         "--offload",
         action="store_true",
         help="keep the text encoders and VAE on the CPU between uses (small GPUs)",
+    )
+
+
+def add_export_parser(sub) -> None:
+    """`unitune export`'s arguments (ExportConfig's defaults)."""
+    x = sub.add_parser(
+        "export",
+        help="a tune's checkpoint for other tools: diffusers, A1111/ComfyUI, merged models",
+    )
+    x.add_argument("tune")
+    x.add_argument(
+        "--format",
+        required=True,
+        choices=EXPORT_FORMATS,
+        help="diffusers-lora, kohya-lora, lora-from-full (--rank) or merged",
+    )
+    x.add_argument(
+        "--out",
+        required=True,
+        help="a .safetensors file (merged: one file in the original layout) or a folder "
+        "(diffusers-lora, lora-from-full: pytorch_lora_weights.safetensors + a model card; "
+        "merged: a diffusers model folder)",
+    )
+    x.add_argument("--checkpoint", type=int, help="the step to export (default: the last saved)")
+    x.add_argument("--rank", type=int, help="compress a full tune's delta to this LoRA rank by SVD")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    xd = ExportConfig()
+    x.add_argument(
+        "--dtype",
+        choices=EXPORT_DTYPES,
+        default=xd.dtype,
+        help="merged: the weights' dtype (auto: the base model's own, e.g. fp16 -> fp16)",
+    )
+    x.add_argument(
+        "--card",
+        action="store_true",
+        help="a file export: write a model card (README.md) beside it (folders always get one)",
+    )
+    x.add_argument(
+        "--sample",
+        dest="samples",
+        action="append",
+        metavar="PROMPT",
+        help="repeatable: render this edit at the exported checkpoint for the card's widget",
+    )
+    x.add_argument(
+        "--push-to-hub", metavar="REPO", help="upload the export and its card to this hub repo"
+    )
+    x.add_argument(
+        "--public", action="store_true", help="--push-to-hub: create the repo public (private)"
+    )
+    add_common(x)
+
+
+def export_config(args: argparse.Namespace) -> ExportConfig:
+    """The ExportConfig of parsed `unitune export` arguments (validated by check_export)."""
+    return ExportConfig(
+        dtype=args.dtype,
+        card=args.card or bool(args.samples),
+        samples=tuple(args.samples or ()),
+        push_to_hub=args.push_to_hub,
+        private=not args.public,
     )

@@ -81,7 +81,10 @@ def merge_into(module: nn.Module, ckpt: Path, meta: dict) -> int:
             for mod in sorted(k[: -len(LORA_A)] for k in keys if k.endswith(LORA_A)):
                 w = params.get(mod + ".weight")
                 if w is None:
-                    raise UserError(f"the LoRA names {mod}, which the model lacks", "")
+                    raise UserError(
+                        f"the LoRA names {mod}, which the model lacks",
+                        "export with the model the tune was made on",
+                    )
                 a, b = f.get_tensor(mod + LORA_A).float(), f.get_tensor(mod + LORA_B).float()
                 r = int(_layer(cfg.get("rank_pattern") or {}, mod, cfg["r"]))
                 alpha = float(_layer(cfg.get("alpha_pattern") or {}, mod, cfg["lora_alpha"]))
@@ -94,7 +97,10 @@ def merge_into(module: nn.Module, ckpt: Path, meta: dict) -> int:
         for k in keys:
             w = params.get(k)
             if w is None:
-                raise UserError(f"the checkpoint names {k}, which the model lacks", "")
+                raise UserError(
+                    f"the checkpoint names {k}, which the model lacks",
+                    "export with the model the tune was made on",
+                )
             w.copy_((w.float() + f.get_tensor(k).float().to(w.device)).to(w.dtype))
             changed += 1
     return changed
