@@ -99,7 +99,7 @@ def write_card(
     text = _LOAD["lora" if lora else "merged"].format(
         rare=prov["rare_token"],
         prompt=prov["prompt"],
-        base=prov["base_model"],
+        base=prov["base_model"] if _hub_id(prov["base_model"]) else f"path/to/{prov['base_model']}",
         here=here,
         weight_arg=f', weight_name="{weight_name}"' if weight_name else "",
         file=weight_name or "",
