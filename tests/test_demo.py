@@ -53,6 +53,10 @@ def test_demo_runs_and_reports_every_seed(tmp_path, capsys):
     seeds = v["edit_config"]["seeds"]
     assert all(len(r["verdicts"]) == len(seeds) for r in v["edits"])
     assert "success" in printed and "preservation" in printed
+    # the header says what ran: the model's own sampler and steps, not the unresolved None
+    c = v["edit_config"]
+    assert c["sampler"] and c["steps"] and f"{c['steps']} {c['sampler']} steps" in printed
+    assert "None steps" not in printed
     assert 0.0 <= v["success_rate"] <= 1.0 and 0.0 <= v["preservation"] <= 1.0
     # fidelity outside the edited object, per seed and on average, printed beside the verdicts
     bg = [x["background_psnr"] for r in v["edits"] for x in r["verdicts"]]

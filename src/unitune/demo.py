@@ -144,7 +144,8 @@ def run_demo(
         "scene": SCENE.to_dict(),
         "tune_seconds": round(t_tuned - t_start, 1),
         "total_seconds": round(time.time() - t_start, 1),
-        "edit_config": {k: v for k, v in edit_cfg.__dict__.items()},
+        # as it ran: the model's sampler, steps and CFG filled in (the header prints these)
+        "edit_config": dict(ed.resolve(edit_cfg).__dict__),
         "edits": report,
         "success_rate": float(np.mean([v["success"] for r in report for v in r["verdicts"]])),
         "preservation": float(np.mean([v["preservation"] for r in report for v in r["verdicts"]])),
