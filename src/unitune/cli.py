@@ -41,6 +41,7 @@ from .config import (
     RankConfig,
     TuneConfig,
     WorkLimits,
+    check_prompt,
     parse_limits,
     tune_preset,
 )
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-resume",
         action="store_true",
         help="keep checkpoints/resume.safetensors (exact training state) after the run",
+    )
+    t.add_argument(
+        "--preview",
+        metavar="PROMPT",
+        help="render this edit at every saved checkpoint while tuning goes on (edit defaults, "
+        "seeds 0,1; its own copy of the model); prints each preview's paths as it is written",
     )
     add_common(t)
     add_speed_flags(t)
@@ -263,26 +270,47 @@ def cmd_tune(args: argparse.Namespace) -> None:
         args.vae,
         preset=args.preset,
     )
+    if args.preview is not None:
+        check_prompt(args.preview, what="--preview")
     _before_load(args)
     from .tune import tune
 
-    folder = tune(
-        args.image,
-        args.out,
-        cfg,
-        model=args.model,
-        device=args.device,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        model_config=args.model_config,
-        vae=args.vae,
-        accel=acceleration(args),
-        keep_resume=args.keep_resume,
-        preset=args.preset,
-    )
+    previews = _previewer(args) if args.preview is not None else None
+    try:
+        folder = tune(
+            args.image,
+            args.out,
+            cfg,
+            model=args.model,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            model_config=args.model_config,
+            vae=args.vae,
+            accel=acceleration(args),
+            keep_resume=args.keep_resume,
+            preset=args.preset,
+            on_checkpoint=previews.submit if previews is not None else None,
+        )
+    finally:
+        if previews is not None:  # the previews of the saved checkpoints still finish
+            previews.close()
     ck = folder.manifest.checkpoints
     losses = ", ".join(f"{s}: {ck[s].loss:.4f}" for s in sorted(ck))
     print(f"tune folder: {folder.path}  checkpoints (mean loss): {losses or 'none'}")
+
+
+def _previewer(args: argparse.Namespace):
+    """`tune --preview`: a Previewer printing each checkpoint's preview paths as they come."""
+    from .preview import Previewer
+
+    def show(step: int, paths: list) -> None:
+        print(f"preview at step {step}: " + " ".join(map(str, paths)), flush=True)
+
+    def failed(step: int, e: Exception) -> None:
+        print(f"unitune: warning: the preview at step {step} failed: {e}", file=sys.stderr)
+
+    return Previewer(args.out, args.preview, args.device, on_preview=show, on_error=failed)
 
 
 def _before_load(args: argparse.Namespace) -> None:

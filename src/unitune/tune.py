@@ -87,6 +87,7 @@ def tune(
     accel: Acceleration | None = None,
     keep_resume: bool = False,
     preset: str | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TuneFolder:
     """Fine-tune ``model`` on one image into the tune folder ``out``; resumes if it exists.
     ``backbone``: an already loaded model to tune (left as it was found); else ``model`` is
@@ -96,7 +97,9 @@ def tune(
     training state (fp32 weights + optimizer: 3x a full checkpoint) after the run completes.
     ``preset``: the config.TUNE_PRESETS entry ``cfg`` was built from (`--preset`), whose needs
     are checked with the rest (SINE's: a class noun); None names none. Every check runs before
-    a model loads (checks.check_tune), so a bad argument costs the CLI's one-line UserError."""
+    a model loads (checks.check_tune), so a bad argument costs the CLI's one-line UserError.
+    ``on_checkpoint(step)``: called as soon as each checkpoint is on disk (preview.Previewer's
+    ``submit`` renders an edit from it while the tune goes on)."""
     out = Path(out)
     recover(out)  # a killed run's temps beside the folder (and a half-done --overwrite)
     plan = check_tune(image, out, cfg, model, model_config, overwrite, vae, preset=preset)
@@ -152,7 +155,7 @@ def tune(
     cond = bb.encode([cfg.prompt()], placement.geometry())  # one row; text encoders frozen
     if owned:
         bb.free_text_encoders()
-    _train(folder, bb, cfg, img, progress, on_step, cond)
+    _train(folder, bb, cfg, img, progress, on_step, cond, on_checkpoint)
     if cfg.sr_model:  # a cascade: its super-resolution stage, on the same prompt's embedding
         _tune_sr(folder, cfg, img, cond, bb, progress, on_step, accel, keep_resume)
     _drop_resume(folder, keep_resume)
@@ -229,9 +232,10 @@ def _train(
     progress: bool,
     on_step: Callable[[int, float], None] | None,
     cond,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> None:
     """Tune ``bb`` into ``folder`` on the one-row conditioning ``cond`` (resumes; a no-op once
-    the folder is complete)."""
+    the folder is complete); ``on_checkpoint(step)`` after each checkpoint is on disk."""
     dev = bb.device
     cuda = dev.type == "cuda"
     # a rerun trusts only what verifies: every recorded checkpoint's size and sha256
@@ -292,7 +296,7 @@ def _train(
                     base_state,
                     amp,
                 )
-                _steps(run, start, history, progress, on_step)
+                _steps(run, start, history, progress, on_step, on_checkpoint)
             finally:
                 if grad_ckpt and hasattr(module, "disable_gradient_checkpointing"):
                     module.disable_gradient_checkpointing()
@@ -323,6 +327,7 @@ def _steps(
     history: list[float],
     progress: bool,
     on_step: Callable[[int, float], None] | None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> None:
     """The training loop from ``start`` to ``cfg.steps``, saving at ``save_at``; appends each
     step's loss to ``history``."""
@@ -381,3 +386,5 @@ def _steps(
             opt_t, scalars = _flatten_optimizer(opt)
             exact = {**adapters.trainable_state(module), **opt_t, "rng": gen.get_state()}
             save_resume_state(folder, done, exact, scalars, history)
+            if on_checkpoint is not None:
+                on_checkpoint(done)
