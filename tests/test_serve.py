@@ -101,11 +101,13 @@ def _wait(client, job: str, timeout: float = 300) -> dict:
     raise TimeoutError(f"job {job}")
 
 
-def _submit_tune(client, photo: str, steps: int, caption: str = "a scene") -> str:
+def _submit_tune(
+    client, photo: str, steps: int, caption: str = "a scene", preview: str = ""
+) -> str:
     from gradio_client import handle_file
 
     job, _status = client.predict(
-        handle_file(photo), caption, steps, "world", api_name="/submit_tune"
+        handle_file(photo), caption, steps, "world", preview, api_name="/submit_tune"
     )
     return job
 
@@ -165,8 +167,11 @@ def test_browser_tune_grid_cell_download(srv, demo_photo, tmp_path):
         wait().until(lambda _: d.find_elements(By.CSS_SELECTOR, "#photo-preview img"))
         css("#caption textarea").send_keys("a red circle")
         fill("#steps input", "4")
+        css("#preview-prompt textarea").send_keys("a green circle")
         css("#tune-btn").click()
         assert "done" in status("#tune-status")
+        # the preview edit of the tune's checkpoint appears in the Tune tab (2 seeds)
+        wait(60).until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#previews img")) >= 2)
         d.save_screenshot(str(shots / "2-tuned.png"))
         tab("Explore")  # the tune just made is picked already
         wait(30).until(lambda _: "#1 a red circle" in css("#pick input").get_attribute("value"))
@@ -249,12 +254,12 @@ def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path
     }
     for words, path in bad.items():
         with pytest.raises(Exception) as e:
-            c.predict(handle_file(str(path)), "", 4, "world", api_name="/submit_tune")
+            c.predict(handle_file(str(path)), "", 4, "world", "", api_name="/submit_tune")
         assert any(w in str(e.value) for w in words.split("|")), str(e.value)
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(26 * 2**20))  # over the 25 MB upload limit
     with pytest.raises(Exception) as e:
-        c.predict(handle_file(str(big)), "", 4, "world", api_name="/submit_tune")
+        c.predict(handle_file(str(big)), "", 4, "world", "", api_name="/submit_tune")
     assert "maximum file size" in str(e.value), str(
         e.value
     )  # Gradio's limit (launch max_file_size)
@@ -275,8 +280,8 @@ def test_upload_limits_and_a_full_queue_answer_clearly(srv, demo_photo, tmp_path
     assert not outside, outside  # nothing but the data dir (and the test's own files) written
 
 
-def _tuned(c, photo: str, steps: int = 4) -> str:
-    job = _submit_tune(c, photo, steps, "a red circle")
+def _tuned(c, photo: str, steps: int = 4, preview: str = "") -> str:
+    job = _submit_tune(c, photo, steps, "a red circle", preview)
     assert _wait(c, job)["state"] == "done"
     return job
 
@@ -422,7 +427,8 @@ def team(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ana_tune(team, demo_photo) -> str:
     """One finished 16-step tune of ana's (16: the fidelity knob's map starts there)."""
-    return _tuned(team.client("ana"), demo_photo, 16)
+    # with a preview edit: rendered at its checkpoint (16) while it tunes
+    return _tuned(team.client("ana"), demo_photo, 16, preview="a green circle")
 
 
 def _refused(call, *words: str) -> str:
@@ -504,14 +510,14 @@ def test_an_uploaded_html_file_is_an_attachment_and_is_not_kept(team, tmp_path):
     (tmp_path / "evil.html").write_bytes(page)
     _refused(
         lambda: c.predict(
-            handle_file(str(tmp_path / "evil.html")), "", 4, "world", api_name="/submit_tune"
+            handle_file(str(tmp_path / "evil.html")), "", 4, "world", "", api_name="/submit_tune"
         ),
         "Invalid file type",
     )
     (tmp_path / "evil.png").write_bytes(page)  # named like an image: reaches the server's check
     _refused(
         lambda: c.predict(
-            handle_file(str(tmp_path / "evil.png")), "", 4, "world", api_name="/submit_tune"
+            handle_file(str(tmp_path / "evil.png")), "", 4, "world", "", api_name="/submit_tune"
         ),
         "not an image",
     )
@@ -530,9 +536,16 @@ def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
     ana, bob, tune = team.client("ana"), team.client("bob"), ana_tune
     assert len(tune) == 32 and int(tune, 16) >= 0  # 128 random bits, not a sequence number
     assert _wait(ana, tune)["state"] == "done"
+    # the tune's previews: its owner gets the edit rendered at checkpoint 16, with parameters
+    previews = ana.predict(tune, api_name="/previews")
+    assert len(previews) == 2, previews  # the preview batch: seeds 0 and 1
+    for png in previews:
+        params = json.loads(Image.open(png).text["unitune"])
+        assert params["edit_config"]["checkpoint"] == 16 and "a green circle" in params["prompt"]
     for call in (
         lambda: bob.predict(tune, api_name="/job"),
         lambda: bob.predict(tune, api_name="/files"),
+        lambda: bob.predict(tune, api_name="/previews"),
         lambda: bob.predict(tune, api_name="/cancel"),
     ):
         _refused(call, "no such job")

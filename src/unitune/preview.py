@@ -41,12 +41,15 @@ class Previewer:
         cfg: EditConfig = EditConfig(seeds=(0, 1)),
         on_preview: Callable[[int, list[Path]], None] | None = None,
         on_error: Callable[[int, Exception], None] | None = None,
+        backbone=None,
     ) -> None:
+        """``backbone``: a loaded model for the previews (not the one being tuned), else the
+        tune's model is loaded at the first checkpoint."""
         self.tune_dir, self.prompt, self.device, self.cfg = Path(tune_dir), prompt, device, cfg
         self.on_preview, self.on_error = on_preview, on_error
         self.done: dict[int, list[Path]] = {}  # step -> the preview images written
         self._jobs: queue.Queue[int | None] = queue.Queue()
-        self._backbone = None  # the preview's own model, loaded on the first checkpoint
+        self._backbone = backbone  # the previews' own model (loaded at the first checkpoint)
         self._thread = threading.Thread(target=self._work, name="unitune-preview", daemon=True)
         self._thread.start()
 

@@ -166,8 +166,10 @@ class Server:
         steps: Any = TuneConfig.steps,
         model: Any = None,
         owner: str | None = None,
+        preview: Any = "",
     ) -> str:
-        """Queue a tune of an uploaded photo (its bytes): the job's token."""
+        """Queue a tune of an uploaded photo (its bytes): the job's token. ``preview``: an edit
+        prompt rendered at each saved checkpoint while the tune runs (:meth:`previews`)."""
         lim = self.limits
         model = model or next(iter(self.models))
         if not isinstance(model, str) or model not in self.models:
@@ -183,7 +185,25 @@ class Server:
         upload = self.store.save_upload(photo)
         settings = {k: v for k, v in asdict(cfg).items() if v != getattr(TuneConfig(), k)}
         params = {"upload": upload, "model": model, "settings": settings}
+        preview = check_prompt(preview or "", lim, what="the preview edit", required=False)
+        if preview.strip():
+            params["preview"] = preview
         return self.queue.submit("tune", params, owner).token
+
+    def previews(self, token: Any, owner: str | None = None) -> list[Path]:
+        """The preview edits a tune job of ``owner`` has rendered so far (running or done), by
+        checkpoint: the PNGs under that job's own tune folder, nothing else."""
+        from ..preview import PREVIEW_DIR
+
+        job = self.job(token, owner)
+        if job.kind != "tune":
+            return []  # only tunes render previews
+        root = self.store.tune_dir(job.id) / PREVIEW_DIR
+        steps = sorted(root.glob("step-*"), key=lambda d: int(d.name.split("-")[1]))
+        pngs = [
+            p for d in steps for p in sorted(d.glob("*.png")) if not p.name.endswith(".mask.png")
+        ]
+        return [self.store.inside(self.store.rel(p)) for p in pngs]
 
     def _tune(self, tune: Any, owner: str | None) -> tuple[Job, Path]:
         """A finished tune job of ``owner`` and its folder."""

@@ -190,10 +190,18 @@ def build(server: Server) -> gr.Blocks:
         return kept, kept
 
     @_ui_error
-    def submit_tune(photo: str | None, caption: str, steps: float, model: str, request: gr.Request):
-        """Upload a photo and queue its tune -> (job token, status)."""
+    def submit_tune(
+        photo: str | None,
+        caption: str,
+        steps: float,
+        model: str,
+        preview: str,
+        request: gr.Request,
+    ):
+        """Upload a photo and queue its tune -> (job token, status). ``preview``: an edit shown
+        at each checkpoint while the tune runs."""
         job = server.submit_tune(
-            _take_upload(photo, "photo"), caption, steps, model, _owner(request)
+            _take_upload(photo, "photo"), caption, steps, model, _owner(request), preview
         )
         return job, "tune queued"
 
@@ -249,6 +257,11 @@ def build(server: Server) -> gr.Blocks:
         return [_hand(p) for p in server.files(job, _owner(request))]
 
     @_ui_error
+    def job_previews(job: str, request: gr.Request) -> list[str]:
+        """The preview edits a tune has rendered so far, checkpoint by checkpoint."""
+        return [_hand(p) for p in server.previews(job, _owner(request))]
+
+    @_ui_error
     def job_masks(job: str, request: gr.Request) -> list[str]:
         """The automatic masks a finished edit used, one per image (white = may change)."""
         return [_hand(p) for p in server.masks(job, _owner(request))]
@@ -258,7 +271,14 @@ def build(server: Server) -> gr.Blocks:
         return job.public() if job else None
 
     def poll(
-        tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown, request: gr.Request
+        tune_job,
+        grid_job,
+        edit_job,
+        grid_shown,
+        edit_shown,
+        picks_shown,
+        previews_shown,
+        request: gr.Request,
     ):
         """One tick: progress of the three current jobs; the tune list when a tune finished (the
         newest picked); galleries filled once a job is done. Unchanged parts are skipped, so an
@@ -291,6 +311,14 @@ def build(server: Server) -> gr.Blocks:
                 for j in server.history(owner)
             ]
         )
+        # the tune's previews, as each checkpoint's arrive (a tune without previews: none)
+        try:
+            pv = server.previews(tune_job, owner) if tune_job else []
+        except UserError:  # a token from elsewhere: no previews to show
+            pv = []
+        key = [tune_job, len(pv)]
+        fresh_pv = key != (previews_shown or [])
+        out += [[(_hand(p), _caption(p)) for p in pv] if fresh_pv else gr.skip(), key]
         return out
 
     @_ui_error
@@ -316,6 +344,7 @@ def build(server: Server) -> gr.Blocks:
         tune_job, grid_job, edit_job = (gr.Textbox(None, visible=False) for _ in range(3))
         grid_shown, edit_shown = gr.State(None), gr.State(None)
         picks_shown = gr.State([])
+        previews_shown = gr.State([])  # [tune token, previews shown]
         d_steps = server.limits.max_tune_steps
         with gr.Tab("1 Tune"):
             with gr.Row():
@@ -346,10 +375,20 @@ def build(server: Server) -> gr.Blocks:
                             list(server.models), value=next(iter(server.models)), label="model"
                         )
                     )
+                    preview_prompt = gr.Textbox(
+                        label="preview edit (optional): shown at every checkpoint while it tunes",
+                        placeholder="a cat wearing sunglasses",
+                        elem_id="preview-prompt",
+                    )
                     with gr.Row():
                         tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
                         tune_stop = gr.Button("Cancel", elem_id="tune-cancel")
                     tune_status = gr.HTML(elem_id="tune-status")
+            previews_view = gr.Gallery(
+                label="previews (by checkpoint: stop the tune once one is good)",
+                columns=4,
+                elem_id="previews",
+            )
         with gr.Tab("2 Explore"):
             with gr.Row():
                 # any token may come from the API; the server checks it
@@ -482,7 +521,7 @@ def build(server: Server) -> gr.Blocks:
         photo.upload(show_upload, photo, [preview, photo], **private)
         tune_btn.click(
             submit_tune,
-            [photo, caption, steps, model],
+            [photo, caption, steps, model, preview_prompt],
             [tune_job, tune_status],
             api_name="submit_tune",
         )
@@ -503,13 +542,15 @@ def build(server: Server) -> gr.Blocks:
         api_status.change(job_files, api_job, api_files, api_name="files")
         api_masks = gr.File(file_count="multiple", visible=False)
         gr.Button(visible=False).click(job_masks, api_job, api_masks, api_name="masks")
+        api_previews = gr.File(file_count="multiple", visible=False)
+        gr.Button(visible=False).click(job_previews, api_job, api_previews, api_name="previews")
         gr.Button(visible=False).click(cancel, api_job, api_state, api_name="cancel")
         for btn, job in ((tune_stop, tune_job), (grid_stop, grid_job), (edit_stop, edit_job)):
             btn.click(cancel, job, api_state, **private)
         timer = gr.Timer(1.0)
         timer.tick(
             poll,
-            [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown],
+            [tune_job, grid_job, edit_job, grid_shown, edit_shown, picks_shown, previews_shown],
             [
                 tune_status,
                 grid_status,
@@ -522,6 +563,8 @@ def build(server: Server) -> gr.Blocks:
                 edit_shown,
                 masks_view,
                 history,
+                previews_view,
+                previews_shown,
             ],
             show_progress="hidden",
             **private,

@@ -106,14 +106,16 @@ class Worker:
         else:
             self.queue.finish(job.id, result)
 
-    def backbone(self, name: str):
-        """The model ``name`` (one of the server's), loaded once per slot."""
+    def backbone(self, name: str, copy: str = "main"):
+        """The model ``name`` (one of the server's), loaded once per slot and ``copy``: "main"
+        for tunes and edits, "preview" for the previews a tune renders while it trains that
+        model (a second copy: the first is being trained)."""
         loaded = self._local.__dict__.setdefault("models", {})
-        if name not in loaded:
+        if (name, copy) not in loaded:
             from ..backbones import load_model
 
-            loaded[name] = load_model(self.models[name], self.device)
-        return loaded[name]
+            loaded[name, copy] = load_model(self.models[name], self.device)
+        return loaded[name, copy]
 
     def _editor(self, tune_rel: str):
         from ..edit import Editor
@@ -137,26 +139,48 @@ class Worker:
         out = self.store.tune_dir(job.id)
         start = time.time()
         first: list[int] = []
+        shown: dict[str, Any] = {}  # the job's progress record (steps and previews)
+        lock = threading.Lock()  # the preview thread writes it too
+
+        def show(**fields: Any) -> None:
+            with lock:
+                shown.update(fields)
+                self.queue.progress(job.id, **shown)
 
         def on_step(step: int, loss: float) -> None:
             checkpoint()  # a cancelled tune stops here, its saved checkpoints kept
             first.append(step) if not first else None
             done = step - first[0] + 1  # steps run by this process (a resumed run starts later)
             eta = (time.time() - start) / done * (cfg.steps - step)
-            self.queue.progress(
-                job.id, step=step, of=cfg.steps, loss=round(loss, 5), eta_s=round(eta, 1)
-            )
+            show(step=step, of=cfg.steps, loss=round(loss, 5), eta_s=round(eta, 1))
 
-        folder = tune(
-            self.store.upload(p["upload"]),
-            out,
-            cfg,
-            model=self.models[p["model"]],
-            device=self.device,
-            progress=False,
-            backbone=self.backbone(p["model"]),
-            on_step=on_step,
-        )
+        previews = None
+        if p.get("preview"):  # the edit at each checkpoint while the tune goes on
+            from ..preview import Previewer
+
+            previews = Previewer(
+                out,
+                p["preview"],
+                self.device,
+                backbone=self.backbone(p["model"], copy="preview"),
+                on_preview=lambda step, _: show(preview_step=step),
+                on_error=lambda step, e: log.warning("preview at step %s failed: %s", step, e),
+            )
+        try:
+            folder = tune(
+                self.store.upload(p["upload"]),
+                out,
+                cfg,
+                model=self.models[p["model"]],
+                device=self.device,
+                progress=False,
+                backbone=self.backbone(p["model"]),
+                on_step=on_step,
+                on_checkpoint=previews.submit if previews is not None else None,
+            )
+        finally:
+            if previews is not None:  # a cancelled tune keeps the previews already made
+                previews.close(cancel=True)
         return {
             "tune": self.store.rel(out),
             "checkpoints": folder.checkpoints,
