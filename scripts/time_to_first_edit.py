@@ -1,0 +1,115 @@
+"""Time to the first edit: from the photo given to `unitune tune --preview` until the first
+preview edit is written (the checkpoint-16 edit, while the tune goes on), against the wait
+without previews (the whole tune, then an edit). The same code path as the CLI's and the web
+app's Tune tab (preview.Previewer on tune's on_checkpoint; the page polls it every second).
+
+    OMP_NUM_THREADS=2 python scripts/time_to_first_edit.py --out docs/time_to_first_edit.json
+
+Two models: the embedded one (the demo's scene and schedule: full tune, 128 steps, checkpoints
+16/32/64/128) and SD 1.5's architecture with random fp16 weights (random_weights.build) tuned as a
+LoRA at 64 px, 32 steps, checkpoints 16/32 (shapes are what cost time, so random values do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+RUNS = {
+    "embedded": {"model": "world", "method": "full", "steps": 128, "resolution": None},
+    "sd15-random": {"model": None, "method": "lora", "steps": 32, "resolution": 64},
+}
+
+
+def measure(name: str, work: Path, photo: Path, prompt: str) -> dict:
+    from unitune.config import EditConfig, TuneConfig
+    from unitune.edit import Editor
+    from unitune.preview import Previewer
+    from unitune.tune import tune
+
+    spec = dict(RUNS[name])
+    if spec["model"] is None:
+        from unitune.backbones.random_weights import build
+
+        spec["model"] = str(build("sd15", work / "sd15-fp16", half=True))
+    base = TuneConfig()
+    cfg = replace(
+        base,
+        method=spec["method"],
+        steps=spec["steps"],
+        save_at=tuple(s for s in base.save_at if s <= spec["steps"]),
+        resolution=spec["resolution"],
+    )
+    out = work / f"tune-{name}"
+    t0 = time.perf_counter()
+    seen: dict[int, float] = {}
+    saved: dict[int, float] = {}
+
+    def on_preview(step: int, paths: list) -> None:
+        seen[step] = time.perf_counter() - t0
+
+    pv = Previewer(out, prompt, "cpu", on_preview=on_preview)
+
+    def on_checkpoint(step: int) -> None:
+        saved[step] = time.perf_counter() - t0
+        pv.submit(step)
+
+    tune(
+        photo,
+        out,
+        cfg,
+        model=spec["model"],
+        device="cpu",
+        progress=False,
+        overwrite=True,
+        on_checkpoint=on_checkpoint,
+    )
+    tuned = time.perf_counter() - t0
+    pv.close()
+    all_previews = time.perf_counter() - t0
+    # without previews: the whole tune, then the edit (model loaded once more, as `edit` does)
+    t1 = time.perf_counter()
+    Editor(out, "cpu").edit(prompt, EditConfig(seeds=(0, 1)), progress=False)
+    edit_s = time.perf_counter() - t1
+    return {
+        "model": name,
+        "tune": {"method": cfg.method, "steps": cfg.steps, "save_at": list(cfg.save_at)},
+        "checkpoint_saved_s": {str(k): round(v, 1) for k, v in sorted(saved.items())},
+        "preview_written_s": {str(k): round(v, 1) for k, v in sorted(seen.items())},
+        "first_edit_s": round(min(seen.values()), 1) if seen else None,
+        "tune_s_with_previews": round(tuned, 1),
+        "all_previews_s": round(all_previews, 1),
+        "edit_after_tune_s": round(edit_s, 1),
+        "first_edit_without_previews_s": round(tuned + edit_s, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/unitune-ttfe"))
+    ap.add_argument("--out", type=Path, default=Path("docs/time_to_first_edit.json"))
+    ap.add_argument("--models", nargs="+", default=list(RUNS), choices=list(RUNS))
+    args = ap.parse_args()
+    import numpy as np
+
+    from unitune.demo import SCENE
+    from unitune.world.edits import make_edit
+    from unitune.world.render import render, to_pil
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    photo = args.work / "scene.png"
+    to_pil(render([SCENE], 64)[0]).save(photo)
+    prompt = make_edit(SCENE, "reshape", np.random.default_rng(0)).prompt
+    rows = [measure(m, args.work, photo, prompt) for m in args.models]
+    doc = {"date": dt.date.today().isoformat(), "device": "cpu (2 cores)", "prompt": prompt}
+    doc["runs"] = rows
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()
