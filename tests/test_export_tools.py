@@ -124,6 +124,14 @@ def test_push_to_hub_uploads_through_the_real_client(lora_tune, tmp_path):
     sent = {path for repo, path in hub.files if repo == "me/cat-lora"}
     assert {LORA_FILE, "README.md"} <= sent and any(p.startswith("images/") for p in sent)
     assert hub.files["me/cat-lora", LORA_FILE] == (out / LORA_FILE).read_bytes()
+    # a file export pushed goes up with its card (a hub repo's page), written beside it
+    file = tmp_path / "single" / "cat.safetensors"
+    cmd = [sys.executable, "-m", "unitune.cli", "export", str(lora_tune), "--format", "kohya-lora"]
+    cmd += ["--out", str(file), "--push-to-hub", "me/cat-file", "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sent = {path for repo, path in hub.files if repo == "me/cat-file"}
+    assert {"cat.safetensors", "README.md"} <= sent, sent
 
 
 @pytest.mark.parametrize("fmt", ["kohya-lora", "diffusers-lora"])

@@ -480,7 +480,7 @@ def check_export(
             f"--out {str(out)!r} exists", "pass --overwrite to replace it, or another --out"
         )
     card = out.parent / "README.md"
-    if single and cfg is not None and cfg.card and card.exists() and not overwrite:
+    if single and cfg is not None and cfg.writes_card and card.exists() and not overwrite:
         raise UserError(
             f"--card would replace {card}", "pass --overwrite, or put --out in another folder"
         )

@@ -321,7 +321,7 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
     """The ExportConfig of parsed `unitune export` arguments (validated by check_export)."""
     return ExportConfig(
         dtype=args.dtype,
-        card=args.card or bool(args.samples),
+        card=args.card,
         samples=tuple(args.samples or ()),
         push_to_hub=args.push_to_hub,
         private=not args.public,

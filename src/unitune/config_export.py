@@ -20,8 +20,8 @@ class ExportConfig:
     # merged: the floating dtype of the written weights; "auto" = the dtype the base model's own
     # weights are stored in (an fp16 model gives an fp16 file), fp32 when that is unknown
     dtype: str = "auto"
-    # a model card (README.md, diffusers' save_model_card layout) beside a file export; folder
-    # exports always get one inside
+    # a model card (README.md, diffusers' save_model_card layout) beside a file export (also
+    # with samples or push_to_hub: writes_card); folder exports always get one inside
     card: bool = False
     # edit prompts rendered at the exported checkpoint with the edit defaults for the card's
     # widget (none: the widget shows the tuned photo)
@@ -29,6 +29,12 @@ class ExportConfig:
     # a hub repo id (user/name) to upload the export and its card to; None = no upload
     push_to_hub: str | None = None
     private: bool = True  # a repo --push-to-hub creates is private (a tune shows a user's photo)
+
+    @property
+    def writes_card(self) -> bool:
+        """Whether a file export gets its card: asked for, or implied (sample edits are the
+        card's; a hub repo is the card's page)."""
+        return self.card or bool(self.samples) or self.push_to_hub is not None
 
     def validate(self) -> None:
         if self.dtype not in EXPORT_DTYPES:

@@ -136,7 +136,7 @@ def _lora(plan, fmt: str, out: Path, rank: int | None, cfg: ExportConfig, device
             cls = getattr(diffusers, fam.pipelines[0])
             write_diffusers(target, lora, config, cls, extra)
         files = [target]
-        if stage is not None or cfg.card:
+        if stage is not None or cfg.writes_card:
             from .card import write_card
 
             files += write_card(stage or out.parent, plan, prov, fmt, target.name, cfg, device)
@@ -170,7 +170,7 @@ def _merged(plan, out: Path, device: str, cfg: ExportConfig) -> Exported:
             save_streaming(bb.original_layout(bb.module), out, meta, dtype)
         del bb  # before a card's sample edits load the tune for themselves
         files = [out]
-        if cfg.card:
+        if cfg.writes_card:
             from .card import write_card
 
             files += write_card(out.parent, plan, prov, "merged", out.name, cfg, device)
