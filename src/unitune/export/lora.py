@@ -62,8 +62,9 @@ def write_kohya(
     """Write kohya's layout. One alpha for every layer (the config's): a layer whose own alpha
     differs (lora-from-full's small layers keep their full rank r_m with alpha r_m) has its up
     weights scaled by alpha_m / alpha, so every reader's alpha / rank gives the layer's scale.
-    Why: diffusers' kohya converter drops some layers' alphas from its alpha_pattern (measured:
-    the mid block's, which then got the common alpha), and a uniform alpha has no pattern."""
+    Why: with per-layer alphas, diffusers' kohya loader got the mid block's attention layers
+    wrong (lora-from-full at full rank on the tiny SD: only those 6 layers, off by a factor, as
+    if they had the common alpha); a uniform alpha leaves no per-layer pattern to lose."""
     mods = modules_of(tensors)
     alpha = alphas(config, mods)
     common = float(config["lora_alpha"])
