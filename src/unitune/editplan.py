@@ -132,10 +132,14 @@ def edit_params(
     }
 
 
+def slug(prompt: str) -> str:
+    """A prompt as a file name's part: lower-case words joined by '-', at most 40 characters."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "edit"
+
+
 def output_name(prompt: str, params: dict[str, Any]) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "edit"
     ec = params["edit_config"]
-    return f"{slug}_c{ec['checkpoint']}_t{ec['t0']:g}_w{ec['cfg']:g}_s{params['seed']}.png"
+    return f"{slug(prompt)}_c{ec['checkpoint']}_t{ec['t0']:g}_w{ec['cfg']:g}_s{params['seed']}.png"
 
 
 # A1111's names of the samplers (what A1111 writes and its readers map); flow models' "euler"

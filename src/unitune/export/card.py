@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import EditConfig
 from ..config_export import ExportConfig
+from ..editplan import slug
 from ..fileio import atomic_write, atomic_write_text
 
 TEMPLATE = """---
@@ -67,10 +68,6 @@ _SINGLE = """
 """
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "edit"
-
-
 def write_card(
     where: Path,
     plan,
@@ -90,16 +87,18 @@ def write_card(
     written: list[Path] = []
     widget = []
     for prompt, img in _widget_images(plan, prov, cfg, device):
-        path = images / f"{_slug(prompt)}.png"
+        path = images / f"{slug(prompt)}.png"
         atomic_write(path, lambda tmp, im=img: im.save(tmp, format="PNG"))
         written.append(path)
         widget.append({"text": prompt, "output": {"url": f"images/{path.name}"}})
     lora = fmt != "merged"
+    base = prov["base_model"]
+    hub = _hub_id(base)
     here = "." if weight_name is None else "path/to/this/folder"
     text = _LOAD["lora" if lora else "merged"].format(
         rare=prov["rare_token"],
         prompt=prov["prompt"],
-        base=prov["base_model"] if _hub_id(prov["base_model"]) else f"path/to/{prov['base_model']}",
+        base=base if hub else f"path/to/{base}",
         here=here,
         weight_arg=f', weight_name="{weight_name}"' if weight_name else "",
         file=weight_name or "",
@@ -107,8 +106,6 @@ def write_card(
         single=_SINGLE.format(file=weight_name) if weight_name else "",
     )
     kind = "LoRA" if lora else "merged model"
-    base = prov["base_model"]
-    hub = _hub_id(base)
     link = f"[{base}](https://huggingface.co/{base})" if hub else f"`{base}`"
     description = (
         f"# {prov['tune']}: a unitune {kind}\n\n"

@@ -9,7 +9,8 @@ for every weight the checkpoint changes adds the change in fp32 and casts back:
   the checkpoint file, one tensor in memory at a time;
 - a LoRA's: W <- W + (alpha / r) B A per layer (B (out, r), A (r, in) or, for a conv, A the k x k
   conv into r channels and B the 1x1 conv out of them: B.flatten(1) @ A.flatten(1) reshaped to
-  W's shape), r and alpha per layer from the LoraConfig's patterns, as PEFT's merge does.
+  W's shape), alpha per layer from the LoraConfig's pattern and r the layer's own (A's rows),
+  as PEFT's merge does.
 
 The result equals State.merged's (PEFT's own merge) to float rounding (tests/test_export_tools).
 The module is the exporter's own freshly loaded copy; nothing else holds it.
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .lora import LORA_A, LORA_B, _layer
+from .lora import LORA_A, LORA_B, alphas
 
 # `unitune export --dtype`: what a merged file's floating tensors are stored as
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -77,8 +78,9 @@ def merge_into(module: nn.Module, ckpt: Path, meta: dict) -> int:
     with safe_open(str(ckpt), framework="pt") as f:
         keys = [k for k in f.keys() if not k.startswith("pos.")]
         if meta.get("kind") == "lora":
-            cfg = meta["lora_config"]
-            for mod in sorted(k[: -len(LORA_A)] for k in keys if k.endswith(LORA_A)):
+            mods = sorted(k[: -len(LORA_A)] for k in keys if k.endswith(LORA_A))
+            alpha = alphas(meta["lora_config"], mods)  # per layer, PEFT's pattern lookup
+            for mod in mods:
                 w = params.get(mod + ".weight")
                 if w is None:
                     raise UserError(
@@ -86,9 +88,8 @@ def merge_into(module: nn.Module, ckpt: Path, meta: dict) -> int:
                         "export with the model the tune was made on",
                     )
                 a, b = f.get_tensor(mod + LORA_A).float(), f.get_tensor(mod + LORA_B).float()
-                r = int(_layer(cfg.get("rank_pattern") or {}, mod, cfg["r"]))
-                alpha = float(_layer(cfg.get("alpha_pattern") or {}, mod, cfg["lora_alpha"]))
-                delta = (b.flatten(1) @ a.flatten(1)).reshape(w.shape) * (alpha / r)
+                scale = alpha[mod] / a.shape[0]  # PEFT's alpha / r, r the layer's own (A's rows)
+                delta = (b.flatten(1) @ a.flatten(1)).reshape(w.shape) * scale
                 w.copy_((w.float() + delta.to(w.device)).to(w.dtype))
                 changed += 1
             return changed

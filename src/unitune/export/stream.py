@@ -12,6 +12,7 @@ safetensors itself (every name, dtype and shape) before the rename.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,12 +45,11 @@ def stream_safetensors(
 ) -> Path:
     """Write ``names`` in order: ``shape_dtype(name)`` says what each will be (the header is
     written first), ``tensor(name)`` makes it when its turn comes (it is freed after)."""
-    names = list(names)
+    plan = [(n, *shape_dtype(n)) for n in names]  # (name, shape, dtype), in file order
     header: dict[str, object] = {}
     offset = 0
-    for n in names:
-        shape, dtype = shape_dtype(n)
-        size = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+    for n, shape, dtype in plan:
+        size = math.prod(shape) * dtype.itemsize
         header[n] = {
             "dtype": _DTYPES[dtype],
             "shape": list(shape),
@@ -65,8 +65,7 @@ def stream_safetensors(
         with open(tmp, "wb") as f:
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
-            for n in names:
-                shape, dtype = shape_dtype(n)
+            for n, shape, dtype in plan:
                 t = tensor(n).detach().to("cpu", dtype).contiguous()
                 if tuple(t.shape) != tuple(shape):
                     raise ValueError(f"{n}: shape {tuple(t.shape)}, announced {tuple(shape)}")
@@ -75,13 +74,6 @@ def stream_safetensors(
         _verify(tmp, header)
 
     return atomic_write(path, write)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def _verify(path: str, header: dict[str, object]) -> None:
