@@ -90,7 +90,8 @@ def test_shared_png_says_no_path_and_sd_parsers_reads_every_field(tuned, tmp_pat
     (sampler,) = info.samplers
     assert sampler.name == "DDIM" and sampler.model.name == Path(model).name
     assert sampler.prompts[0].value == "beikkpic a cat, wearing sunglasses"
-    expected = {k: str(v) for k, v in a1111_params(sidecar).items() if v is not None}
+    shared = public_params(sidecar)
+    expected = {k: str(v) for k, v in a1111_params(shared).items() if v is not None}
     got = {**sampler.parameters, **info.metadata}
     renamed = {"cfg_scale": "CFG scale", "seed": "Seed", "steps": "Steps"}
     got = {renamed.get(k, k): str(v) for k, v in got.items()}

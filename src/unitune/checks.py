@@ -5,7 +5,6 @@ line on stderr; the library calls the same checks, so its errors are the CLI's."
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass, replace
@@ -116,15 +115,10 @@ def open_tune(path: str | Path) -> TuneFolder:
 def scheduler_table(spec: ModelSpec) -> int | None:
     """The training schedule's length (num_train_timesteps) of a model read from its scheduler
     config before anything loads, where it is on disk (a folder, or --model-config); else None."""
-    for root in (spec.config_dir, None if spec.single_file else spec.ref):
-        f = Path(root) / "scheduler" / "scheduler_config.json" if root else None
-        if f is not None and f.is_file():
-            try:
-                n = json.loads(f.read_text()).get("num_train_timesteps")
-            except (OSError, ValueError, AttributeError):
-                return None
-            return n if plain_int(n) and n > 0 else None
-    return None
+    from .backbones import config_value
+
+    n = config_value(spec, "scheduler/scheduler_config.json", "num_train_timesteps")
+    return n if plain_int(n) and n > 0 else None
 
 
 def check_steps_table(steps: int | None, table: int | None, flag: str = "--steps") -> None:

@@ -148,12 +148,10 @@ A1111_SAMPLERS = {"ddim": "DDIM", "dpm++": "DPM++ 2M", "euler": "Euler", "heun":
 
 
 def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
-    """The A1111-style key order for the PNG `parameters` chunk, from an edit's parameters
-    (edit_params): names instead of paths (public.py), A1111's sampler names, and every value
-    one plain word or phrase (pngmeta.format_parameters keeps commas and colons out)."""
-    from .public import public_name, public_params
-
-    p = public_params(p)
+    """The A1111-style key order for the PNG `parameters` chunk, from an edit's parameters as
+    they may be shared (public.public_params(edit_params(...)): names, no paths), with A1111's
+    sampler names and every value one plain word or phrase (pngmeta.format_parameters keeps
+    commas and colons out)."""
     ec = p["edit_config"]
     sampler = p["sampler"]
     out = {
@@ -180,7 +178,7 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
     if ec.get("sr_checkpoint") is not None:  # a cascade's super-resolution stage
         out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
     if ec.get("upscaler"):
-        out["Upscaler"] = public_name(ec["upscaler"])
+        out["Upscaler"] = ec["upscaler"]
     if ec.get("start", "noise") != "noise":
         out["Start"] = ec["start"] + (" (negative prompt)" if ec.get("inversion_negative") else "")
     if p.get("mask"):

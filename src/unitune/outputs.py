@@ -38,13 +38,9 @@ def save_edit(
     if mask is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(mask_path(path), lambda tmp: mask.save(tmp, format="PNG"))
+    shared = public_params(params)
     return save_png(
-        img,
-        path,
-        params,
-        text_params=a1111_params(params),
-        shared=public_params(params),
-        metadata=metadata,
+        img, path, params, text_params=a1111_params(shared), shared=shared, metadata=metadata
     )
 
 

@@ -368,26 +368,27 @@ def modelspec_architecture(spec: ModelSpec) -> tuple[str, str | None]:
     fam = spec.family
     arch, pred = fam.modelspec, None
     if fam.name in ("sd", "sdxl", "if"):
-        v = _config_value(spec, "scheduler/scheduler_config.json", "prediction_type")
+        v = config_value(spec, "scheduler/scheduler_config.json", "prediction_type")
         pred = "v" if v == "v_prediction" else "epsilon"
     if fam.name == "sd" and kohya_version(spec)[1]:
         arch = "stable-diffusion-v2-768-v" if pred == "v" else "stable-diffusion-v2-512"
     if (
         fam.name == "flux"
-        and _config_value(spec, "transformer/config.json", "guidance_embeds") is False
+        and config_value(spec, "transformer/config.json", "guidance_embeds") is False
     ):
         arch = "flux-1-schnell"
     return arch, pred
 
 
-def _config_value(spec: ModelSpec, rel: str, key: str):
-    """A value from one of the model's config files (a folder's, or --model-config's), else None."""
+def config_value(spec: ModelSpec, rel: str, key: str):
+    """A value from one of the model's config files (``rel``, e.g. scheduler/scheduler_config.json)
+    where it is on disk before anything loads (a folder, or --model-config), else None."""
     for root in (spec.config_dir, None if spec.single_file else spec.ref):
         path = Path(root) / rel if root else None
         if path is not None and path.is_file():
             try:
                 return json.loads(path.read_text()).get(key)
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):  # unreadable, or not a JSON object
                 return None
     return None
 

@@ -20,11 +20,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import DEFAULT_MODEL, STARTS, TUNE_METHODS, EditConfig, GridConfig, TuneConfig
+from ..config import (
+    DEFAULT_MODEL,
+    STARTS,
+    TUNE_METHODS,
+    EditConfig,
+    GridConfig,
+    TuneConfig,
+    WorkLimits,
+)
 
 TUNE = "UNITUNE_TUNE"  # the tune folder's path, as a string
 CATEGORY = "unitune"
-_ED, _TC = EditConfig(), TuneConfig()
+_ED, _TC, _LIM = EditConfig(), TuneConfig(), WorkLimits()
+DEVICE = (["auto", "cpu", "cuda", "mps"], {"default": "auto"})  # every node's optional device
 
 
 def to_pil(image: torch.Tensor, index: int = 0):
@@ -76,19 +85,17 @@ class UnituneTune:
                 "folder": ("STRING", {"default": "unitune/tunes/photo"}),
                 "model": ("STRING", {"default": DEFAULT_MODEL}),
                 "method": (list(TUNE_METHODS), {"default": _TC.method}),
-                "steps": ("INT", {"default": _TC.steps, "min": 1, "max": 10_000}),
-                "resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8}),
+                "steps": ("INT", {"default": _TC.steps, "min": 1, "max": _LIM.max_tune_steps}),
+                "resolution": ("INT", {"default": 0, "min": 0, "max": _LIM.max_side, "step": 8}),
             },
-            "optional": {"device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"})},
+            "optional": {"device": DEVICE},
         }
 
     def tune(self, image, folder, model, method, steps, resolution, device="auto"):
         from ..tune import tune
 
-        save_at = tuple(sorted({s for s in _TC.save_at if s <= steps} | {steps}))
-        cfg = replace(
-            _TC, method=method, steps=steps, save_at=save_at, resolution=resolution or None
-        )
+        # the paper's checkpoints: tune() skips those past ``steps`` and always saves the last
+        cfg = replace(_TC, method=method, steps=steps, resolution=resolution or None)
         with tempfile.TemporaryDirectory() as tmp:
             photo = Path(tmp) / "photo.png"
             to_pil(image).save(photo)
@@ -118,11 +125,14 @@ def _edit_inputs() -> dict:
     return {
         "tune": (TUNE,),
         "prompt": ("STRING", {"default": "wearing sunglasses", "multiline": True}),
-        "checkpoint": ("INT", {"default": -1, "min": -1, "max": 10_000}),  # -1: the default
+        "checkpoint": (
+            "INT",
+            {"default": -1, "min": -1, "max": _LIM.max_tune_steps},
+        ),  # -1: default
         "t0": ("FLOAT", {"default": _ED.t0, "min": 0.0, "max": 1.0, "step": 0.05}),
         "cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.5}),  # 0: default
-        "steps": ("INT", {"default": 0, "min": 0, "max": 1000}),  # 0: the model's
-        "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
+        "steps": ("INT", {"default": 0, "min": 0, "max": _LIM.max_sample_steps}),  # 0: model's
+        "seed": ("INT", {"default": 0, "min": 0, "max": _LIM.max_seed}),
     }
 
 
@@ -159,8 +169,8 @@ class UnituneEdit:
                 "mask": ("MASK",),
                 "negative_prompt": ("STRING", {"default": "", "multiline": True}),
                 "prompt_guidance": ("STRING", {"default": ""}),
-                "batch": ("INT", {"default": 1, "min": 1, "max": 64}),
-                "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"}),
+                "batch": ("INT", {"default": 1, "min": 1, "max": _LIM.max_seeds}),
+                "device": DEVICE,
             },
         }
 
@@ -225,7 +235,7 @@ class UnituneGrid:
                 "checkpoints": ("STRING", {"default": ",".join(map(str, g.checkpoints))}),
                 "t0s": ("STRING", {"default": ",".join(f"{t:g}" for t in g.t0s)}),
             },
-            "optional": {"device": (["auto", "cpu", "cuda", "mps"], {"default": "auto"})},
+            "optional": {"device": DEVICE},
         }
 
     def grid(self, tune, prompt, cfg, steps, seed, checkpoints, t0s, device="auto"):
