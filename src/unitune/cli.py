@@ -22,6 +22,7 @@ from .cliargs import (
     add_common,
     add_edit_flags,
     add_export_parser,
+    add_schedule_flags,
     add_speed_flags,
     export_config,
     floats,
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="render this edit at every saved checkpoint while tuning goes on (edit defaults, "
         "seeds 0,1; its own copy of the model); prints each preview's paths as it is written",
     )
+    add_schedule_flags(t)
     add_common(t)
     add_speed_flags(t)
 

@@ -10,12 +10,14 @@ from .config import (
     EDIT_METHODS,
     EXPORT_DTYPES,
     EXPORT_FORMATS,
+    LR_SCHEDULES,
     QUANTIZATIONS,
     SAMPLERS,
     STARTS,
     Acceleration,
     EditConfig,
     ExportConfig,
+    TuneConfig,
 )
 
 
@@ -91,6 +93,31 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
         choices=QUANTIZATIONS,
         default=a.quantize,
         help="int8 weight-only denoiser (torchao): less memory, LoRA tunes only",
+    )
+
+
+def add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    """TuneConfig's schedule levers (tune_schedule.py; docs/BENCHMARKS.md "Time to quality")."""
+    td = TuneConfig()
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=td.lr_schedule)
+    p.add_argument(
+        "--warmup-steps", type=int, default=td.warmup_steps, help="linear learning-rate warm-up"
+    )
+    p.add_argument(
+        "--max-timestep",
+        type=float,
+        default=td.max_timestep,
+        help="train on timesteps up to this fraction only (e.g. the edits' t0)",
+    )
+    p.add_argument(
+        "--auto-stop",
+        type=int,
+        default=td.auto_stop,
+        metavar="PROBES",
+        help="stop when the fixed-noise probe loss has not improved 1%% for PROBES probes",
+    )
+    p.add_argument(
+        "--probe-every", type=int, default=td.probe_every, help="steps between --auto-stop probes"
     )
 
 

@@ -62,6 +62,7 @@ SINGLE_STEP = (
     "ddpm",
 )  # the samplers without multistep history: a batch may mix starts
 DENSITIES = ("uniform", "logit_normal")  # TuneConfig.timestep_density
+LR_SCHEDULES = ("constant", "cosine")  # TuneConfig.lr_schedule (tune_schedule.py)
 EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
 # EditConfig.start: "noise" = SDEdit (the photo noised to t0 with the seed's noise), "inversion"
 # = the photo inverted to t0 by the sampler's ODE under the tuned model (inversion.py)
@@ -107,6 +108,18 @@ class TuneConfig:
     mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no" / "bf16"
     gradient_checkpointing: str = "auto"  # "auto": on for CUDA, off on CPU; or "on" / "off"
     max_grad_norm: float | None = None  # optional gradient clipping (paper: none)
+    # the learning rate over --steps (tune_schedule.py): "constant" (paper) or "cosine" (down to
+    # 0 at the last step), each after ``warmup_steps`` of linear warm-up from 0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0  # linear warm-up steps (paper: none)
+    # train only on timesteps up to this fraction of the 0..1000 scale (1 = all, paper): an edit
+    # that starts at t0 never asks the model about later ones (the density squeezed into it)
+    max_timestep: float = 1.0
+    # stop early once a fixed-noise reconstruction loss of the tune prompt, probed every
+    # ``probe_every`` steps, has not improved by 1% for this many probes (0: run all --steps);
+    # the stopping step is saved as a checkpoint
+    auto_stop: int = 0
+    probe_every: int = 8  # steps between auto_stop's probes
     patches: bool = False  # SINE patch-based fine-tuning with a positional embedding of the crop
     patch_min_frac: float = 0.1  # SINE: crop sides uniform in [min_frac, 1] x the image's sides
     pos_freqs: int = 6  # SINE: Fourier frequencies per coordinate in the positional embedding
@@ -159,6 +172,16 @@ class TuneConfig:
             "e.g. 1.0, or None for no clipping",
             gt=0,
             none_ok=True,
+        )
+        _choice(self.lr_schedule, "--lr-schedule", LR_SCHEDULES)
+        _int(self.warmup_steps, "--warmup-steps", 0, lim.max_tune_steps, "e.g. 4", "max_tune_steps")
+        _real(self.max_timestep, "--max-timestep", "e.g. 0.9 (the edit's t0)", gt=0, le=1)
+        _int(self.auto_stop, "--auto-stop", 0, 1000, "e.g. --auto-stop 2 (probes), or 0: off")
+        _int(self.probe_every, "--probe-every", 1, lim.max_tune_steps, "e.g. 8", "max_tune_steps")
+        _bad(
+            not (self.auto_stop and self.patches is True),
+            "--auto-stop does not combine with --patches (its probe sees the whole image)",
+            "drop one of them",
         )
         _flag(self.patches, "--patches")
         _real(self.patch_min_frac, "--patch-min-frac", "e.g. 0.1 (SINE)", gt=0, le=1)

@@ -33,6 +33,7 @@ from .fileio import clean_leftovers, recover, remove_file
 from .images import fit_image, pil_to_tensor
 from .manifest import ImageRecord, Manifest
 from .state import state_of
+from .tune_schedule import Probe, Stopper, lr_at, squeeze
 from .tunefolder import (
     MANIFEST,
     RESUME,
@@ -259,6 +260,7 @@ def _train(
         gen = torch.Generator().manual_seed(cfg.seed)  # CPU: same noise on any device
         start = 0
         history: list[float] = []
+        probes: list[float] = []  # auto_stop's probe losses so far
         # full tunes store deltas against the PRETRAINED weights (taken before a resume loads)
         base_state = state.snapshot() if cfg.method == "full" else None
         resume = load_resume_state(folder)
@@ -272,6 +274,7 @@ def _train(
             # the resume file's own history (older files: the manifest's, cut at its step)
             old = folder.manifest.loss_history[:start]
             history = list(hist if hist is not None else old)
+            probes = list(scalars.get("probe", []))
         # checkpoints past --steps are dropped; the last step is always saved
         save_at = sorted({s for s in cfg.save_at if s <= cfg.steps} | ({cfg.steps} - {0}))
         if start < cfg.steps:
@@ -295,6 +298,7 @@ def _train(
                     save_at,
                     base_state,
                     amp,
+                    probes,
                 )
                 _steps(run, start, history, progress, on_step, on_checkpoint)
             finally:
@@ -319,6 +323,7 @@ class _Run:
     save_at: list[int]  # the steps whose checkpoint is saved
     base_state: dict[str, torch.Tensor] | None  # the pretrained weights (full tunes' deltas)
     amp: Any  # the autocast context (bf16) or a null one
+    probes: list[float]  # auto_stop's probe losses up to the start step (tune_schedule.Stopper)
 
 
 def _steps(
@@ -349,7 +354,11 @@ def _steps(
     res = folder.manifest.resolution
     oh, ow = original.height, original.width
     cond_b = cond.expand(b)
+    probe = Probe.make(bb, cfg, x0_base, cond, res) if cfg.auto_stop else None
+    stopper = Stopper(cfg.auto_stop, list(run.probes))
     for step in bar:
+        for g in opt.param_groups:  # the schedule's rate for this step (tune_schedule.lr_at)
+            g["lr"] = lr_at(cfg, step)
         if cfg.patches:  # SINE: b random crops of the full-resolution image, encoded this step
             boxes = [patches.sample_box(gen, oh, ow, cfg.patch_min_frac) for _ in range(b)]
             crops = [pil_to_tensor(patches.crop_patch(original, bx, res)) for bx in boxes]
@@ -358,7 +367,8 @@ def _steps(
         else:
             x0 = x0_base.expand(b, -1, -1, -1)
         noise = torch.randn((b, *x0_base.shape[1:]), generator=gen).to(dev, bb.dtype)
-        t = bb.sample_timesteps(b, gen, cfg.timestep_density, res).to(dev)
+        t = squeeze(bb.sample_timesteps(b, gen, cfg.timestep_density, res), cfg.max_timestep)
+        t = t.to(dev)
         noisy = bb.add_noise(x0, noise, t)
         target = bb.target(x0, noise, t)
         c = bb.training_cond(cond_b, gen, res)  # an SR stage's noise augmentation
@@ -376,7 +386,10 @@ def _steps(
         done = step + 1
         if on_step is not None:
             on_step(done, lv)
-        if done in save_at:
+        stop = False
+        if probe is not None and done % cfg.probe_every == 0:
+            stop = stopper.add(probe.loss(bb, module, amp)) and done < cfg.steps
+        if done in save_at or stop:
             prev = max([s for s in save_at if s < done], default=0)
             loss = sum(history[prev:done]) / (done - prev)  # mean since the previous ckpt
             weights, meta = adapters.checkpoint_tensors(module, cfg, bb, base_state)
@@ -384,7 +397,12 @@ def _steps(
                 done, weights, meta, loss, round(time.time() - since, 2), tuple(history)
             )
             opt_t, scalars = _flatten_optimizer(opt)
+            scalars["probe"] = stopper.losses
             exact = {**adapters.trainable_state(module), **opt_t, "rng": gen.get_state()}
             save_resume_state(folder, done, exact, scalars, history)
             if on_checkpoint is not None:
                 on_checkpoint(done)
+        if stop:  # auto_stop: the probe stopped improving; this step is the last checkpoint
+            if progress:
+                bar.write(f"auto-stop at step {done}: the probe loss stopped improving")
+            break

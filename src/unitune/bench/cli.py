@@ -26,7 +26,8 @@ def add_bench_parser(sub, add_common: Callable[[argparse.ArgumentParser], None])
         "--preset",
         help="quick (= --quick), medium (8 scenes, ~40 min on 2 CPU cores), "
         "full (default: 40 scenes) or "
-        "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora)",
+        "tune-compare (4 scenes, UniTune configs only: run it with --tune-method lora) or "
+        "time-to-quality (8 scenes, each tuned with 8 schedules, edited with the defaults)",
     )
     be.add_argument(
         "--tune-method", choices=TUNE_METHODS, help="fine-tune the scenes with this method"
@@ -136,7 +137,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         logs.quiet_libraries()
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     summary = run_bench(bc, args.out, args.work, device=args.device, log=log, shard=shard)
-    print(format_summary(summary))
+    if bc.schedules:
+        from .time_to_quality import format_summary as format_ttq
+
+        print(format_ttq(summary))
+    else:
+        print(format_summary(summary))
 
 
 def cmd_speed(args: argparse.Namespace) -> None:

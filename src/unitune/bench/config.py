@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from itertools import product
 from typing import Any
 
-from ..config import DEFAULT_MODEL, EditConfig
+from ..config import DEFAULT_MODEL, EditConfig, TuneConfig
 from ..world.edits import KINDS
 from .suite import BACKGROUND_MASKS, MASK_MARGIN, SUITE_SEED
 
@@ -28,6 +28,60 @@ KEEP_METHODS = (
     "unitune+automask",
     "unitune+inversion+automask",
     "unitune+inversion-neg+automask",
+)
+
+
+def _check(ok: bool, problem: str) -> None:
+    if not ok:
+        raise ValueError(problem)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One tune schedule of the time-to-quality study (bench/time_to_quality.py): a tune of each
+    scene with these TuneConfig overrides, edited with `unitune edit`'s defaults at
+    ``checkpoints`` (empty: at the last one the run saved, e.g. where auto_stop stopped)."""
+
+    name: str
+    tune: tuple[tuple[str, Any], ...]  # TuneConfig overrides, e.g. (("lr", 3e-4),)
+    checkpoints: tuple[int, ...] = ()
+
+
+_EVERY8 = (8, 16, 24, 32, 48, 64, 96, 128)
+# the study's schedules: the paper's (whose checkpoints are also the shorter constant-rate runs
+# exactly: each step's draws do not depend on --steps), a higher constant rate, warm-up + cosine
+# decay at that rate over 16 and 32 steps, timesteps only up to the default t0 (0.9), LoRA at
+# its default rate (3e-4: the best of 3e-4 / 1e-3 / rank 64 in docs/tune_compare*.json), and
+# the automatic stop at patience 1 and 2 (probes every 8 steps)
+SCHEDULES = (
+    # checkpoint 0 (the pretrained model, the rare token in the prompt) is the control: a row
+    # the study cannot tell from it is not resolved at this size
+    Schedule("paper", (("steps", 128), ("save_at", _EVERY8)), (0, *_EVERY8)),
+    Schedule("lr3e-4", (("steps", 64), ("save_at", _EVERY8[:6]), ("lr", 3e-4)), _EVERY8[:6]),
+    Schedule(
+        "cos16-3e-4",
+        (("steps", 16), ("save_at", (16,)), ("lr", 3e-4), ("lr_schedule", "cosine"))
+        + (("warmup_steps", 2),),
+        (16,),
+    ),
+    Schedule(
+        "cos32-3e-4",
+        (("steps", 32), ("save_at", (16, 32)), ("lr", 3e-4), ("lr_schedule", "cosine"))
+        + (("warmup_steps", 4),),
+        (16, 32),
+    ),
+    Schedule(
+        "tmax0.9",
+        (("steps", 64), ("save_at", _EVERY8[1:6]), ("max_timestep", 0.9)),
+        _EVERY8[1:6],
+    ),
+    Schedule(
+        "lora",
+        (("steps", 128), ("save_at", (16, 32, 64, 128)), ("method", "lora")),
+        (16, 32, 64, 128),
+    ),
+    Schedule("auto-stop1", (("steps", 128), ("save_at", (128,)), ("auto_stop", 1))),
+    Schedule("auto-stop2", (("steps", 128), ("save_at", (128,)), ("auto_stop", 2))),
 )
 
 
@@ -77,6 +131,9 @@ class BenchConfig:
     keep_sdedit: tuple[tuple[float, float], ...] = ((0.8, 7.5), (0.9, 7.5), (1.0, 7.5))
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
+    # the time-to-quality study (bench/time_to_quality.py): when set, each scene is tuned once
+    # per schedule and edited with the edit defaults only (the grids above are not sampled)
+    schedules: tuple[Schedule, ...] = ()
 
     def keep_points(self, method: str) -> list[tuple[int, float, float]]:
         """(checkpoint, t0, CFG) of a keep method ("sdedit+...": checkpoint 0)."""
@@ -105,6 +162,11 @@ class BenchConfig:
             raise ValueError(
                 f"background_mask must be 'objects' or 'full', not {self.background_mask!r}"
             )
+        for sch in self.schedules:
+            sch_tune = replace(TuneConfig(), **dict(sch.tune))
+            sch_tune.validate()
+            saved = set(sch_tune.save_at) | {0, sch_tune.steps}
+            _check(set(sch.checkpoints) <= saved, f"schedule {sch.name}: checkpoints not saved")
         if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
             raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")
 
@@ -115,6 +177,8 @@ class BenchConfig:
     def fingerprint(self) -> str:
         """What a scene's results depend on (everything but the number of scenes)."""
         d = {k: v for k, v in asdict(self).items() if k != "n_scenes"}
+        if not d["schedules"]:  # absent when empty, as tune_extra below
+            del d["schedules"]
         if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
             del d["tune_extra"]
         if not d["keep_methods"]:  # likewise the keep methods and inversion's reconstruction
@@ -187,4 +251,13 @@ TUNE_COMPARE = replace(
     keep_methods=(),
     recon_inversion_cfgs=(),
 )
-PRESETS = {"quick": QUICK, "medium": MEDIUM, "full": FULL, "tune-compare": TUNE_COMPARE}
+# time to quality (#35): MEDIUM's 8 scenes x 5 kinds and 15 sampling steps, 2 seeds, each scene
+# tuned once per schedule (9 tunes) and edited with the defaults at each schedule's checkpoints
+TIME_TO_QUALITY = replace(MEDIUM, seeds=(0, 1), schedules=SCHEDULES)
+PRESETS = {
+    "quick": QUICK,
+    "medium": MEDIUM,
+    "full": FULL,
+    "tune-compare": TUNE_COMPARE,
+    "time-to-quality": TIME_TO_QUALITY,
+}

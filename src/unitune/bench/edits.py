@@ -109,18 +109,18 @@ def label(method: str, ec: EditConfig) -> str:
     return f"c{ec.checkpoint} {t}"
 
 
-def _tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
+def tune_config(bc: BenchConfig, item: SceneItem) -> TuneConfig:
     base = item.caption if bc.tune_prompt == "caption" else None
     tc = TuneConfig(steps=bc.tune_steps, save_at=bc.save_at, base_prompt=base)
     return replace(tc, **dict(bc.tune_extra))
 
 
-def _fingerprint(bc: BenchConfig, bb) -> str:
+def results_fingerprint(bc: BenchConfig, bb) -> str:
     """A scene's results are reused only for the same settings AND the same model weights."""
     return f"{bc.fingerprint()}-{bb.digest}"
 
 
-def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, bb) -> bool:
+def ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, bb) -> bool:
     """Tune unless a complete tune with these settings exists (an interrupted one resumes)."""
     from ..tune import tune
     from ..tunefolder import MANIFEST, TuneFolder
@@ -145,7 +145,7 @@ def _ensure_tune(png: Path, tune_dir: Path, tcfg: TuneConfig, bc: BenchConfig, b
     return True
 
 
-def _score(
+def score_samples(
     images,
     seeds,
     edit: Edit,
@@ -261,7 +261,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
     img = base_image(item.scene)
     atomic_write(png, lambda tmp: img.save(tmp, format="PNG"))
     t0 = time.time()
-    tuned = _ensure_tune(png, d / "tune", _tune_config(bc, item), bc, bb)
+    tuned = ensure_tune(png, d / "tune", tune_config(bc, item), bc, bb)
     t1 = time.time()
     ed = Editor(d / "tune", str(bb.device), backbone=bb)
     base = image_tensor(ed.base_image)  # what the tune saw, at the model's resolution
@@ -294,7 +294,9 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
                 "start": ec.start,
                 "auto_mask_frac": _mask_frac(res),
             }
-            records += _score(res.images, ec.seeds, e, before, base, masks[e.kind], lp, common)
+            records += score_samples(
+                res.images, ec.seeds, e, before, base, masks[e.kind], lp, common
+            )
             _keep(bc, d, records[-len(res.images) :], res.images)
             if method in INTERPOLATED and bc.interp:
                 pix = interpolate(
@@ -302,13 +304,13 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
                 )
                 imgs = [to_pil(p) for p in pix]
                 common = {**common, "method": f"{method}+interp", "interpolate": True}
-                records += _score(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
+                records += score_samples(imgs, ec.seeds, e, before, base, masks[e.kind], lp, common)
                 _keep(bc, d, records[-len(imgs) :], imgs)
     del ed
     for r in records:
         r["base_read_ok"] = reads_back(item.scene, before)
     return {
-        "fingerprint": _fingerprint(bc, bb),
+        "fingerprint": results_fingerprint(bc, bb),
         "scene": item.sid,
         "caption": item.caption,
         "scene_dict": item.scene.to_dict(),
@@ -334,6 +336,7 @@ def run_bench(
     from ..backbones import load_model
     from ..metrics import get_lpips
     from . import report
+    from . import time_to_quality as ttq
 
     bc.validate()
     log = log or (lambda s: None)
@@ -346,7 +349,7 @@ def run_bench(
         raise ValueError(f"shard {shard[0]}/{shard[1]}: need 0 <= k < n")
     bb = load_model(bc.model, device)  # its weights digest is part of the fingerprint
     lp = get_lpips("alex", bb.device)
-    fingerprint = _fingerprint(bc, bb)
+    fingerprint = results_fingerprint(bc, bb)
     per_scene, ran, left = [], [], 0
     for k, item in enumerate(suite):
         f = work / item.sid / "results.json"
@@ -358,7 +361,7 @@ def run_bench(
         if shard is not None and k % shard[1] != shard[0]:
             left += 1  # another shard's scene, not done yet
             continue
-        res = run_scene(item, bc, work, bb, lp)
+        res = (ttq.run_scene if bc.schedules else run_scene)(item, bc, work, bb, lp)
         atomic_write_json(f, res)
         per_scene.append(res)
         ran.append(res)
@@ -382,4 +385,6 @@ def run_bench(
         "device": str(bb.device),
         "model_digest": bb.digest,
     }
+    if bc.schedules:
+        return ttq.write_report(records, meta, out, bc)
     return report.write_all(records, meta, out, work if bc.save_samples else None)
