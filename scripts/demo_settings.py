@@ -1,8 +1,9 @@
 """Measure `unitune demo`'s edit settings on the shipped embedded model: the demo's own scene, tune
-and five edits x four seeds, over checkpoints x t0 x CFG x prompt guidance (and at checkpoints 32
-and 128 the inversion start, negative-prompt inversion and the automatic mask), each scored raw and
-after pixel interpolation at several thresholds (free: the same samples), with the demo's own
-verdicts (oracle success and preservation, and PSNR / LPIPS outside the edited object).
+(the default TuneConfig) and five edits x four seeds, over that tune's checkpoints x t0 x CFG x
+prompt guidance (and, at the edit's automatic checkpoint and the last, the inversion start,
+negative-prompt inversion and the automatic mask), each scored raw and after pixel interpolation
+at several thresholds (free: the same samples), with the demo's own verdicts (oracle success and
+preservation, and PSNR / LPIPS outside the edited object).
 ``unitune.demo.DEMO_EDIT`` is the config chosen from it by the rule in the output.
 
     python scripts/demo_settings.py --out docs/demo_settings.json
@@ -64,11 +65,16 @@ def main() -> None:
     rng = np.random.default_rng(0)  # the demo's edits, drawn as the demo draws them
     edits = [e for e in (make_edit(SCENE, k, rng) for k in KINDS) if e is not None]
     base = EditConfig(steps=DEMO_EDIT.steps, seeds=DEMO_EDIT.seeds, interpolate=False)
-    grid = product((16, 32, 64, 128), (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION))
+    # the default tune's checkpoints (the demo tunes with TuneConfig()); the keep options at the
+    # edit's automatic checkpoint and the last
+    td = TuneConfig()
+    cks = sorted({c for c in td.save_at if c <= td.steps} | {td.steps})
+    keep_cks = sorted({c for c in (EditConfig.auto_checkpoint, td.steps) if c in cks})
+    grid = product(cks, (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION))
     points = [(c, t0, w, pg, "noise", False, False) for c, t0, w, pg in grid]
     # what the edit keeps: the inversion start (one seed: it is deterministic), negative-prompt
     # inversion (instead of prompt guidance), the automatic mask, inversion + mask
-    for c, t0, w, pg in product((32, 128), (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION)):
+    for c, t0, w, pg in product(keep_cks, (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION)):
         points += [(c, t0, w, pg, "inversion", False, False), (c, t0, w, pg, "noise", False, True)]
         points += [(c, t0, w, pg, "inversion", False, True)]
         if pg is None:
@@ -111,6 +117,7 @@ def main() -> None:
         a.out,
         {
             "command": "python scripts/demo_settings.py",
+            "tune": {"steps": td.steps, "save_at": cks, "lr": td.lr},
             "model": "world",
             "model_digest": ed.backbone.digest,
             "edits": list(KINDS),
