@@ -202,13 +202,15 @@ def test_the_study_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
         schedules=(
             Schedule("paper", (("steps", 2), ("save_at", (1, 2))), (0, 1, 2)),
             Schedule("cos", (("steps", 2), ("lr_schedule", "cosine"), ("warmup_steps", 1)), (2,)),
-            Schedule("stop", (("steps", 4), ("auto_stop", 1), ("probe_every", 1), ("lr", 1e-12))),
+            Schedule("auto", (("steps", 4), ("auto_stop", 1), ("probe_every", 1), ("lr", 1e-12))),
         ),
     )
     s = run_bench(bc, tmp_path / "out", device="cpu", log=None)
     labels = [r["label"] for r in s["rows"]]
-    assert labels == ["paper c0", "paper c1", "paper c2", "cos c2", "stop c2"]
+    assert labels == ["paper c0", "paper c1", "paper c2", "cos c2", "auto stop"]
     assert s["default"] is None  # no 32-step checkpoint in this small run: nothing to pair with
+    auto = s["rows"][-1]
+    assert auto["checkpoint"] == 2 and auto["steps"] == 2  # where it stopped (1 scene)
     for f in ("time_to_quality.json", "time_to_quality.md", "time_to_quality.png"):
         assert (tmp_path / "out" / f).is_file()
     again = run_bench(bc, tmp_path / "out", device="cpu", log=None)  # results reused

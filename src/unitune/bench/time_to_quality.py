@@ -73,7 +73,8 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
                 common = {
                     "method": "ttq",
                     "schedule": sch.name,
-                    "label": f"{sch.name} c{ck}",
+                    # a schedule edited where it stopped is one row, whatever the step
+                    "label": f"{sch.name} c{ck}" if sch.checkpoints else f"{sch.name} stop",
                     "scene": item.sid,
                     "kind": e.kind,
                     "checkpoint": ck,
@@ -141,10 +142,16 @@ def summarise(records: list[dict], bc: BenchConfig, boot: int = 2000) -> dict:
     ref_label = f"{REFERENCE[0]} c{REFERENCE[1]}"
     kinds = sorted({r["kind"] for r in records})
     refs = {k: _per_scene(records, ref_label, k) for k in (None, *kinds)}
+    stops = {s.name for s in bc.schedules if not s.checkpoints}
+    # a schedule edited where it stopped is one row, whatever step each scene stopped at
+    records = [
+        {**r, "label": f"{r['schedule']} stop"} if r["schedule"] in stops else r for r in records
+    ]
     rows = []
     for label in dict.fromkeys(r["label"] for r in records):
         rs = [r for r in records if r["label"] == label]
         sched = rs[0]["schedule"]
+        cks = [r["checkpoint"] for r in rs]
         # the time a user waits for this edit: the run stopped at this checkpoint when the rate
         # does not depend on --steps (the same weights), else the whole run; the default's is
         # its whole 128-step run (the tune ends before `unitune edit` starts)
@@ -152,8 +159,9 @@ def summarise(records: list[dict], bc: BenchConfig, boot: int = 2000) -> dict:
         row = {
             "label": label,
             "schedule": sched,
-            "checkpoint": rs[0]["checkpoint"],
-            "steps": rs[0]["checkpoint"] if key == "tune_s" else rs[0]["run_steps"],
+            "checkpoint": cks[0] if len(set(cks)) == 1 else None,  # None: where each stopped
+            # (median over scenes: an automatic stop differs per scene)
+            "steps": float(np.median(cks if key == "tune_s" else [r["run_steps"] for r in rs])),
             "seconds": round(float(np.median([r[key] for r in rs])), 2),
             "samples": len(rs),
             **{m: round(float(np.mean([r[m] for r in rs])), 4) for m in METRICS},
@@ -237,7 +245,7 @@ def write_report(records: list[dict], meta: dict, out: Path, bc: BenchConfig) ->
             else ["", ""]
         )
         lines.append(
-            f"| {r['schedule']} | {r['checkpoint']} | {r['steps']} | {r['seconds']:.1f} | "
+            f"| {r['schedule']} | {ck(r)} | {r['steps']:g} | {r['seconds']:.1f} | "
             f"{r['success']:.3f} | {r['fidelity']:.3f} | {cell[0]} | {cell[1]} | "
             f"{'yes' if r.get('matches_default') else ''} |"
         )
@@ -246,6 +254,11 @@ def write_report(records: list[dict], meta: dict, out: Path, bc: BenchConfig) ->
     )
     plot(summary, out / "time_to_quality.png")
     return summary
+
+
+def ck(row: dict) -> str:
+    """A row's checkpoint as the table shows it (an automatic stop: where it stopped)."""
+    return str(row["checkpoint"]) if row["checkpoint"] is not None else "where it stopped"
 
 
 def format_summary(summary: dict) -> str:
