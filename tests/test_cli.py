@@ -104,30 +104,30 @@ def test_edit_defaults_are_the_measured_ones(tuned, tmp_path, capsys):
         assert (ec["t0"], ec["cfg"], ec["interpolate"]) == (0.9, 7.5, interp)
 
 
-def test_grid(tuned, tmp_path, capsys):
+@pytest.mark.parametrize("named", [["--checkpoints", "2,4"], []])
+def test_grid(tuned, tmp_path, capsys, named):
+    """Rows are the named checkpoints, or with none named every one the tune saved (2 and 4):
+    the same sheet either way."""
     out = tmp_path / "grid.png"
-    code, _, _ = run(
-        capsys,
-        "grid",
-        tuned,
-        "a dog",
-        "--checkpoints",
-        "2,4",
-        "--t0",
-        "0.8,1.0",
-        "--seeds",
-        "0",
-        "--steps",
-        2,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--quiet",
-    )
-    assert code == 0
+    args = ["--t0", "0.8,1.0", "--seeds", "0", "--steps", 2, "--device", "cpu", "--quiet"]
+    code, _, err = run(capsys, "grid", tuned, "a dog", *named, *args, "--out", out)
+    assert code == 0, err
     sheet = Image.open(out)
     assert sheet.width > 2 * 128 and sheet.height > 2 * 128
+    if not named:  # against the sheet with both rows named
+        code, _, err = run(
+            capsys,
+            "grid",
+            tuned,
+            "a dog",
+            "--checkpoints",
+            "2,4",
+            *args,
+            "--out",
+            tmp_path / "n.png",
+        )
+        assert code == 0, err
+        assert np.array_equal(np.asarray(sheet), np.asarray(Image.open(tmp_path / "n.png")))
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -378,10 +378,14 @@ def check_grid(
                 "--rows sr_checkpoint needs a cascade tune (DeepFloyd IF)", "use --rows checkpoint"
             )
         sr = open_tune(folder.path / SR_DIR)
-        for c in grid.checkpoints:
+        full = grid.for_tune(sr.checkpoints)
+        full.validate(limits=limits)  # the rows it will have: bounded like named ones
+        for c in full.checkpoints:
             sr.resolve_checkpoint(c)
         return folder
-    return check_edit(tune_dir, cfg, mask, tuple(grid.checkpoints), vae, **kw)
+    full = grid.for_tune(open_tune(tune_dir).checkpoints)
+    full.validate(limits=limits)
+    return check_edit(tune_dir, cfg, mask, tuple(full.checkpoints), vae, **kw)
 
 
 @dataclass

@@ -204,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     gd = GridConfig()
     g.add_argument("tune")
     g.add_argument("prompt")
-    g.add_argument("--checkpoints", type=ints, default=gd.checkpoints)
+    g.add_argument(
+        "--checkpoints", type=ints, default=gd.checkpoints, help="default: every saved one"
+    )
     g.add_argument("--t0", dest="t0s", type=floats, default=gd.t0s, help="comma list")
     g.add_argument("--seeds", type=ints, default=gd.seeds)
     g.add_argument("--cell", type=int, default=gd.cell, help="cell size in pixels")

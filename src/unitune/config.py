@@ -491,25 +491,32 @@ def tune_preset(name: str, *, patches: bool = False, method: str = "full") -> di
 class GridConfig:
     """The paper's figure-10 view: checkpoints x t0 (x seeds)."""
 
-    checkpoints: tuple[int, ...] = (16, 32, 64, 128)  # rows
+    checkpoints: tuple[int, ...] = ()  # rows; () -> every checkpoint the tune saved
     rows: str = "checkpoint"  # what the rows vary: "checkpoint", or "sr_checkpoint" (cascades)
     t0s: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0)  # columns
     seeds: tuple[int, ...] = (0,)  # extra columns per t0
     cell: int = 128  # cell size in pixels on the sheet (images are upscaled, never downscaled)
 
+    def for_tune(self, saved: list[int] | tuple[int, ...]) -> GridConfig:
+        """This grid with its rows filled in for a tune that saved ``saved`` (no checkpoints
+        named: all of them)."""
+        return self if self.checkpoints else replace(self, checkpoints=tuple(saved))
+
     def validate(self, *, limits: WorkLimits = WorkLimits()) -> None:
-        """Raise a UserError (one line) for a bad value, or a grid beyond ``limits``."""
+        """Raise a UserError (one line) for a bad value, or a grid beyond ``limits`` (no
+        checkpoints named: checked again once the tune's are known, ``for_tune``)."""
         lim = limits
-        _ints(
-            self.checkpoints,
-            "--checkpoints",
-            0,
-            BIG,
-            "e.g. --checkpoints 16,32,64",
-            lim.max_grid_cells,
-            None,
-            "max_grid_cells",
-        )
+        if self.checkpoints != ():
+            _ints(
+                self.checkpoints,
+                "--checkpoints",
+                0,
+                BIG,
+                "e.g. --checkpoints 16,32,64",
+                lim.max_grid_cells,
+                None,
+                "max_grid_cells",
+            )
         ok = isinstance(self.t0s, (tuple, list)) and 1 <= len(self.t0s) <= lim.max_grid_cells
         _bad(
             ok,

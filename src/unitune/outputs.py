@@ -63,10 +63,12 @@ def render_grid(
     rows: list[list[Image.Image | None]] = []
     row_labels: list[str] = []
     saved: list[Path] = []
-    jobs = [(c, t0) for c in grid.checkpoints for t0 in grid.t0s]
-    bar = tqdm(total=len(jobs), desc="grid", disable=not progress)
     sr_rows = grid.rows == "sr_checkpoint"
-    for c in grid.checkpoints:
+    # no checkpoints named: every one the tune (or its SR stage) saved
+    cks = grid.for_tune((editor.sr.folder if sr_rows else editor.folder).checkpoints).checkpoints
+    jobs = [(c, t0) for c in cks for t0 in grid.t0s]
+    bar = tqdm(total=len(jobs), desc="grid", disable=not progress)
+    for c in cks:
         # errors early, naming the saved steps
         (editor.sr.folder if sr_rows else editor.folder).resolve_checkpoint(c)
         row: list[Image.Image | None] = []
