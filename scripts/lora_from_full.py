@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unitune.bench.suite import base_image, make_suite
-from unitune.config import TuneConfig
+from unitune.config import TuneConfig, tune_preset
 from unitune.demo import SCENE
 from unitune.export import export
 from unitune.export.extract import extract_lora
@@ -77,7 +77,9 @@ def main() -> None:
     for sid, scene in scenes:
         png = work / f"{sid}.png"
         (to_pil(render([scene], 64)[0]) if sid == "demo" else base_image(scene)).save(png)
-        folder = tune(png, work / sid / "tune", TuneConfig(), device="cpu", progress=False)
+        # the paper's 128-step run (docs/lora_from_full.json extracts its last checkpoint)
+        paper = TuneConfig(**tune_preset("unitune"))
+        folder = tune(png, work / sid / "tune", paper, device="cpu", progress=False)
         rng = np.random.default_rng(0)
         prompts = [f"beikkpic {e.prompt}" for e in (make_edit(scene, k, rng) for k in KINDS) if e]
         x0 = folder.base_latents()

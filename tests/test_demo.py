@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from unitune.cli import main
+from unitune.config import TuneConfig
 from unitune.demo import DEMO_GRID, SCENE
 from unitune.world.edits import KINDS
 from unitune.world.oracle import read
@@ -69,4 +70,6 @@ def test_demo_runs_and_reports_every_seed(tmp_path, capsys):
     assert cols * DEMO_GRID.cell < grid.width < (cols + 1.5) * DEMO_GRID.cell
     assert Image.open(out / "edits.png").height > len(KINDS) * 64
     manifest = json.loads((out / "tune" / "manifest.json").read_text())
-    assert sorted(int(s) for s in manifest["checkpoints"]) == [16, 32, 64, 128]
+    saved = sorted(int(s) for s in manifest["checkpoints"])
+    assert saved == sorted(TuneConfig().save_at)  # the default tune, every checkpoint a grid row
+    assert grid.height > len(saved) * DEMO_GRID.cell and c["checkpoint"] in saved

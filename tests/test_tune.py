@@ -110,7 +110,16 @@ def test_weights_digest_hashes_tensor_names():
 
 
 def test_tune_presets():
-    assert tune_preset("unitune") == {}
+    assert tune_preset(None) == {}  # no --preset: the TuneConfig defaults
+    paper = TuneConfig(**tune_preset("unitune"))  # UniTune §3.2
+    assert (paper.steps, paper.save_at, paper.batch_size, paper.lr) == (
+        128,
+        (16, 32, 64, 128),
+        4,
+        None,
+    )
+    # the defaults stop where the default edit reads: the paper's run saves that step too
+    assert TuneConfig().steps == EditConfig.auto_checkpoint in paper.save_at
     sine_p = tune_preset("sine")
     assert sine_p["lr"] == 1e-6 and sine_p["batch_size"] == 1 and sine_p["steps"] == 800
     assert tune_preset("sine", patches=True)["steps"] == 10_000

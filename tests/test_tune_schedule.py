@@ -189,6 +189,12 @@ def test_the_study_preset_validates_and_keeps_other_fingerprints():
     with pytest.raises(ValueError, match="checkpoints not saved"):
         BenchConfig(schedules=(Schedule("x", (("steps", 4),), (8,)),)).validate()
     assert PRESETS["medium"].fingerprint() != ttq.fingerprint()
+    # the 40-scene check: its reference is the default tune, whose checkpoint 32 is the paper's
+    check = PRESETS["time-to-quality-40"]
+    check.validate()
+    ref = TuneConfig(**dict(check.schedules[0].tune))
+    assert (ref.steps, ref.save_at) == (TuneConfig().steps, TuneConfig().save_at)
+    assert check.n_scenes == 40 and 32 in check.schedules[0].checkpoints
 
 
 @pytest.mark.slow

@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         choices=sorted(TUNE_PRESETS),
-        default="unitune",
-        help="defaults of a paper: unitune (128 steps, batch 4, lr 1e-4) or sine (800 steps, "
-        "batch 1, lr 1e-6; 10000 steps with --patches; needs --class-noun)",
+        default=None,
+        help="a paper's settings instead of the defaults (32 steps, batch 4, lr 1e-4): unitune "
+        "(128 steps, checkpoints 16,32,64,128) or sine (800 steps, batch 1, lr 1e-6; 10000 steps "
+        "with --patches; needs --class-noun)",
     )
     t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
     t.add_argument("--save-at", type=ints, default=keep, help="comma list of steps")

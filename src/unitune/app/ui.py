@@ -30,7 +30,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import EDIT_METHODS, STARTS, EditConfig, GridConfig, TuneConfig
+from ..config import EDIT_METHODS, STARTS, TUNE_PRESETS, EditConfig, GridConfig, TuneConfig
 from ..errors import UserError
 from ..pngmeta import read_sidecar
 from .jobs import QueueFull
@@ -346,6 +346,7 @@ def build(server: Server) -> gr.Blocks:
         picks_shown = gr.State([])
         previews_shown = gr.State([])  # [tune token, previews shown]
         d_steps = server.limits.max_tune_steps
+        paper = TUNE_PRESETS["unitune"]["steps"]  # UniTune §3.2
         with gr.Tab("1 Tune"):
             with gr.Row():
                 with gr.Column():
@@ -365,7 +366,7 @@ def build(server: Server) -> gr.Blocks:
                     steps = _raw(
                         gr.Number(
                             TuneConfig.steps,
-                            label=f"steps (paper: {TuneConfig.steps}; at most {d_steps})",
+                            label=f"steps (paper: {paper}; at most {d_steps})",
                             precision=0,
                             elem_id="steps",
                         )

@@ -83,6 +83,13 @@ SCHEDULES = (
     Schedule("auto-stop1", (("steps", 128), ("save_at", (128,)), ("auto_stop", 1))),
     Schedule("auto-stop2", (("steps", 128), ("save_at", (128,)), ("auto_stop", 2))),
 )
+# the check at 40 scenes of what the 8-scene study found (docs/BENCHMARKS.md "Time to quality"):
+# the default 32-step tune (its checkpoint 32 is the paper run's bit for bit) against its own
+# checkpoints 8 and 16 and a 32-step LoRA tune; the first schedule is the reference
+SCHEDULES_40 = (
+    Schedule("default", (("steps", 32), ("save_at", (8, 16, 24, 32))), (8, 16, 32)),
+    Schedule("lora32", (("steps", 32), ("save_at", (32,)), ("method", "lora")), (32,)),
+)
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,8 @@ class BenchConfig:
         for sch in self.schedules:
             sch_tune = replace(TuneConfig(), **dict(sch.tune))
             sch_tune.validate()
-            saved = set(sch_tune.save_at) | {0, sch_tune.steps}
+            # as tune() saves: save_at up to --steps, and the last step
+            saved = {c for c in sch_tune.save_at if c <= sch_tune.steps} | {0, sch_tune.steps}
             _check(set(sch.checkpoints) <= saved, f"schedule {sch.name}: checkpoints not saved")
         if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
             raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")
@@ -254,10 +262,13 @@ TUNE_COMPARE = replace(
 # time to quality (#35): MEDIUM's 8 scenes x 5 kinds and 15 sampling steps, 2 seeds, each scene
 # tuned once per schedule (9 tunes) and edited with the defaults at each schedule's checkpoints
 TIME_TO_QUALITY = replace(MEDIUM, seeds=(0, 1), schedules=SCHEDULES)
+# ... and its check on FULL's 40 scenes, 25 sampling steps, 2 seeds (the full benchmark's edits)
+TIME_TO_QUALITY_40 = replace(FULL, schedules=SCHEDULES_40)
 PRESETS = {
     "quick": QUICK,
     "medium": MEDIUM,
     "full": FULL,
     "tune-compare": TUNE_COMPARE,
     "time-to-quality": TIME_TO_QUALITY,
+    "time-to-quality-40": TIME_TO_QUALITY_40,
 }

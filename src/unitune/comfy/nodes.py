@@ -94,7 +94,7 @@ class UnituneTune:
     def tune(self, image, folder, model, method, steps, resolution, device="auto"):
         from ..tune import tune
 
-        # the paper's checkpoints: tune() skips those past ``steps`` and always saves the last
+        # the default checkpoints: tune() skips those past ``steps`` and always saves the last
         cfg = replace(_TC, method=method, steps=steps, resolution=resolution or None)
         with tempfile.TemporaryDirectory() as tmp:
             photo = Path(tmp) / "photo.png"
