@@ -1,5 +1,5 @@
 """Time to the first edit: from the photo given to `unitune tune --preview` until the first
-preview edit is written (the checkpoint-16 edit, while the tune goes on), against the wait
+preview edit is written (the first checkpoint's edit, while the tune goes on), against the wait
 without previews (the whole tune, then an edit). The same code path as the CLI's and the web
 app's Tune tab (preview.Previewer on tune's on_checkpoint; the page polls it every second).
 
@@ -7,7 +7,7 @@ app's Tune tab (preview.Previewer on tune's on_checkpoint; the page polls it eve
 
 Two models: the embedded one (the demo's scene and schedule: the default full tune and its
 checkpoints) and SD 1.5's architecture with random fp16 weights (random_weights.build) tuned as a
-LoRA at 64 px, 32 steps, checkpoints 16/32 (shapes are what cost time, so random values do).
+LoRA at 64 px, 32 steps, the default checkpoints (shapes are what cost time, so random values do).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def main() -> None:
     import numpy as np
 
     from unitune.demo import SCENE
+    from unitune.fileio import atomic_write_json
     from unitune.world.edits import make_edit
     from unitune.world.render import render, to_pil
 
@@ -122,7 +123,7 @@ def main() -> None:
     rows = [measure(m, args.work, photo, prompt) for m in args.models]
     doc = {"date": dt.date.today().isoformat(), "device": "cpu (2 cores)", "prompt": prompt}
     doc["runs"] = rows
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_json(args.out, doc)
     print(json.dumps(doc, indent=1))
 
 

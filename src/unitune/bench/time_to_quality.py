@@ -8,9 +8,9 @@ benchmark judges (oracle success, fidelity = 1 - LPIPS outside the edited object
 carries the tune's wall-clock up to its checkpoint (the manifest's, from the first training step:
 model loading and the prompt's encoding are the same for every schedule and not in it).
 
-:func:`summarise` pairs every (schedule, checkpoint) with today's default — the paper's schedule
-edited at the edit's automatic checkpoint (32), which a user gets after the whole 128-step run —
-over scenes, with a bootstrap 95% interval of the difference, overall and per edit kind.
+:func:`summarise` pairs every (schedule, checkpoint) with the reference — the preset's first
+schedule edited at the edit's automatic checkpoint (32), timed as the whole run a user waits
+for (the paper's 128 steps in time-to-quality) — over scenes, with a bootstrap 95% interval of the difference, overall and per edit kind.
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def summarise(records: list[dict], bc: BenchConfig, boot: int = 2000) -> dict:
         sched = rs[0]["schedule"]
         cks = [r["checkpoint"] for r in rs]
         # the time a user waits for this edit: the run stopped at this checkpoint when the rate
-        # does not depend on --steps (the same weights), else the whole run; the default's is
-        # its whole 128-step run (the tune ends before `unitune edit` starts)
+        # does not depend on --steps (the same weights), else the whole run; the reference's is
+        # its whole run (the tune ends before `unitune edit` starts)
         key = "tune_s" if constant[sched] and label != ref_label else "run_s"
         row = {
             "label": label,
