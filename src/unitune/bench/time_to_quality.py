@@ -10,7 +10,8 @@ model loading and the prompt's encoding are the same for every schedule and not 
 
 :func:`summarise` pairs every (schedule, checkpoint) with the reference — the preset's first
 schedule edited at the edit's automatic checkpoint (32), timed as the whole run a user waits
-for (the paper's 128 steps in time-to-quality) — over scenes, with a bootstrap 95% interval of the difference, overall and per edit kind.
+for (the paper's 128 steps in time-to-quality) — over scenes, with a bootstrap 95% interval of
+the difference, overall and per edit kind.
 """
 
 from __future__ import annotations
