@@ -430,7 +430,7 @@ def team(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ana_tune(team, demo_photo) -> str:
     """One finished 16-step tune of ana's (16: the fidelity knob's map starts there)."""
-    # with a preview edit: rendered at its checkpoint (16) while it tunes
+    # with a preview edit: rendered at its checkpoints while it tunes
     return _tuned(team.client("ana"), demo_photo, 16, preview="a green circle")
 
 
@@ -539,12 +539,17 @@ def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
     ana, bob, tune = team.client("ana"), team.client("bob"), ana_tune
     assert len(tune) == 32 and int(tune, 16) >= 0  # 128 random bits, not a sequence number
     assert _wait(ana, tune)["state"] == "done"
-    # the tune's previews: its owner gets the edit rendered at checkpoint 16, with parameters
+    # the tune's previews: its owner gets the edit rendered at every checkpoint (the last too:
+    # a finished tune waits for them), with parameters
     previews = ana.predict(tune, api_name="/previews")
-    assert len(previews) == 2, previews  # the preview batch: seeds 0 and 1
+    saved = sorted({c for c in TuneConfig().save_at if c < 16} | {16})
+    assert len(previews) == 2 * len(saved), previews  # each preview batch: seeds 0 and 1
+    steps = []
     for png in previews:
         params = json.loads(Image.open(png).text["unitune"])
-        assert params["edit_config"]["checkpoint"] == 16 and "a green circle" in params["prompt"]
+        steps.append(params["edit_config"]["checkpoint"])
+        assert "a green circle" in params["prompt"]
+    assert sorted(set(steps)) == saved
     for call in (
         lambda: bob.predict(tune, api_name="/job"),
         lambda: bob.predict(tune, api_name="/files"),

@@ -166,6 +166,7 @@ class Worker:
                 on_preview=lambda step, _: show(preview_step=step),
                 on_error=lambda step, e: log.warning("preview at step %s failed: %s", step, e),
             )
+        finished = False
         try:
             folder = tune(
                 self.store.upload(p["upload"]),
@@ -178,9 +179,12 @@ class Worker:
                 on_step=on_step,
                 on_checkpoint=previews.submit if previews is not None else None,
             )
+            finished = True
         finally:
-            if previews is not None:  # a cancelled tune keeps the previews already made
-                previews.close(cancel=True)
+            # a finished tune's previews all finish (the last checkpoint's too); a cancelled or
+            # failed one keeps those already made and drops the queued
+            if previews is not None:
+                previews.close(cancel=not finished)
         return {
             "tune": self.store.rel(out),
             "checkpoints": folder.checkpoints,
