@@ -19,7 +19,7 @@ import torch
 from unitune.adapters import add_lora, lora_config_dict
 from unitune.backbones.random_weights import UNETS
 from unitune.backbones.sd import UNET_LORA, UNET_LORA_CONV
-from unitune.config import TuneConfig
+from unitune.config import TUNE_SCHEDULES, TuneConfig
 
 SD_UNET = SimpleNamespace(lora_targets=UNET_LORA, lora_conv_targets=UNET_LORA_CONV)  # its targets
 
@@ -62,7 +62,7 @@ def main() -> None:
                 k = count(arch, cfg)
                 row[f"lora_r{rank}{'_conv' if conv else ''}_MB"] = round(k * 4 / 1e6, 2)
         # the tune folder of the default schedule holds one checkpoint per save_at step
-        n_ck = len(TuneConfig().save_at)
+        n_ck = len(TUNE_SCHEDULES["full"].save_at)  # LoRA's default has as many
         row[f"full_tune_folder_{n_ck}_checkpoints_GB"] = round(n_ck * n * 2 / 1e9, 2)
         rows[name] = row
         print(name, row)

@@ -67,7 +67,7 @@ def main() -> None:
     base = EditConfig(steps=DEMO_EDIT.steps, seeds=DEMO_EDIT.seeds, interpolate=False)
     # the default tune's checkpoints (the demo tunes with TuneConfig()); the keep options at the
     # edit's automatic checkpoint and the last
-    td = TuneConfig()
+    td = TuneConfig().schedule("full")  # the embedded model's method
     cks = sorted({c for c in td.save_at if c <= td.steps} | {td.steps})
     keep_cks = sorted({c for c in (EditConfig.auto_checkpoint, td.steps) if c in cks})
     grid = product(cks, (0.8, 0.9, 1.0), (5.0, 7.5), (None, SOURCE_CAPTION))
@@ -117,7 +117,7 @@ def main() -> None:
         a.out,
         {
             "command": "python scripts/demo_settings.py",
-            "tune": {"steps": td.steps, "save_at": cks, "lr": td.lr},
+            "tune": {"steps": td.steps, "save_at": cks, "lr": TuneConfig().lr},
             "model": "world",
             "model_digest": ed.backbone.digest,
             "edits": list(KINDS),

@@ -37,10 +37,10 @@ def measure(name: str, work: Path, photo: Path, prompt: str) -> dict:
         from unitune.backbones.random_weights import build
 
         spec["model"] = str(build("sd15", work / "sd15-fp16", half=True))
-    base = TuneConfig()
+    base = TuneConfig().schedule(spec["method"])
     steps = spec["steps"] or base.steps
     cfg = replace(
-        base,
+        TuneConfig(),
         method=spec["method"],
         steps=steps,
         save_at=tuple(s for s in base.save_at if s <= steps),
@@ -120,9 +120,13 @@ def main() -> None:
     photo = args.work / "scene.png"
     to_pil(render([SCENE], 64)[0]).save(photo)
     prompt = make_edit(SCENE, "reshape", np.random.default_rng(0)).prompt
-    rows = [measure(m, args.work, photo, prompt) for m in args.models]
-    doc = {"date": dt.date.today().isoformat(), "device": "cpu (2 cores)", "prompt": prompt}
-    doc["runs"] = rows
+    today = dt.date.today().isoformat()
+    rows = [{**measure(m, args.work, photo, prompt), "date": today} for m in args.models]
+    # the models not measured now keep their rows (each with its date)
+    old = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
+    kept = [r for r in old if r["model"] not in args.models and r["model"] in RUNS]
+    doc = {"device": "cpu (2 cores)", "prompt": prompt}
+    doc["runs"] = sorted(kept + rows, key=lambda r: list(RUNS).index(r["model"]))
     atomic_write_json(args.out, doc)
     print(json.dumps(doc, indent=1))
 

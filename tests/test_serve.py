@@ -230,7 +230,7 @@ def test_restart_during_a_tune_resumes_and_loses_nothing(srv, demo_photo, tmp_pa
     assert _wait(c2, long)["state"] == "done" and _wait(c2, queued)["state"] == "done"
     job = q.get(long_id)
     # the default checkpoints below the steps asked for, and the last
-    saved = sorted({c for c in TuneConfig().save_at if c < 48} | {48})
+    saved = sorted({c for c in TuneConfig().schedule("full").save_at if c < 48} | {48})
     assert job.attempts == 2 and job.result["checkpoints"] == saved
     assert len(job.result["loss"]) == 48  # one history: the resumed run continued it
     assert job.progress["step"] == 48
@@ -542,7 +542,7 @@ def test_jobs_belong_to_the_login_that_made_them(team, ana_tune):
     # the tune's previews: its owner gets the edit rendered at every checkpoint (the last too:
     # a finished tune waits for them), with parameters
     previews = ana.predict(tune, api_name="/previews")
-    saved = sorted({c for c in TuneConfig().save_at if c < 16} | {16})
+    saved = sorted({c for c in TuneConfig().schedule("full").save_at if c < 16} | {16})
     assert len(previews) == 2 * len(saved), previews  # each preview batch: seeds 0 and 1
     steps = []
     for png in previews:

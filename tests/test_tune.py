@@ -119,7 +119,12 @@ def test_tune_presets():
         None,
     )
     # the defaults stop where the default edit reads: the paper's run saves that step too
-    assert TuneConfig().steps == EditConfig.auto_checkpoint in paper.save_at
+    full, lora = TuneConfig().schedule("full"), TuneConfig().schedule("lora")
+    assert full.steps == EditConfig.auto_checkpoint in paper.save_at
+    assert lora == TuneConfig(**tune_preset("unitune")).schedule("lora")  # LoRA: the paper's
+    # what is set wins over the method's default, each field on its own
+    assert TuneConfig(steps=48).schedule("full") == type(full)(48, full.save_at)
+    assert TuneConfig(save_at=(4,)).schedule("lora").steps == lora.steps
     sine_p = tune_preset("sine")
     assert sine_p["lr"] == 1e-6 and sine_p["batch_size"] == 1 and sine_p["steps"] == 800
     assert tune_preset("sine", patches=True)["steps"] == 10_000

@@ -37,6 +37,7 @@ from .config import (
     SWITCHES,
     TUNE_METHODS,
     TUNE_PRESETS,
+    TUNE_SCHEDULES,
     EditConfig,
     GridConfig,
     RankConfig,
@@ -70,11 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(TUNE_PRESETS),
         default=None,
-        help="a paper's settings instead of the defaults (32 steps, batch 4, lr 1e-4): unitune "
-        "(128 steps, checkpoints 16,32,64,128) or sine (800 steps, batch 1, lr 1e-6; 10000 steps "
-        "with --patches; needs --class-noun)",
+        help="a paper's settings instead of the defaults (full: 32 steps, batch 4, lr 1e-4): "
+        "unitune (128 steps, checkpoints 16,32,64,128) or sine (800 steps, batch 1, lr 1e-6; "
+        "10000 steps with --patches; needs --class-noun)",
     )
-    t.add_argument("--steps", type=int, default=keep, help=f"fine-tuning steps ({td.steps})")
+    t.add_argument(
+        "--steps",
+        type=int,
+        default=keep,
+        help=f"fine-tuning steps (full {TUNE_SCHEDULES['full'].steps}, lora "
+        f"{TUNE_SCHEDULES['lora'].steps})",
+    )
     t.add_argument("--save-at", type=ints, default=keep, help="comma list of steps")
     t.add_argument("--batch-size", type=int, default=keep, help=f"({td.batch_size})")
     t.add_argument(

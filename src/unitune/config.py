@@ -85,15 +85,31 @@ BIG = 2**31 - 1  # bound of the step numbers that name checkpoints (no tune has 
 
 
 @dataclass(frozen=True)
+class TuneSchedule:
+    """A tune method's default length and checkpoints (TuneConfig.steps / save_at = None)."""
+
+    steps: int  # fine-tuning steps of ONE run
+    save_at: tuple[int, ...]  # steps at which checkpoints are saved
+
+
+# Measured on the embedded model by the time-to-quality study (docs/BENCHMARKS.md "Time to
+# quality"). Full: 32 steps, not the paper's 128: the default edit reads checkpoint 32
+# (EditConfig.auto_checkpoint), which a constant-rate run reaches bit for bit whatever --steps
+# is, so the last 96 steps only cost time; 8 and 16 steps lose fidelity on 40 scenes. LoRA
+# (whose edit reads the last checkpoint): the paper's 128; 32 LoRA steps lose fidelity on 40
+# scenes. --preset unitune runs the paper's 128 for either method.
+TUNE_SCHEDULES = {
+    "full": TuneSchedule(32, (8, 16, 24, 32)),
+    "lora": TuneSchedule(128, (16, 32, 64, 128)),
+}
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     """How to fine-tune a model on one image (UniTune §3.2)."""
 
-    # fine-tuning steps of ONE run. 32, not the paper's 128: the default edit reads checkpoint
-    # 32 (EditConfig.auto_checkpoint), which a constant-rate run reaches bit for bit whatever
-    # --steps is, so the last 96 steps only cost time (docs/BENCHMARKS.md "Time to quality";
-    # --preset unitune runs the paper's 128 with checkpoints 16..128)
-    steps: int = 32
-    save_at: tuple[int, ...] = (8, 16, 24, 32)  # steps at which checkpoints are saved
+    steps: int | None = None  # fine-tuning steps of ONE run; None -> TUNE_SCHEDULES[method]
+    save_at: tuple[int, ...] | None = None  # checkpoint steps; None -> TUNE_SCHEDULES[method]
     batch_size: int = 4  # copies of the base latent, each with its own noise and timestep (paper)
     lr: float | None = None  # None -> the model's for the method (ModelDefaults.lr_full / lr_lora)
     method: str | None = None  # "full": the whole denoiser (paper); "lora": PEFT LoRA adapters;
@@ -140,18 +156,19 @@ class TuneConfig:
         of the wrong type, or beyond ``limits``; needs no model, so the CLI checks it before
         anything heavy loads (a save_at step beyond --steps is never reached: it is ignored)."""
         lim = limits
-        _int(
-            self.steps, "--steps", 0, lim.max_tune_steps, "pass e.g. --steps 128", "max_tune_steps"
+        _opt_int(
+            self.steps, "--steps", 0, lim.max_tune_steps, "pass e.g. --steps 32", "max_tune_steps"
         )
-        _ints(
-            self.save_at,
-            "--save-at",
-            1,
-            lim.max_tune_steps,
-            "e.g. --save-at 16,32,64",
-            lim.max_tune_steps,
-            "max_tune_steps",
-        )
+        if self.save_at is not None:
+            _ints(
+                self.save_at,
+                "--save-at",
+                1,
+                lim.max_tune_steps,
+                "e.g. --save-at 16,32,64",
+                lim.max_tune_steps,
+                "max_tune_steps",
+            )
         _int(
             self.batch_size, "--batch-size", 1, lim.max_batch_size, "pass e.g. 4", "max_batch_size"
         )
@@ -209,12 +226,21 @@ class TuneConfig:
         method = self.method or defaults.tune_method
         return defaults.lr_full if method == "full" else defaults.lr_lora
 
+    def schedule(self, method: str) -> TuneSchedule:
+        """Steps and checkpoints for ``method``: the ones set here, else TUNE_SCHEDULES'."""
+        d = TUNE_SCHEDULES[method]
+        steps = d.steps if self.steps is None else self.steps
+        return TuneSchedule(steps, d.save_at if self.save_at is None else tuple(self.save_at))
+
     def for_model(self, defaults: ModelDefaults) -> TuneConfig:
-        """Every ``None`` that means "the model's" filled in from its family's defaults (what a
-        tune runs with and records)."""
+        """Every ``None`` that means "the model's" (or its method's) filled in from its family's
+        defaults (what a tune runs with and records)."""
         method = self.method or defaults.tune_method
+        sched = self.schedule(method)
         return replace(
             self,
+            steps=sched.steps,
+            save_at=sched.save_at,
             method=method,
             lora_rank=self.lora_rank or defaults.lora_rank,
             lr=self.learning_rate(defaults),
@@ -470,7 +496,7 @@ class RankConfig:
 # explicitly.
 TUNE_PRESETS: dict[str, dict[str, Any]] = {
     # UniTune §3.2: 128 steps saving 16, 32, 64, 128 (batch 4 and Adafactor 1e-4 are the
-    # TuneConfig defaults); the defaults' 32 steps end where the default edit reads
+    # TuneConfig defaults); a full tune's default 32 steps end where the default edit reads
     "unitune": {"steps": 128, "save_at": (16, 32, 64, 128)},
     # SINE §4 implementation details: batch size 1, base learning rate 1e-6, 800 optimisation
     # steps without patch-based fine-tuning (their optimiser: LDM's AdamW; ours: Adafactor at the

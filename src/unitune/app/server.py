@@ -163,13 +163,15 @@ class Server:
         self,
         photo: bytes,
         caption: Any = "",
-        steps: Any = TuneConfig.steps,
+        steps: Any = None,
         model: Any = None,
         owner: str | None = None,
         preview: Any = "",
     ) -> str:
-        """Queue a tune of an uploaded photo (its bytes): the job's token. ``preview``: an edit
-        prompt rendered at each saved checkpoint while the tune runs (:meth:`previews`)."""
+        """Queue a tune of an uploaded photo (its bytes): the job's token. ``steps``: None or ""
+        for the method's default (config.TUNE_SCHEDULES), checkpoints at its default steps below
+        ``steps`` and the last. ``preview``: an edit prompt rendered at each saved checkpoint
+        while the tune runs (:meth:`previews`)."""
         lim = self.limits
         model = model or next(iter(self.models))
         if not isinstance(model, str) or model not in self.models:
@@ -177,10 +179,11 @@ class Server:
                 f"model {str(model)[:80]!r} is not one this server offers",
                 f"pick one of {', '.join(self.models)}",
             )
-        steps = _int(steps, "steps", 1, lim.max_tune_steps)
+        given = steps is not None and steps != ""
+        steps = _int(steps, "steps", 1, lim.max_tune_steps) if given else None
         caption = _text(caption, "the caption", lim.max_prompt_chars).strip()
-        save_at = tuple(s for s in TuneConfig().save_at if s < steps) + (steps,)
-        cfg = replace(TuneConfig(), steps=steps, save_at=save_at, base_prompt=caption or None)
+        # save_at stays the method's: tune() drops those past ``steps`` and saves the last
+        cfg = replace(TuneConfig(), steps=steps, base_prompt=caption or None)
         cfg.validate(limits=lim)
         upload = self.store.save_upload(photo)
         settings = {k: v for k, v in asdict(cfg).items() if v != getattr(TuneConfig(), k)}
@@ -346,8 +349,9 @@ class Server:
         out = []
         for j in self.queue.list(kind="tune", state="done", owner=owner):
             cap = j.params["settings"].get("base_prompt") or "photo"
-            steps = j.params["settings"].get("steps", TuneConfig().steps)
-            out.append((f"#{j.id} {cap} ({j.params['model']}, {steps} steps)", j.token))
+            steps = j.params["settings"].get("steps")
+            length = f"{steps} steps" if steps is not None else "default steps"
+            out.append((f"#{j.id} {cap} ({j.params['model']}, {length})", j.token))
         return out
 
     def history(self, owner: str | None = None, limit: int = 50) -> list[Job]:

@@ -30,7 +30,14 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import EDIT_METHODS, STARTS, TUNE_PRESETS, EditConfig, GridConfig, TuneConfig
+from ..config import (
+    EDIT_METHODS,
+    STARTS,
+    TUNE_PRESETS,
+    TUNE_SCHEDULES,
+    EditConfig,
+    GridConfig,
+)
 from ..errors import UserError
 from ..pngmeta import read_sidecar
 from .jobs import QueueFull
@@ -193,7 +200,7 @@ def build(server: Server) -> gr.Blocks:
     def submit_tune(
         photo: str | None,
         caption: str,
-        steps: float,
+        steps: float | None,
         model: str,
         preview: str,
         request: gr.Request,
@@ -347,6 +354,7 @@ def build(server: Server) -> gr.Blocks:
         previews_shown = gr.State([])  # [tune token, previews shown]
         d_steps = server.limits.max_tune_steps
         paper = TUNE_PRESETS["unitune"]["steps"]  # UniTune §3.2
+        full, lora = TUNE_SCHEDULES["full"].steps, TUNE_SCHEDULES["lora"].steps
         with gr.Tab("1 Tune"):
             with gr.Row():
                 with gr.Column():
@@ -365,8 +373,9 @@ def build(server: Server) -> gr.Blocks:
                     )
                     steps = _raw(
                         gr.Number(
-                            TuneConfig.steps,
-                            label=f"steps (paper: {paper}; at most {d_steps})",
+                            None,  # empty: the method's default
+                            label=f"steps (empty: full {full}, LoRA {lora}; paper {paper}; "
+                            f"at most {d_steps})",
                             precision=0,
                             elem_id="steps",
                         )

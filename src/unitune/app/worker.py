@@ -135,7 +135,8 @@ class Worker:
         from ..tune import tune
 
         p = job.params
-        cfg = from_json(TuneConfig, p["settings"])
+        # the model's and its method's defaults filled in (steps for the progress and ETA)
+        cfg = from_json(TuneConfig, p["settings"]).for_model(self.backbone(p["model"]).defaults)
         out = self.store.tune_dir(job.id)
         start = time.time()
         first: list[int] = []

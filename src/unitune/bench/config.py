@@ -172,8 +172,10 @@ class BenchConfig:
         for sch in self.schedules:
             sch_tune = replace(TuneConfig(), **dict(sch.tune))
             sch_tune.validate()
-            # as tune() saves: save_at up to --steps, and the last step
-            saved = {c for c in sch_tune.save_at if c <= sch_tune.steps} | {0, sch_tune.steps}
+            # as tune() saves: save_at up to --steps, and the last step (the embedded model's
+            # method: full, unless the schedule names one)
+            sched = sch_tune.schedule(sch_tune.method or "full")
+            saved = {c for c in sched.save_at if c <= sched.steps} | {0, sched.steps}
             _check(set(sch.checkpoints) <= saved, f"schedule {sch.name}: checkpoints not saved")
         if not set(self.kinds) <= set(KINDS) or not self.seeds or self.n_scenes < 1:
             raise ValueError("kinds must come from world.edits.KINDS; seeds and scenes non-empty")

@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..config import DEFAULT_MODEL, TuneConfig
+from ..config import DEFAULT_MODEL, TUNE_SCHEDULES, TuneConfig
 from ..tunefolder import RESUME
 
 CASES = ("edit", "edit-t0", "tune")
@@ -88,7 +88,7 @@ def folder_sizes(tune_dir: Path) -> dict:
     files = [p for p in tune_dir.rglob("*") if p.is_file()]
     other = sum(p.stat().st_size for p in files if p not in ckpts) / 1e6
     one = _mb(ckpts[-1])
-    n = len(TuneConfig().save_at)
+    n = len(TUNE_SCHEDULES["full"].save_at)
     return {
         "checkpoint_mb": one,
         "other_files_mb": round(other, 2),

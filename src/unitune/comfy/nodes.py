@@ -85,7 +85,8 @@ class UnituneTune:
                 "folder": ("STRING", {"default": "unitune/tunes/photo"}),
                 "model": ("STRING", {"default": DEFAULT_MODEL}),
                 "method": (list(TUNE_METHODS), {"default": _TC.method}),
-                "steps": ("INT", {"default": _TC.steps, "min": 1, "max": _LIM.max_tune_steps}),
+                # 0: the method's default (config.TUNE_SCHEDULES), as resolution 0 is the model's
+                "steps": ("INT", {"default": 0, "min": 0, "max": _LIM.max_tune_steps}),
                 "resolution": ("INT", {"default": 0, "min": 0, "max": _LIM.max_side, "step": 8}),
             },
             "optional": {"device": DEVICE},
@@ -95,7 +96,7 @@ class UnituneTune:
         from ..tune import tune
 
         # the default checkpoints: tune() skips those past ``steps`` and always saves the last
-        cfg = replace(_TC, method=method, steps=steps, resolution=resolution or None)
+        cfg = replace(_TC, method=method, steps=steps or None, resolution=resolution or None)
         with tempfile.TemporaryDirectory() as tmp:
             photo = Path(tmp) / "photo.png"
             to_pil(image).save(photo)
