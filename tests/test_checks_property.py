@@ -122,7 +122,7 @@ def test_tune_config_validate_refuses_in_one_line(over, limits):
     # what passed is usable: the prompt, the model's defaults, the manifest's JSON
     cfg.prompt()
     json.dumps(settings_dict(cfg.for_model(ModelDefaults())), allow_nan=False)
-    assert cfg.steps <= limits.max_tune_steps and cfg.batch_size <= limits.max_batch_size
+    assert (cfg.steps or 0) <= limits.max_tune_steps and cfg.batch_size <= limits.max_batch_size
 
 
 @FAST

@@ -217,6 +217,7 @@ def check_tune(
     sha = image_sha256(img)
     spec = probe(model, model_config)
     cfg = cfg.for_model(spec.family.defaults)
+    cfg.validate(limits=limits)  # the method's default steps within the limits too
     sr_model = check_cascade(spec, cfg.cascade, cfg.sr_model)
     cfg = replace(cfg, cascade=sr_model is not None, sr_model=sr_model)  # recorded resolved
     if sr_model and cfg.patches:
