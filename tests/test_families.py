@@ -186,7 +186,7 @@ def test_finetune_lowers_loss_and_reproduces_base(family, method, models, photo,
     folder = tune(
         photo,
         out,
-        _tune_config(family, steps=128, lr=1e-3, method=method),
+        _tune_config(family, steps=128, save_at=(16, 32, 64, 128), lr=1e-3, method=method),
         model=models[family],
         device="cpu",
         progress=False,
