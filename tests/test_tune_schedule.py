@@ -12,7 +12,7 @@ import torch
 from cli_run import one_error_line, run
 from unitune.backbones import load_model
 from unitune.bench.config import PRESETS, BenchConfig, Schedule
-from unitune.bench.edits import run_bench
+from unitune.bench.runner import run_bench
 from unitune.bench.time_to_quality import matches, summarise
 from unitune.config import TuneConfig
 from unitune.edit import Editor

@@ -1,8 +1,9 @@
 """Benchmarks on the embedded world model, where an oracle reads every output back into a scene.
 
-``unitune bench edits`` (:mod:`unitune.bench.edits`): a fixed, seeded editing suite run through
-SDEdit, UniTune (+ interpolation, + prompt guidance) and SINE, sized by :mod:`unitune.bench.config`;
-tables and plots are written by :mod:`unitune.bench.report`. See docs/BENCHMARKS.md.
+``unitune bench edits`` (:mod:`unitune.bench.edits`, run by :mod:`unitune.bench.runner`): a fixed,
+seeded editing suite run through SDEdit, UniTune (+ interpolation, + prompt guidance) and SINE,
+sized by :mod:`unitune.bench.config`; tables and plots are written by :mod:`unitune.bench.report`.
+See docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _HOME = {
     "SceneItem": "suite",
     "keep_mask": "suite",
     "make_suite": "suite",
-    "run_bench": "edits",
+    "run_bench": "runner",
     "pareto_front": "report",
 }
 

@@ -100,8 +100,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.bench == "speed":
         return cmd_speed(args)
     from .config import PRESETS
-    from .edits import run_bench
     from .report import format_summary
+    from .runner import run_bench
 
     if args.quick and args.preset not in (None, "quick"):
         raise UserError(f"--quick contradicts --preset {args.preset}", "pass only one of them")

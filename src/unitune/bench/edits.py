@@ -2,10 +2,11 @@
 oracle.
 
 Suite (:func:`make_suite`): held-out world scenes with their per-image details, one edit of each
-kind with a known target. Runner (:func:`run_bench`): each scene is fine-tuned ONCE (checkpoints
-``save_at``) into ``WORK/<scene>/tune``; every method (``sdedit`` = checkpoint 0 without the rare
-token, ``unitune``, ``unitune+interp`` = the same samples interpolated afterwards, ``unitune+pg``,
-``sine``) samples from that folder with the same seeds. docs/BENCHMARKS.md has the grids.
+kind with a known target. Runner (:func:`unitune.bench.runner.run_bench`): each scene is fine-tuned
+ONCE (checkpoints ``save_at``) into ``WORK/<scene>/tune``; every method (``sdedit`` = checkpoint 0
+without the rare token, ``unitune``, ``unitune+interp`` = the same samples interpolated afterwards,
+``unitune+pg``, ``sine``) samples from that folder with the same seeds. docs/BENCHMARKS.md has the
+grids.
 
 The tune is on "<rare> <caption of the source scene>" (``tune_prompt="caption"``, UniTune's
 base-prompt variant): that is also SINE's c_hat, the fine-tuning prompt that names the content
@@ -20,10 +21,8 @@ soon as it is done; a rerun skips scenes whose results exist for the same settin
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
 
@@ -31,13 +30,13 @@ import numpy as np
 import torch
 
 from ..config import EditConfig, TuneConfig
-from ..fileio import atomic_write, atomic_write_json
+from ..fileio import atomic_write
 from ..metrics.fidelity import PSNR_CAP, distances, image_tensor
 from ..world.edits import Edit, judge
 from ..world.oracle import Reading, read
 from ..world.render import to_pil
-from .config import KEEP_METHODS, QUICK, BenchConfig
-from .suite import SceneItem, base_image, keep_mask, make_suite, reads_back
+from .config import KEEP_METHODS, BenchConfig
+from .suite import SceneItem, base_image, keep_mask, reads_back
 
 METHODS = ("sdedit", "unitune", "unitune+interp", "unitune+pg", "sine", *KEEP_METHODS)
 # the methods whose samples are also scored after pixel interpolation, as METHOD+interp
@@ -318,73 +317,3 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
         "seconds": {"tune": round(t1 - t0, 1), "edit": round(time.time() - t1, 1)},
         "records": records,
     }
-
-
-def run_bench(
-    bc: BenchConfig = QUICK,
-    out: str | Path = "bench-edits",
-    work: str | Path | None = None,
-    device: str = "auto",
-    log: Callable[[str], None] | None = print,
-    shard: tuple[int, int] | None = None,
-) -> dict:
-    """Run the suite (resuming from ``work``), write tables and plots to ``out``; the summary.
-
-    ``shard=(k, n)`` runs only the scenes whose index is k mod n (results of the others that
-    already exist in ``work`` are still reported): n processes sharing one ``work`` folder split
-    the suite, and a last run without a shard writes the tables over every scene."""
-    from ..backbones import load_model
-    from ..metrics import get_lpips
-    from . import report
-    from . import time_to_quality as ttq
-
-    bc.validate()
-    log = log or (lambda s: None)
-    out = Path(out)
-    work = Path(work) if work is not None else out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    suite = make_suite(bc.n_scenes, bc.suite_seed, tuple(bc.kinds))
-    if shard is not None and not 0 <= shard[0] < shard[1]:
-        raise ValueError(f"shard {shard[0]}/{shard[1]}: need 0 <= k < n")
-    bb = load_model(bc.model, device)  # its weights digest is part of the fingerprint
-    lp = get_lpips("alex", bb.device)
-    fingerprint = results_fingerprint(bc, bb)
-    per_scene, ran, left = [], [], 0
-    for k, item in enumerate(suite):
-        f = work / item.sid / "results.json"
-        done = json.loads(f.read_text()) if f.is_file() else {}
-        if done.get("fingerprint") == fingerprint:
-            per_scene.append(done)
-            log(f"[{k + 1}/{len(suite)}] {item.sid}: results exist, skipped")
-            continue
-        if shard is not None and k % shard[1] != shard[0]:
-            left += 1  # another shard's scene, not done yet
-            continue
-        res = (ttq.run_scene if bc.schedules else run_scene)(item, bc, work, bb, lp)
-        atomic_write_json(f, res)
-        per_scene.append(res)
-        ran.append(res)
-        ok = np.mean([r["success"] for r in res["records"]])
-        log(
-            f"[{k + 1}/{len(suite)}] {item.sid}: tune {res['seconds']['tune']} s, "
-            f"{len(res['records'])} samples in {res['seconds']['edit']} s, success {ok:.0%}"
-        )
-    records = [r for s in per_scene for r in s["records"]]
-    meta = {
-        "config": asdict(bc),
-        "scenes": [
-            {"scene": s["scene"], "caption": s["caption"], "seconds": s["seconds"]}
-            for s in per_scene
-        ],
-        "seconds": round(time.time() - start, 1),
-        "scenes_run": len(ran),  # the others' results were reused from WORK
-        "scenes_left": left,  # other shards' scenes without results yet: not in the tables
-        "tune_seconds": round(sum(s["seconds"]["tune"] for s in ran), 1),
-        "edit_seconds": round(sum(s["seconds"]["edit"] for s in ran), 1),
-        "device": str(bb.device),
-        "model_digest": bb.digest,
-    }
-    if bc.schedules:
-        return ttq.write_report(records, meta, out, bc)
-    return report.write_all(records, meta, out, work if bc.save_samples else None)
