@@ -457,6 +457,16 @@ def test_bad_edit_prompts(tuned, tmp_path, capsys, no_load, prompt):
         assert_user_error(code, err, "prompt")
 
 
+def test_resume_of_another_length_names_the_folders_steps(
+    tuned, tiny_model, photo, capsys, no_load
+):
+    """A folder tuned to another length (e.g. the paper's 128 steps, before the default became
+    32) is not resumed with the new default: refused, naming the settings that differ and the
+    flags that resume it, before a model loads."""
+    code, _, err = run(capsys, "tune", photo, "--model", tiny_model, "--out", tuned, "--steps", 6)
+    assert_user_error(code, err, "settings (save_at, steps)", "--steps 4 --save-at 2,4")
+
+
 def test_grid_cells_bounded(tuned, tmp_path, capsys, no_load):
     code, _, err = run(
         capsys,

@@ -241,19 +241,27 @@ def check_tune(
         elif is_tune:
             resume = open_tune(out)
             m = resume.manifest
+            old, new = settings_dict(m.settings), settings_dict(cfg)
+            # the settings that differ, named (e.g. steps: a folder tuned to another length)
+            fields = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             differ = [
                 what
                 for what, same in (
                     ("image", m.image.sha256 == sha),
-                    ("settings", settings_dict(m.settings) == settings_dict(cfg)),
+                    (f"settings ({', '.join(fields[:4])})", not fields),
                     ("model", m.model == model),
                 )
                 if not same
             ]
             if differ:
+                length = set(fields) <= {"steps", "save_at"} and len(differ) == 1
+                saves = ",".join(map(str, old.get("save_at") or ()))
+                again = (
+                    f"resume with --steps {old.get('steps')} --save-at {saves}, " if length else ""
+                )
                 raise UserError(
                     f"{out} holds a tune of a different {' and '.join(differ)}",
-                    "pass --overwrite to start fresh, or another --out",
+                    again + "pass --overwrite to start fresh, or another --out",
                 )
     return TunePlan(img, sha, spec, resume, clear, cfg)
 
