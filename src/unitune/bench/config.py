@@ -262,7 +262,7 @@ TUNE_COMPARE = replace(
     recon_inversion_cfgs=(),
 )
 # time to quality (#35): MEDIUM's 8 scenes x 5 kinds and 15 sampling steps, 2 seeds, each scene
-# tuned once per schedule (9 tunes) and edited with the defaults at each schedule's checkpoints
+# tuned once per schedule (8 tunes) and edited with the defaults at each schedule's checkpoints
 TIME_TO_QUALITY = replace(MEDIUM, seeds=(0, 1), schedules=SCHEDULES)
 # ... and its check on FULL's 40 scenes, 25 sampling steps, 2 seeds (the full benchmark's edits)
 TIME_TO_QUALITY_40 = replace(FULL, schedules=SCHEDULES_40)
