@@ -145,11 +145,6 @@ def summarise(records: list[dict], bc: BenchConfig, boot: int = 2000) -> dict:
     ref_label = f"{bc.schedules[0].name} c{REFERENCE_CHECKPOINT}"
     kinds = sorted({r["kind"] for r in records})
     refs = {k: _per_scene(records, ref_label, k) for k in (None, *kinds)}
-    stops = {s.name for s in bc.schedules if not s.checkpoints}
-    # a schedule edited where it stopped is one row, whatever step each scene stopped at
-    records = [
-        {**r, "label": f"{r['schedule']} stop"} if r["schedule"] in stops else r for r in records
-    ]
     rows = []
     for label in dict.fromkeys(r["label"] for r in records):
         rs = [r for r in records if r["label"] == label]
