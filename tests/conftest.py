@@ -197,6 +197,14 @@ def tiny_flux(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
+def tiny_zimage(tmp_path_factory) -> str:
+    """Z-Image in small (Qwen3 text encoder, a trained Qwen2Tokenizer)."""
+    from tiny_lm_dit import build_tiny_zimage_pipeline
+
+    return _saved(tmp_path_factory, "tiny-zimage", build_tiny_zimage_pipeline())
+
+
+@pytest.fixture(scope="package")
 def tiny_if(tmp_path_factory) -> tuple[str, str]:
     """DeepFloyd IF in small: (stage I, stage II) folders; stage I names its SR partner, so a tune
     of it is a cascade tune unless ``cascade=False``."""
@@ -206,15 +214,18 @@ def tiny_if(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="package")
-def tiny_models(tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux) -> dict[str, str]:
+def tiny_models(
+    tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux, tiny_zimage
+) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
-    the rectified-flow sd3 and flux (dev)."""
+    the rectified-flow sd3, flux (dev) and zimage."""
     return {
         "sd1": tiny_model,
         "sd2v": tiny_sd2,
         "sdxl": tiny_sdxl,
         "sd3": tiny_sd3,
         "flux": tiny_flux,
+        "zimage": tiny_zimage,
     }
 
 

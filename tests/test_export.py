@@ -27,8 +27,9 @@ PIPES = {
     "sdxl": "StableDiffusionXLPipeline",
     "sd3": "StableDiffusion3Pipeline",
     "flux": "FluxPipeline",
+    "zimage": "ZImagePipeline",
 }
-FLOW = ("sd3", "flux")  # their pipelines keep their own (flow) scheduler
+FLOW = ("sd3", "flux", "zimage")  # their pipelines keep their own (flow) scheduler
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
 
@@ -100,10 +101,11 @@ ARCH = {
     "sdxl": "stable-diffusion-xl-v1-base/lora",
     "sd3": "stable-diffusion-3/lora",
     "flux": "flux-1-dev/lora",
+    "zimage": "Z-Image/lora",
 }
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage"])
 def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
     """A folder as diffusers' training scripts leave one (pytorch_lora_weights.safetensors + a
     model card), keys in the layout the other tools read too: kohya's for SD / SDXL (diffusers
@@ -155,7 +157,15 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
 
 @pytest.mark.parametrize(
     ("family", "method"),
-    [("sd1", "full"), ("sd1", "lora"), ("sdxl", "full"), ("sd3", "lora"), ("flux", "full")],
+    [
+        ("sd1", "full"),
+        ("sd1", "lora"),
+        ("sdxl", "full"),
+        ("sd3", "lora"),
+        ("flux", "full"),
+        ("zimage", "lora"),
+        ("zimage", "full"),
+    ],
 )
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):
     out = export(tunes[family, method], "merged", tmp_path / "merged").path

@@ -21,8 +21,8 @@ from unitune.tune import tune
 # every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "if"]
-FLOW = ("sd3", "flux")  # rectified flow: their pipelines' own Euler scheduler, not DDIM
+FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "if"]
+FLOW = ("sd3", "flux", "zimage")  # rectified flow: their pipelines' own Euler scheduler, not DDIM
 # DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native
 # 8 px), sampled by its pipelines' own learned-variance DDPM; the two-stage cascade (the SR stage,
 # stage III, its CLI features) is test_cascade.py's
@@ -34,6 +34,7 @@ PEERS = {
     "sdxl": ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLPipeline"),
     "sd3": ("StableDiffusion3Img2ImgPipeline", "StableDiffusion3Pipeline"),
     "flux": ("FluxImg2ImgPipeline", "FluxPipeline"),
+    "zimage": ("ZImageImg2ImgPipeline", "ZImagePipeline"),
     "if": ("IFImg2ImgPipeline", "IFPipeline"),
 }
 PROMPT = "a cat wearing sunglasses"
@@ -169,7 +170,8 @@ def test_inversion_gives_the_photo_back_on_every_family(family, untuned):
 
 # dB the rare-token sample must gain by checkpoint 128. The tiny transformers learn one image
 # more slowly than the tiny UNets (no long skip connections; +10.7 dB after 1024 steps on sd3)
-GAIN = {"sd1": 6.0, "sd2v": 6.0, "sdxl": 6.0, "sd3": 1.0, "flux": 1.0}
+LORA_GAIN = {"zimage": 0.3}
+GAIN = {"sd1": 6.0, "sd2v": 6.0, "sdxl": 6.0, "sd3": 1.0, "flux": 1.0, "zimage": 1.0}
 
 
 # not IF: its base stage's learning is test_cascade.py's tune test (the eps error at fixed
@@ -207,7 +209,8 @@ def test_finetune_lowers_loss_and_reproduces_base(family, method, models, photo,
         return 10 * np.log10(peak**2 / ((lat - z) ** 2).mean().item())
 
     p0, p64, p128 = psnr(0), psnr(64), psnr(128)
-    gain = GAIN[family] if method == "full" else 0.4  # rank-16 LoRA on the attention only
+    # rank-16 LoRA on the attention only: 0.4 dB (Z-Image's: 0.39 dB measured, 0.3 asserted)
+    gain = GAIN[family] if method == "full" else LORA_GAIN.get(family, 0.4)
     assert p128 > p64 > p0 and p128 > p0 + gain, (p0, p64, p128)
 
 
@@ -292,7 +295,7 @@ def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, p
 # not sd1 (the suite's other modules, test_cli, test_engine, test_sine, ..., run on its tiny
 # model) nor IF (a cascade: test_cascade.py::test_every_feature_on_the_cascade, SR flags included)
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux", "zimage"])
 def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsys):
     """Full and LoRA tunes, resume, every edit option, SINE with patches and guides, best-of,
     the grid and --params, through the CLI on each family beyond SD 1.x."""

@@ -49,3 +49,27 @@ def test_positional_conv_in_zero_init_then_box_dependent():
     mod.enabled = True
     mod.box = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     assert mod(torch.cat([x, x])).shape == (4, 8, 6, 6)  # CFG-doubled batch reuses the boxes
+
+
+def test_flat_token_rows_get_the_same_embedding_as_batched_tokens():
+    """A token embedder that sees the batch as one list (B * n, D), each row's h * w tokens
+    first and padding after (Z-Image), inside a container (a dotted site): the real tokens get
+    exactly what (B, h * w, D) tokens get, the padding nothing."""
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.emb = nn.ModuleDict({"2-1": nn.Linear(8, 6)})
+    pos = patches.install(net, 3, "emb.2-1")
+    assert patches.get(net, "emb.2-1") is pos and isinstance(net.emb["2-1"], type(pos))
+    nn.init.normal_(pos.pos_proj.weight)
+    pos.box = torch.tensor([[0.1, 0.2, 0.6, 0.9], [0.0, 0.0, 1.0, 1.0]])
+    h, w, n = 2, 3, 8  # 6 real tokens a row, padded to 8
+    x = torch.randn(2, n, 8)
+    patches.set_grid(net, "emb.2-1", (h, w), row_tokens=n)
+    flat = net.emb["2-1"](x.reshape(2 * n, 8)).view(2, n, 6)
+    patches.set_grid(net, "emb.2-1", (h, w))
+    batched = net.emb["2-1"](x[:, : h * w])
+    assert torch.allclose(flat[:, : h * w], batched, atol=1e-6)
+    assert torch.equal(flat[:, h * w :], pos.conv(x[:, h * w :]))  # padding: the plain layer
+    assert not torch.allclose(batched, pos.conv(x[:, : h * w]))  # the embedding did something
+    patches.uninstall(net, "emb.2-1")
+    assert isinstance(net.emb["2-1"], nn.Linear)

@@ -40,6 +40,7 @@ from .config_models import IF_DEFAULTS as IF_DEFAULTS
 from .config_models import IF_SR_DEFAULTS as IF_SR_DEFAULTS
 from .config_models import SD3_DEFAULTS as SD3_DEFAULTS
 from .config_models import SD_DEFAULTS as SD_DEFAULTS
+from .config_models import ZIMAGE_DEFAULTS as ZIMAGE_DEFAULTS
 from .config_models import ModelDefaults
 
 RARE_TOKEN = "beikkpic"  # UniTune's rare-token string (3 rare tokens in T5; 4 BPE pieces in CLIP)

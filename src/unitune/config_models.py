@@ -37,6 +37,11 @@ SD3_DEFAULTS = replace(_FLOW, timestep_density="logit_normal", cfg=7.0)
 FLUX_DEFAULTS = replace(_FLOW, timestep_density="uniform", cfg=3.5)
 # FLUX.1-schnell (no guidance input): timestep-distilled for 4 steps, and --cfg has no effect
 FLUX_SCHNELL_DEFAULTS = replace(FLUX_DEFAULTS, steps=4, cfg=0.0)
+# Z-Image: LoRA on the attention at 1e-4 and uniform timesteps, train_dreambooth_lora_z_image.py's
+# defaults (learning_rate 1e-4, weighting_scheme "none"; README_z_image.md's examples use 1e-4
+# too); CFG 5.0 over 50 steps, ZImagePipeline's defaults (--cfg is its guidance_scale). Turbo is
+# distilled: its pipeline docstring samples --cfg 0 --steps 8.
+ZIMAGE_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=5.0, steps=50)
 # DeepFloyd IF: UniTune's own recipe (full tune, Adafactor 1e-4; LoRA at SD's rate); sampling as
 # the pipelines do by default: IFPipeline CFG 7.0 over 100 DDPM steps with learned variances;
 # the super-resolution stage IFSuperResolutionPipeline's CFG 4.0 over 50 steps.

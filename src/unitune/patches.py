@@ -2,7 +2,9 @@
 
 The embedding is added to the output of the network's input layer, which the backbone names
 (``Backbone.patch_site``: ``conv_in`` for the UNets, the patch embedder for the transformers,
-whose output is a token sequence (B, h * w, D) over an h x w grid, row-major).
+whose output is a token sequence (B, h * w, D) over an h x w grid, row-major, or, for a
+transformer that embeds the batch's tokens as one list (Z-Image), (B * n, D) with each row's
+h * w tokens first and padding after; a dotted site names a layer inside a container).
 
 Each training step crops a box v = [h1, w1, h2, w2] of the full-resolution image (height and
 width uniform in [0.1 H, H] x [0.1 W, W]), resizes it to the training resolution, and tells the
@@ -96,6 +98,7 @@ class PositionalConvIn(nn.Module):
         nn.init.zeros_(self.pos_proj.bias)
         self.box: Tensor | None = None
         self.grid: tuple[int, int] | None = None  # token grid of the next call (packed inputs)
+        self.row_tokens: int | None = None  # flat (B * n, D) inputs: n tokens per row (padded)
         self.enabled = True
 
     def _grid(self, x: Tensor, n: int) -> tuple[int, int]:
@@ -110,9 +113,22 @@ class PositionalConvIn(nn.Module):
         y = self.conv(x)
         if not self.enabled:
             return y
+        if y.ndim == 2:  # (B * n, D): the batch's rows one after another, h * w tokens first
+            n = self.row_tokens or y.shape[0]
+            rows = y.view(y.shape[0] // n, n, y.shape[1])
+            h, w = self.grid or (n + 1, 1)
+            if h * w > n:
+                raise RuntimeError(f"{n} tokens a row but the token grid is {self.grid}")
+            real = self.forward_tokens(rows[:, : h * w])
+            return torch.cat([real, rows[:, h * w :]], dim=1).view_as(y)
+        return self.forward_tokens(y, x)
+
+    def forward_tokens(self, y: Tensor, x: Tensor | None = None) -> Tensor:
+        """The embedding added to the input layer's output y: (B, N, D) tokens (their grid
+        from ``grid``, or from a spatial input x) or (B, D, h, w) features."""
         tokens = y.ndim == 3
         b = y.shape[0]
-        h, w = self._grid(x, y.shape[1]) if tokens else y.shape[2:]
+        h, w = (self.grid if x is None else self._grid(x, y.shape[1])) if tokens else y.shape[2:]
         box = self.box
         if box is None:
             box = torch.tensor([FULL_BOX], device=y.device, dtype=torch.float32)
@@ -124,34 +140,48 @@ class PositionalConvIn(nn.Module):
         return y + (pos.flatten(2).transpose(1, 2) if tokens else pos)
 
 
+def _parent(module: nn.Module, site: str) -> tuple[nn.Module, str]:
+    """(the module holding the input layer, its name there): ``a.b`` is b inside a."""
+    parent, _, name = site.rpartition(".")
+    return (module.get_submodule(parent) if parent else module), name
+
+
+def _layer(module: nn.Module, site: str) -> nn.Module:
+    holder, name = _parent(module, site)
+    return getattr(holder, name)
+
+
 def install(module: nn.Module, n_freq: int, site: str) -> PositionalConvIn:
     """Wrap the network's input layer ``site`` (the backbone's ``patch_site``) in the positional
     module (idempotent; zero-initialised, so the network is unchanged until trained)."""
-    layer = getattr(module, site)
+    layer = _layer(module, site)
     if isinstance(layer, PositionalConvIn):
         return layer
     wrapped = PositionalConvIn(layer, n_freq).to(_param(layer).device, _param(layer).dtype)
-    setattr(module, site, wrapped)
+    setattr(*_parent(module, site), wrapped)
     return wrapped
 
 
 def get(module: nn.Module, site: str) -> PositionalConvIn | None:
-    layer = getattr(module, site)
+    layer = _layer(module, site)
     return layer if isinstance(layer, PositionalConvIn) else None
 
 
-def set_grid(module: nn.Module, site: str, grid: tuple[int, int]) -> None:
-    """Tell the positional module (if any) the token grid of the next forward pass."""
+def set_grid(
+    module: nn.Module, site: str, grid: tuple[int, int], row_tokens: int | None = None
+) -> None:
+    """Tell the positional module (if any) the token grid of the next forward pass, and for
+    flat (B * n, D) inputs the tokens n of each row."""
     mod = get(module, site)
     if mod is not None:
-        mod.grid = grid
+        mod.grid, mod.row_tokens = grid, row_tokens
 
 
 def uninstall(module: nn.Module, site: str) -> None:
     """Put the plain input layer back (its weights are the wrapped layer's)."""
     mod = get(module, site)
     if mod is not None:
-        setattr(module, site, mod.conv)
+        setattr(*_parent(module, site), mod.conv)
 
 
 def plain_name(name: str, site: str) -> str:
@@ -201,7 +231,7 @@ def projection(module: nn.Module, site: str, tensors: dict[str, Tensor], n_freq:
     """A checkpoint's positional projection as a standalone module, on the network's device
     (for a view that shares the network with others)."""
     mod = get(module, site)
-    layer = mod.conv if mod is not None else getattr(module, site)
+    layer = mod.conv if mod is not None else _layer(module, site)
     proj = nn.Conv2d(4 * n_freq, _width(layer), kernel_size=1)
     proj.load_state_dict(_pos_tensors(tensors))
     return proj.to(_param(layer).device, _param(layer).dtype).requires_grad_(False).eval()

@@ -20,6 +20,7 @@ from ..config import (
     IF_SR_DEFAULTS,
     SD3_DEFAULTS,
     SD_DEFAULTS,
+    ZIMAGE_DEFAULTS,
     Acceleration,
     Limits,
     ModelDefaults,
@@ -64,6 +65,7 @@ _SD = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
 _SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
+_ZIMAGE = ("ZImagePipeline", "ZImageImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline")
 _IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
 # the families' tune and edit defaults: config_models.py (re-exported by config)
@@ -95,6 +97,8 @@ FAMILIES = (
         modelspec="stable-diffusion-3",
     ),
     Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS, modelspec="flux-1-dev"),
+    # modelspec: the id kohya's musubi-tuner writes for Z-Image (its sai_model_spec.py)
+    Family("zimage", "Z-Image", _ZIMAGE, "zimage", defaults=ZIMAGE_DEFAULTS, modelspec="Z-Image"),
     Family(
         "if",
         "DeepFloyd IF",
@@ -179,6 +183,8 @@ def _index_class(folder: Path) -> str:
 # tensor-name prefixes of the original (non-diffusers) single-file layouts, most specific first
 _SINGLE_FILE_KEYS = (
     ("double_blocks.", "flux"),
+    ("context_refiner.", "zimage"),  # Z-Image's original transformer file (bare or ComfyUI's)
+    ("model.diffusion_model.context_refiner.", "zimage"),
     ("model.diffusion_model.joint_blocks.", "sd3"),
     ("conditioner.embedders.1.", "sdxl"),
     ("cond_stage_model.", "sd"),
