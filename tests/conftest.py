@@ -205,6 +205,14 @@ def tiny_zimage(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
+def tiny_qwenimage(tmp_path_factory) -> str:
+    """Qwen-Image in small (Qwen2.5-VL text encoder, the causal 3-D VAE)."""
+    from tiny_lm_dit import build_tiny_qwenimage_pipeline
+
+    return _saved(tmp_path_factory, "tiny-qwenimage", build_tiny_qwenimage_pipeline())
+
+
+@pytest.fixture(scope="package")
 def tiny_if(tmp_path_factory) -> tuple[str, str]:
     """DeepFloyd IF in small: (stage I, stage II) folders; stage I names its SR partner, so a tune
     of it is a cascade tune unless ``cascade=False``."""
@@ -215,10 +223,10 @@ def tiny_if(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="package")
 def tiny_models(
-    tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux, tiny_zimage
+    tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux, tiny_zimage, tiny_qwenimage
 ) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
-    the rectified-flow sd3, flux (dev) and zimage."""
+    the rectified-flow sd3, flux (dev), zimage and qwenimage."""
     return {
         "sd1": tiny_model,
         "sd2v": tiny_sd2,
@@ -226,6 +234,7 @@ def tiny_models(
         "sd3": tiny_sd3,
         "flux": tiny_flux,
         "zimage": tiny_zimage,
+        "qwenimage": tiny_qwenimage,
     }
 
 

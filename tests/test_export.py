@@ -28,8 +28,9 @@ PIPES = {
     "sd3": "StableDiffusion3Pipeline",
     "flux": "FluxPipeline",
     "zimage": "ZImagePipeline",
+    "qwenimage": "QwenImagePipeline",
 }
-FLOW = ("sd3", "flux", "zimage")  # their pipelines keep their own (flow) scheduler
+FLOW = ("sd3", "flux", "zimage", "qwenimage")  # their pipelines keep their own (flow) scheduler
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
 
@@ -85,6 +86,8 @@ def _sample(pipe, ed: Editor) -> np.ndarray:
         height=hw[0],
         width=hw[1],
     )
+    if "Qwen" in type(pipe).__name__:  # its CFG: true_cfg_scale, on with a negative prompt
+        kw |= dict(true_cfg_scale=kw.pop("guidance_scale"), negative_prompt=[""] * 2)
     if "XL" in type(pipe).__name__:
         g = ed.placement.geometry(hw)
         kw |= dict(original_size=g.original, crops_coords_top_left=g.crop, target_size=g.target)
@@ -102,10 +105,11 @@ ARCH = {
     "sd3": "stable-diffusion-3/lora",
     "flux": "flux-1-dev/lora",
     "zimage": "Z-Image/lora",
+    "qwenimage": "Qwen-Image/lora",
 }
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
     """A folder as diffusers' training scripts leave one (pytorch_lora_weights.safetensors + a
     model card), keys in the layout the other tools read too: kohya's for SD / SDXL (diffusers
@@ -165,6 +169,8 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
         ("flux", "full"),
         ("zimage", "lora"),
         ("zimage", "full"),
+        ("qwenimage", "lora"),
+        ("qwenimage", "full"),
     ],
 )
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):

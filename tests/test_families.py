@@ -21,8 +21,13 @@ from unitune.tune import tune
 # every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "if"]
-FLOW = ("sd3", "flux", "zimage")  # rectified flow: their pipelines' own Euler scheduler, not DDIM
+FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "if"]
+FLOW = (
+    "sd3",
+    "flux",
+    "zimage",
+    "qwenimage",
+)  # rectified flow: their pipelines' own Euler scheduler, not DDIM
 # DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native
 # 8 px), sampled by its pipelines' own learned-variance DDPM; the two-stage cascade (the SR stage,
 # stage III, its CLI features) is test_cascade.py's
@@ -35,6 +40,7 @@ PEERS = {
     "sd3": ("StableDiffusion3Img2ImgPipeline", "StableDiffusion3Pipeline"),
     "flux": ("FluxImg2ImgPipeline", "FluxPipeline"),
     "zimage": ("ZImageImg2ImgPipeline", "ZImagePipeline"),
+    "qwenimage": ("QwenImageImg2ImgPipeline", "QwenImagePipeline"),
     "if": ("IFImg2ImgPipeline", "IFPipeline"),
 }
 PROMPT = "a cat wearing sunglasses"
@@ -131,6 +137,9 @@ def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
         output_type="np",
         **peer_kw,
     )
+    if family == "qwenimage":  # CFG is the pipeline's true_cfg_scale, on with a negative prompt
+        kw.pop("guidance_scale")
+        kw |= {"true_cfg_scale": 7.5, "negative_prompt": [""] * 2} | peer_kw
     hw = ed.folder.manifest.resolution
     if family == "sdxl":  # the added time ids: the photo's size and crop, as unitune builds them
         g = ed.placement.geometry(hw)
@@ -171,7 +180,15 @@ def test_inversion_gives_the_photo_back_on_every_family(family, untuned):
 # dB the rare-token sample must gain by checkpoint 128. The tiny transformers learn one image
 # more slowly than the tiny UNets (no long skip connections; +10.7 dB after 1024 steps on sd3)
 LORA_GAIN = {"zimage": 0.3}
-GAIN = {"sd1": 6.0, "sd2v": 6.0, "sdxl": 6.0, "sd3": 1.0, "flux": 1.0, "zimage": 1.0}
+GAIN = {
+    "sd1": 6.0,
+    "sd2v": 6.0,
+    "sdxl": 6.0,
+    "sd3": 1.0,
+    "flux": 1.0,
+    "zimage": 1.0,
+    "qwenimage": 1.0,
+}
 
 
 # not IF: its base stage's learning is test_cascade.py's tune test (the eps error at fixed
@@ -295,7 +312,7 @@ def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, p
 # not sd1 (the suite's other modules, test_cli, test_engine, test_sine, ..., run on its tiny
 # model) nor IF (a cascade: test_cascade.py::test_every_feature_on_the_cascade, SR flags included)
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsys):
     """Full and LoRA tunes, resume, every edit option, SINE with patches and guides, best-of,
     the grid and --params, through the CLI on each family beyond SD 1.x."""

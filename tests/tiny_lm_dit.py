@@ -1,7 +1,8 @@
 """Tiny seeded random-weight pipelines of the families whose text encoder is a decoder language
-model read through a chat template: Z-Image (Qwen3). The real architectures at toy sizes, built
-fully offline; sizes as in tiny_flow.py (32 px = 8 latent px x VAE factor 4, 16 latent
-channels, the same tiny VAE with shift and scale).
+model read through a chat template: Z-Image (Qwen3) and Qwen-Image (Qwen2.5-VL). The real
+architectures at toy sizes, built fully offline; sizes as in tiny_flow.py (32 px = 8 latent px
+x VAE factor 4, 16 latent channels; Z-Image: the same tiny VAE with shift and scale, Qwen-Image:
+its own causal 3-D VAE).
 
 No Qwen tokenizer ships in any package, so ``build_qwen_tokenizer`` trains a byte-level BPE on
 tiny_flow's caption corpus and wraps it as transformers' ``Qwen2Tokenizer`` (the class the real
@@ -114,4 +115,101 @@ def build_tiny_zimage_pipeline(seed: int = 0):
     )
 
 
-__all__ = ["TINY_RES", "build_qwen_tokenizer", "build_tiny_zimage_pipeline"]
+def _tiny_qwen25_vl(seed: int, vocab_size: int):
+    """Qwen2.5-VL (the class QwenImagePipeline names) in small: the language model as
+    ``_tiny_qwen3`` sizes it (2 layers, 2 heads x 16, one key-value head, M-RoPE sections summing
+    to half a head) and a one-block vision tower the text-only prompts never run."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=QWEN_DIM,
+        intermediate_size=2 * QWEN_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        tie_word_embeddings=False,
+    )
+    vision = dict(
+        depth=1,
+        hidden_size=16,
+        intermediate_size=32,
+        num_heads=2,
+        out_hidden_size=QWEN_DIM,
+        fullatt_block_indexes=[0],
+    )
+    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+def _tiny_qwen_vae(seed: int):
+    """AutoencoderKLQwenImage (Wan's causal 3-D VAE, one frame per image) in small: base width 8,
+    two downsamplings (factor 4, as tiny_flow's VAE), 16 latent channels with per-channel
+    mean / std as the released config has (here the released values themselves)."""
+    from diffusers import AutoencoderKLQwenImage
+
+    torch.manual_seed(seed)
+    return AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=LATENT_CHANNELS,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, False],
+    )
+
+
+def build_tiny_qwenimage_pipeline(seed: int = 0):
+    """Qwen-Image's architecture in small: the dual-stream MMDiT (2 x 2 patches of 16 channels
+    as 64-wide tokens, 2 blocks of 4 heads x 16, 3-axis RoPE 4 + 6 + 6, text width QWEN_DIM),
+    Qwen2.5-VL read at its last hidden states after the pipeline's system prompt, the causal 3-D
+    VAE, and the released scheduler config's dynamic shift (exponential, 0.5 .. 0.9)."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+
+    tok = build_qwen_tokenizer()
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4 * LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=4,
+        joint_attention_dim=QWEN_DIM,
+        axes_dims_rope=(4, 6, 6),
+    )
+    with torch.no_grad():  # zero-initialised output layers: small random values instead
+        for p in transformer.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0.0, 0.02)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=1.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        time_shift_type="exponential",
+    )
+    return QwenImagePipeline(
+        transformer=transformer,
+        vae=_tiny_qwen_vae(seed + 1),
+        text_encoder=_tiny_qwen25_vl(seed + 2, len(tok)),
+        tokenizer=tok,
+        scheduler=scheduler,
+    )
+
+
+__all__ = [
+    "TINY_RES",
+    "build_qwen_tokenizer",
+    "build_tiny_qwenimage_pipeline",
+    "build_tiny_zimage_pipeline",
+]

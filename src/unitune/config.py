@@ -38,6 +38,7 @@ from .config_models import FLUX_DEFAULTS as FLUX_DEFAULTS
 from .config_models import FLUX_SCHNELL_DEFAULTS as FLUX_SCHNELL_DEFAULTS
 from .config_models import IF_DEFAULTS as IF_DEFAULTS
 from .config_models import IF_SR_DEFAULTS as IF_SR_DEFAULTS
+from .config_models import QWENIMAGE_DEFAULTS as QWENIMAGE_DEFAULTS
 from .config_models import SD3_DEFAULTS as SD3_DEFAULTS
 from .config_models import SD_DEFAULTS as SD_DEFAULTS
 from .config_models import ZIMAGE_DEFAULTS as ZIMAGE_DEFAULTS

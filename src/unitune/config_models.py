@@ -42,6 +42,10 @@ FLUX_SCHNELL_DEFAULTS = replace(FLUX_DEFAULTS, steps=4, cfg=0.0)
 # too); CFG 5.0 over 50 steps, ZImagePipeline's defaults (--cfg is its guidance_scale). Turbo is
 # distilled: its pipeline docstring samples --cfg 0 --steps 8.
 ZIMAGE_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=5.0, steps=50)
+# Qwen-Image: LoRA on the image stream's attention at 1e-4 with uniform timesteps,
+# train_dreambooth_lora_qwen_image.py's defaults (learning_rate 1e-4, weighting_scheme "none");
+# CFG 4.0 over 50 steps, QwenImagePipeline's defaults (--cfg is its true_cfg_scale)
+QWENIMAGE_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=4.0, steps=50)
 # DeepFloyd IF: UniTune's own recipe (full tune, Adafactor 1e-4; LoRA at SD's rate); sampling as
 # the pipelines do by default: IFPipeline CFG 7.0 over 100 DDPM steps with learned variances;
 # the super-resolution stage IFSuperResolutionPipeline's CFG 4.0 over 50 steps.

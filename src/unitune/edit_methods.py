@@ -65,6 +65,7 @@ def make_guider(
     (guide tunes opened and loaded here) and its prompts encoded. ``weights``: (w, g) of
     ``Backbone.guidance_weights`` when already computed."""
     w, g = weights or ed.backbone.guidance_weights(cfg.cfg, cfg.true_cfg)
+    r = ed.backbone.cfg_renorm  # the family's norm matching of every mix (guidance.finish)
     st, text = ed.state, ed.prompt_text(prompt, cfg)
     c_u = ed.negative(cfg, hw, g)
     c_hat_text = ed.folder.manifest.tuned_prompt
@@ -95,19 +96,19 @@ def make_guider(
         conds = ed.encode([t.cond for t in high + low], hw, guidance=g)
         enc = [replace(t, cond=c) for t, c in zip(high + low, conds)]
         hi, lo = tuple(enc[: len(high)]), tuple(enc[len(high) :])
-        return MultiModel(pre, c_u, hi, lo, sine, cfg.sine_K)
+        return MultiModel(pre, c_u, hi, lo, sine, cfg.sine_K, r)
     if cfg.method == "sine":
         c_edit, c_hat = ed.encode([prompt, c_hat_text], hw, guidance=g)
-        return SINE(pre, tuned, c_u, c_edit, c_hat, w, cfg.sine_v, cfg.sine_K)
+        return SINE(pre, tuned, c_u, c_edit, c_hat, w, cfg.sine_v, cfg.sine_K, r)
     if cfg.prompt_guidance is not None:
         pg = ed.full_prompt(cfg.prompt_guidance, cfg)
         base, cond = ed.encode([pg, text], hw, guidance=g)
-        return CFG(tuned, base, cond, w, prompt_guidance=True)
+        return CFG(tuned, base, cond, w, prompt_guidance=True, renorm=r)
     if cfg.inversion_negative:  # negative-prompt inversion: the tune prompt as baseline
         base, cond = ed.encode([source_prompt(ed, cfg), text], hw, guidance=g)
-        return CFG(tuned, base, cond, w, prompt_guidance=True)
+        return CFG(tuned, base, cond, w, prompt_guidance=True, renorm=r)
     (cond,) = ed.encode([text], hw, guidance=g)
-    return CFG(tuned, c_u, cond, w)
+    return CFG(tuned, c_u, cond, w, renorm=r)
 
 
 def guide_view(ed: Editor, spec: str, g: GuideSpec, pre, tuned):

@@ -63,6 +63,32 @@ def keep_variance(mixed: Tensor, positive: Tensor, channels: int) -> Tensor:
     return torch.cat([mixed[:, :channels], positive[:, channels:]], dim=1)
 
 
+def match_norm(mixed: Tensor, positive: Tensor, patch: int) -> Tensor:
+    """Qwen-Image's CFG renormalisation: the mixed prediction rescaled, per ``patch`` x
+    ``patch`` latent patch (one transformer token: all channels), to the norm of the positive
+    (conditional) prediction, so guidance turns the velocity without lengthening it. ``patch``
+    0 leaves ``mixed`` as it is. Shapes (B, C, h, w), h and w multiples of ``patch``."""
+    if patch == 0:
+        return mixed
+    b, c, h, w = mixed.shape
+    p = patch
+
+    def tokens(x: Tensor) -> Tensor:  # (B, h/p, w/p, C p p): the pipeline's packed token order
+        return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).flatten(3)
+
+    m, ref = tokens(mixed), tokens(positive)
+    out = m * (torch.norm(ref, dim=-1, keepdim=True) / torch.norm(m, dim=-1, keepdim=True))
+    return out.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+def finish(mixed: Tensor, positive: Tensor, channels: int, renorm: int = 0) -> Tensor:
+    """What every guider does to its mix before the scheduler steps: keep a learned-variance
+    model's variance half (:func:`keep_variance`), then the family's norm matching
+    (:func:`match_norm`, ``renorm`` = its patch size, 0 = none)."""
+    out = keep_variance(mixed, positive, channels)
+    return match_norm(out, positive, renorm) if renorm else out
+
+
 def blend_known(x: Tensor, x_known: Tensor, mask: Tensor) -> Tensor:
     """In-painting: keep the sample where mask = 1 (may change), the known latent elsewhere.
     mask (1 or B, 1, h, w) in [0, 1] at latent resolution."""

@@ -18,6 +18,7 @@ from ..config import (
     FLUX_DEFAULTS,
     IF_DEFAULTS,
     IF_SR_DEFAULTS,
+    QWENIMAGE_DEFAULTS,
     SD3_DEFAULTS,
     SD_DEFAULTS,
     ZIMAGE_DEFAULTS,
@@ -66,6 +67,7 @@ _SDXL = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _ZIMAGE = ("ZImagePipeline", "ZImageImg2ImgPipeline")
+_QWEN = ("QwenImagePipeline", "QwenImageImg2ImgPipeline")
 _IF = ("IFPipeline", "IFImg2ImgPipeline")
 _IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
 # the families' tune and edit defaults: config_models.py (re-exported by config)
@@ -99,6 +101,15 @@ FAMILIES = (
     Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS, modelspec="flux-1-dev"),
     # modelspec: the id kohya's musubi-tuner writes for Z-Image (its sai_model_spec.py)
     Family("zimage", "Z-Image", _ZIMAGE, "zimage", defaults=ZIMAGE_DEFAULTS, modelspec="Z-Image"),
+    # modelspec: the id musubi-tuner writes for Qwen-Image (its sai_model_spec.py)
+    Family(
+        "qwenimage",
+        "Qwen-Image",
+        _QWEN,
+        "qwenimage",
+        defaults=QWENIMAGE_DEFAULTS,
+        modelspec="Qwen-Image",
+    ),
     Family(
         "if",
         "DeepFloyd IF",
@@ -185,6 +196,8 @@ _SINGLE_FILE_KEYS = (
     ("double_blocks.", "flux"),
     ("context_refiner.", "zimage"),  # Z-Image's original transformer file (bare or ComfyUI's)
     ("model.diffusion_model.context_refiner.", "zimage"),
+    ("txt_norm.", "qwenimage"),  # Qwen-Image's transformer file (diffusers' names, bare or
+    ("model.diffusion_model.txt_norm.", "qwenimage"),  # under ComfyUI's prefix)
     ("model.diffusion_model.joint_blocks.", "sd3"),
     ("conditioner.embedders.1.", "sdxl"),
     ("cond_stage_model.", "sd"),

@@ -111,6 +111,10 @@ class Backbone(ABC):
     patch_site: str  # attribute of ``module`` whose output SINE's crop-box embedding is added to
     defaults: ModelDefaults  # this model's defaults (its family's; load() sets them)
     samplers: tuple[str, ...]  # the config.SAMPLERS this model offers
+    # guidance.match_norm's patch: every guided mix rescaled to the conditional prediction's
+    # norm per patch, as the family's pipeline does (Qwen-Image: 2); 0 = a plain mix
+    cfg_renorm: int = 0
+    vae_class = "AutoencoderKL"  # the diffusers class a --vae loads as
 
     def _adopt(
         self, pipe, spec, device: torch.device, dtype: torch.dtype, offload: bool, network: str

@@ -55,18 +55,20 @@ def load_pipeline(cls, spec: ModelSpec, dtype: torch.dtype, **extra):
             ) from e
 
 
-def load_vae(path: str, dtype: torch.dtype):
-    """``--vae PATH``: an AutoencoderKL folder (e.g. an fp16-fixed SDXL VAE) or .safetensors."""
-    from diffusers import AutoencoderKL
+def load_vae(path: str, dtype: torch.dtype, cls_name: str = "AutoencoderKL"):
+    """``--vae PATH``: a VAE folder (e.g. an fp16-fixed SDXL VAE) or .safetensors, of the
+    diffusers class ``cls_name`` (the backbone's ``vae_class``)."""
+    import diffusers
 
+    cls = getattr(diffusers, cls_name)
     try:
         if Path(path).suffix.lower() == ".safetensors":
-            return AutoencoderKL.from_single_file(path, torch_dtype=dtype)
-        return AutoencoderKL.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
+            return cls.from_single_file(path, torch_dtype=dtype)
+        return cls.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
     except Exception as e:  # noqa: BLE001
         raise UserError(
             f"could not load --vae {path!r} ({type(e).__name__}: {first_line(e)})",
-            "pass an AutoencoderKL folder or .safetensors file",
+            f"pass a {cls_name} folder or .safetensors file",
         ) from e
 
 
@@ -319,7 +321,7 @@ def load_backbone(
     dev = resolve_device(device)
     dtype = dtype or torch.float32
     if vae is not None:
-        extra["vae"] = load_vae(vae, dtype)
+        extra["vae"] = load_vae(vae, dtype, cls.vae_class)
     pipe = load_pipeline(getattr(diffusers, cls.pipeline_class), spec, dtype, **extra)
     return cls(pipe, spec, dev, dtype, offload)
 

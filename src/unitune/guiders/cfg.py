@@ -17,13 +17,16 @@ from torch import Tensor
 
 from ..backbones.base import Conditioning, cat_expand
 from ..guidance import cfg as cfg_mix
-from ..guidance import keep_variance
+from ..guidance import finish
 from . import Denoiser, GuidedFn
 
 
-def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) -> GuidedFn:
+def cfg_guided(
+    den: Denoiser, base: Conditioning, cond: Conditioning, w: float, renorm: int = 0
+) -> GuidedFn:
     """CFG of ``den`` at weight ``w``: ``base`` the one-row baseline (negative prompt, or the
-    base prompt of prompt guidance), ``cond`` the one-row edit prompt."""
+    base prompt of prompt guidance), ``cond`` the one-row edit prompt; ``renorm`` the
+    backbone's ``cfg_renorm`` (guidance.finish)."""
     batched: dict[int, Conditioning] = {}  # per batch size, built once, not at every step
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
@@ -34,7 +37,7 @@ def cfg_guided(den: Denoiser, base: Conditioning, cond: Conditioning, w: float) 
             batched[b] = cat_expand([base, cond], b)
         out_base, out_cond = den(torch.cat([x, x]), t, batched[b]).chunk(2)
         # learned-variance models (IF) keep the conditional prediction's variance half
-        return keep_variance(cfg_mix(out_base, out_cond, w), out_cond, x.shape[1])
+        return finish(cfg_mix(out_base, out_cond, w), out_cond, x.shape[1], renorm)
 
     return guided
 
@@ -48,10 +51,11 @@ class CFG:
     cond: Conditioning  # one row: what the edit samples, "<rare> <edit prompt>"
     w: float  # guidance weight (1 = the conditional prediction alone)
     prompt_guidance: bool = False  # the baseline is a base prompt (only named in describe())
+    renorm: int = 0  # Backbone.cfg_renorm: the mix matched to the conditional norm per patch
     name: str = "cfg"
 
     def build(self) -> GuidedFn:
-        return cfg_guided(self.model, self.baseline, self.cond, self.w)
+        return cfg_guided(self.model, self.baseline, self.cond, self.w, self.renorm)
 
     def describe(self) -> str:
         what = "prompt guidance" if self.prompt_guidance else "CFG"

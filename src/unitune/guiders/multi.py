@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from ..backbones.base import Conditioning
-from ..guidance import keep_variance, multi_guidance, sine_active
+from ..guidance import finish, multi_guidance, sine_active
 from . import Denoiser, GuidedFn
 
 C = TypeVar("C")  # what a term is conditioned on: a prompt (text) before encoding, then its row
@@ -97,7 +97,12 @@ def terms(
 
 
 def evaluate(
-    pre: Denoiser, c_u: Conditioning, terms: Sequence[Term[Conditioning]], x: Tensor, t: Tensor
+    pre: Denoiser,
+    c_u: Conditioning,
+    terms: Sequence[Term[Conditioning]],
+    x: Tensor,
+    t: Tensor,
+    renorm: int = 0,
 ) -> Tensor:
     """eps_u + sum_i w_i (eps_i - eps_u), one batched forward pass per model (view)."""
     b = x.shape[0]
@@ -114,7 +119,7 @@ def evaluate(
         outs[view] = view(torch.cat([x] * n), t, c).chunk(n)
     preds = [outs[view][i] for view, i in where]
     mixed = multi_guidance(outs[pre][0], preds, [term.weight for term in terms])
-    return keep_variance(mixed, preds[0], x.shape[1])  # learned variances: the first term's
+    return finish(mixed, preds[0], x.shape[1], renorm)  # the first term's variance and norm
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,22 +132,24 @@ class MultiModel:
     low: tuple[Term[Conditioning], ...]  # for t <= K under SINE
     sine: bool  # switch to ``low`` for t <= K
     K: float  # on the 0..1000 training scale
+    renorm: int = 0  # Backbone.cfg_renorm (guidance.finish)
     name: str = "multi"
 
     def build(self) -> GuidedFn:
-        pre, c_u, high, low, sine, K = (
+        pre, c_u, high, low, sine, K, r = (
             self.pretrained,
             self.c_u,
             self.high,
             self.low,
             self.sine,
             self.K,
+            self.renorm,
         )
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
             if sine and not sine_active(t, K):
-                return evaluate(pre, c_u, low, x, t)
-            return evaluate(pre, c_u, high, x, t)
+                return evaluate(pre, c_u, low, x, t, r)
+            return evaluate(pre, c_u, high, x, t, r)
 
         return guided
 

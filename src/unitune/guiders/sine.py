@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..backbones.base import Conditioning, cat_expand
 from ..guidance import cfg as cfg_mix
-from ..guidance import keep_variance, sine_active, sine_mix
+from ..guidance import finish, sine_active, sine_mix
 from . import Denoiser, GuidedFn
 
 
@@ -41,6 +41,7 @@ def sine_guided(
     w: float,
     v: float,
     K: float,
+    renorm: int = 0,
 ) -> GuidedFn:
     """The SINE guided denoiser: ``pre`` and ``tuned`` the two models, ``c_u`` the negative (or
     empty) prompt, ``c_edit`` the edit prompt (no rare token), ``c_hat`` the tune's own prompt."""
@@ -51,9 +52,9 @@ def sine_guided(
         eps_u, eps_pre = pre(torch.cat([x, x]), t, cat_expand([c_u, c_edit], b)).chunk(2)
         c = x.shape[1]  # learned-variance models keep the conditional prediction's variance
         if not sine_active(t, K) or v == 1.0:  # t <= K (or v = 1): plain CFG, pretrained model
-            return keep_variance(cfg_mix(eps_u, eps_pre, w), eps_pre, c)
+            return finish(cfg_mix(eps_u, eps_pre, w), eps_pre, c, renorm)
         eps_ft = tuned(x, t, c_hat.expand(b))
-        return keep_variance(sine_mix(eps_u, eps_pre, eps_ft, w, v), eps_ft, c)
+        return finish(sine_mix(eps_u, eps_pre, eps_ft, w, v), eps_ft, c, renorm)
 
     return guided
 
@@ -70,11 +71,20 @@ class SINE:
     w: float  # guidance weight
     v: float  # the pretrained model's share of the conditional prediction (paper: 0.7)
     K: float  # on the 0..1000 training scale: the tuned model guides while t > K
+    renorm: int = 0  # Backbone.cfg_renorm (guidance.finish)
     name: str = "sine"
 
     def build(self) -> GuidedFn:
         return sine_guided(
-            self.pretrained, self.tuned, self.c_u, self.c_edit, self.c_hat, self.w, self.v, self.K
+            self.pretrained,
+            self.tuned,
+            self.c_u,
+            self.c_edit,
+            self.c_hat,
+            self.w,
+            self.v,
+            self.K,
+            self.renorm,
         )
 
     def describe(self) -> str:
