@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from unitune.backbones import load_model
 from unitune.config import EditConfig, TuneConfig
@@ -450,6 +451,16 @@ def _fake_single_file(path: Path, keys: list[str]) -> Path:
         ),
         (["double_blocks.0.img_attn.qkv.weight"], "flux"),
         (["model.diffusion_model.joint_blocks.0.x", "text_encoders.clip_l.x"], "sd3"),
+        (["context_refiner.0.attention.qkv.weight", "x_embedder.weight"], "zimage"),
+        (["model.diffusion_model.context_refiner.0.attention.qkv.weight"], "zimage"),
+        (
+            ["txt_norm.weight", "transformer_blocks.0.img_mod.1.weight", "img_in.weight"],
+            "qwenimage",
+        ),
+        (
+            ["model.diffusion_model.txt_norm.weight", "model.diffusion_model.img_in.weight"],
+            "qwenimage",
+        ),
     ],
 )
 def test_single_files_are_recognised_by_their_tensor_names(keys, family, tmp_path):
@@ -485,4 +496,30 @@ def test_bad_vae_is_refused_before_loading(tiny_models, photo, tmp_path, capsys)
         )
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "--vae" in err, err
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow
+def test_a_transformer_file_loads_with_its_model_config(tiny_models, tmp_path, capsys):
+    """Qwen-Image's pipeline has no from_single_file: a transformer .safetensors (as the tools
+    hand it out) loads through the transformer class's own, the rest from --model-config, to
+    the folder's very weights; without --model-config it is refused in one line."""
+    from safetensors.torch import save_file
+
+    from unitune.backbones import load, probe
+    from unitune.cli import main
+
+    folder = tiny_models["qwenimage"]
+    net = load(probe(folder), "cpu")
+    f = tmp_path / "qwen_image.safetensors"
+    save_file({k: v.contiguous() for k, v in net.module.state_dict().items()}, str(f))
+    from_file = load(probe(str(f), folder), "cpu")
+    assert from_file.family == "qwenimage" and from_file.digest == net.digest
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    argv = ["tune", str(photo), "--out", str(tmp_path / "t"), "--model", str(f), "--quiet"]
+    capsys.readouterr()
+    assert main(argv + ["--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model-config" in err[0], err
     assert not (tmp_path / "t").exists()

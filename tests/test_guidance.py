@@ -7,6 +7,7 @@ from unitune.guidance import (
     blend_known,
     cfg,
     latent_mask,
+    match_norm,
     multi_guidance,
     prompt_guidance,
     sine_active,
@@ -77,3 +78,22 @@ def test_sine_mix_is_multi_guidance_over_both_models():
     w, v = 7.5, 0.7
     ref = multi_guidance(u, [pre, ft], [w * v, w * (1 - v)])
     assert torch.allclose(sine_mix(u, pre, ft, w, v), ref, atol=1e-5)
+
+
+def test_match_norm_keeps_each_tokens_norm_and_direction():
+    """Qwen-Image's renormalisation: per 2x2 patch (all channels, one transformer token) the mix
+    gets the positive prediction's norm and keeps its own direction; patch 0 is a no-op; the
+    result equals the pipeline's formula on packed tokens."""
+    from unitune.backbones.flux import pack, unpack
+
+    g = torch.Generator().manual_seed(0)
+    mixed, pos = torch.randn(2, 4, 6, 8, generator=g), torch.randn(2, 4, 6, 8, generator=g)
+    out = match_norm(mixed, pos, 2)
+    t_out, t_pos, t_mix = pack(out), pack(pos), pack(mixed)
+    assert torch.allclose(t_out.norm(dim=-1), t_pos.norm(dim=-1), atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(t_out, t_mix, dim=-1)
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5)
+    ref = t_mix * (t_pos.norm(dim=-1, keepdim=True) / t_mix.norm(dim=-1, keepdim=True))
+    assert torch.allclose(out, unpack(ref, 6, 8), atol=1e-6)
+    assert match_norm(mixed, pos, 0) is mixed
+    assert not torch.allclose(out, mixed)

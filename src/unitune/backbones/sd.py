@@ -6,6 +6,7 @@ scheduler config. Conditioning = the text encoder's last hidden states, as
 from __future__ import annotations
 
 import gc
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ def load_pipeline(cls, spec: ModelSpec, dtype: torch.dtype, **extra):
     common = dict(torch_dtype=dtype, **extra)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if spec.single_file and not hasattr(cls, "from_single_file"):
+            return _transformer_file_pipeline(cls, spec, common)
         if spec.single_file:
             try:
                 kw = {"config": spec.config_dir} if spec.config_dir else {}
@@ -53,6 +56,34 @@ def load_pipeline(cls, spec: ModelSpec, dtype: torch.dtype, **extra):
                 f"could not load model {spec.ref!r} ({type(e).__name__}: {first_line(e)})",
                 "check the hub id or path; offline, download the model first or use --model world",
             ) from e
+
+
+def _transformer_file_pipeline(cls, spec: ModelSpec, common: dict):
+    """A family whose pipeline has no ``from_single_file`` (Qwen-Image): the file is its
+    transformer alone, as the tools distribute it; loaded with the transformer class's own
+    ``from_single_file`` against --model-config, the rest of the pipeline from that folder."""
+    import diffusers
+
+    if spec.config_dir is None:
+        raise UserError(
+            f"{spec.ref!r} holds a {spec.family.label} transformer only",
+            f"pass --model-config with a {spec.family.label} diffusers folder "
+            "(its text encoder, VAE and configs)",
+        )
+    index = json.loads((Path(spec.config_dir) / "model_index.json").read_text())
+    tcls = getattr(diffusers, index["transformer"][1])
+    try:
+        net = tcls.from_single_file(
+            spec.ref, config=spec.config_dir, subfolder="transformer", **common
+        )
+        return cls.from_pretrained(spec.config_dir, transformer=net, use_safetensors=True, **common)
+    except Exception as e:  # noqa: BLE001 - any failure here is a user-facing load failure
+        raise UserError(
+            f"could not load the transformer file {spec.ref!r} "
+            f"({type(e).__name__}: {first_line(e)})",
+            f"pass a {tcls.__name__} .safetensors (diffusers' tensor names) "
+            "and --model-config of the same architecture",
+        ) from e
 
 
 def load_vae(path: str, dtype: torch.dtype, cls_name: str = "AutoencoderKL"):
