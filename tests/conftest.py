@@ -213,6 +213,14 @@ def tiny_qwenimage(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
+def tiny_flux2klein(tmp_path_factory) -> str:
+    """FLUX.2 [klein] base in small (Qwen3 text encoder, the batch-normed VAE)."""
+    from tiny_flux2 import build_tiny_flux2_klein_pipeline
+
+    return _saved(tmp_path_factory, "tiny-flux2klein", build_tiny_flux2_klein_pipeline())
+
+
+@pytest.fixture(scope="package")
 def tiny_if(tmp_path_factory) -> tuple[str, str]:
     """DeepFloyd IF in small: (stage I, stage II) folders; stage I names its SR partner, so a tune
     of it is a cascade tune unless ``cascade=False``."""
@@ -223,10 +231,17 @@ def tiny_if(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="package")
 def tiny_models(
-    tiny_model, tiny_sd2, tiny_sdxl, tiny_sd3, tiny_flux, tiny_zimage, tiny_qwenimage
+    tiny_model,
+    tiny_sd2,
+    tiny_sdxl,
+    tiny_sd3,
+    tiny_flux,
+    tiny_zimage,
+    tiny_qwenimage,
+    tiny_flux2klein,
 ) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
-    the rectified-flow sd3, flux (dev), zimage and qwenimage."""
+    the rectified-flow sd3, flux (dev), zimage, qwenimage and flux2klein (base)."""
     return {
         "sd1": tiny_model,
         "sd2v": tiny_sd2,
@@ -235,6 +250,7 @@ def tiny_models(
         "flux": tiny_flux,
         "zimage": tiny_zimage,
         "qwenimage": tiny_qwenimage,
+        "flux2klein": tiny_flux2klein,
     }
 
 

@@ -29,8 +29,10 @@ PIPES = {
     "flux": "FluxPipeline",
     "zimage": "ZImagePipeline",
     "qwenimage": "QwenImagePipeline",
+    "flux2klein": "Flux2KleinPipeline",
 }
-FLOW = ("sd3", "flux", "zimage", "qwenimage")  # their pipelines keep their own (flow) scheduler
+# their pipelines keep their own (flow) scheduler
+FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein")
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
 
@@ -106,10 +108,11 @@ ARCH = {
     "flux": "flux-1-dev/lora",
     "zimage": "Z-Image/lora",
     "qwenimage": "Qwen-Image/lora",
+    "flux2klein": "Flux.2-klein-4b/lora",
 }
 
 
-@pytest.mark.parametrize("family", ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage"])
+@pytest.mark.parametrize("family", [*PIPES])
 def test_diffusers_lora_loads_and_samples_the_same(family, tunes, tiny_models, tmp_path):
     """A folder as diffusers' training scripts leave one (pytorch_lora_weights.safetensors + a
     model card), keys in the layout the other tools read too: kohya's for SD / SDXL (diffusers
@@ -171,6 +174,8 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
         ("zimage", "full"),
         ("qwenimage", "lora"),
         ("qwenimage", "full"),
+        ("flux2klein", "lora"),
+        ("flux2klein", "full"),
     ],
 )
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):

@@ -22,13 +22,9 @@ from unitune.tune import tune
 # every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "if"]
-FLOW = (
-    "sd3",
-    "flux",
-    "zimage",
-    "qwenimage",
-)  # rectified flow: their pipelines' own Euler scheduler, not DDIM
+FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "if"]
+# rectified flow: their pipelines' own Euler scheduler, not DDIM
+FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein")
 # DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native
 # 8 px), sampled by its pipelines' own learned-variance DDPM; the two-stage cascade (the SR stage,
 # stage III, its CLI features) is test_cascade.py's
@@ -42,6 +38,7 @@ PEERS = {
     "flux": ("FluxImg2ImgPipeline", "FluxPipeline"),
     "zimage": ("ZImageImg2ImgPipeline", "ZImagePipeline"),
     "qwenimage": ("QwenImageImg2ImgPipeline", "QwenImagePipeline"),
+    "flux2klein": (None, "Flux2KleinPipeline"),  # no img2img pipeline: _sdedit_reference
     "if": ("IFImg2ImgPipeline", "IFPipeline"),
 }
 PROMPT = "a cat wearing sunglasses"
@@ -149,7 +146,9 @@ def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
     if flow:  # their img2img pipelines take the output size too (FLUX's default is 1024 px)
         kw |= dict(height=hw[0], width=hw[1])
     own = family in OWN_SCHEDULER
-    if t0 < 1.0:  # x0 has the latent channels (IF: pixels in [-1, 1]): img2img takes it as-is
+    if t0 < 1.0 and img2img is None:
+        ref = _sdedit_reference(_peer(txt2img, models[family], own), ed, t0, kw)
+    elif t0 < 1.0:  # x0 has the latent channels (IF: pixels in [-1, 1]): img2img takes it as-is
         ref = _peer(img2img, models[family], own)(
             image=ed.folder.base_latents().repeat(2, 1, 1, 1), strength=t0, **kw
         )
@@ -158,6 +157,28 @@ def _same_as_pipeline(family, t0, models, untuned, ours_kw, peer_kw) -> None:
     assert ours.shape == ref.images.shape
     assert np.abs(ours - ref.images).max() < 1e-4
     assert np.abs(ours[0] - ours[1]).max() > 1e-2  # the seeds differ: not a constant picture
+
+
+def _sdedit_reference(pipe, ed: Editor, t0: float, kw: dict):
+    """SDEdit from the text-to-image pipeline's own pieces, for a family diffusers has no img2img
+    pipeline for (FLUX.2): its scheduler's ``scale_noise`` takes the photo's latents to the
+    start timestep (the flow img2img pipelines' start index) with each seed's noise, then the
+    pipeline samples from those latents over the remaining sigmas, its mu as for the full run."""
+    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+    from diffusers.utils.torch_utils import randn_tensor
+
+    steps = kw["num_inference_steps"]
+    x0 = ed.folder.base_latents()  # (1, 4C, h, w): the pipeline's own latent space
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    mu = compute_empirical_mu(image_seq_len=x0.shape[2] * x0.shape[3], num_steps=steps)
+    sched.set_timesteps(sigmas=sigmas, mu=mu)
+    start = int(max(steps - steps * t0, 0))
+    t_start = sched.timesteps[start : start + 1]
+    gens = kw.pop("generator")
+    noise = torch.cat([randn_tensor(tuple(x0.shape), generator=g) for g in gens])
+    latents = sched.scale_noise(x0.repeat(len(gens), 1, 1, 1), t_start, noise)
+    return pipe(latents=latents, sigmas=list(sigmas[start:]), **kw)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -189,6 +210,7 @@ GAIN = {
     "flux": 1.0,
     "zimage": 1.0,
     "qwenimage": 1.0,
+    "flux2klein": 1.0,
 }
 
 
@@ -313,7 +335,9 @@ def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, p
 # not sd1 (the suite's other modules, test_cli, test_engine, test_sine, ..., run on its tiny
 # model) nor IF (a cascade: test_cascade.py::test_every_feature_on_the_cascade, SR flags included)
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage"])
+@pytest.mark.parametrize(
+    "family", ["sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein"]
+)
 def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsys):
     """Full and LoRA tunes, resume, every edit option, SINE with patches and guides, best-of,
     the grid and --params, through the CLI on each family beyond SD 1.x."""

@@ -24,7 +24,10 @@ QWEN_DIM = 32  # the tiny text encoder's width (= the transformer's cap_feat_dim
 # nothing more when thinking is enabled, which is how ZImagePipeline asks for it
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    # thinking off (FLUX.2 klein asks so): Qwen3's template opens an empty think block
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 _BPE: tuple[dict, list] | None = None  # (vocab, merges), trained once per process
 

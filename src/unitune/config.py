@@ -34,6 +34,9 @@ from .config_limits import Limits as Limits
 from .config_limits import WorkLimits
 from .config_limits import check_prompt as check_prompt
 from .config_limits import parse_limits as parse_limits
+from .config_models import FLUX2_DEFAULTS as FLUX2_DEFAULTS
+from .config_models import FLUX2_KLEIN_DEFAULTS as FLUX2_KLEIN_DEFAULTS
+from .config_models import FLUX2_KLEIN_DISTILLED_DEFAULTS as FLUX2_KLEIN_DISTILLED_DEFAULTS
 from .config_models import FLUX_DEFAULTS as FLUX_DEFAULTS
 from .config_models import FLUX_SCHNELL_DEFAULTS as FLUX_SCHNELL_DEFAULTS
 from .config_models import IF_DEFAULTS as IF_DEFAULTS

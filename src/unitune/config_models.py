@@ -46,6 +46,14 @@ ZIMAGE_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=5.0, steps=50)
 # train_dreambooth_lora_qwen_image.py's defaults (learning_rate 1e-4, weighting_scheme "none");
 # CFG 4.0 over 50 steps, QwenImagePipeline's defaults (--cfg is its true_cfg_scale)
 QWENIMAGE_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=4.0, steps=50)
+# FLUX.2: LoRA at 1e-4 with uniform timesteps, train_dreambooth_lora_flux2.py / _flux2_klein.py's
+# defaults (learning_rate 1e-4, weighting_scheme "none"); 50 steps at guidance 4.0, the
+# pipelines' defaults ([dev]: Flux2Pipeline's embedded guidance_scale; [klein] base:
+# Flux2KleinPipeline's CFG scale). The step-distilled [klein] models sample in 4 steps without
+# CFG (their model cards; the pipeline skips CFG when is_distilled)
+FLUX2_DEFAULTS = replace(_FLOW, lr_lora=1e-4, cfg=4.0, steps=50)
+FLUX2_KLEIN_DEFAULTS = FLUX2_DEFAULTS
+FLUX2_KLEIN_DISTILLED_DEFAULTS = replace(FLUX2_KLEIN_DEFAULTS, steps=4, cfg=1.0)
 # DeepFloyd IF: UniTune's own recipe (full tune, Adafactor 1e-4; LoRA at SD's rate); sampling as
 # the pipelines do by default: IFPipeline CFG 7.0 over 100 DDPM steps with learned variances;
 # the super-resolution stage IFSuperResolutionPipeline's CFG 4.0 over 50 steps.

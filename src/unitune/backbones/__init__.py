@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from ..config import (
     DEFAULT_MODEL,
+    FLUX2_DEFAULTS,
+    FLUX2_KLEIN_DEFAULTS,
     FLUX_DEFAULTS,
     IF_DEFAULTS,
     IF_SR_DEFAULTS,
@@ -68,6 +70,7 @@ _SD3 = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
 _FLUX = ("FluxPipeline", "FluxImg2ImgPipeline")
 _ZIMAGE = ("ZImagePipeline", "ZImageImg2ImgPipeline")
 _QWEN = ("QwenImagePipeline", "QwenImageImg2ImgPipeline")
+_FLUX2, _FLUX2_KLEIN = ("Flux2Pipeline",), ("Flux2KleinPipeline",)
 _IF = ("IFPipeline", "IFImg2ImgPipeline")
 _IF_SR = ("IFSuperResolutionPipeline", "IFImg2ImgSuperResolutionPipeline")
 # the families' tune and edit defaults: config_models.py (re-exported by config)
@@ -99,6 +102,19 @@ FAMILIES = (
         modelspec="stable-diffusion-3",
     ),
     Family("flux", "FLUX.1", _FLUX, "flux", defaults=FLUX_DEFAULTS, modelspec="flux-1-dev"),
+    # modelspec: the ids musubi-tuner writes for FLUX.2 (its sai_model_spec.py; klein: 4b or 9b
+    # by its text width, modelspec_architecture)
+    Family(
+        "flux2", "FLUX.2 [dev]", _FLUX2, "flux2", defaults=FLUX2_DEFAULTS, modelspec="Flux.2-dev"
+    ),
+    Family(
+        "flux2klein",
+        "FLUX.2 [klein]",
+        _FLUX2_KLEIN,
+        "flux2",
+        defaults=FLUX2_KLEIN_DEFAULTS,
+        modelspec="Flux.2-klein-4b",
+    ),
     # modelspec: the id kohya's musubi-tuner writes for Z-Image (its sai_model_spec.py)
     Family("zimage", "Z-Image", _ZIMAGE, "zimage", defaults=ZIMAGE_DEFAULTS, modelspec="Z-Image"),
     # modelspec: the id musubi-tuner writes for Qwen-Image (its sai_model_spec.py)
@@ -193,6 +209,8 @@ def _index_class(folder: Path) -> str:
 
 # tensor-name prefixes of the original (non-diffusers) single-file layouts, most specific first
 _SINGLE_FILE_KEYS = (
+    ("single_stream_modulation.", "flux2"),  # FLUX.2's (it has double_blocks. too)
+    ("model.diffusion_model.single_stream_modulation.", "flux2"),
     ("double_blocks.", "flux"),
     ("context_refiner.", "zimage"),  # Z-Image's original transformer file (bare or ComfyUI's)
     ("model.diffusion_model.context_refiner.", "zimage"),
@@ -396,6 +414,9 @@ def modelspec_architecture(spec: ModelSpec) -> tuple[str, str | None]:
         and config_value(spec, "transformer/config.json", "guidance_embeds") is False
     ):
         arch = "flux-1-schnell"
+    if fam.name == "flux2klein":  # Qwen3-8B's three stacked layers are 3 x 4096 wide (9B)
+        width = config_value(spec, "transformer/config.json", "joint_attention_dim")
+        arch = "Flux.2-klein-9b" if width == 3 * 4096 else fam.modelspec
     return arch, pred
 
 

@@ -16,6 +16,7 @@ size-dependent shift its sampler applies at the training resolution.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,12 +51,15 @@ class FlowSchedule:
 
     init_noise_sigma = 1.0
 
-    def __init__(self, scheduler, linspace_sigmas: bool, mu: float | None) -> None:
+    def __init__(
+        self, scheduler, linspace_sigmas: bool, mu: float | Callable[[int], float] | None
+    ) -> None:
         self.scheduler = scheduler
-        self._linspace, self._mu = linspace_sigmas, mu
+        self._linspace, self._mu = linspace_sigmas, mu  # mu: FLUX.2's depends on the steps
 
     def set_timesteps(self, steps: int, device=None) -> None:
-        kw = {} if self._mu is None else {"mu": self._mu}
+        mu = self._mu(steps) if callable(self._mu) else self._mu
+        kw = {} if mu is None else {"mu": mu}
         if self._linspace:  # FluxPipeline passes sigmas 1 .. 1/steps itself
             kw["sigmas"] = np.linspace(1.0, 1 / steps, steps)
             self.scheduler.set_timesteps(device=device, **kw)
@@ -197,7 +201,12 @@ class FlowBackbone(Backbone):
         self.check_sampler(sampler)
         sched = getattr(diffusers, FLOW_SAMPLERS[sampler]).from_config(self.scheduler_config)
         dynamic = self.scheduler_config.get("use_dynamic_shifting", False)
-        return FlowSchedule(sched, self.linspace_sigmas, self._mu(hw) if dynamic else None)
+        return FlowSchedule(sched, self.linspace_sigmas, self._schedule_mu(hw) if dynamic else None)
+
+    def _schedule_mu(self, hw: tuple[int, int] | None) -> float | Callable[[int], float]:
+        """The sampler's size shift at ``hw``; a function of the step count for a pipeline whose
+        shift depends on it (FLUX.2)."""
+        return self._mu(hw)
 
     def renoise(self, scheduler, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
         return scheduler.scale_noise(x0, t, noise)

@@ -1,0 +1,115 @@
+"""Tiny seeded random-weight FLUX.2 pipelines: klein (Qwen3 text encoder; base and
+step-distilled, as ``Flux2KleinPipeline``'s ``is_distilled`` tells them apart) and dev (Mistral
+Small 3.1 text encoder behind a Pixtral processor, guidance-distilled). The real architectures at
+toy sizes, built fully offline: 32 px images, VAE factor 4 (8 x 8 latents of 8 channels), which
+the pipelines patchify 2 x 2 into 4 x 4 tokens of 32 channels normalised by the VAE's batch norm.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tiny_flow import TINY_RES
+from tiny_lm_dit import QWEN_DIM, build_qwen_tokenizer
+
+VAE_CHANNELS = 8  # the tiny VAE's latent channels (FLUX.2's: 32); 4x that after patchifying
+# the hidden states the pipelines stack: klein (9, 18, 27) of Qwen3, dev (10, 20, 30) of Mistral
+KLEIN_LAYERS, DEV_LAYERS = 27, 30
+
+
+def _tiny_flux2_vae(seed: int):
+    """AutoencoderKLFlux2 in small (factor 4), its batch-norm statistics drawn away from
+    (0, 1) so the tests see the pipelines' normalisation matter."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=VAE_CHANNELS,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=TINY_RES,
+    )
+    with torch.no_grad():
+        vae.bn.running_mean.normal_(0.0, 0.1)
+        vae.bn.running_var.uniform_(0.02, 0.08)  # random encoder latents have std ~0.2
+    return vae.eval()
+
+
+def _tiny_flux2_transformer(seed: int, text_dim: int, guidance: bool):
+    """Flux2Transformer2DModel in small: 1 double- and 2 single-stream blocks of 2 heads x 16,
+    4-axis RoPE 4 x 4 over (time, row, column, text position)."""
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    net = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=4 * VAE_CHANNELS,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=text_dim,
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=guidance,
+    )
+    with torch.no_grad():  # zero-initialised output layers: small random values instead
+        for p in net.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0.0, 0.02)
+    return net
+
+
+def _scheduler():
+    """FLUX.2's scheduler config: dynamic shifting, the mu the pipelines compute per step count."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        time_shift_type="exponential",
+    )
+
+
+def _tiny_qwen3_lm(seed: int, vocab_size: int):
+    """Qwen3ForCausalLM (klein's text encoder class) deep enough for the pipeline's layer 27."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=QWEN_DIM,
+        intermediate_size=2 * QWEN_DIM,
+        num_hidden_layers=KLEIN_LAYERS,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return Qwen3ForCausalLM(cfg).eval()
+
+
+def build_tiny_flux2_klein_pipeline(seed: int = 0, distilled: bool = False):
+    """FLUX.2 [klein] in small: base (CFG, 50 steps) or ``distilled`` (no CFG, 4 steps)."""
+    from diffusers import Flux2KleinPipeline
+
+    tok = build_qwen_tokenizer()
+    return Flux2KleinPipeline(
+        scheduler=_scheduler(),
+        vae=_tiny_flux2_vae(seed + 1),
+        text_encoder=_tiny_qwen3_lm(seed + 2, len(tok)),
+        tokenizer=tok,
+        transformer=_tiny_flux2_transformer(seed, 3 * QWEN_DIM, guidance=False),
+        is_distilled=distilled,
+    )
+
+
+__all__ = ["build_tiny_flux2_klein_pipeline"]
