@@ -221,6 +221,14 @@ def tiny_flux2klein(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="package")
+def tiny_flux2(tmp_path_factory) -> str:
+    """FLUX.2 [dev] in small (guidance-distilled, Mistral 3 text encoder)."""
+    from tiny_flux2 import build_tiny_flux2_dev_pipeline
+
+    return _saved(tmp_path_factory, "tiny-flux2", build_tiny_flux2_dev_pipeline())
+
+
+@pytest.fixture(scope="package")
 def tiny_if(tmp_path_factory) -> tuple[str, str]:
     """DeepFloyd IF in small: (stage I, stage II) folders; stage I names its SR partner, so a tune
     of it is a cascade tune unless ``cascade=False``."""
@@ -239,9 +247,10 @@ def tiny_models(
     tiny_zimage,
     tiny_qwenimage,
     tiny_flux2klein,
+    tiny_flux2,
 ) -> dict[str, str]:
     """Every family's tiny model folder by name: sd1 (epsilon), sd2v (v-prediction), sdxl, and
-    the rectified-flow sd3, flux (dev), zimage, qwenimage and flux2klein (base)."""
+    the rectified-flow sd3, flux (dev), zimage, qwenimage, flux2klein (base) and flux2 (dev)."""
     return {
         "sd1": tiny_model,
         "sd2v": tiny_sd2,
@@ -251,6 +260,7 @@ def tiny_models(
         "zimage": tiny_zimage,
         "qwenimage": tiny_qwenimage,
         "flux2klein": tiny_flux2klein,
+        "flux2": tiny_flux2,
     }
 
 

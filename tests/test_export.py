@@ -30,9 +30,10 @@ PIPES = {
     "zimage": "ZImagePipeline",
     "qwenimage": "QwenImagePipeline",
     "flux2klein": "Flux2KleinPipeline",
+    "flux2": "Flux2Pipeline",
 }
 # their pipelines keep their own (flow) scheduler
-FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein")
+FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein", "flux2")
 EC = EditConfig(checkpoint=2, t0=1.0, cfg=7.5, steps=6, seeds=(0, 1), interpolate=False)
 PROMPT = "a cat"
 
@@ -109,6 +110,7 @@ ARCH = {
     "zimage": "Z-Image/lora",
     "qwenimage": "Qwen-Image/lora",
     "flux2klein": "Flux.2-klein-4b/lora",
+    "flux2": "Flux.2-dev/lora",
 }
 
 
@@ -176,6 +178,7 @@ def test_kohya_lora_keys_and_diffusers_own_converter(family, tunes, tiny_models,
         ("qwenimage", "full"),
         ("flux2klein", "lora"),
         ("flux2klein", "full"),
+        ("flux2", "lora"),
     ],
 )
 def test_merged_folder_equals_the_tune(family, method, tunes, tmp_path):

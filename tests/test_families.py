@@ -22,9 +22,10 @@ from unitune.tune import tune
 # every test here loads or tunes a tiny model end to end: out of the fast subset, still in CI
 pytestmark = pytest.mark.slow
 
-FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "if"]
+FAMILIES = ["sd1", "sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "flux2"]
+FAMILIES += ["if"]
 # rectified flow: their pipelines' own Euler scheduler, not DDIM
-FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein")
+FLOW = ("sd3", "flux", "zimage", "qwenimage", "flux2klein", "flux2")
 # DeepFloyd IF here is its base stage alone (tuned with cascade=False, in pixels at its native
 # 8 px), sampled by its pipelines' own learned-variance DDPM; the two-stage cascade (the SR stage,
 # stage III, its CLI features) is test_cascade.py's
@@ -39,6 +40,7 @@ PEERS = {
     "zimage": ("ZImageImg2ImgPipeline", "ZImagePipeline"),
     "qwenimage": ("QwenImageImg2ImgPipeline", "QwenImagePipeline"),
     "flux2klein": (None, "Flux2KleinPipeline"),  # no img2img pipeline: _sdedit_reference
+    "flux2": (None, "Flux2Pipeline"),
     "if": ("IFImg2ImgPipeline", "IFPipeline"),
 }
 PROMPT = "a cat wearing sunglasses"
@@ -211,6 +213,7 @@ GAIN = {
     "zimage": 1.0,
     "qwenimage": 1.0,
     "flux2klein": 1.0,
+    "flux2": 1.0,
 }
 
 
@@ -336,7 +339,7 @@ def test_a_family_unitune_does_not_drive_is_refused_before_loading(cls, words, p
 # model) nor IF (a cascade: test_cascade.py::test_every_feature_on_the_cascade, SR flags included)
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "family", ["sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein"]
+    "family", ["sd2v", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2klein", "flux2"]
 )
 def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsys):
     """Full and LoRA tunes, resume, every edit option, SINE with patches and guides, best-of,
@@ -474,6 +477,7 @@ def _fake_single_file(path: Path, keys: list[str]) -> Path:
             "sdxl",
         ),
         (["double_blocks.0.img_attn.qkv.weight"], "flux"),
+        (["double_blocks.0.img_attn.qkv.weight", "single_stream_modulation.lin.weight"], "flux2"),
         (["model.diffusion_model.joint_blocks.0.x", "text_encoders.clip_l.x"], "sd3"),
         (["context_refiner.0.attention.qkv.weight", "x_embedder.weight"], "zimage"),
         (["model.diffusion_model.context_refiner.0.attention.qkv.weight"], "zimage"),
@@ -547,3 +551,34 @@ def test_a_transformer_file_loads_with_its_model_config(tiny_models, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--model-config" in err[0], err
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow
+def test_step_distilled_klein_samples_as_its_pipeline(photo, tmp_path):
+    """FLUX.2 [klein]'s step-distilled models (the pipeline's is_distilled): their defaults are
+    4 steps without CFG, and an edit from t0 = 1 at those defaults is Flux2KleinPipeline's image
+    (which skips CFG whatever guidance_scale says); --cfg changes nothing there either."""
+    from diffusers import Flux2KleinPipeline
+
+    from tiny_flux2 import build_tiny_flux2_klein_pipeline
+
+    model = tmp_path / "klein-distilled"
+    build_tiny_flux2_klein_pipeline(distilled=True).save_pretrained(model)
+    tune(photo, tmp_path / "t", TuneConfig(resolution=RES, steps=0), model=str(model), device="cpu")
+    ed = Editor(tmp_path / "t", "cpu")
+    cfg = EditConfig(checkpoint=0, t0=1.0, seeds=(0, 3), interpolate=False)
+    assert (ed.resolve(cfg).steps, ed.resolve(cfg).cfg) == (4, 1.0)
+    ours = ed.edit(PROMPT, cfg, progress=False).pixels
+    louder = ed.edit(PROMPT, replace(cfg, cfg=7.5), progress=False).pixels
+    assert torch.equal(ours, louder)
+    pipe = Flux2KleinPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(
+        prompt=[f"beikkpic {PROMPT}"] * 2,
+        num_inference_steps=4,
+        height=RES,
+        width=RES,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in (0, 3)],
+        output_type="np",
+    ).images
+    assert np.abs(ours.permute(0, 2, 3, 1).cpu().numpy() - ref).max() < 1e-4

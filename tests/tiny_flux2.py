@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tiny_flow import TINY_RES
+from tiny_flow import _CORPUS, TINY_RES
 from tiny_lm_dit import QWEN_DIM, build_qwen_tokenizer
 
 VAE_CHANNELS = 8  # the tiny VAE's latent channels (FLUX.2's: 32); 4x that after patchifying
@@ -112,4 +112,106 @@ def build_tiny_flux2_klein_pipeline(seed: int = 0, distilled: bool = False):
     )
 
 
-__all__ = ["build_tiny_flux2_klein_pipeline"]
+# Mistral Small 3.1's layout of a system turn and a user turn, for content given as a list of
+# typed parts (how Flux2Pipeline's format_input writes them)
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{% else %}[INST]{% endif %}"
+    "{% for c in m['content'] %}{{ c['text'] }}{% endfor %}"
+    "{% if m['role'] == 'system' %}[/SYSTEM_PROMPT]{% else %}[/INST]{% endif %}"
+    "{% endfor %}"
+)
+MISTRAL_SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]"]
+MISTRAL_SPECIAL += ["[/SYSTEM_PROMPT]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+
+
+def build_mistral_tokenizer():
+    """A byte-level BPE of 600 pieces with Mistral's control tokens and chat layout. The real
+    [dev] ships a PixtralProcessor, which needs torchvision to build; for text-only prompts its
+    ``apply_chat_template`` renders and tokenizes as its tokenizer's does, so the tiny pipeline
+    holds the tokenizer itself (same call in Flux2Pipeline: template, tokenize, pad to 512)."""
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=MISTRAL_SPECIAL,
+        show_progress=False,
+    )
+    tok.train_from_iterator([*_CORPUS.strip().split("\n"), SYSTEM_MESSAGE], trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    fast.chat_template = MISTRAL_TEMPLATE
+    return fast
+
+
+def _tiny_mistral3(seed: int, tok):
+    """Mistral3ForConditionalGeneration ([dev]'s text encoder class) in small: a Mistral decoder
+    of 30 layers (the pipeline stacks 10, 20, 30), width QWEN_DIM, and a one-block Pixtral
+    vision tower the text-only prompts never run."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=QWEN_DIM,
+        intermediate_size=2 * QWEN_DIM,
+        num_hidden_layers=DEV_LAYERS,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        model_type="mistral",
+    )
+    vision = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        head_dim=8,
+        patch_size=4,
+        image_size=TINY_RES,
+        model_type="pixtral",
+    )
+    cfg = Mistral3Config(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+        tie_word_embeddings=False,
+    )
+    return Mistral3ForConditionalGeneration(cfg).eval()
+
+
+def build_tiny_flux2_dev_pipeline(seed: int = 0):
+    """FLUX.2 [dev] in small: guidance-distilled (a guidance embedding), Mistral 3 encoder."""
+    from diffusers import Flux2Pipeline
+
+    tok = build_mistral_tokenizer()
+    return Flux2Pipeline(
+        scheduler=_scheduler(),
+        vae=_tiny_flux2_vae(seed + 1),
+        text_encoder=_tiny_mistral3(seed + 2, tok),
+        tokenizer=tok,
+        transformer=_tiny_flux2_transformer(seed, 3 * QWEN_DIM, guidance=True),
+    )
+
+
+__all__ = [
+    "build_mistral_tokenizer",
+    "build_tiny_flux2_dev_pipeline",
+    "build_tiny_flux2_klein_pipeline",
+]
