@@ -5,10 +5,11 @@ parameters are counted.
 
     python scripts/family_sizes.py --out docs/family_sizes.json
 
-Each count is checked against the size its model card states (within 3 %, as the cards round:
-"6B", "20B", "7B"); the script exits non-zero if one is off, which would mean a config here is
-not the released one. full: the fp16 delta (2 bytes x transformer parameters) per checkpoint,
-and the default full schedule's folder; lora: fp32 adapter weights (4 bytes x LoRA params).
+Each count is checked against the size its model card states, at the card's precision ("4B":
+3.5 - 4.5 B; "8.29B": to 0.005 B); the script exits non-zero if one is off, which would mean a
+config here is not the released one. full: the fp16 delta (2 bytes x transformer parameters)
+per checkpoint, and the default full schedule's folder; lora: fp32 adapter weights (4 bytes x
+LoRA params).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from types import SimpleNamespace
 import torch
 
 from unitune.adapters import add_lora, lora_config_dict
+from unitune.backbones.flux2 import FLUX2_FF, FLUX2_LORA
 from unitune.backbones.qwenimage import QWEN_FF, QWEN_LORA
 from unitune.backbones.zimage import ZIMAGE_FF, ZIMAGE_LORA
 from unitune.config import TUNE_SCHEDULES, TuneConfig
@@ -84,19 +86,112 @@ QWEN25_VL_7B = dict(  # text_encoder/config.json of Qwen/Qwen-Image: Qwen2.5-VL-
     ),
     tie_word_embeddings=False,
 )
+FLUX2_DEV = dict(  # transformer/config.json of black-forest-labs/FLUX.2-dev
+    num_layers=8,
+    num_single_layers=48,
+    attention_head_dim=128,
+    num_attention_heads=48,
+    joint_attention_dim=15360,
+    guidance_embeds=True,
+)
+KLEIN = {  # transformer/config.json of FLUX.2-klein-4B / -9B (base and distilled alike)
+    "4B": dict(
+        num_layers=5, num_single_layers=20, num_attention_heads=24, joint_attention_dim=7680
+    ),
+    "9B": dict(
+        num_layers=8, num_single_layers=24, num_attention_heads=32, joint_attention_dim=12288
+    ),
+}
+MISTRAL_SMALL_31 = dict(  # text_encoder/config.json of FLUX.2-dev: Mistral-Small-3.1-24B
+    text_config=dict(
+        vocab_size=131072,
+        hidden_size=5120,
+        intermediate_size=32768,
+        num_hidden_layers=40,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        model_type="mistral",
+    ),
+    vision_config=dict(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        head_dim=64,
+        patch_size=14,
+        image_size=1540,
+        model_type="pixtral",
+    ),
+    tie_word_embeddings=False,
+)
+QWEN3 = {  # klein's text encoders: Qwen3-4B, Qwen3-8B (36 layers each)
+    "4B": QWEN3_4B,
+    "9B": {
+        **QWEN3_4B,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "tie_word_embeddings": False,
+    },
+}
 # the sizes the model cards state, in parameters (what the counts are checked against)
 STATED = {
-    ("zimage", "transformer"): 6e9,  # Z-Image: "6B"
-    ("zimage", "text_encoder"): 4.0e9,  # Qwen3-4B: "4.0B"
-    ("qwenimage", "transformer"): 20e9,  # Qwen-Image: "a 20B MMDiT"
-    ("qwenimage", "text_encoder"): 8.3e9,  # Qwen2.5-VL-7B-Instruct: 8.29 B ("7B" class)
+    ("zimage", "transformer"): "6B",  # Z-Image
+    ("zimage", "text_encoder"): "4.0B",  # Qwen3-4B
+    ("qwenimage", "transformer"): "20B",  # Qwen-Image: "a 20B MMDiT"
+    ("qwenimage", "text_encoder"): "8.29B",  # Qwen2.5-VL-7B-Instruct
+    ("flux2", "transformer"): "32B",  # FLUX.2 [dev]: "a 32 billion parameter" flow transformer
+    ("flux2", "text_encoder"): "24B",  # Mistral-Small-3.1-24B
+    ("flux2klein-4B", "transformer"): "4B",  # FLUX.2 [klein] 4B
+    ("flux2klein-4B", "text_encoder"): "4.0B",  # Qwen3-4B
+    ("flux2klein-9B", "transformer"): "9B",  # FLUX.2 [klein] 9B
+    ("flux2klein-9B", "text_encoder"): "8.2B",  # Qwen3-8B
 }
 
 
+def rounds_to(n: int, stated: str) -> bool:
+    """Whether ``n`` parameters round to a card's figure at its precision ("4B": 3.5-4.5 B)."""
+    digits = stated[:-1]
+    half = 0.5 * 10 ** -(len(digits.split(".")[1]) if "." in digits else 0)
+    return abs(n / 1e9 - float(digits)) <= half
+
+
 def networks(family: str) -> dict[str, torch.nn.Module]:
+    """The family's transformer and text encoder on the meta device; a causal LM's output head
+    tied to its input embedding where its config says so (under init_empty_weights nothing
+    ties them until asked, outside it)."""
+    nets = _networks(family)
+    for net in nets.values():
+        if hasattr(net, "tie_weights"):
+            net.tie_weights()
+    return nets
+
+
+def _networks(family: str) -> dict[str, torch.nn.Module]:
     from accelerate import init_empty_weights
 
     with init_empty_weights():
+        if family.startswith("flux2"):
+            from diffusers import Flux2Transformer2DModel
+            from transformers import (
+                Mistral3Config,
+                Mistral3ForConditionalGeneration,
+                Qwen3Config,
+                Qwen3ForCausalLM,
+            )
+
+            if family == "flux2":
+                return {
+                    "transformer": Flux2Transformer2DModel(**FLUX2_DEV),
+                    "text_encoder": Mistral3ForConditionalGeneration(
+                        Mistral3Config(**MISTRAL_SMALL_31)
+                    ),
+                }
+            size = family.split("-")[1]
+            return {
+                "transformer": Flux2Transformer2DModel(**KLEIN[size], guidance_embeds=False),
+                "text_encoder": Qwen3ForCausalLM(Qwen3Config(**QWEN3[size])),
+            }
         if family == "zimage":
             from diffusers import ZImageTransformer2DModel
             from transformers import Qwen3Config, Qwen3Model
@@ -114,9 +209,17 @@ def networks(family: str) -> dict[str, torch.nn.Module]:
         }
 
 
+def _flux2(n_single: int) -> SimpleNamespace:  # Flux2Backbone.lora_targets for n single blocks
+    single = tuple(f"single_transformer_blocks.{i}.attn.to_out" for i in range(n_single))
+    return SimpleNamespace(lora_targets=FLUX2_LORA + single, lora_conv_targets=FLUX2_FF)
+
+
 TARGETS = {
     "zimage": SimpleNamespace(lora_targets=ZIMAGE_LORA, lora_conv_targets=ZIMAGE_FF),
     "qwenimage": SimpleNamespace(lora_targets=QWEN_LORA, lora_conv_targets=QWEN_FF),
+    "flux2": _flux2(FLUX2_DEV["num_single_layers"]),
+    "flux2klein-4B": _flux2(KLEIN["4B"]["num_single_layers"]),
+    "flux2klein-9B": _flux2(KLEIN["9B"]["num_single_layers"]),
 }
 
 
@@ -138,8 +241,8 @@ def main() -> int:
             stated = STATED[family, name]
             row[f"{name}_params"] = n
             row[f"{name}_stated"] = stated
-            if abs(n / stated - 1) > 0.03:
-                bad.append(f"{family} {name}: {n:,} vs stated {stated:,.0f}")
+            if not rounds_to(n, stated):
+                bad.append(f"{family} {name}: {n:,} vs stated {stated}")
         n = row["transformer_params"]
         row["full_fp16_delta_GB"] = round(n * 2 / 1e9, 2)
         n_ck = len(TUNE_SCHEDULES["full"].save_at)
