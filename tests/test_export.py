@@ -358,13 +358,15 @@ COMFY_SUFFIXES = (
         ("sd1", "lora-from-full"),
         ("sd3", "diffusers-lora"),
         ("flux", "diffusers-lora"),
+        ("qwenimage", "diffusers-lora"),
     ],
 )
 def test_lora_keys_are_ones_comfyui_maps(family, fmt, tunes, tiny_models, tmp_path):
     """Every key of the file has a place in ComfyUI's key map: SD / SDXL kohya's
     lora_unet_<diffusers module path> for a weight of the UNet (ComfyUI maps each through its
     diffusers -> LDM table), SD3 / FLUX transformer.<block module> among the names its
-    MMDiT / FLUX tables know; alphas one-element tensors."""
+    MMDiT / FLUX tables know, Qwen-Image transformer.<module> (its QwenImage model has diffusers'
+    module names, and its key map takes transformer.<name> as they are); alphas one-element."""
     import diffusers
     from safetensors.torch import load_file
 
