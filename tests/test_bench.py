@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -418,6 +419,25 @@ def test_random_weight_models_have_the_released_architectures():
             parts = components(arch)
         got = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
         assert got == RELEASED_PARAMS[arch], arch
+
+
+@pytest.mark.slow
+def test_the_2026_families_released_configs_have_their_stated_sizes():
+    """scripts/family_sizes.py's configs of FLUX.2 [dev] / [klein] 4B, 9B, Qwen-Image and Z-Image
+    (transformer and text encoder, built on the meta device) count to the sizes their model
+    cards state, at the cards' precision."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "family_sizes.py"
+    spec = importlib.util.spec_from_file_location("family_sizes", path)
+    sizes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sizes)
+    for family in sizes.TARGETS:
+        nets = sizes.networks(family)
+        for name, net in nets.items():
+            n = sum(p.numel() for p in net.parameters())
+            assert sizes.rounds_to(n, sizes.STATED[family, name]), (family, name, n)
+    assert not sizes.rounds_to(3_400_000_000, "4B") and sizes.rounds_to(8_294_000_000, "8.29B")
 
 
 def test_bench_speed_rejects_bad_arguments_before_loading(capsys):
