@@ -51,8 +51,12 @@ def test_attention_runs_through_pytorch_sdpa(tiny_models):
     torch.nn.functional.scaled_dot_product_attention, in every family's denoiser."""
     from unitune.backbones import load_model
 
-    # the UNets', SD3's joint and FLUX's processors: each attends through PyTorch's SDPA
+    # the UNets', SD3's joint and FLUX's processors, and the 2026 families' (their own classes,
+    # each through diffusers' dispatch_attention_fn, whose default backend is PyTorch's SDPA)
     sdpa = {"AttnProcessor2_0", "JointAttnProcessor2_0", "FluxAttnProcessor"}
+    sdpa |= {"ZSingleStreamAttnProcessor", "QwenDoubleStreamAttnProcessor2_0"}
+    sdpa |= {"Flux2AttnProcessor", "Flux2ParallelSelfAttnProcessor"}
     for ref in tiny_models.values():
-        procs = {type(p).__name__ for p in load_model(ref, "cpu").module.attn_processors.values()}
-        assert len(procs) == 1 and procs <= sdpa, (ref, procs)
+        net = load_model(ref, "cpu").module
+        procs = {type(m.processor).__name__ for m in net.modules() if hasattr(m, "processor")}
+        assert procs and procs <= sdpa, (ref, procs)

@@ -289,7 +289,8 @@ def test_tune_leaves_the_callers_model_as_it_found_it(how, tiny_models, photo, t
     assert torch.allclose(a, fresh.edit("a cat", ec, progress=False).latents, atol=1e-6)
 
 
-def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, tmp_path):
+@pytest.mark.parametrize("family", ["sdxl", "zimage", "qwenimage", "flux2klein", "flux2"])
+def test_tune_frees_the_text_encoders_of_a_model_it_loaded(family, tiny_models, photo, tmp_path):
     import unitune.tune as tune_mod
 
     seen = {}
@@ -304,16 +305,17 @@ def test_tune_frees_the_text_encoders_of_a_model_it_loaded(tiny_models, photo, t
         tune(
             photo,
             tmp_path / "t",
-            TuneConfig(steps=1, save_at=(1,)),
-            model=tiny_models["sdxl"],
+            TuneConfig(steps=1, save_at=(1,), resolution=RES),
+            model=tiny_models[family],
             device="cpu",
             progress=False,
         )
     finally:
         tune_mod.load = real
-    assert seen["bb"].text_encoder is None and seen["bb"].text_encoder_2 is None
+    bb = seen["bb"]
+    assert bb.text_encoder is None and getattr(bb, "text_encoder_2", None) is None
     m = json.loads((tmp_path / "t" / "manifest.json").read_text())
-    assert m["family"] == "sdxl" and m["size_multiple"] == 4
+    assert m["family"] == family and m["size_multiple"] == bb.size_multiple
 
 
 @pytest.mark.parametrize(
@@ -582,3 +584,14 @@ def test_step_distilled_klein_samples_as_its_pipeline(photo, tmp_path):
         output_type="np",
     ).images
     assert np.abs(ours.permute(0, 2, 3, 1).cpu().numpy() - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["zimage", "qwenimage", "flux2klein", "flux2"])
+def test_a_prompt_past_the_language_models_length_is_named(family, tiny_models):
+    """The decoder-LM families count a prompt's tokens in the pipeline's own template: a short
+    prompt passes, one past the 512 tokens the pipeline keeps gets a warning naming the limit."""
+    bb = load_model(tiny_models[family], "cpu")
+    assert bb.prompt_warning("a cat wearing sunglasses") is None
+    msg = bb.prompt_warning("a cat wearing sunglasses " * 150)
+    assert msg is not None and "512" in msg and "shorten" in msg, msg

@@ -135,6 +135,8 @@ def _tiny_qwen25_vl(seed: int, vocab_size: int):
         max_position_embeddings=2048,
         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
         tie_word_embeddings=False,
+        bos_token_id=0,  # the tiny tokenizer's <|endoftext|> (Qwen's ids are past its vocabulary)
+        eos_token_id=0,
     )
     vision = dict(
         depth=1,
@@ -144,7 +146,13 @@ def _tiny_qwen25_vl(seed: int, vocab_size: int):
         out_hidden_size=QWEN_DIM,
         fullatt_block_indexes=[0],
     )
-    cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    cfg = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return Qwen2_5_VLForConditionalGeneration(cfg).eval()
 
 
