@@ -212,9 +212,7 @@ GAIN = {
     "flux": 1.0,
     "zimage": 1.0,
     "qwenimage": 1.0,
-    "flux2klein": 1.0,
-    "flux2": 1.0,
-}
+}  # FLUX.2: LoRA only here (its default; its full path is the merged export's test)
 
 
 # not IF: its base stage's learning is test_cascade.py's tune test (the eps error at fixed

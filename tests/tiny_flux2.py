@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from tiny_flow import _CORPUS, TINY_RES
-from tiny_lm_dit import QWEN_DIM, build_qwen_tokenizer
+from tiny_lm_dit import LM_SIZES, QWEN_DIM, build_qwen_tokenizer, wake
 
 VAE_CHANNELS = 8  # the tiny VAE's latent channels (FLUX.2's: 32); 4x that after patchifying
 # the hidden states the pipelines stack: klein (9, 18, 27) of Qwen3, dev (10, 20, 30) of Mistral
@@ -56,11 +56,7 @@ def _tiny_flux2_transformer(seed: int, text_dim: int, guidance: bool):
         axes_dims_rope=(4, 4, 4, 4),
         guidance_embeds=guidance,
     )
-    with torch.no_grad():  # zero-initialised output layers: small random values instead
-        for p in net.parameters():
-            if p.abs().max() == 0:
-                p.normal_(0.0, 0.02)
-    return net
+    return wake(net)
 
 
 def _scheduler():
@@ -82,14 +78,9 @@ def _tiny_qwen3_lm(seed: int, vocab_size: int):
     torch.manual_seed(seed)
     cfg = Qwen3Config(
         vocab_size=vocab_size,
-        hidden_size=QWEN_DIM,
-        intermediate_size=2 * QWEN_DIM,
         num_hidden_layers=KLEIN_LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=1024,
         tie_word_embeddings=True,
+        **LM_SIZES,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=0,
@@ -165,13 +156,8 @@ def _tiny_mistral3(seed: int, tok):
     torch.manual_seed(seed)
     text = dict(
         vocab_size=len(tok),
-        hidden_size=QWEN_DIM,
-        intermediate_size=2 * QWEN_DIM,
         num_hidden_layers=DEV_LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=1024,
+        **LM_SIZES,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,

@@ -30,6 +30,27 @@ CHAT_TEMPLATE = (
     "<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 _BPE: tuple[dict, list] | None = None  # (vocab, merges), trained once per process
+# the tiny decoder LMs' shape (Qwen3, Qwen2.5-VL's text half, Mistral): width QWEN_DIM, 2 heads
+# x 16 over one key-value head (grouped-query attention, as the real ones)
+LM_SIZES = dict(
+    hidden_size=QWEN_DIM,
+    intermediate_size=2 * QWEN_DIM,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    max_position_embeddings=1024,
+)
+
+
+def wake(net: torch.nn.Module, skip: str | None = None) -> torch.nn.Module:
+    """The DiTs' random init leaves the final layer and the modulations at zero (a constant
+    output): those get small random values instead, so the tests see a model whose prediction
+    depends on its input; parameters named with ``skip`` stay as they are."""
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.abs().max() == 0 and (skip is None or skip not in name):
+                p.normal_(0.0, 0.02)
+    return net
 
 
 def build_qwen_tokenizer():
@@ -68,15 +89,7 @@ def _tiny_qwen3(seed: int, vocab_size: int):
     torch.manual_seed(seed)
     return Qwen3Model(
         Qwen3Config(
-            vocab_size=vocab_size,
-            hidden_size=QWEN_DIM,
-            intermediate_size=2 * QWEN_DIM,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=1024,
-            tie_word_embeddings=False,
+            vocab_size=vocab_size, num_hidden_layers=2, tie_word_embeddings=False, **LM_SIZES
         )
     )
 
@@ -103,14 +116,8 @@ def build_tiny_zimage_pipeline(seed: int = 0):
         axes_dims=[4, 6, 6],
         axes_lens=[1024, 64, 64],
     )
-    # the random init leaves the final layer and the modulations at zero (a constant output):
-    # small random values instead, so the tests see a model whose prediction depends on its input
-    with torch.no_grad():
-        for name, p in transformer.named_parameters():
-            if p.abs().max() == 0 and "pad_token" not in name:
-                p.normal_(0.0, 0.02)
     return ZImagePipeline(
-        transformer=transformer,
+        transformer=wake(transformer, skip="pad_token"),
         vae=_tiny_vae(seed + 1),
         text_encoder=_tiny_qwen3(seed + 2, len(tok)),
         tokenizer=tok,
@@ -195,10 +202,7 @@ def build_tiny_qwenimage_pipeline(seed: int = 0):
         joint_attention_dim=QWEN_DIM,
         axes_dims_rope=(4, 6, 6),
     )
-    with torch.no_grad():  # zero-initialised output layers: small random values instead
-        for p in transformer.parameters():
-            if p.abs().max() == 0:
-                p.normal_(0.0, 0.02)
+    wake(transformer)
     scheduler = FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000,
         shift=1.0,

@@ -262,3 +262,44 @@ class FlowBackbone(Backbone):
         _collect(self.device)
 
     _text_names: tuple[str, ...] = ()  # the attributes holding text encoders
+
+
+class LMFlowBackbone(FlowBackbone):
+    """A flow transformer whose one text encoder is a decoder language model, read through the
+    pipeline's own ``encode_prompt`` (Z-Image, Qwen-Image, FLUX.2): the pipeline's
+    ``text_encoder`` / ``tokenizer``, the pipeline rebuilt around a module for encoding and
+    export, and the native size of ``default_sample_size`` latents per side."""
+
+    default_sample_size = 128  # the pipelines' default_sample_size: latents per side (1024 px)
+    _text_names = ("text_encoder",)
+
+    def _take_text(self, pipe) -> None:
+        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
+        self._pipe_config = dict(pipe.config)  # the pipeline's own config (FLUX.2 klein's flag)
+
+    def components(self) -> dict[str, nn.Module]:
+        out = {"transformer": self.module, "vae": self.vae}
+        if self.text_encoder is not None:
+            out["text"] = self.text_encoder
+        return out
+
+    def _pipeline_kw(self) -> dict[str, Any]:
+        """Pipeline arguments beyond the components (its registered config)."""
+        return {}
+
+    def to_pipeline(self, module: nn.Module):
+        import diffusers
+
+        self._need_text()
+        return getattr(diffusers, self.pipeline_class)(
+            transformer=module,
+            scheduler=self.scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            **self._pipeline_kw(),
+        )
+
+    @property
+    def resolution(self) -> int:
+        return self.default_sample_size * self.vae_scale

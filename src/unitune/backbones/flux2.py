@@ -29,7 +29,7 @@ from ..config import FLUX2_KLEIN_DISTILLED_DEFAULTS, ModelDefaults
 from ..images import Geometry
 from . import ModelSpec
 from .base import Backbone, Conditioning
-from .flow import FlowBackbone
+from .flow import LMFlowBackbone
 from .sd import load_backbone
 
 # train_dreambooth_lora_flux2.py / _flux2_klein.py's default target_modules: the double blocks'
@@ -39,7 +39,6 @@ FLUX2_LORA = ("to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj")
 FLUX2_FF = ("ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out")
 TRAIN_GUIDANCE = 3.5  # [dev]'s embedded guidance while tuning (the scripts' --guidance_scale)
 MAX_SEQUENCE_LENGTH = 512  # both pipelines' max_sequence_length
-DEFAULT_SAMPLE_SIZE = 128  # both pipelines' default_sample_size: VAE latents per side (1024 px)
 
 
 def patchify(z: Tensor) -> Tensor:
@@ -65,7 +64,7 @@ def positions(b: int, h: int, w: int, n_text: int, device) -> tuple[Tensor, Tens
     return img.expand(b, -1, -1).to(device), txt.expand(b, -1, -1).to(device)
 
 
-class Flux2Backbone(FlowBackbone):
+class Flux2Backbone(LMFlowBackbone):
     """FLUX.2 [dev] (``Flux2Pipeline``); :class:`Flux2KleinBackbone` differs in its text
     encoder and guidance only."""
 
@@ -75,44 +74,13 @@ class Flux2Backbone(FlowBackbone):
     patch_site = "x_embedder"  # Linear: one patchified latent position -> the width
     linspace_sigmas = True
     vae_class = "AutoencoderKLFlux2"
-    _text_names = ("text_encoder",)
 
     @property
     def lora_targets(self) -> tuple[str, ...]:  # type: ignore[override]
         n = self.module.config.num_single_layers
         return FLUX2_LORA + tuple(f"single_transformer_blocks.{i}.attn.to_out" for i in range(n))
 
-    def _take_text(self, pipe) -> None:
-        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
-        self._pipe_config = dict(pipe.config)  # klein's is_distilled
-
-    def components(self) -> dict[str, nn.Module]:
-        out = {"transformer": self.module, "vae": self.vae}
-        if self.text_encoder is not None:
-            out["text"] = self.text_encoder
-        return out
-
-    def _pipeline_kw(self) -> dict:
-        return {}
-
-    def to_pipeline(self, module: nn.Module):
-        import diffusers
-
-        self._need_text()
-        return getattr(diffusers, self.pipeline_class)(
-            transformer=module,
-            scheduler=self.scheduler,
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-            **self._pipeline_kw(),
-        )
-
     # --- image <-> model space ----------------------------------------------------------------
-    @property
-    def resolution(self) -> int:
-        return DEFAULT_SAMPLE_SIZE * self.vae_scale
-
     def latent_shape(self, hw: tuple[int, int]) -> tuple[int, int, int]:
         t = self.token_size
         return (self.module.config.in_channels, hw[0] // t, hw[1] // t)

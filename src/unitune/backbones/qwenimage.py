@@ -25,7 +25,7 @@ from .. import patches
 from ..images import Geometry
 from . import ModelSpec
 from .base import Backbone, Conditioning
-from .flow import FlowBackbone
+from .flow import LMFlowBackbone
 from .flux import pack, unpack
 from .sd import load_backbone
 
@@ -35,10 +35,9 @@ from .sd import load_backbone
 QWEN_LORA = ("to_k", "to_q", "to_v", "to_out.0")
 QWEN_FF = ("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
 MAX_SEQUENCE_LENGTH = 512  # QwenImagePipeline.__call__'s max_sequence_length
-DEFAULT_SAMPLE_SIZE = 128  # QwenImagePipeline.default_sample_size: latents per side (1024 px)
 
 
-class QwenImageBackbone(FlowBackbone):
+class QwenImageBackbone(LMFlowBackbone):
     family = "qwenimage"
     pipeline_class = "QwenImagePipeline"
     lora_targets = QWEN_LORA
@@ -48,37 +47,11 @@ class QwenImageBackbone(FlowBackbone):
     default_max_shift = 1.15  # calculate_shift's default when the scheduler config has none
     cfg_renorm = 2  # the pipeline's true CFG keeps the conditional norm of each 2x2 token
     vae_class = "AutoencoderKLQwenImage"
-    _text_names = ("text_encoder",)
-
-    def _take_text(self, pipe) -> None:
-        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
-
-    def components(self) -> dict[str, nn.Module]:
-        out = {"transformer": self.module, "vae": self.vae}
-        if self.text_encoder is not None:
-            out["text"] = self.text_encoder
-        return out
-
-    def to_pipeline(self, module: nn.Module):
-        import diffusers
-
-        self._need_text()
-        return diffusers.QwenImagePipeline(
-            transformer=module,
-            scheduler=self.scheduler,
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-        )
 
     # --- image <-> model space: a one-frame video VAE with per-channel statistics -------------
     @property
     def vae_scale(self) -> int:
         return 2 ** len(self.vae.config.temperal_downsample)
-
-    @property
-    def resolution(self) -> int:
-        return DEFAULT_SAMPLE_SIZE * self.vae_scale
 
     def latent_shape(self, hw: tuple[int, int]) -> tuple[int, int, int]:
         return (

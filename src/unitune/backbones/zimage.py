@@ -26,7 +26,7 @@ from .. import patches
 from ..images import Geometry
 from . import ModelSpec
 from .base import Backbone, Conditioning
-from .flow import FlowBackbone
+from .flow import LMFlowBackbone
 from .sd import load_backbone
 
 # train_dreambooth_lora_z_image.py's default target_modules (attention of every block: the
@@ -34,17 +34,15 @@ from .sd import load_backbone
 ZIMAGE_LORA = ("to_k", "to_q", "to_v", "to_out.0")
 ZIMAGE_FF = ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
 MAX_SEQUENCE_LENGTH = 512  # ZImagePipeline's max_sequence_length (prompt tokens incl. template)
-DEFAULT_SAMPLE_SIZE = 128  # latents per side at the pipeline's default 1024 px (VAE factor 8)
 
 
-class ZImageBackbone(FlowBackbone):
+class ZImageBackbone(LMFlowBackbone):
     family = "zimage"
     pipeline_class = "ZImagePipeline"
     lora_targets = ZIMAGE_LORA
     lora_conv_targets = ZIMAGE_FF
     linspace_sigmas = True  # the pipeline passes sigmas 1 .. 1/steps (get_default_z_image_sigmas)
     default_max_shift = 1.15  # calculate_shift's default when the scheduler config has none
-    _text_names = ("text_encoder",)
 
     @property
     def patch_site(self) -> str:  # type: ignore[override]
@@ -52,31 +50,6 @@ class ZImageBackbone(FlowBackbone):
         keyed by the (spatial, frame) patch sizes; it embeds the batch's tokens as one list."""
         c = self.module.config
         return f"all_x_embedder.{c.all_patch_size[0]}-{c.all_f_patch_size[0]}"
-
-    def _take_text(self, pipe) -> None:
-        self.text_encoder, self.tokenizer = pipe.text_encoder, pipe.tokenizer
-
-    def components(self) -> dict[str, nn.Module]:
-        out = {"transformer": self.module, "vae": self.vae}
-        if self.text_encoder is not None:
-            out["text"] = self.text_encoder
-        return out
-
-    def to_pipeline(self, module: nn.Module):
-        import diffusers
-
-        self._need_text()
-        return diffusers.ZImagePipeline(
-            transformer=module,
-            scheduler=self.scheduler,
-            vae=self.vae,
-            text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer,
-        )
-
-    @property
-    def resolution(self) -> int:
-        return DEFAULT_SAMPLE_SIZE * self.vae_scale
 
     def latent_shape(self, hw: tuple[int, int]) -> tuple[int, int, int]:
         return (self.module.config.in_channels, hw[0] // self.vae_scale, hw[1] // self.vae_scale)
