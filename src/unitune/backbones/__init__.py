@@ -61,6 +61,8 @@ class Family:
     defaults: ModelDefaults = SD_DEFAULTS  # tune and edit defaults (config_models.py)
     upscaler: bool = False  # a super-resolution stage: tuned and sampled as a cascade's --sr-model
     sr_family: str | None = None  # the family of this base stage's super-resolution models
+    # the pipeline's argument that --cfg is; "true_cfg_scale" is on only with a negative prompt
+    cfg_argument: str = "guidance_scale"
 
 
 # (name, label, pipeline classes, backbone module); module None = recognised, refused in one line
@@ -125,6 +127,7 @@ FAMILIES = (
         "qwenimage",
         defaults=QWENIMAGE_DEFAULTS,
         modelspec="Qwen-Image",
+        cfg_argument="true_cfg_scale",
     ),
     Family(
         "if",

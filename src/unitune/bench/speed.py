@@ -132,7 +132,14 @@ def run_speed(sc: SpeedConfig, out: str | Path, log=print) -> dict:
     run = SpeedConfig(**{**asdict(sc), **_child("prepare", "-", "-", sc, work)})
     run = replace(run, cases=tuple(run.cases))  # JSON made the tuple a list
     results: dict[str, dict] = {}
+    from ..backbones import probe
+
+    img2img = len(probe(run.model).family.pipelines) > 1
     for case in sc.cases:
+        if case == "edit-t0" and not img2img:
+            log(f"{case:8} skipped: the family has no img2img pipeline to time against")
+            results[case] = {"skipped": "no img2img pipeline"}
+            continue
         m = _child("time", case, "both", run, work)["times"]
         res = {i: _stats(m[i]) for i in IMPLS}
         res["ratio"] = round(res["unitune"]["median_s"] / res["diffusers"]["median_s"], 3)

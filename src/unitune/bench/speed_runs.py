@@ -7,10 +7,11 @@ a slow spell of a shared machine hits both alike and the ratio survives it.
 MODE ``memory``: one implementation alone after its warm-up, for its own peak memory (CUDA max
 allocated, else the process's peak RSS).
 
-- ``edit`` / ``edit-t0``: seconds per image of ``Editor.edit`` (checkpoint 0, DDIM, CFG 7.5,
-  ``batch`` seeds in one call; from noise, and from t0 0.9) against the family's own diffusers
-  pipeline (text-to-image; img2img at strength 0.9) with the same scheduler, prompt, guidance
-  and seeds.
+- ``edit`` / ``edit-t0``: seconds per image of ``Editor.edit`` (checkpoint 0, the model's
+  sampler (DDIM for SD; the flow families' own Euler), CFG 7.5, ``batch`` seeds in one call;
+  from noise, and from t0 0.9) against the family's own diffusers pipeline (text-to-image;
+  img2img at strength 0.9) with the same scheduler, prompt, guidance and seeds. A family with
+  no img2img pipeline (FLUX.2) has no ``edit-t0`` case.
 - ``tune``: seconds per step of unitune's ``tune`` (read between consecutive steps, so saving is
   outside) against a step written as diffusers' DreamBooth scripts write theirs (latent and
   prompt embedding computed once; noise, timesteps, ``add_noise``, the network, MSE, backward,
@@ -21,6 +22,7 @@ allocated, else the process's peak RSS).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -31,6 +33,7 @@ from pathlib import Path
 from .speed import SpeedConfig
 
 PROMPT = "a photo"
+CFG = 7.5  # both implementations' guidance (--cfg; the pipeline's own argument for it)
 
 
 def _peak_mb(device) -> float:
@@ -66,7 +69,9 @@ def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callabl
         from ..edit import Editor
 
         ed = Editor(tune_dir, sc.device, accel=_accel(sc))
-        cfg = EditConfig(checkpoint=0, t0=t0, steps=sc.steps, seeds=seeds, interpolate=False)
+        cfg = EditConfig(
+            checkpoint=0, t0=t0, cfg=CFG, steps=sc.steps, seeds=seeds, interpolate=False
+        )
         return lambda: ed.edit(PROMPT, cfg, progress=False)
     import diffusers
 
@@ -76,33 +81,37 @@ def edit_runner(impl: str, t0: float, sc: SpeedConfig, tune_dir: str) -> Callabl
     from ..tunefolder import TuneFolder
 
     folder = TuneFolder.open(tune_dir)
-    names = family_of(folder.manifest.family).pipelines  # (text-to-image, img2img)
+    fam = family_of(folder.manifest.family)
+    names = fam.pipelines  # (text-to-image, img2img)
     cls = getattr(diffusers, names[0] if t0 >= 1 else names[1])
     pipe = cls.from_pretrained(probe(tune_model_ref(folder)).ref, **_pipe_kwargs(cls))
-    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    if fam.defaults.sampler == "ddim":  # unitune's sampler there; the others keep their own
+        pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     dev = resolve_device(sc.device)
     pipe.to(dev)
+    net = getattr(pipe, "unet", None) or pipe.transformer
     if sc.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)
     if sc.compile:
-        pipe.unet.compile()
+        net.compile()
     hw = folder.manifest.resolution
     kw = dict(
         prompt=[f"beikkpic {PROMPT}"] * sc.batch,
-        guidance_scale=7.5,
         num_inference_steps=sc.steps,
         output_type="np",
     )
+    kw[fam.cfg_argument] = CFG  # the pipeline's name for --cfg
+    if fam.cfg_argument == "true_cfg_scale":  # its CFG needs a negative prompt: unitune's ""
+        kw["negative_prompt"] = [""] * sc.batch
     if t0 < 1:  # img2img from the tune's cached base latents, as unitune's edit starts from them
         kw |= {"image": folder.base_latents().repeat(sc.batch, 1, 1, 1).to(dev), "strength": t0}
-    else:
-        kw |= {"height": hw[0], "width": hw[1]}
+    if t0 >= 1 or "height" in inspect.signature(pipe.__call__).parameters:
+        kw |= {"height": hw[0], "width": hw[1]}  # the flow img2img pipelines take the size too
     return lambda: pipe(generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], **kw)
 
 
 def _pipe_kwargs(cls) -> dict:
-    import inspect
 
     params = inspect.signature(cls.__init__).parameters
     return (
