@@ -271,6 +271,7 @@ class LMFlowBackbone(FlowBackbone):
     export, and the native size of ``default_sample_size`` latents per side."""
 
     default_sample_size = 128  # the pipelines' default_sample_size: latents per side (1024 px)
+    max_sequence_length = 512  # the pipelines' max_sequence_length: prompt tokens the LM reads
     _text_names = ("text_encoder",)
 
     def _take_text(self, pipe) -> None:
@@ -303,3 +304,43 @@ class LMFlowBackbone(FlowBackbone):
     @property
     def resolution(self) -> int:
         return self.default_sample_size * self.vae_scale
+
+    # --- prompts: the pipeline's own encode_prompt, and its token count -----------------------
+    def _encode_with_pipeline(self, prompts: list[str], **kw):
+        """``encode_prompt`` of the pipeline rebuilt around the module, the encoder visiting the
+        device (--offload); ``kw``: the family's extra arguments. Its output as it is."""
+        self._need_text()
+        pipe = self.to_pipeline(self.module)
+        with self._visiting(self.text_encoder):
+            return pipe.encode_prompt(
+                list(prompts),  # a copy: Z-Image's writes the templated prompts into the list
+                device=self.device,
+                max_sequence_length=self.max_sequence_length,
+                **kw,
+            )
+
+    def _padded(self, rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Variable-length prompt rows (n_i, D) -> (B, max_sequence_length, D) zero-padded on
+        the right, as the tokenizers pad, and the (B, max_sequence_length) mask of real tokens:
+        rows of every call stack, whatever the longest prompt of the call was."""
+        n, d = self.max_sequence_length, rows[0].shape[-1]
+        emb = torch.zeros(len(rows), n, d, device=self.device, dtype=self.dtype)
+        mask = torch.zeros(len(rows), n, device=self.device, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            emb[i, : len(r)], mask[i, : len(r)] = r.to(self.dtype), True
+        return emb, mask
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """The token ids of ``prompt`` as the pipeline feeds them to its encoder, template in."""
+        raise NotImplementedError
+
+    def prompt_warning(self, prompt: str) -> str | None:
+        self._need_text()
+        ids, n = self._prompt_ids(prompt), self.max_sequence_length
+        if len(ids) <= n:
+            return None
+        dropped = self.tokenizer.decode(ids[n:])
+        return (
+            f"prompt is {len(ids)} tokens with its template, the model takes {n}: "
+            f"dropped {dropped[:80]!r} — shorten it"
+        )

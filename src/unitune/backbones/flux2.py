@@ -38,7 +38,6 @@ from .sd import load_backbone
 FLUX2_LORA = ("to_k", "to_q", "to_v", "to_out.0", "to_qkv_mlp_proj")
 FLUX2_FF = ("ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out")
 TRAIN_GUIDANCE = 3.5  # [dev]'s embedded guidance while tuning (the scripts' --guidance_scale)
-MAX_SEQUENCE_LENGTH = 512  # both pipelines' max_sequence_length
 
 
 def patchify(z: Tensor) -> Tensor:
@@ -132,34 +131,19 @@ class Flux2Backbone(LMFlowBackbone):
     def encode(
         self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
     ) -> Conditioning:
-        self._need_text()
-        pipe = self.to_pipeline(self.module)
-        with self._visiting(self.text_encoder):
-            emb, _ = pipe.encode_prompt(
-                list(prompts), device=self.device, max_sequence_length=MAX_SEQUENCE_LENGTH
-            )
+        emb, _ = self._encode_with_pipeline(prompts)  # (B, 512, 3 D): padding attended, as there
         extra = {}
         if self.guidance_distilled:
             g = TRAIN_GUIDANCE if guidance is None else guidance
             extra["guidance"] = torch.full((len(prompts),), float(g), device=self.device)
         return Conditioning(emb.to(self.dtype), None, extra)
 
-    def _token_count(self, prompt: str) -> int:
+    def _prompt_ids(self, prompt: str) -> list[int]:
         """Tokens of ``prompt`` as the pipeline feeds its encoder (system message included)."""
         ids = self.tokenizer.apply_chat_template(
             format_input([prompt]), add_generation_prompt=False, tokenize=True, return_dict=True
         )["input_ids"]
-        return len(ids[0]) if ids and isinstance(ids[0], list) else len(ids)
-
-    def prompt_warning(self, prompt: str) -> str | None:
-        self._need_text()
-        n = self._token_count(prompt)
-        if n <= MAX_SEQUENCE_LENGTH:
-            return None
-        return (
-            f"prompt is {n} tokens with its template, the model takes {MAX_SEQUENCE_LENGTH}: "
-            "the end is dropped — shorten it"
-        )
+        return list(ids[0]) if ids and isinstance(ids[0], list) else list(ids)
 
     # --- the denoiser -------------------------------------------------------------------------
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
@@ -198,14 +182,14 @@ class Flux2KleinBackbone(Flux2Backbone):
         w, _ = Backbone.guidance_weights(self, cfg, true_cfg)  # refuses --true-cfg
         return (1.0 if self.step_distilled else w), None  # distilled: the pipeline skips CFG
 
-    def _token_count(self, prompt: str) -> int:
+    def _prompt_ids(self, prompt: str) -> list[int]:
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}],
             tokenize=False,
             add_generation_prompt=True,
             enable_thinking=False,
         )
-        return len(self.tokenizer(text, truncation=False).input_ids)
+        return self.tokenizer(text, truncation=False).input_ids
 
 
 def load(

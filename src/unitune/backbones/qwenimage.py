@@ -34,7 +34,6 @@ from .sd import load_backbone
 # two streams' feed-forward layers
 QWEN_LORA = ("to_k", "to_q", "to_v", "to_out.0")
 QWEN_FF = ("img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
-MAX_SEQUENCE_LENGTH = 512  # QwenImagePipeline.__call__'s max_sequence_length
 
 
 class QwenImageBackbone(LMFlowBackbone):
@@ -87,33 +86,17 @@ class QwenImageBackbone(LMFlowBackbone):
     def encode(
         self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
     ) -> Conditioning:
-        self._need_text()
-        pipe = self.to_pipeline(self.module)
-        with self._visiting(self.text_encoder):
-            rows, mask = pipe.encode_prompt(
-                list(prompts), device=self.device, max_sequence_length=MAX_SEQUENCE_LENGTH
-            )
-        b, n, d = rows.shape
-        emb = torch.zeros(b, MAX_SEQUENCE_LENGTH, d, device=self.device, dtype=self.dtype)
-        keep = torch.zeros(b, MAX_SEQUENCE_LENGTH, device=self.device, dtype=torch.bool)
-        emb[:, :n] = rows.to(self.dtype)
-        keep[:, :n] = True if mask is None else mask.bool()
+        rows, mask = self._encode_with_pipeline(prompts)  # padded to the call's longest
+        if mask is not None:  # None: every row is full length
+            rows = [r[m.bool()] for r, m in zip(rows, mask)]
+        emb, keep = self._padded(list(rows))
         return Conditioning(emb, None, {"mask": keep})
 
-    def prompt_warning(self, prompt: str) -> str | None:
-        self._need_text()
+    def _prompt_ids(self, prompt: str) -> list[int]:
         pipe = self.to_pipeline(self.module)
         text = pipe.prompt_template_encode.format(prompt)
-        ids = self.tokenizer(text, truncation=False).input_ids[
-            pipe.prompt_template_encode_start_idx :
-        ]
-        if len(ids) <= MAX_SEQUENCE_LENGTH:
-            return None
-        dropped = self.tokenizer.decode(ids[MAX_SEQUENCE_LENGTH:])
-        return (
-            f"prompt is {len(ids)} tokens with its template, the model takes "
-            f"{MAX_SEQUENCE_LENGTH}: dropped {dropped[:80]!r} — shorten it"
-        )
+        ids = self.tokenizer(text, truncation=False).input_ids
+        return ids[pipe.prompt_template_encode_start_idx :]  # the template's head is dropped
 
     # --- the denoiser -------------------------------------------------------------------------
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:

@@ -33,7 +33,6 @@ from .sd import load_backbone
 # noise / context refiners and the main layers); --lora-conv adds the SwiGLU feed-forward
 ZIMAGE_LORA = ("to_k", "to_q", "to_v", "to_out.0")
 ZIMAGE_FF = ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
-MAX_SEQUENCE_LENGTH = 512  # ZImagePipeline's max_sequence_length (prompt tokens incl. template)
 
 
 class ZImageBackbone(LMFlowBackbone):
@@ -63,38 +62,16 @@ class ZImageBackbone(LMFlowBackbone):
     def encode(
         self, prompts: list[str], geometry: Geometry | None = None, guidance: float | None = None
     ) -> Conditioning:
-        self._need_text()
-        pipe = self.to_pipeline(self.module)
-        with self._visiting(self.text_encoder):
-            rows, _ = pipe.encode_prompt(
-                list(prompts),  # the pipeline writes the templated prompts into the list
-                device=self.device,
-                do_classifier_free_guidance=False,
-                max_sequence_length=MAX_SEQUENCE_LENGTH,
-            )
-        n, d = MAX_SEQUENCE_LENGTH, rows[0].shape[-1]
-        emb = torch.zeros(len(rows), n, d, device=self.device, dtype=self.dtype)
-        mask = torch.zeros(len(rows), n, device=self.device, dtype=torch.bool)
-        for i, r in enumerate(rows):  # the real tokens first, as the tokenizer pads on the right
-            emb[i, : len(r)], mask[i, : len(r)] = r.to(self.dtype), True
+        rows, _ = self._encode_with_pipeline(prompts, do_classifier_free_guidance=False)
+        emb, mask = self._padded(rows)  # the pipeline's rows: each prompt's real tokens
         return Conditioning(emb, None, {"mask": mask})
 
-    def _templated(self, prompt: str) -> str:
+    def _prompt_ids(self, prompt: str) -> list[int]:
         message = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(
+        text = self.tokenizer.apply_chat_template(
             message, tokenize=False, add_generation_prompt=True, enable_thinking=True
         )
-
-    def prompt_warning(self, prompt: str) -> str | None:
-        self._need_text()
-        ids = self.tokenizer(self._templated(prompt), truncation=False).input_ids
-        if len(ids) <= MAX_SEQUENCE_LENGTH:
-            return None
-        dropped = self.tokenizer.decode(ids[MAX_SEQUENCE_LENGTH:])
-        return (
-            f"prompt is {len(ids)} tokens with its chat template, the model takes "
-            f"{MAX_SEQUENCE_LENGTH}: dropped {dropped[:80]!r} — shorten it"
-        )
+        return self.tokenizer(text, truncation=False).input_ids
 
     # --- the denoiser -------------------------------------------------------------------------
     def denoise(self, module: nn.Module, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
