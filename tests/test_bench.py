@@ -407,6 +407,21 @@ def test_bench_speed_times_both_implementations(tiny_model, tmp_path, capsys):
     assert "--tune-steps 2" in summary["command"] and "--repeats 2" in summary["command"]
 
 
+def test_bench_speed_times_a_lora_tune(tiny_model, tmp_path, capsys):
+    """--method lora times both implementations' LoRA steps at the model's own rank (the
+    diffusers-side loop resolves the rank and learning rate from the model's defaults as `unitune
+    tune` does; it crashed on an unset rank before)."""
+    out = tmp_path / "speed.json"
+    argv = ["bench", "speed", "--model", tiny_model, "--method", "lora", "--cases", "tune"]
+    argv += ["--tune-steps", "1", "--repeats", "1", "--no-memory", "--out", str(out)]
+    code = main([*argv, "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"tune"}
+    assert all(res["tune"][i]["n"] == 1 for i in ("unitune", "diffusers"))
+    assert "--method lora" in json.loads(out.read_text())["command"]
+
+
 def test_random_weight_models_have_the_released_architectures():
     """--random-weights builds SD 1.5 and SDXL with exactly the released models' parameter
     counts per component (on the meta device: nothing is allocated)."""

@@ -169,7 +169,9 @@ def test_the_docs_workflow_runs_on_a_tiny_model(tiny_model, photo, tmp_path, mon
     prompt = json.loads((ROOT / "docs" / "comfyui_workflow.json").read_text())
     prompt["1"]["inputs"]["image"] = photo
     prompt["2"]["inputs"].update(model=tiny_model, steps=2, resolution=32, device="cpu")
-    prompt["3"]["inputs"].update(steps=2, batch=2, device="cpu", auto_mask=True)
+    prompt["3"]["inputs"].update(
+        steps=2, batch=2, device="cpu", auto_mask=True, auto_mask_rule="otsu"
+    )
     prompt["7"]["inputs"].update(steps=2, checkpoints="0,2", t0s="0.9,1", device="cpu")
     SaveImage.saved.clear()
     results = run_prompt(prompt, classes)

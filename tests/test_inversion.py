@@ -138,6 +138,28 @@ def test_mask_pieces():
     assert up.shape == (1, 1, 8, 8) and float(up.mean()) == 0.5
 
 
+def test_otsu_cut_marks_a_region_of_any_area():
+    """A map with a high region of 3/4 of the cells (a background edit's): DiffEdit's cut (1.5x
+    the mean) cannot mark more than 2/3 of the cells and here marks only the high region's
+    noisiest cells; Otsu's marks the region exactly. A small region (a local edit's): both mark
+    it exactly. A flat map: Otsu marks nothing."""
+    g = torch.Generator().manual_seed(0)
+    for rows in (6, 1):  # 6 of 8 rows high: 3/4 of the map; 1 row: 1/8
+        m = 0.05 * torch.rand(1, 1, 8, 8, generator=g)
+        m[..., :rows, :] += 1.0
+        region = torch.zeros_like(m)
+        region[..., :rows, :] = 1.0
+        assert torch.equal(automask.cut(m, "otsu", 0.5), region)
+        ours = automask.cut(m, "diffedit", 0.5)
+        if rows == 6:
+            assert float(ours.mean()) <= 2 / 3 and not torch.equal(ours, region)
+        else:
+            assert torch.equal(ours, region)
+    assert not automask.cut(torch.ones(1, 1, 4, 4), "otsu", 0.5).any()
+    with pytest.raises(ValueError, match="rule"):
+        automask.cut(m, "nope", 0.5)
+
+
 def _db(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Signal-to-error ratio of x to ref in dB (latents have no fixed peak)."""
     return float(10 * torch.log10(ref.var() / ((x - ref) ** 2).mean()))
@@ -214,14 +236,15 @@ def test_auto_mask_is_written_and_reproduced_by_params(tuned, tmp_path, capsys):
     size); `--params` re-runs it to the same image and the same mask, bit for bit; with `--mask`
     the mask used is the intersection (inside the user's mask only)."""
     args = ("a dog", "--start", "inversion", "--auto-mask", "--steps", 6, "--seeds", "0,1")
+    args += ("--auto-mask-rule", "otsu")
     first = _edit(tuned, tmp_path / "a", *args, "--quiet", capsys=capsys)
     assert len(first) == 2
     for png in first:
         m = Image.open(_mask_of(png))
         assert m.mode == "L" and m.size == Image.open(png).size
         ec = json.loads(png.with_suffix(".json").read_text())["edit_config"]
-        assert ec["auto_mask"] and ec["start"] == "inversion"
-        assert "Auto mask" in Image.open(png).text["parameters"]
+        assert ec["auto_mask"] and ec["start"] == "inversion" and ec["auto_mask_rule"] == "otsu"
+        assert "Auto mask rule: otsu" in Image.open(png).text["parameters"]
     again = _edit(tuned, tmp_path / "b", "--params", first[1], "--quiet", capsys=capsys)
     assert len(again) == 1
     for a, b in [(first[1], again[0]), (_mask_of(first[1]), _mask_of(again[0]))]:

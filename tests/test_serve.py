@@ -26,7 +26,7 @@ from unitune.config import TuneConfig
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # the Refine tab's last four inputs as an SDEdit start without masks: start, inversion's
 # negative prompt, automatic mask, its threshold
-NOISE = ("noise", False, False, 0.5)
+NOISE = ("noise", False, False, "diffedit", 0.5)
 
 
 def _free_port() -> int:
@@ -319,6 +319,7 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
         "inversion",  # from the photo's inversion, with the automatic mask within the drawn one
         False,
         True,
+        "otsu",
         0.4,
         api_name="/submit_edit",
     )
@@ -329,6 +330,7 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
     text = Image.open(files[0]).text["parameters"]
     assert "SINE K: 300" in text and "Mask:" in text and "Batch seeds: 0 1" in text, text
     assert "Start: inversion" in text and "Auto mask threshold: 0.4" in text, text
+    assert "Auto mask rule: otsu" in text, text
     stored = json.loads(Image.open(files[0]).text["unitune"])
     assert stored["edit_config"]["sine_v"] == 0.6
     masks = c.predict(job, api_name="/masks")  # the masks the edits used, one per image

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .config import (
+    AUTO_MASK_RULES,
     EDIT_METHODS,
     EXPORT_DTYPES,
     EXPORT_FORMATS,
@@ -226,6 +227,14 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         action="store_true",
         help="only where the tuned model sees the edit may change (DiffEdit); the mask is "
         "written beside each image as NAME.mask.png; with --mask: their intersection",
+    )
+    k.add_argument(
+        "--auto-mask-rule",
+        choices=AUTO_MASK_RULES,
+        default=d.auto_mask_rule,
+        help="how the difference map becomes the mask: diffedit (above a fraction of its "
+        "clamped mean: local edits) or otsu (the cut between its two levels, any area: also "
+        f"backgrounds) ({d.auto_mask_rule})",
     )
     knobs = (  # (the field, its type, what it does)
         ("auto_mask_threshold", float, "on the normalised difference map, 0..1; lower = larger"),

@@ -72,6 +72,9 @@ EDIT_METHODS = ("unitune", "sine")  # EditConfig.method
 # EditConfig.start: "noise" = SDEdit (the photo noised to t0 with the seed's noise), "inversion"
 # = the photo inverted to t0 by the sampler's ODE under the tuned model (inversion.py)
 STARTS = ("noise", "inversion")
+# how --auto-mask turns its difference map into a mask (automask.py): "diffedit" (DiffEdit's
+# cut at a fraction of the clamped map) or "otsu" (the cut best separating two levels)
+AUTO_MASK_RULES = ("diffedit", "otsu")
 GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
@@ -326,7 +329,11 @@ class EditConfig:
     # DiffEdit's automatic mask from the tuned model (automask.py): where "<rare> <edit>" and
     # the tune prompt predict different noise may change, the rest follows the photo
     auto_mask: bool = False
-    auto_mask_threshold: float = 0.5  # on DiffEdit's normalised map in [0, 1] (DiffEdit: 0.5)
+    # where the map is cut: "diffedit" marks what exceeds auto_mask_threshold of the map clamped
+    # at 3x its mean, at most ~2/3 of the image; "otsu" cuts where the two sides' levels differ
+    # most (Otsu 1979), whatever the area: a background edit's region is most of the image
+    auto_mask_rule: str = "diffedit"
+    auto_mask_threshold: float = 0.5  # rule diffedit: on the normalised map in [0, 1] (0.5)
     auto_mask_dilate: int = 1  # grow the mask by this many latent cells (0 = DiffEdit's own)
     auto_mask_t0: float = 0.5  # the noise level the map is taken at (DiffEdit: strength 0.5)
     auto_mask_draws: int = 10  # noise draws averaged (DiffEdit: num_maps_per_mask 10)
@@ -428,6 +435,7 @@ class EditConfig:
             "drop --inversion-negative",
         )
         _flag(self.auto_mask, "--auto-mask")
+        _choice(self.auto_mask_rule, "--auto-mask-rule", AUTO_MASK_RULES)
         _real(self.auto_mask_threshold, "--auto-mask-threshold", "e.g. 0.5", ge=0, le=1)
         _int(self.auto_mask_dilate, "--auto-mask-dilate", 0, 64, "e.g. 1 (latent cells)")
         _real(self.auto_mask_t0, "--auto-mask-t0", "e.g. 0.5 (DiffEdit)", gt=0, le=1)

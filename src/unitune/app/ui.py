@@ -31,6 +31,7 @@ from typing import Any
 import gradio as gr
 
 from ..config import (
+    AUTO_MASK_RULES,
     EDIT_METHODS,
     STARTS,
     TUNE_PRESETS,
@@ -233,12 +234,14 @@ def build(server: Server) -> gr.Blocks:
         start,
         inv_neg,
         auto,
+        rule,
         threshold,
         request: gr.Request,
     ):
         """Queue an edit with the Refine settings -> (job token, status)."""
         settings: dict[str, Any] = {"seeds": seeds, "method": method, "sine_K": K, "sine_v": v}
         settings |= {"start": start, "auto_mask": auto, "auto_mask_threshold": threshold}
+        settings["auto_mask_rule"] = rule
         if start == "inversion":  # the fix applies to an inversion start only
             settings["inversion_negative"] = inv_neg
         if isinstance(guidance, str) and guidance.strip():
@@ -471,12 +474,21 @@ def build(server: Server) -> gr.Blocks:
                         elem_id="auto-mask",
                     )
                 )
+                rule = _raw(
+                    gr.Radio(
+                        list(AUTO_MASK_RULES),
+                        value=EditConfig.auto_mask_rule,
+                        label="automatic mask cut: diffedit (local edits) or otsu (any area, "
+                        "also backgrounds)",
+                        elem_id="auto-mask-rule",
+                    )
+                )
                 threshold = _raw(
                     gr.Slider(
                         0,
                         1,
                         EditConfig.auto_mask_threshold,
-                        label="automatic mask threshold (lower = larger)",
+                        label="automatic mask threshold, diffedit cut (lower = larger)",
                         elem_id="auto-mask-threshold",
                     )
                 )
@@ -544,7 +556,7 @@ def build(server: Server) -> gr.Blocks:
         edit_btn.click(
             submit_edit,
             [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask]
-            + [start, inv_neg, auto, threshold],
+            + [start, inv_neg, auto, rule, threshold],
             [edit_job, edit_status],
             api_name="submit_edit",
         )

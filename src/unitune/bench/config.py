@@ -18,7 +18,8 @@ from ..world.edits import KINDS
 from .suite import BACKGROUND_MASKS, MASK_MARGIN, SUITE_SEED
 
 # what the edit keeps, on top of SDEdit (the untuned model) and UniTune: the inversion start
-# (plain, and with negative-prompt inversion: "-neg"), DiffEdit's automatic mask, and both
+# (plain, and with negative-prompt inversion: "-neg"), DiffEdit's automatic mask (its own cut,
+# and Otsu's: "-otsu"), and both
 KEEP_METHODS = (
     "sdedit+inversion",
     "sdedit+inversion-neg",
@@ -28,6 +29,11 @@ KEEP_METHODS = (
     "unitune+automask",
     "unitune+inversion+automask",
     "unitune+inversion-neg+automask",
+    # the automatic mask cut by Otsu's rule instead of DiffEdit's (automask.py: DiffEdit's cannot
+    # mark more than 2/3 of the image, a background edit's region)
+    "sdedit+automask-otsu",
+    "unitune+automask-otsu",
+    "unitune+inversion-neg+automask-otsu",
 )
 
 
@@ -266,6 +272,31 @@ TUNE_COMPARE = replace(
 TIME_TO_QUALITY = replace(MEDIUM, seeds=(0, 1), schedules=SCHEDULES)
 # ... and its check on FULL's 40 scenes, 25 sampling steps, 2 seeds (the full benchmark's edits)
 TIME_TO_QUALITY_40 = replace(FULL, schedules=SCHEDULES_40)
+# the automatic mask's two cuts (automask.py: DiffEdit's, Otsu's) on MEDIUM's 8 scenes, seeds and
+# sampling steps, against the edit default and SDEdit's t0 0.8-1 points: MEDIUM's keep points at
+# the default's checkpoint 32 (a 32-step tune: the same weights as MEDIUM's 128-step run's
+# checkpoint 32, whose draws do not depend on --steps), so its shared configs repeat MEDIUM's
+AUTOMASK_RULES = replace(
+    MEDIUM,
+    tune_steps=32,
+    save_at=(32,),
+    sdedit_t0s=(0.8, 0.9, 1.0),
+    unitune_checkpoints=(32,),
+    unitune_t0s=(0.9,),
+    unitune_cfgs=(7.5,),
+    unitune_extra=((32, 0.9, 3.0),),
+    pg_points=(),
+    sine_Ks=(),
+    recon_cfgs=(),
+    recon_inversion_cfgs=(),
+    keep_methods=tuple(
+        f"{base}{cut}"
+        for base in ("sdedit+automask", "unitune+automask", "unitune+inversion-neg+automask")
+        for cut in ("", "-otsu")
+    )
+    + ("unitune+inversion-neg",),
+    keep_unitune=tuple(product((32,), (0.8, 0.9, 1.0), (3.0, 7.5))),
+)
 PRESETS = {
     "quick": QUICK,
     "medium": MEDIUM,
@@ -273,4 +304,5 @@ PRESETS = {
     "tune-compare": TUNE_COMPARE,
     "time-to-quality": TIME_TO_QUALITY,
     "time-to-quality-40": TIME_TO_QUALITY_40,
+    "automask-rules": AUTOMASK_RULES,
 }

@@ -52,8 +52,10 @@ def keep_overrides(method: str) -> dict:
         over["start"] = "inversion"
     if "inversion-neg" in tricks:
         over["inversion_negative"] = True
-    if "automask" in tricks:
+    if "automask" in tricks or "automask-otsu" in tricks:
         over["auto_mask"] = True
+    if "automask-otsu" in tricks:
+        over["auto_mask_rule"] = "otsu"
     return over
 
 

@@ -84,6 +84,9 @@ COLOURS = {
     "unitune+inversion+automask+interp": "tab:cyan",
     "sdedit+inversion-neg+interp": "khaki",
     "unitune+inversion-neg+automask+interp": "navy",
+    "sdedit+automask-otsu+interp": "peru",
+    "unitune+automask-otsu+interp": "yellowgreen",
+    "unitune+inversion-neg+automask-otsu+interp": "steelblue",
 }
 
 

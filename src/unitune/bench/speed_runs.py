@@ -137,7 +137,7 @@ def tune_runner(impl: str, sc: SpeedConfig, bb, photo: str, work: str) -> Callab
         method=sc.method,
         resolution=sc.resolution,
         gradient_checkpointing=sc.gradient_checkpointing,
-    )
+    ).for_model(bb.defaults)  # the model's LoRA rank and learning rate, as `unitune tune` runs
     dev = bb.device
     if impl == "unitune":
         from ..tune import tune

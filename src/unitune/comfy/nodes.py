@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..config import (
+    AUTO_MASK_RULES,
     DEFAULT_MODEL,
     STARTS,
     TUNE_METHODS,
@@ -168,6 +169,7 @@ class UnituneEdit:
             },
             "optional": {
                 "mask": ("MASK",),
+                "auto_mask_rule": (list(AUTO_MASK_RULES), {"default": _ED.auto_mask_rule}),
                 "negative_prompt": ("STRING", {"default": "", "multiline": True}),
                 "prompt_guidance": ("STRING", {"default": ""}),
                 "batch": ("INT", {"default": 1, "min": 1, "max": _LIM.max_seeds}),
@@ -188,6 +190,7 @@ class UnituneEdit:
         auto_mask,
         interpolate,
         mask=None,
+        auto_mask_rule=_ED.auto_mask_rule,
         negative_prompt="",
         prompt_guidance="",
         batch=1,
@@ -201,6 +204,7 @@ class UnituneEdit:
             seed,
             start=start,
             auto_mask=auto_mask,
+            auto_mask_rule=auto_mask_rule,
             interpolate=interpolate,
             negative_prompt=negative_prompt,
             prompt_guidance=prompt_guidance or None,
