@@ -143,11 +143,11 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
     # 8 configs x 2 edits x 2 seeds (sdedit, its +interp, 2 unitune, their +interp, pg, sine);
-    # the 8 keep methods and their +interp: 2 edits x (2 seeds for the 2 auto-mask-only ones,
-    # 1 for the 6 inversion starts) x 2; reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x
+    # the 11 keep methods and their +interp: 2 edits x (2 seeds for the 4 auto-mask-only ones,
+    # 1 for the 7 inversion starts) x 2; reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x
     # 2 seeds, and from the inversion at CFG 1 (1 seed)
     assert s["scenes_run"] == 1
-    assert s["n_samples"] == 8 * 2 * 2 + 2 * (2 * 2 + 6) * 2 + 3 * 2 * 2 + 3
+    assert s["n_samples"] == 8 * 2 * 2 + 2 * (4 * 2 + 7) * 2 + 3 * 2 * 2 + 3
     base = {"sdedit", "sdedit+interp", "unitune", "unitune+interp", "unitune+pg", "sine"}
     assert set(s["methods"]) == base | {f"{m}{i}" for m in KEEP_METHODS for i in ("", "+interp")}
     out = tmp_path / "out"
@@ -180,7 +180,7 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     assert sine and all(r["sine_K"] == "500" and r["sine_v"] == "0.7" for r in sine)
     assert all(r["sine_K"] == "" for r in rows if r["method"] != "sine")
     data = json.loads((out / "results.json").read_text())
-    assert len(data["configs"]) == 8 + 16 + 9 and data["configs"] == aggregate(data["records"])
+    assert len(data["configs"]) == 8 + 22 + 9 and data["configs"] == aggregate(data["records"])
     assert "Pareto frontier" in format_summary(s)
     # the interpolated samples are the UniTune ones pulled toward the base: never further away
     u = {(r["label"], r["kind"], r["seed"]): r for r in data["records"] if r["method"] == "unitune"}
