@@ -107,6 +107,7 @@ def test_auto_mask_equals_diffedit_generate_mask(editor, tiny_model, monkeypatch
         seed=3,
         threshold=0.5,
         cells=0,
+        rule="diffedit",
     )
     pipe = _diffedit(tiny_model)
     _photo_latents(pipe, x0, monkeypatch)

@@ -14,9 +14,9 @@ DiffEdit's cut is relative to the map's mean: a cell is marked when it exceeds 1
 (threshold 0.5 of the map clamped at 3x its mean), and more than 2/3 of the cells can never all
 exceed 1.5x their own mean. A background edit's region is most of the image, so DiffEdit's rule
 cannot mark all of it (the medium benchmark: 33 % coverage on background edits, none of which
-succeeded). ``rule="otsu"`` cuts
-instead where the marked and unmarked cells' mean levels differ most (Otsu 1979, the
-between-class variance of the map's values): two levels are told apart whatever area each takes.
+succeeded). ``rule="otsu"`` cuts instead where the marked and unmarked cells' mean levels
+differ most (Otsu 1979, the between-class variance of the map's values): two levels are told
+apart whatever area each takes.
 Measured (docs/automask_rules.json, 8 scenes): Otsu's masks are tighter on local edits (10-17 %
 of the image against 26-32 %, +0.01-0.02 fidelity) and cover 38 % on background edits, which
 still all fail: the background edit's map is not one high level over the background.
@@ -98,7 +98,7 @@ def estimate(
     seed: int,
     threshold: float,
     cells: int,
-    rule: str = "diffedit",
+    rule: str,
 ) -> Tensor:
     """The edit mask (1, 1, h, w) in {0, 1} of ``x0`` (1, C, h, w) under the model ``den``.
 

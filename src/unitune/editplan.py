@@ -184,7 +184,7 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("mask"):
         out["Mask"] = p["mask"]
     if ec.get("auto_mask"):
-        out["Auto mask rule"] = ec.get("auto_mask_rule", "diffedit")
+        out["Auto mask rule"] = ec["auto_mask_rule"]
         out["Auto mask threshold"] = ec["auto_mask_threshold"]
         out["Auto mask dilate"] = ec["auto_mask_dilate"]
         out["Auto mask t0"] = ec["auto_mask_t0"]

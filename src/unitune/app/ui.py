@@ -240,8 +240,12 @@ def build(server: Server) -> gr.Blocks:
     ):
         """Queue an edit with the Refine settings -> (job token, status)."""
         settings: dict[str, Any] = {"seeds": seeds, "method": method, "sine_K": K, "sine_v": v}
-        settings |= {"start": start, "auto_mask": auto, "auto_mask_threshold": threshold}
-        settings["auto_mask_rule"] = rule
+        settings |= {
+            "start": start,
+            "auto_mask": auto,
+            "auto_mask_rule": rule,
+            "auto_mask_threshold": threshold,
+        }
         if start == "inversion":  # the fix applies to an inversion start only
             settings["inversion_negative"] = inv_neg
         if isinstance(guidance, str) and guidance.strip():
