@@ -55,9 +55,18 @@ def tunes(tiny_models, photo, tmp_path_factory) -> dict:
     """(family, method) -> a 2-step tune folder, lr high enough that the tune shows."""
 
     def make(fam: str, method: str):
-        lr = {"lora": 1e-2, "full": 1e-3}[method]
+        lr = {"lora": 1e-2, "lora-conv": 1e-2, "full": 1e-3}[method]
         path = tmp_path_factory.mktemp("exp") / f"{fam}-{method}"
-        cfg = TuneConfig(steps=2, save_at=(1, 2), method=method, lr=lr, lora_rank=4, resolution=32)
+        conv = method == "lora-conv"  # a LoRA tune with --lora-conv
+        cfg = TuneConfig(
+            steps=2,
+            save_at=(1, 2),
+            method="lora" if conv else method,
+            lora_conv=conv,
+            lr=lr,
+            lora_rank=4,
+            resolution=32,
+        )
         tune(photo, path, cfg, model=tiny_models[fam], device="cpu", progress=False)
         return path
 
@@ -314,17 +323,18 @@ def test_sd2_single_file_is_refused_before_loading(tiny_models, photo, tmp_path,
     assert not (tmp_path / "m.safetensors").exists()
 
 
-# The module names ComfyUI's LoRA key map has for SD3 / FLUX blocks under ``transformer.``
-# (comfy/utils.py mmdit_to_diffusers / flux_to_diffusers, read at Comfy-Org/ComfyUI a125cd8):
-# a LoRA on any other module of a block would be "lora key not loaded" there.
-COMFY_BLOCK_MODULES = {
-    "attn.to_q",
-    "attn.to_k",
-    "attn.to_v",
+# ComfyUI's LoRA key map for the transformer families, re-derived from its own tables
+# (comfy/utils.py mmdit_to_diffusers / flux_to_diffusers / z_image_to_diffusers at
+# Comfy-Org/ComfyUI 09708ea, comfy/lora.py model_lora_keys_unet at 17358c8): the diffusers
+# module names a block's LoRA may sit on under ``transformer.``, each with the rows of ComfyUI's
+# weight it patches (a slice of a fused weight, or None: the whole weight). Any other module is
+# "lora key not loaded" there. FLUX.2 goes through FLUX's table (its model class is a Flux),
+# whose single blocks also know FLUX.2's fused to_qkv_mlp_proj / to_out; Z-Image is ComfyUI's
+# Lumina2, whose table slices diffusers' split to_q / to_k / to_v out of its fused qkv.
+_QKV = ("to_q", "to_k", "to_v")
+_SD3_FLUX_DOUBLE = (
+    *(f"attn.{m}" for m in (*_QKV, "add_q_proj", "add_k_proj", "add_v_proj")),
     "attn.to_out.0",
-    "attn.add_q_proj",
-    "attn.add_k_proj",
-    "attn.add_v_proj",
     "attn.to_add_out",
     "ff.net.0.proj",
     "ff.net.2",
@@ -332,14 +342,44 @@ COMFY_BLOCK_MODULES = {
     "ff_context.net.2",
     "norm1.linear",
     "norm1_context.linear",
-    "proj_mlp",
-    "proj_out",
-    "norm.linear",
-    "attn2.to_q",
+    "attn2.to_q",  # SD3.5's second attention (mmdit_to_diffusers)
     "attn2.to_k",
     "attn2.to_v",
     "attn2.to_out.0",
-}
+)
+_FLUX2_DOUBLE = ("ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out")
+_FLUX_SINGLE = (*(f"attn.{m}" for m in _QKV), "proj_mlp", "proj_out", "norm.linear")
+_FLUX2_SINGLE = ("attn.to_qkv_mlp_proj", "attn.to_out")
+_ZIMAGE_BLOCK = (
+    *(f"attention.{m}" for m in _QKV),
+    "attention.to_out.0",
+    "feed_forward.w1",
+    "feed_forward.w2",
+    "feed_forward.w3",
+    "adaLN_modulation.0",
+)
+
+
+def _comfy_block_modules(family: str) -> set[tuple[str, str]]:
+    """{(block group, block module)} of the family's ComfyUI table."""
+    if family == "zimage":
+        groups = ("layers", "context_refiner", "noise_refiner")
+        return {(g, m) for g in groups for m in _ZIMAGE_BLOCK}
+    double = {("transformer_blocks", m) for m in (*_SD3_FLUX_DOUBLE, *_FLUX2_DOUBLE)}
+    return double | {("single_transformer_blocks", m) for m in (*_FLUX_SINGLE, *_FLUX2_SINGLE)}
+
+
+def _comfy_rows(family: str, module: str, config) -> int | None:
+    """The rows of ComfyUI's fused weight that a LoRA on ``module`` patches: the width for each
+    of a split q / k / v (ComfyUI slices at multiples of the width, so the heads must be
+    full-width), None for a weight of its own."""
+    if module.rsplit(".", 1)[-1] in (*_QKV, "add_q_proj", "add_k_proj", "add_v_proj"):
+        if family == "zimage":
+            return config.dim
+        return config.num_attention_heads * config.attention_head_dim
+    return None
+
+
 # ComfyUI's LoRA suffixes (comfy/weight_adapter/lora.py): kohya's and PEFT's up / down, + alpha
 COMFY_SUFFIXES = (
     ".lora_down.weight",
@@ -359,18 +399,26 @@ COMFY_SUFFIXES = (
         ("sd3", "diffusers-lora"),
         ("flux", "diffusers-lora"),
         ("qwenimage", "diffusers-lora"),
+        ("flux2", "diffusers-lora"),
+        ("flux2klein", "diffusers-lora"),
+        ("zimage", "diffusers-lora"),
+        ("flux2", "lora-conv"),
+        ("zimage", "lora-conv"),
     ],
 )
 def test_lora_keys_are_ones_comfyui_maps(family, fmt, tunes, tiny_models, tmp_path):
     """Every key of the file has a place in ComfyUI's key map: SD / SDXL kohya's
     lora_unet_<diffusers module path> for a weight of the UNet (ComfyUI maps each through its
-    diffusers -> LDM table), SD3 / FLUX transformer.<block module> among the names its
-    MMDiT / FLUX tables know, Qwen-Image transformer.<module> (its QwenImage model has diffusers'
-    module names, and its key map takes transformer.<name> as they are); alphas one-element."""
+    diffusers -> LDM table); SD3 / FLUX.1 / FLUX.2 / Z-Image transformer.<group>.<i>.<module>
+    with a module its table knows, and an up weight as tall as the slice of the fused weight it
+    patches; Qwen-Image transformer.<module> (its QwenImage model has diffusers' module names,
+    and its key map takes transformer.<name> as they are); alphas one-element. ``lora-conv`` is
+    a LoRA tune with --lora-conv (the feed-forward too) exported as diffusers-lora."""
     import diffusers
     from safetensors.torch import load_file
 
-    method = "full" if fmt == "lora-from-full" else "lora"
+    method = {"lora-from-full": "full", "lora-conv": "lora-conv"}.get(fmt, "lora")
+    fmt = "diffusers-lora" if fmt == "lora-conv" else fmt
     out = export(tunes[family, method], fmt, tmp_path / "l", rank=4 if method == "full" else None)
     sd = load_file(str(out.path / LORA_FILE))
     net_name = "transformer" if family in FLOW else "unet"
@@ -378,16 +426,26 @@ def test_lora_keys_are_ones_comfyui_maps(family, fmt, tunes, tiny_models, tmp_pa
         getattr(diffusers, PIPES[family]).from_pretrained(tiny_models[family]).components[net_name]
     )
     weights = {k[: -len(".weight")] for k in net.state_dict() if k.endswith(".weight")}
+    blocks = _comfy_block_modules(family) if family in FLOW else set()
+    seen = set()
     for key, t in sd.items():
         suffix = next((s for s in COMFY_SUFFIXES if key.endswith(s)), None)
         assert suffix is not None, key
         base = key[: -len(suffix)]
         if suffix == ".alpha":
             assert t.numel() == 1, key
-        if family in FLOW:
-            module = base.removeprefix("transformer.")
-            assert base.startswith("transformer.") and module in weights, key
-            block_module = module.split(".", 2)[2] if "blocks." in module else None
-            assert block_module is None or block_module in COMFY_BLOCK_MODULES, key
-        else:
+        if family not in FLOW:
             assert base in {"lora_unet_" + w.replace(".", "_") for w in weights}, key
+            continue
+        module = base.removeprefix("transformer.")
+        assert base.startswith("transformer.") and module in weights, key
+        if family == "qwenimage":
+            continue
+        m = re.fullmatch(r"([a-z_]+)\.(\d+)\.(.+)", module)
+        assert m is not None and (m[1], m[3]) in blocks, key
+        seen.add(m[3])
+        rows = _comfy_rows(family, m[3], net.config)
+        if rows is not None and suffix in (".lora_B.weight", ".lora_up.weight"):
+            assert t.shape[0] == rows, key
+    if method == "lora-conv":  # the feed-forward LoRAs are there, and have their places
+        assert seen & set(_FLUX2_DOUBLE + _ZIMAGE_BLOCK[4:7]), sorted(seen)
