@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unitune.bench import BenchConfig, keep_mask, make_suite, pareto_front, run_bench
-from unitune.bench.config import FULL, KEEP_METHODS, MEDIUM, QUICK
+from unitune.bench.config import FULL, KEEP_METHODS, MEDIUM, PRESETS, QUICK
 from unitune.bench.edits import plan, reads_back
 from unitune.bench.report import COLUMNS, aggregate, format_summary, frontiers
 from unitune.bench.suite import BOX_RADIUS
@@ -62,6 +62,17 @@ def test_presets_sizes_and_grids():
     with pytest.raises(ValueError, match="not saved"):
         replace(QUICK, unitune_checkpoints=(128,)).validate()
     assert QUICK.fingerprint() == replace(QUICK, n_scenes=9).fingerprint() != FULL.fingerprint()
+    for preset in PRESETS.values():
+        preset.validate()
+    # the route check re-samples the automask-rules run's scenes from the same tunes, and 8 more
+    rc, amr = PRESETS["route-check"], PRESETS["automask-rules"]
+    assert (rc.tune_steps, rc.save_at, rc.steps, rc.seeds) == (
+        amr.tune_steps,
+        amr.save_at,
+        amr.steps,
+        amr.seeds,
+    )
+    assert rc.n_scenes == 2 * amr.n_scenes and len(plan(rc)) == 5
 
 
 def _scene_with(obj: Obj) -> Scene:

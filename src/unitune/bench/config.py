@@ -297,6 +297,17 @@ AUTOMASK_RULES = replace(
     + ("unitune+inversion-neg",),
     keep_unitune=tuple(product((32,), (0.8, 0.9, 1.0), (3.0, 7.5))),
 )
+# The check of the global / local route (scripts/automask_route.py) on scenes it was not read
+# off: the automask-rules run's 8 scenes and the next 8 of the same stream, with only the
+# configs the route picks from (the tunes of the first 8 are the automask-rules run's)
+ROUTE_CHECK = replace(
+    AUTOMASK_RULES,
+    n_scenes=16,
+    sdedit_t0s=(0.9, 1.0),
+    unitune_extra=(),
+    keep_methods=("unitune+inversion-neg+automask", "unitune+inversion-neg"),
+    keep_unitune=((32, 0.8, 3.0),),
+)
 PRESETS = {
     "quick": QUICK,
     "medium": MEDIUM,
@@ -305,4 +316,5 @@ PRESETS = {
     "time-to-quality": TIME_TO_QUALITY,
     "time-to-quality-40": TIME_TO_QUALITY_40,
     "automask-rules": AUTOMASK_RULES,
+    "route-check": ROUTE_CHECK,
 }
