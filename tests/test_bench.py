@@ -73,6 +73,11 @@ def test_presets_sizes_and_grids():
         amr.seeds,
     )
     assert rc.n_scenes == 2 * amr.n_scenes and len(plan(rc)) == 5
+    # the route samples the edit default's point for global edits; a preset without the route
+    # keeps the fingerprint it had before the route existed (its runs stay reusable)
+    routed = [o for m, o in plan(QUICK) if m == "unitune+route"]
+    assert routed == [dict(checkpoint=32, t0=0.9, cfg=7.5, route="auto")]
+    assert replace(amr, route_unitune=((32, 0.8, 3.0),)).fingerprint() == amr.fingerprint()
 
 
 def _scene_with(obj: Obj) -> Scene:
@@ -149,16 +154,17 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
         sine_vs=(0.7,),
         keep_unitune=((2, 0.8, 7.5),),
         keep_sdedit=((0.8, 7.5),),
+        route_unitune=((2, 0.9, 7.5),),
         model=tiny_models[family],
     )
     logs: list[str] = []
     s = run_bench(bc, tmp_path / "out", device="cpu", log=logs.append)
     # 8 configs x 2 edits x 2 seeds (sdedit, its +interp, 2 unitune, their +interp, pg, sine);
-    # the 11 keep methods and their +interp: 2 edits x (2 seeds for the 4 auto-mask-only ones,
-    # 1 for the 7 inversion starts) x 2; reconstruction: checkpoints {0, 1, 2} x CFG {1, 7.5} x
-    # 2 seeds, and from the inversion at CFG 1 (1 seed)
+    # the 12 keep methods and their +interp: 2 edits x (2 seeds for the 4 auto-mask-only ones and
+    # the route, 1 for the 7 inversion starts) x 2; reconstruction: checkpoints {0, 1, 2} x CFG
+    # {1, 7.5} x 2 seeds, and from the inversion at CFG 1 (1 seed)
     assert s["scenes_run"] == 1
-    assert s["n_samples"] == 8 * 2 * 2 + 2 * (4 * 2 + 7) * 2 + 3 * 2 * 2 + 3
+    assert s["n_samples"] == 8 * 2 * 2 + 2 * (5 * 2 + 7) * 2 + 3 * 2 * 2 + 3
     base = {"sdedit", "sdedit+interp", "unitune", "unitune+interp", "unitune+pg", "sine"}
     assert set(s["methods"]) == base | {f"{m}{i}" for m in KEEP_METHODS for i in ("", "+interp")}
     out = tmp_path / "out"
@@ -179,8 +185,10 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     assert labels[:2] == ["c0 t0=1 w=1", "c0 t0=1 w=7.5"] and "inversion c2 t0=1 w=1" in labels
     for r in rows:  # the keep methods' columns: how it started, how much its mask let change
         how = r["method"] if r["method"] != "reconstruct" else r["label"]
-        assert r["start"] == ("inversion" if "inversion" in how else "noise")
-        assert (r["auto_mask_frac"] != "") == ("automask" in r["method"])
+        local = r["route"] == "local"  # a routed edit's branch: inversion inside the auto mask
+        assert (r["route"] in ("local", "global")) == r["method"].startswith("unitune+route")
+        assert r["start"] == ("inversion" if "inversion" in how or local else "noise")
+        assert (r["auto_mask_frac"] != "") == ("automask" in r["method"] or local)
         assert r["auto_mask_frac"] == "" or 0 < float(r["auto_mask_frac"]) <= 1
     assert all((out / "work" / r["scene"] / r["file"]).is_file() for r in rows)  # every sample kept
     rows = [r for r in rows if r["method"] != "reconstruct"]
@@ -191,7 +199,7 @@ def test_tiny_end_to_end_and_resume(family, tiny_models, tmp_path, capsys):
     assert sine and all(r["sine_K"] == "500" and r["sine_v"] == "0.7" for r in sine)
     assert all(r["sine_K"] == "" for r in rows if r["method"] != "sine")
     data = json.loads((out / "results.json").read_text())
-    assert len(data["configs"]) == 8 + 22 + 9 and data["configs"] == aggregate(data["records"])
+    assert len(data["configs"]) == 8 + 24 + 9 and data["configs"] == aggregate(data["records"])
     assert "Pareto frontier" in format_summary(s)
     # the interpolated samples are the UniTune ones pulled toward the base: never further away
     u = {(r["label"], r["kind"], r["seed"]): r for r in data["records"] if r["method"] == "unitune"}

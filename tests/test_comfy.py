@@ -196,3 +196,9 @@ def test_the_docs_workflow_runs_on_a_tiny_model(tiny_model, photo, tmp_path, mon
     left = np.abs(img[0, :, :12].numpy() - base[:, :12]).max()
     right = np.abs(img[0, :, 20:].numpy() - base[:, 20:]).max()
     assert left < 0.02 < right, (left, right)
+    # the global / local route through the node: the branch the map chose ran (a local edit
+    # returns its automatic mask, a global one all ones)
+    img, used = classes["UnituneEdit"]().edit(
+        loaded, "a dog", -1, 1.0, 7.5, 2, 0, "noise", False, False, route="auto", device="cpu"
+    )
+    assert img.shape == (1, 32, 32, 3) and used.shape == (1, 32, 32)

@@ -92,7 +92,7 @@ def test_auto_mask_equals_diffedit_generate_mask(editor, tiny_model, monkeypatch
     x0 = editor.base_latents(hw)
     src, tgt = editor.encode(["a cat", "a dog"], hw)
     neg = editor.negative(EditConfig(), hw)
-    ours = automask.estimate(
+    raw = automask.estimate_map(
         editor.state.pretrained(),
         bb,
         bb.make_scheduler("ddim", hw),
@@ -105,10 +105,8 @@ def test_auto_mask_equals_diffedit_generate_mask(editor, tiny_model, monkeypatch
         t0=0.5,
         draws=10,
         seed=3,
-        threshold=0.5,
-        cells=0,
-        rule="diffedit",
     )
+    ours = automask.mask_of(raw, "diffedit", 0.5, 0)
     pipe = _diffedit(tiny_model)
     _photo_latents(pipe, x0, monkeypatch)
     ref = pipe.generate_mask(

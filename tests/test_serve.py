@@ -26,7 +26,7 @@ from unitune.config import TuneConfig
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # the Refine tab's last four inputs as an SDEdit start without masks: start, inversion's
 # negative prompt, automatic mask, its threshold
-NOISE = ("noise", False, False, "diffedit", 0.5)
+NOISE = ("noise", False, False, "diffedit", 0.5, "off")
 
 
 def _free_port() -> int:
@@ -321,6 +321,7 @@ def test_api_refine_edit_with_mask_fidelity_and_sine(team, ana_tune, demo_photo,
         True,
         "otsu",
         0.4,
+        "off",
         api_name="/submit_edit",
     )
     st = _wait(c, job)

@@ -82,7 +82,7 @@ def dilate(mask: Tensor, cells: int) -> Tensor:
 
 
 @torch.no_grad()
-def estimate(
+def estimate_map(
     den: Denoiser,
     process,
     scheduler,
@@ -96,17 +96,14 @@ def estimate(
     t0: float,
     draws: int,
     seed: int,
-    threshold: float,
-    cells: int,
-    rule: str,
 ) -> Tensor:
-    """The edit mask (1, 1, h, w) in {0, 1} of ``x0`` (1, C, h, w) under the model ``den``.
+    """DiffEdit's raw difference map (1, 1, h, w) of ``x0`` (1, C, h, w) under the model ``den``,
+    before any cut: what :func:`cut` marks and route.py measures the spread of.
 
     ``process``: the backbone (its start index and forward process at the sampler's timesteps);
-    ``scheduler``: a fresh sampler of ``steps`` (the mask's timestep is the one an SDEdit start
+    ``scheduler``: a fresh sampler of ``steps`` (the map's timestep is the one an SDEdit start
     at ``t0`` joins, as DiffEdit's ``mask_encode_strength``); both predictions are CFG at ``w``
-    against ``negative``, as DiffEdit guides them; ``draws`` noise draws from ``seed``; the map
-    cut by ``rule`` (``threshold``: the diffedit rule's)."""
+    against ``negative``, as DiffEdit guides them; ``draws`` noise draws from ``seed``."""
     scheduler.set_timesteps(steps, device=x0.device)
     j = process.start_index(steps, t0) * scheduler.order
     t = scheduler.timesteps[min(j, len(scheduler.timesteps) - 1)]
@@ -120,18 +117,16 @@ def estimate(
     out = den(torch.cat([x_in] * len(conds)), t, cat_expand(conds, draws))
     preds = out[:, : x0.shape[1]].chunk(len(conds))  # learned variances (IF): the eps half
     src, tgt = preds if w == 1.0 else (cfg_mix(preds[0], p, w) for p in preds[1:])
-    return dilate(cut(diffedit_map(tgt, src), rule, threshold), cells)
+    return diffedit_map(tgt, src)
 
 
-def within(pixel_mask: Tensor | None, auto: Tensor, hw: tuple[int, int]) -> Tensor:
-    """The pixel mask (1, 1, H, W) at size hw an edit uses: the automatic mask ``auto`` (latent
-    size) upsampled, intersected with a user's ``pixel_mask`` there if there is one (the user's
-    mask bounds what may change; the automatic one narrows it)."""
-    up = to_pixels(auto, hw)
-    return up if pixel_mask is None else pixel_mask * up
+def mask_of(m: Tensor, rule: str, threshold: float, cells: int) -> Tensor:
+    """The edit mask (1, 1, h, w) in {0, 1} of a raw map ``m``: cut by ``rule`` (``threshold``:
+    the diffedit rule's), dilated by ``cells``."""
+    return dilate(cut(m, rule, threshold), cells)
 
 
-def for_edit(
+def map_for_edit(
     den: Denoiser,
     backbone,
     cfg,
@@ -142,9 +137,9 @@ def for_edit(
     negative: Conditioning,
     w: float,
 ) -> Tensor:
-    """The mask of an edit as ``EditConfig`` ``cfg`` (resolved) sets it: at its sampler and
+    """The raw map of an edit as ``EditConfig`` ``cfg`` (resolved) sets it: at its sampler and
     steps, its ``auto_mask_*`` knobs, CFG ``w``; (1, 1, h, w) at the latent size of hw."""
-    return estimate(
+    return estimate_map(
         den,
         backbone,
         backbone.make_scheduler(cfg.sampler, hw),
@@ -157,10 +152,21 @@ def for_edit(
         t0=cfg.auto_mask_t0,
         draws=cfg.auto_mask_draws,
         seed=cfg.auto_mask_seed,
-        threshold=cfg.auto_mask_threshold,
-        cells=cfg.auto_mask_dilate,
-        rule=cfg.auto_mask_rule,
     )
+
+
+def for_map(m: Tensor, cfg) -> Tensor:
+    """The mask ``EditConfig`` ``cfg`` cuts from the raw map ``m`` (its rule, threshold and
+    dilation)."""
+    return mask_of(m, cfg.auto_mask_rule, cfg.auto_mask_threshold, cfg.auto_mask_dilate)
+
+
+def within(pixel_mask: Tensor | None, auto: Tensor, hw: tuple[int, int]) -> Tensor:
+    """The pixel mask (1, 1, H, W) at size hw an edit uses: the automatic mask ``auto`` (latent
+    size) upsampled, intersected with a user's ``pixel_mask`` there if there is one (the user's
+    mask bounds what may change; the automatic one narrows it)."""
+    up = to_pixels(auto, hw)
+    return up if pixel_mask is None else pixel_mask * up
 
 
 def to_pixels(mask: Tensor, hw: tuple[int, int]) -> Tensor:

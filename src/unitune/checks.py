@@ -379,6 +379,11 @@ def check_grid(
     limits: WorkLimits = WorkLimits(),
 ) -> TuneFolder:
     grid.validate(limits=limits)
+    if cfg.route == "auto":  # the grid's columns are t0s; a routed local edit sets its own
+        raise UserError(
+            "--route auto sets each edit's start itself: a grid of t0s does not combine with it",
+            "drop --route, or run `unitune edit --route auto`",
+        )
     kw = {"prompt": prompt, "limits": limits}
     if grid.rows == "sr_checkpoint":
         folder = check_edit(tune_dir, cfg, mask, (), vae, **kw)

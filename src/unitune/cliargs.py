@@ -13,6 +13,7 @@ from .config import (
     EXPORT_FORMATS,
     LR_SCHEDULES,
     QUANTIZATIONS,
+    ROUTES,
     SAMPLERS,
     STARTS,
     Acceleration,
@@ -246,6 +247,23 @@ def add_edit_flags(p: argparse.ArgumentParser, d: EditConfig, grid: bool = False
         value = getattr(d, name)
         flag = "--" + name.replace("_", "-")
         k.add_argument(flag, type=kind, default=value, help=f"{what} ({value:g})")
+    k.add_argument(
+        "--route",
+        choices=ROUTES,
+        default=d.route,
+        help="auto: read the automatic mask's map first; a local edit (a peaked map) samples "
+        "negative-prompt inversion inside the automatic mask from --route-t0 at --route-cfg, a "
+        f"global one (background, style) samples as set ({d.route})",
+    )
+    route_knobs = (
+        ("route_spread", "the map's spread (std / mean) at or above which an edit is local"),
+        ("route_t0", "a local edit's start"),
+        ("route_cfg", "a local edit's CFG, and the map's"),
+    )
+    for name, what in route_knobs:
+        value = getattr(d, name)
+        flag = "--" + name.replace("_", "-")
+        k.add_argument(flag, type=float, default=value, help=f"{what} ({value:g})")
     sr = p.add_argument_group("cascade tunes (DeepFloyd IF): the super-resolution stage")
     sr.add_argument(
         "--sr-checkpoint",

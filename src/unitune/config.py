@@ -75,6 +75,9 @@ STARTS = ("noise", "inversion")
 # how --auto-mask turns its difference map into a mask (automask.py): "diffedit" (DiffEdit's
 # cut at a fraction of the clamped map) or "otsu" (the cut best separating two levels)
 AUTO_MASK_RULES = ("diffedit", "otsu")
+# EditConfig.route: "off" samples as set; "auto" reads the automatic mask's map first and samples
+# a local edit with the keep config, a global one as set (route.py)
+ROUTES = ("off", "auto")
 GRID_ROWS = ("checkpoint", "sr_checkpoint")  # GridConfig.rows
 # `unitune export --format`: a LoRA file diffusers loads (load_lora_weights), a LoRA file in kohya's
 # layout (A1111/Forge, ComfyUI), a full tune's delta compressed to a LoRA by SVD, and the tuned
@@ -338,6 +341,15 @@ class EditConfig:
     auto_mask_t0: float = 0.5  # the noise level the map is taken at (DiffEdit: strength 0.5)
     auto_mask_draws: int = 10  # noise draws averaged (DiffEdit: num_maps_per_mask 10)
     auto_mask_seed: int = 0  # seeds those draws (the mask is deterministic)
+    # the global / local route (route.py): "auto" takes the automatic mask's map first; a peaked
+    # map (a local edit) samples negative-prompt inversion from route_t0 at CFG route_cfg inside
+    # the automatic mask, a broad one (a global edit: background, style) samples as set
+    route: str = "off"
+    # spread (std / mean) of the map at or above which an edit is local: the automask-rules
+    # bench's background edits had 0.31-0.80, its recolour / reshape / outline edits >= 1.28
+    route_spread: float = 0.85
+    route_t0: float = 0.8  # a local edit's start (the bench's most faithful keep config)
+    route_cfg: float = 3.0  # a local edit's CFG, and the map's
     guides: tuple[str, ...] = ()  # multi-model guidance terms "TUNE_DIR:PROMPT:WEIGHT" (multi.py)
     # cascade tunes (DeepFloyd IF): the super-resolution stage after the base stage's edit
     sr_checkpoint: int | None = None  # its checkpoint: None -> the base stage's step if saved,
@@ -435,6 +447,22 @@ class EditConfig:
             "drop --inversion-negative",
         )
         _flag(self.auto_mask, "--auto-mask")
+        _choice(self.route, "--route", ROUTES)
+        _real(self.route_spread, "--route-spread", "e.g. 0.85", gt=0)
+        _real(self.route_t0, "--route-t0", "e.g. 0.8", gt=0, le=1)
+        _real(self.route_cfg, "--route-cfg", "e.g. 3", ge=0)
+        routing = self.route == "auto"
+        for clash, flag in (
+            (self.method == "sine", "--method sine"),
+            (bool(self.guides), "--guide"),
+            (self.prompt_guidance is not None, "--prompt-guidance"),
+            (self.eta != 0, "--eta"),
+        ):
+            _bad(
+                not (routing and clash),
+                f"--route auto picks between UniTune's CFG edits; it does not combine with {flag}",
+                f"drop {flag}, or --route off",
+            )
         _choice(self.auto_mask_rule, "--auto-mask-rule", AUTO_MASK_RULES)
         _real(self.auto_mask_threshold, "--auto-mask-threshold", "e.g. 0.5", ge=0, le=1)
         _int(self.auto_mask_dilate, "--auto-mask-dilate", 0, 64, "e.g. 1 (latent cells)")

@@ -22,13 +22,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torch import Tensor
 
-from . import automask
+from . import automask, route
 from .backbones import load_model
 from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import SRStage
 from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig, WorkLimits, check_prompt
-from .edit_methods import make_guider, plan_start
+from .edit_methods import make_guider, plan_route, plan_start
 from .editplan import EditPlan, EditResult, SRPlan, a1111_params, edit_params, output_name
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
@@ -236,6 +236,17 @@ class Editor:
         cfg.validate(limits=limits)
         for t in t0s or ():
             replace(cfg, t0=t).validate(limits=limits)
+        routed = None
+        if cfg.route == "auto":
+            if t0s:
+                raise UserError(
+                    "--route auto sets each edit's start itself: it does not combine with a row "
+                    "of t0s",
+                    "drop --route auto from the grid, or the t0 row",
+                )
+            routed = self._route(prompt, cfg)
+            if routed.local:
+                cfg = route.local_config(cfg)
         cfg, w, g = self._resolve(cfg)
         bb = self.backbone
         step = self.use_checkpoint(self.default_step(cfg))
@@ -251,7 +262,7 @@ class Editor:
             pix_mask = load_mask(mask, hw, self.placement).to(bb.device)[None]  # (1, 1, H, W)
             lat_mask = latent_mask(pix_mask, bb.latent_shape(hw)[1:])
         guider = self.guider(prompt, cfg, hw, (w, g))
-        inversion, auto = plan_start(self, prompt, cfg, hw, w, g, x0)
+        inversion, auto = plan_start(self, prompt, cfg, hw, w, g, x0, routed)
         if auto is not None:  # intersection: a --mask bounds what may change, the auto mask
             lat_mask = auto if lat_mask is None else lat_mask * auto  # narrows it within
             pix_mask = automask.within(pix_mask, auto, hw)
@@ -292,7 +303,16 @@ class Editor:
             auto_mask=auto,
             x4=self._stage3(cfg.upscaler) if cfg.upscaler else None,
             original=self.original if cfg.paste_back else None,
+            route=routed,
         )
+
+    def _route(self, prompt: str, cfg: EditConfig) -> route.Route:
+        """The route of an edit (route.py), from the map under its local config: that config's
+        checkpoint (the same as the edit's) applied, its size and CFG."""
+        local, w, g = self._resolve(route.local_config(cfg))
+        self.use_checkpoint(self.default_step(local))
+        hw, _ = self.sizes(local)
+        return plan_route(self, prompt, local, hw, w, g, self.base_latents(hw))
 
     @torch.no_grad()
     def run(self, plan: EditPlan, progress: bool = True) -> EditResult:

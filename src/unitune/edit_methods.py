@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from . import automask
+from . import automask, route
 from .backbones.base import Backbone, Conditioning
 from .config import EditConfig, TuneConfig
 from .errors import UnituneWarning, UserError
@@ -22,6 +22,7 @@ from .guiders.multi import MultiModel, Term, terms
 from .guiders.sine import SINE
 from .guidespec import GuideSpec, as_spec, check_same_base
 from .inversion import Inversion
+from .route import Route
 from .tunefolder import TuneFolder
 
 
@@ -127,6 +128,26 @@ def guide_view(ed: Editor, spec: str, g: GuideSpec, pre, tuned):
     return ed.state.guide(folder, step)
 
 
+def plan_route(
+    ed: Editor,
+    prompt: str,
+    cfg: EditConfig,
+    hw: tuple[int, int],
+    w: float,
+    g: float | None,
+    x0: Tensor,
+) -> Route:
+    """The global / local route of an edit (route.py): DiffEdit's raw map under ``cfg`` (the
+    resolved ``route.local_config``, whose mask a local edit then uses) and the tuned checkpoint
+    applied now, and its spread against ``cfg.route_spread``."""
+    texts = [source_prompt(ed, cfg), ed.full_prompt(prompt, cfg)]
+    c_src, c_edit = ed.encode(texts, hw, warn=False, guidance=g)
+    neg = ed.negative(cfg, hw, g)
+    tuned = ed.state.tuned(cfg.lora_scale)
+    m = automask.map_for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
+    return route.decide(m, cfg.route_spread)
+
+
 def plan_start(
     ed: Editor,
     prompt: str,
@@ -135,9 +156,11 @@ def plan_start(
     w: float,
     g: float | None,
     x0: Tensor | None,
+    routed: Route | None = None,
 ) -> tuple[Inversion | None, Tensor | None]:
     """(the inversion start, the automatic mask (1, 1, h, w) at latent size), each None when
-    ``cfg`` does not ask for it; both under the tuned checkpoint applied now."""
+    ``cfg`` does not ask for it; both under the tuned checkpoint applied now. ``routed``: the
+    route's map, taken under this ``cfg`` already (a local edit's mask is cut from it)."""
     if cfg.start != "inversion" and not cfg.auto_mask:
         return None, None
     tuned = ed.state.tuned(cfg.lora_scale)
@@ -147,13 +170,18 @@ def plan_start(
     if cfg.start == "inversion":
         inversion = Inversion(tuned, c_src, cfg.inversion_negative)
         if len(cfg.seeds) > 1:
+            what = "--start inversion" if routed is None else "a routed local edit (an inversion)"
             warnings.warn(
-                "--start inversion is deterministic: every seed gives the same image "
-                "(use one seed, or --start noise for variations)",
+                f"{what} is deterministic: every seed gives the same image "
+                "(use one seed, or --start noise / --route off for variations)",
                 UnituneWarning,
                 stacklevel=4,
             )
     if cfg.auto_mask:
-        neg = ed.negative(cfg, hw, g)
-        auto = automask.for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
+        if routed is not None and routed.local:
+            auto = automask.for_map(routed.map, cfg)
+        else:
+            neg = ed.negative(cfg, hw, g)
+            m = automask.map_for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
+            auto = automask.for_map(m, cfg)
     return inversion, auto

@@ -16,6 +16,7 @@ from . import __version__
 from .config import EditConfig, TuneConfig
 from .guiders import Guider
 from .inversion import Inversion
+from .route import Route
 
 if TYPE_CHECKING:
     from .backbones.base import Conditioning
@@ -55,6 +56,7 @@ class EditPlan:
     auto_mask: Tensor | None = None  # (1, 1, h, w) --auto-mask at latent size, 1 = may change
     x4: Any = None  # stage III (upscale.X4Upscaler), loaded, or None
     original: Image.Image | None = None  # the photo, for --paste-back
+    route: Route | None = None  # --route auto: what the map said (cfg is the branch's config)
 
     @property
     def starts(self) -> tuple[float, ...]:
@@ -73,6 +75,8 @@ class EditPlan:
             f"guidance: {self.guider.describe()}",
             f"t0: {', '.join(f'{t:g}' for t in self.starts)}; size {size}",
         ]
+        if self.route is not None:
+            lines.append(f"route: {self.route.describe()}")
         if self.inversion is not None:
             lines.append(f"start: {self.inversion.describe()}")
         if self.mask is not None:
@@ -128,6 +132,10 @@ def edit_params(
             "seeds": [int(x) for x in cfg.seeds],
         },
         "mask": str(plan.mask) if plan.mask is not None else None,
+        # --route auto: which branch the map chose (the config above is that branch's)
+        "route": (
+            {"edit": plan.route.kind, "spread": round(plan.route.spread, 4)} if plan.route else None
+        ),
         "unitune": __version__,
     }
 
@@ -179,6 +187,9 @@ def a1111_params(p: dict[str, Any]) -> dict[str, Any]:
         out["SR checkpoint"], out["SR t0"] = ec["sr_checkpoint"], ec["sr_t0"]
     if ec.get("upscaler"):
         out["Upscaler"] = ec["upscaler"]
+    if p.get("route"):
+        out["Route"] = f"{p['route']['edit']} edit"
+        out["Route spread"] = p["route"]["spread"]
     if ec.get("start", "noise") != "noise":
         out["Start"] = ec["start"] + (" (negative prompt)" if ec.get("inversion_negative") else "")
     if p.get("mask"):

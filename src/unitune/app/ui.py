@@ -33,6 +33,7 @@ import gradio as gr
 from ..config import (
     AUTO_MASK_RULES,
     EDIT_METHODS,
+    ROUTES,
     STARTS,
     TUNE_PRESETS,
     TUNE_SCHEDULES,
@@ -236,6 +237,7 @@ def build(server: Server) -> gr.Blocks:
         auto,
         rule,
         threshold,
+        routing,
         request: gr.Request,
     ):
         """Queue an edit with the Refine settings -> (job token, status)."""
@@ -245,6 +247,7 @@ def build(server: Server) -> gr.Blocks:
             "auto_mask": auto,
             "auto_mask_rule": rule,
             "auto_mask_threshold": threshold,
+            "route": routing,
         }
         if start == "inversion":  # the fix applies to an inversion start only
             settings["inversion_negative"] = inv_neg
@@ -496,6 +499,15 @@ def build(server: Server) -> gr.Blocks:
                         elem_id="auto-mask-threshold",
                     )
                 )
+                routing = _raw(
+                    gr.Radio(
+                        list(ROUTES),
+                        value=EditConfig.route,
+                        label="route: auto = the map decides; a local edit keeps the photo "
+                        "(inversion + automatic mask), a global one samples as set",
+                        elem_id="route",
+                    )
+                )
             mask = _quiet(
                 gr.ImageEditor(
                     label="mask: paint where the edit may change (optional; with the automatic "
@@ -560,7 +572,7 @@ def build(server: Server) -> gr.Blocks:
         edit_btn.click(
             submit_edit,
             [pick, prompt, seeds, fidelity, use_fid, guidance, method, K, v, mask]
-            + [start, inv_neg, auto, rule, threshold],
+            + [start, inv_neg, auto, rule, threshold, routing],
             [edit_job, edit_status],
             api_name="submit_edit",
         )

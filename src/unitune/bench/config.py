@@ -34,6 +34,10 @@ KEEP_METHODS = (
     "sdedit+automask-otsu",
     "unitune+automask-otsu",
     "unitune+inversion-neg+automask-otsu",
+    # the global / local route (route.py, `edit --route auto`): a local edit samples
+    # negative-prompt inversion inside the automatic mask, a global one the config of
+    # ``route_unitune``
+    "unitune+route",
 )
 
 
@@ -142,6 +146,9 @@ class BenchConfig:
         product((32,), (0.8, 0.9, 1.0), (3.0, 7.5))
     )
     keep_sdedit: tuple[tuple[float, float], ...] = ((0.8, 7.5), (0.9, 7.5), (1.0, 7.5))
+    # "unitune+route": the (checkpoint, t0, CFG) a global edit samples (the edit default); a
+    # local one samples EditConfig's route_t0 / route_cfg at that checkpoint
+    route_unitune: tuple[tuple[int, float, float], ...] = ((32, 0.9, 7.5),)
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
     # the time-to-quality study (bench/time_to_quality.py): when set, each scene is tuned once
@@ -152,6 +159,8 @@ class BenchConfig:
         """(checkpoint, t0, CFG) of a keep method ("sdedit+...": checkpoint 0)."""
         if method.startswith("sdedit+"):
             return [(0, t0, w) for t0, w in self.keep_sdedit]
+        if method == "unitune+route":
+            return list(self.route_unitune)
         return list(self.keep_unitune)
 
     def checkpoints(self) -> set[int]:
@@ -197,6 +206,8 @@ class BenchConfig:
             del d["schedules"]
         if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
             del d["tune_extra"]
+        if "unitune+route" not in d["keep_methods"]:  # runs made before the route existed
+            del d["route_unitune"]
         if not d["keep_methods"]:  # likewise the keep methods and inversion's reconstruction
             for k in ("keep_methods", "keep_unitune", "keep_sdedit", "recon_inversion_cfgs"):
                 del d[k]

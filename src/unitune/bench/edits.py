@@ -56,6 +56,8 @@ def keep_overrides(method: str) -> dict:
         over["auto_mask"] = True
     if "automask-otsu" in tricks:
         over["auto_mask_rule"] = "otsu"
+    if "route" in tricks:
+        over["route"] = "auto"
     return over
 
 
@@ -279,6 +281,7 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
             if method == "unitune+pg":
                 ec = replace(ec, prompt_guidance=item.caption)
             res = ed.edit(e.prompt, ec, progress=False)
+            ran = res.params[0]  # what was sampled: a routed edit's branch sets its start
             common = {
                 "method": method,
                 "label": label(method, ec),
@@ -292,8 +295,9 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
                 "prompt_guidance": method == "unitune+pg",
                 "interpolate": False,
                 "keep_frac": round(float(masks[e.kind].mean()), 4),
-                "start": ec.start,
+                "start": ran["edit_config"]["start"],
                 "auto_mask_frac": _mask_frac(res),
+                "route": (ran.get("route") or {}).get("edit"),
             }
             records += score_samples(
                 res.images, ec.seeds, e, before, base, masks[e.kind], lp, common

@@ -44,6 +44,7 @@ COLUMNS = (
     "keep_frac",
     "start",
     "auto_mask_frac",
+    "route",
     "base_read_ok",
     "file",
 )

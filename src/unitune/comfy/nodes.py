@@ -23,6 +23,7 @@ import torch
 from ..config import (
     AUTO_MASK_RULES,
     DEFAULT_MODEL,
+    ROUTES,
     STARTS,
     TUNE_METHODS,
     EditConfig,
@@ -170,6 +171,7 @@ class UnituneEdit:
             "optional": {
                 "mask": ("MASK",),
                 "auto_mask_rule": (list(AUTO_MASK_RULES), {"default": _ED.auto_mask_rule}),
+                "route": (list(ROUTES), {"default": _ED.route}),
                 "negative_prompt": ("STRING", {"default": "", "multiline": True}),
                 "prompt_guidance": ("STRING", {"default": ""}),
                 "batch": ("INT", {"default": 1, "min": 1, "max": _LIM.max_seeds}),
@@ -191,6 +193,7 @@ class UnituneEdit:
         interpolate,
         mask=None,
         auto_mask_rule=_ED.auto_mask_rule,
+        route=_ED.route,
         negative_prompt="",
         prompt_guidance="",
         batch=1,
@@ -205,6 +208,7 @@ class UnituneEdit:
             start=start,
             auto_mask=auto_mask,
             auto_mask_rule=auto_mask_rule,
+            route=route,
             interpolate=interpolate,
             negative_prompt=negative_prompt,
             prompt_guidance=prompt_guidance or None,
