@@ -2,6 +2,8 @@
 
     python scripts/automask_route.py runs/amr/results.json docs/automask_maps.json \
         --out docs/automask_route.json
+    python scripts/automask_route.py runs/rc/results.json runs/rc/maps.json --read-on 8 \
+        --verify runs/rc/work --out docs/route_check.json
 
 The map's spread (std / mean; scripts/automask_maps.py) tells a global edit from a local one
 before anything is sampled: a local edit's map is a few bright cells, a global edit's a broad
@@ -10,8 +12,13 @@ it is not. Samples are per (config, scene, edit, seed), so a routed method's sam
 those of the config it picks for each edit: its scores are taken from the run's records, no
 sampling needed. Each route is paired over scenes against the default edit (bootstrap 95%),
 as scripts/bench_keep.py pairs configs; every edit weighs the same (the inversion configs
-sample one seed, the noise starts four). The spread cut is read off the same scenes it is
-scored on (in-sample): the full preset's further scenes are the check it still needs.
+sample one seed, the noise starts four).
+
+``--read-on N``: the spread cut was read off the suite's first N scenes, so the rows are also
+given for them alone (in-sample) and for the scenes after them (held out: the check). ``--verify
+WORK`` re-samples the held-out scenes' edits (all of them with ``--read-on 0``) with `unitune
+edit`'s own ``--route auto`` and checks each image is the kept sample of the config the route
+was scored with (global: the default's batch of seeds; local: the keep config's one seed).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_keep import METRICS, paired  # noqa: E402
@@ -57,12 +65,86 @@ def by_scene(edits: dict[tuple[str, str], np.ndarray]) -> dict[str, np.ndarray]:
     return {s: np.mean(v, axis=0) for s, v in out.items()}
 
 
+def route_rows(recs, is_global, scenes, rng, boot) -> list[dict]:
+    """The paired rows (each config alone, then each route) over ``scenes``."""
+    recs = [r for r in recs if r["scene"] in scenes]
+    base = by_scene(per_edit(recs, DEFAULT))
+    local = per_edit(recs, LOCAL)
+    kinds = sorted({k for _, k in local})
+    rows = []
+    for config in dict.fromkeys((DEFAULT, LOCAL, *GLOBALS)):  # the default once
+        rows.append({"route": config, **paired(base, by_scene(per_edit(recs, config)), rng, boot)})
+    for g in GLOBALS:
+        other = per_edit(recs, g)
+        edits = {k: (other[k] if is_global[k] else v) for k, v in local.items()}
+        row = {"route": f"global -> {g}; local -> {LOCAL}"}
+        row |= paired(base, by_scene(edits), rng, boot)
+        row["success by kind"] = {
+            kind: round(float(np.mean([v[0] for (s, k), v in edits.items() if k == kind])), 3)
+            for kind in kinds
+        }
+        rows.append(row)
+    return rows
+
+
+def verify(work: Path, recs: list[dict], scenes: list[str], preset: str) -> dict:
+    """`edit --route auto` (the default's checkpoint, t0 and CFG for a global edit) on each
+    edit of ``scenes``: its images against the kept samples of the config the route picked."""
+    from dataclasses import replace
+
+    from unitune.bench.config import PRESETS
+    from unitune.bench.suite import make_suite
+    from unitune.config import EditConfig
+    from unitune.edit import Editor
+
+    bc = PRESETS[preset]
+    files = {
+        (r["method"], r["label"], r["scene"], r["kind"], r["seed"]): r["file"]
+        for r in recs
+        if r.get("file")
+    }
+    same = differ = 0
+    worst = 0
+    for item in (i for i in make_suite(bc.n_scenes, kinds=bc.kinds) if i.sid in scenes):
+        ed = Editor(work / item.sid / "tune", "cpu")
+        for e in item.edits:
+            ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), interpolate=False)
+            ec = replace(ec, checkpoint=32, t0=0.9, cfg=7.5, route="auto")
+            plan = ed.plan(e.prompt, ec)
+            config = LOCAL if plan.route.local else DEFAULT
+            if plan.route.local:  # the keep config was sampled at its one seed
+                plan = ed.plan(e.prompt, replace(ec, seeds=tuple(bc.seeds[:1])))
+            method, label = config.replace("+interp", "").split(":", 1)
+            res = ed.run(plan, progress=False)
+            for seed, im in zip(plan.cfg.seeds, res.images, strict=True):
+                ref = np.asarray(
+                    Image.open(work / item.sid / files[(method, label, item.sid, e.kind, seed)])
+                )
+                d = int(np.abs(np.asarray(im).astype(int) - ref.astype(int)).max())
+                worst = max(worst, d)
+                same, differ = (same + 1, differ) if d == 0 else (same, differ + 1)
+        del ed
+    return {
+        "scenes": scenes,
+        "images equal": same,
+        "images differing": differ,
+        "max |diff| (8-bit)": worst,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path, help="a bench run's results.json")
     ap.add_argument("maps", type=Path, help="scripts/automask_maps.py's JSON of the same run")
     ap.add_argument("--spread", type=float, default=0.85, help="below: a global edit")
     ap.add_argument("--setting", default="tuned c32 w3", help="the maps' setting (LOCAL's mask)")
+    ap.add_argument(
+        "--read-on", type=int, default=0, help="the cut was read off the first N scenes"
+    )
+    ap.add_argument(
+        "--verify", type=Path, help="the run's work folder: re-sample with --route auto"
+    )
+    ap.add_argument("--preset", default="route-check", help="the run's preset (for --verify)")
     ap.add_argument("--boot", type=int, default=10000)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -73,45 +155,46 @@ def main() -> None:
         if r["setting"] == args.setting
     }
     is_global = {k: v < args.spread for k, v in spread.items()}
-    rng = np.random.default_rng(0)
-    base = by_scene(per_edit(recs, DEFAULT))
-    local = per_edit(recs, LOCAL)
-    kinds = sorted({k for _, k in local})
-    routed_as = {k: sorted(s for (s, kk), g in is_global.items() if g and kk == k) for k in kinds}
-    rows = []
-    for config in dict.fromkeys((DEFAULT, LOCAL, *GLOBALS)):  # the default once
-        rows.append(
-            {"route": config, **paired(base, by_scene(per_edit(recs, config)), rng, args.boot)}
-        )
-    for g in GLOBALS:
-        other = per_edit(recs, g)
-        edits = {k: (other[k] if is_global[k] else v) for k, v in local.items()}
-        row = {"route": f"global -> {g}; local -> {LOCAL}"}
-        row |= paired(base, by_scene(edits), rng, args.boot)
-        row["success by kind"] = {
-            kind: round(float(np.mean([v[0] for (s, k), v in edits.items() if k == kind])), 3)
-            for kind in kinds
-        }
-        rows.append(row)
+    scenes = sorted({r["scene"] for r in recs if r["method"] != "reconstruct"})
+    subsets = {"all": scenes}
+    if args.read_on:
+        subsets |= {"read on": scenes[: args.read_on], "held out": scenes[args.read_on :]}
+    kinds = sorted({k for _, k in is_global})
     out = {
         "results": str(args.results),
         "spread below which an edit is global": args.spread,
-        "edits routed as global, per kind": routed_as,
+        "edits routed as global, per kind": {
+            k: sorted(s for (s, kk), g in is_global.items() if g and kk == k) for k in kinds
+        },
         "default": DEFAULT,
-        "rows": rows,
+        "subsets": {},
     }
+    for name, sub in subsets.items():
+        rng = np.random.default_rng(0)
+        out["subsets"][name] = {
+            "scenes": sub,
+            "rows": route_rows(recs, is_global, set(sub), rng, args.boot),
+        }
+    if args.verify:
+        held = subsets.get("held out", scenes)
+        out["verify"] = verify(args.verify, recs, held, args.preset)
     atomic_write_json(args.out, out)
-    print(f"global edits: { {k: len(v) for k, v in routed_as.items()} }")
     print(
-        "| route | success | fidelity | d success [95%] | d fidelity [95%] |\n|---|---|---|---|---|"
+        f"global edits: { {k: len(v) for k, v in out['edits routed as global, per kind'].items()} }"
     )
-    for r in rows:
-        s, f = r["success"], r["fidelity"]
-        fmt = "{:+.3f} [{:+.3f}, {:+.3f}]"
-        print(
-            f"| {r['route']} | {s['value']:.3f} | {f['value']:.3f} | "
-            f"{fmt.format(s['diff'], *s['ci95'])} | {fmt.format(f['diff'], *f['ci95'])} |"
-        )
+    for name, sub in out["subsets"].items():
+        print(f"\n{name} ({len(sub['scenes'])} scenes)")
+        print("| route | success | fidelity | d success [95%] | d fidelity [95%] |")
+        print("|---|---|---|---|---|")
+        for r in sub["rows"]:
+            s, f = r["success"], r["fidelity"]
+            fmt = "{:+.3f} [{:+.3f}, {:+.3f}]"
+            print(
+                f"| {r['route']} | {s['value']:.3f} | {f['value']:.3f} | "
+                f"{fmt.format(s['diff'], *s['ci95'])} | {fmt.format(f['diff'], *f['ci95'])} |"
+            )
+    if "verify" in out:
+        print("\nverify:", out["verify"])
 
 
 if __name__ == "__main__":

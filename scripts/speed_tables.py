@@ -28,6 +28,9 @@ def rows(path: Path) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for case, r in s["results"].items():
+        if "skipped" in r:  # e.g. edit-t0 where the family has no img2img pipeline
+            out.append(f"| {LABEL[case]} | skipped: {r['skipped']} | | | |")
+            continue
         u, d = r["unitune"], r["diffusers"]
         cell = lambda x: f"{x['median_s']:.3g} ({x['min_s']:.3g}-{x['max_s']:.3g})"  # noqa: E731
         mem = f"{u['peak_mb']:.0f} / {d['peak_mb']:.0f} MB" if "peak_mb" in u else "-"
