@@ -463,12 +463,14 @@ def test_the_server_hands_out_only_a_jobs_own_files(team, ana_tune):
         400,
         0.7,
         None,
-        *NOISE,
+        *NOISE[:-1],
+        "auto",  # the Refine tab's route: the map picks the branch, the PNG says which
         api_name="/submit_edit",
     )
     assert _wait(c, job)["state"] == "done"
     (png,) = c.predict(job, api_name="/files")
-    assert "beikkpic a green circle" in Image.open(png).text["parameters"]
+    text = Image.open(png).text["parameters"]
+    assert "beikkpic a green circle" in text and "Route: " in text, text
     d = team.data.resolve()
     private = [
         d / "queue.sqlite",
@@ -600,6 +602,14 @@ def test_one_request_cannot_occupy_the_server(team, ana_tune, demo_photo):
     _refused(lambda: edit(prompt="x" * 2_000_000), "characters")
     _refused(lambda: edit(K="abc"), "--K")
     _refused(lambda: edit(fid="nan", use=True), "finite")
+    routed_sine = (*NOISE[:-1], "auto")  # the route picks UniTune CFG edits only
+    _refused(
+        lambda: c.predict(
+            *(tune, "a green circle", "0", 0.5, False, "", "sine", 400, 0.7, None, *routed_sine),
+            api_name="/submit_edit",
+        ),
+        "--route auto",
+    )
     _refused(
         lambda: c.predict(tune, "x", ",".join(["0.5"] * 100), "0", api_name="/submit_grid"),
         "max_grid_cells",
