@@ -75,11 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("work", type=Path, help="a bench run's work folder (s000/tune, ...)")
     ap.add_argument("--preset", default="automask-rules")
+    ap.add_argument("--scenes", type=int, help="the run's number of scenes (default: the preset's)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--png", type=Path)
     args = ap.parse_args(argv)
     bc = PRESETS[args.preset]
-    items = [i for i in make_suite(bc.n_scenes, kinds=bc.kinds) if (args.work / i.sid).is_dir()]
+    n = args.scenes or bc.n_scenes
+    items = [i for i in make_suite(n, kinds=bc.kinds) if (args.work / i.sid).is_dir()]
     if not items:
         print(f"no scene folders under {args.work}", file=sys.stderr)
         return 2

@@ -74,11 +74,15 @@ def route_rows(recs, is_global, scenes, rng, boot) -> list[dict]:
     rows = []
     for config in dict.fromkeys((DEFAULT, LOCAL, *GLOBALS)):  # the default once
         rows.append({"route": config, **paired(base, by_scene(per_edit(recs, config)), rng, boot)})
+    sdedit = {c: by_scene(per_edit(recs, c)) for c in GLOBALS if c.startswith("sdedit")}
     for g in GLOBALS:
         other = per_edit(recs, g)
         edits = {k: (other[k] if is_global[k] else v) for k, v in local.items()}
         row = {"route": f"global -> {g}; local -> {LOCAL}"}
         row |= paired(base, by_scene(edits), rng, boot)
+        for c, b in sdedit.items():  # against SDEdit's frontier points (the untuned baseline)
+            p = paired(b, by_scene(edits), rng, boot)
+            row[f"vs {c}"] = {m: {"diff": p[m]["diff"], "ci95": p[m]["ci95"]} for m in METRICS}
         row["success by kind"] = {
             kind: round(float(np.mean([v[0] for (s, k), v in edits.items() if k == kind])), 3)
             for kind in kinds
@@ -105,7 +109,8 @@ def verify(work: Path, recs: list[dict], scenes: list[str], preset: str) -> dict
     }
     same = differ = 0
     worst = 0
-    for item in (i for i in make_suite(bc.n_scenes, kinds=bc.kinds) if i.sid in scenes):
+    n = 1 + max(int(s[1:]) for s in scenes)  # scene ids are s<index> of one stream
+    for item in (i for i in make_suite(n, kinds=bc.kinds) if i.sid in scenes):
         ed = Editor(work / item.sid / "tune", "cpu")
         for e in item.edits:
             ec = EditConfig(steps=bc.steps, seeds=tuple(bc.seeds), interpolate=False)
@@ -193,6 +198,14 @@ def main() -> None:
                 f"| {r['route']} | {s['value']:.3f} | {f['value']:.3f} | "
                 f"{fmt.format(s['diff'], *s['ci95'])} | {fmt.format(f['diff'], *f['ci95'])} |"
             )
+    for r in out["subsets"]["all"]["rows"]:
+        for k, v in r.items():
+            if k.startswith("vs "):
+                s, f = v["success"], v["fidelity"]
+                print(
+                    f"{r['route'][:48]}... {k}: success {s['diff']:+.3f} {s['ci95']}, "
+                    f"fidelity {f['diff']:+.3f} {f['ci95']}"
+                )
     if "verify" in out:
         print("\nverify:", out["verify"])
 
