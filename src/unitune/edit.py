@@ -28,7 +28,7 @@ from .backbones.base import Backbone, Conditioning, warn_long_prompts
 from .cascade import SRStage
 from .checks import check_steps_table, open_tune, refuse_quantized_full, tune_model_ref
 from .config import Acceleration, EditConfig, WorkLimits, check_prompt
-from .edit_methods import make_guider, plan_route, plan_start
+from .edit_methods import make_guider, plan_start, route_of
 from .editplan import EditPlan, EditResult, SRPlan, a1111_params, edit_params, output_name
 from .errors import UnituneWarning, UserError
 from .guidance import latent_mask
@@ -312,7 +312,7 @@ class Editor:
         local, w, g = self._resolve(route.local_config(cfg))
         self.use_checkpoint(self.default_step(local))
         hw, _ = self.sizes(local)
-        return plan_route(self, prompt, local, hw, w, g, self.base_latents(hw))
+        return route_of(self, prompt, local, hw, (w, g), self.base_latents(hw))
 
     @torch.no_grad()
     def run(self, plan: EditPlan, progress: bool = True) -> EditResult:

@@ -128,24 +128,23 @@ def guide_view(ed: Editor, spec: str, g: GuideSpec, pre, tuned):
     return ed.state.guide(folder, step)
 
 
-def plan_route(
-    ed: Editor,
-    prompt: str,
-    cfg: EditConfig,
-    hw: tuple[int, int],
-    w: float,
-    g: float | None,
-    x0: Tensor,
+def route_of(
+    ed: Editor, prompt: str, cfg: EditConfig, hw: tuple[int, int], wg, x0: Tensor
 ) -> Route:
     """The global / local route of an edit (route.py): DiffEdit's raw map under ``cfg`` (the
-    resolved ``route.local_config``, whose mask a local edit then uses) and the tuned checkpoint
-    applied now, and its spread against ``cfg.route_spread``."""
+    resolved ``route.local_config``, whose mask a local edit then uses; ``wg``: its (w, g)) and
+    the tuned checkpoint applied now, against ``cfg.route_spread``."""
     texts = [source_prompt(ed, cfg), ed.full_prompt(prompt, cfg)]
-    c_src, c_edit = ed.encode(texts, hw, warn=False, guidance=g)
-    neg = ed.negative(cfg, hw, g)
+    c_src, c_edit = ed.encode(texts, hw, warn=False, guidance=wg[1])
+    return route.decide(edit_map(ed, cfg, hw, wg, x0, c_src, c_edit), cfg.route_spread)
+
+
+def edit_map(ed: Editor, cfg: EditConfig, hw, wg, x0: Tensor, c_src, c_edit) -> Tensor:
+    """DiffEdit's raw map (1, 1, h, w) of the edit ``c_edit`` against the source ``c_src`` under
+    the tuned checkpoint applied now, at ``cfg``'s mask settings and CFG ``wg`` = (w, g)."""
+    neg = ed.negative(cfg, hw, wg[1])
     tuned = ed.state.tuned(cfg.lora_scale)
-    m = automask.map_for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
-    return route.decide(m, cfg.route_spread)
+    return automask.map_for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, wg[0])
 
 
 def plan_start(
@@ -178,10 +177,7 @@ def plan_start(
                 stacklevel=4,
             )
     if cfg.auto_mask:
-        if routed is not None and routed.local:
-            auto = automask.for_map(routed.map, cfg)
-        else:
-            neg = ed.negative(cfg, hw, g)
-            m = automask.map_for_edit(tuned, ed.backbone, cfg, hw, x0, c_edit, c_src, neg, w)
-            auto = automask.for_map(m, cfg)
+        local = routed is not None and routed.local  # the route's map is this cfg's already
+        m = routed.map if local else edit_map(ed, cfg, hw, (w, g), x0, c_src, c_edit)
+        auto = automask.for_map(m, cfg)
     return inversion, auto

@@ -77,6 +77,14 @@ def _ui_error(fn):
     return wrapped
 
 
+def _choice(field: str, choices: tuple[str, ...], label: str):
+    """A radio of one of EditConfig's choice fields, at its default (elem_id: the field's name
+    with dashes), its value passed through raw (:func:`_raw`)."""
+    default = getattr(EditConfig, field)
+    elem = field.replace("_", "-")
+    return _raw(gr.Radio(list(choices), value=default, label=label, elem_id=elem))
+
+
 def _raw(component):
     """``component`` whose value reaches the handler as the client sent it: server.py checks
     every value (one line for any type), where gradio's own preprocessing answers a wrong type
@@ -481,14 +489,11 @@ def build(server: Server) -> gr.Blocks:
                         elem_id="auto-mask",
                     )
                 )
-                rule = _raw(
-                    gr.Radio(
-                        list(AUTO_MASK_RULES),
-                        value=EditConfig.auto_mask_rule,
-                        label="automatic mask cut: diffedit (local edits) or otsu (any area, "
-                        "also backgrounds)",
-                        elem_id="auto-mask-rule",
-                    )
+                rule = _choice(
+                    "auto_mask_rule",
+                    AUTO_MASK_RULES,
+                    "automatic mask cut: diffedit (local edits) or otsu (any area, also "
+                    "backgrounds)",
                 )
                 threshold = _raw(
                     gr.Slider(
@@ -499,14 +504,11 @@ def build(server: Server) -> gr.Blocks:
                         elem_id="auto-mask-threshold",
                     )
                 )
-                routing = _raw(
-                    gr.Radio(
-                        list(ROUTES),
-                        value=EditConfig.route,
-                        label="route: auto = the map decides; a local edit keeps the photo "
-                        "(inversion + automatic mask), a global one samples as set",
-                        elem_id="route",
-                    )
+                routing = _choice(
+                    "route",
+                    ROUTES,
+                    "route: auto = the map decides; a local edit keeps the photo (inversion + "
+                    "automatic mask), a global one samples as set",
                 )
             mask = _quiet(
                 gr.ImageEditor(
