@@ -423,6 +423,9 @@ def test_every_feature_on_the_family(family, tiny_models, photo, tmp_path, capsy
         ("full", "--auto-mask", "--mask", t / "mask.png", "--seeds", "0,1"),
         ("lora", "--start", "inversion", "--auto-mask", "--method", "sine"),
         ("lora", "--auto-mask", "--guide", f"{t / 'full'}:beikkpic:1.5"),
+        # the global / local route, its cut set so that the edit is local, then global
+        ("full", "--route", "auto", "--route-spread", 1e-6, "--mask", t / "mask.png"),
+        ("lora", "--route", "auto", "--route-spread", 1e6),
     ]
     for i, (tune_dir, *flags) in enumerate(edits):
         files = ok("edit", t / tune_dir, "a dog", *flags, "--steps", 2, "--out", t / f"e{i}")
