@@ -431,7 +431,8 @@ class EditConfig:
         inverting = self.start == "inversion"
         _bad(
             not inverting or self.eta == 0,
-            f"--start inversion runs the deterministic sampler backwards; --eta is {self.eta:g}",
+            "--start inversion runs the deterministic sampler backwards; --eta is "
+            + show_value(self.eta),
             "drop --eta (or use --start noise)",
         )
         _bad(
