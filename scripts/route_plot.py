@@ -49,7 +49,7 @@ def main() -> None:
     for r in sub["rows"]:
         name = label(r["route"])
         x, y = r["fidelity"]["value"], r["success"]["value"]
-        routed = name.startswith("route")
+        routed = r["route"].startswith("global -> ")  # a route, not one config
         ax.scatter(x, y, s=60 if routed else 35, marker="*" if routed else "o")
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set_xlabel("fidelity (1 - LPIPS outside the edit)")
