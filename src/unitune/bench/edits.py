@@ -22,6 +22,7 @@ soon as it is done; a rerun skips scenes whose results exist for the same settin
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from itertools import product
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from ..config import EditConfig, TuneConfig
+from ..errors import UnituneWarning
 from ..fileio import atomic_write
 from ..metrics.fidelity import PSNR_CAP, distances, image_tensor
 from ..world.edits import Edit, judge
@@ -280,7 +282,10 @@ def run_scene(item: SceneItem, bc: BenchConfig, work: Path, bb, lp) -> dict:
             ec = sample_config(bc, **over)
             if method == "unitune+pg":
                 ec = replace(ec, prompt_guidance=item.caption)
-            res = ed.edit(e.prompt, ec, progress=False)
+            with warnings.catch_warnings():
+                if ec.route == "auto":  # a local edit's seeds are one image by design here
+                    warnings.simplefilter("ignore", UnituneWarning)
+                res = ed.edit(e.prompt, ec, progress=False)
             ran = res.params[0]  # what was sampled: a routed edit's branch sets its start
             common = {
                 "method": method,
