@@ -259,6 +259,8 @@ def test_every_feature_on_the_cascade(tiny_if, photo, tmp_path, capsys):
         ("base", "--t0", 0.9),
         # stage I inverted (DDIM on its eps half), its auto mask upsampled for stage II
         ("full", "--start", "inversion", "--auto-mask", "--mask", t / "mask.png"),
+        # the route on stage I: a local edit (the cut below any map), its mask for stage II
+        ("full", "--route", "auto", "--route-spread", 1e-6),
     ]
     for i, (tune_dir, *flags) in enumerate(edits):
         files = ok(
