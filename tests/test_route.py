@@ -134,3 +134,23 @@ def test_grid_refuses_route(tuned, tmp_path, capsys):
     out = tmp_path / "g.png"
     code, _, err = _run(["grid", tuned, "a dog", "--route", "auto", "--out", out], capsys)
     assert code == 2 and "--route auto" in err and not out.exists()
+
+
+def test_a_routed_plan_encodes_each_prompt_once(editor, monkeypatch):
+    """The route, the guider and the start of a local edit ask for the same prompts: within one
+    plan the text encoder sees each batch of prompts once (the negative prompt included); the
+    next plan encodes anew."""
+    bb = editor.backbone
+    seen: list[tuple[str, ...]] = []
+    real = bb.encode
+
+    def counted(prompts, *a, **k):
+        seen.append(tuple(prompts))
+        return real(prompts, *a, **k)
+
+    monkeypatch.setattr(bb, "encode", counted)
+    plan = editor.plan("a dog", _cfg(route_spread=1e-6))
+    assert plan.route.local and seen and len(seen) == len(set(seen)), seen
+    first = list(seen)
+    editor.plan("a dog", _cfg(route_spread=1e-6))
+    assert seen == first + first

@@ -87,6 +87,9 @@ class Editor:
         self.base_image = Image.open(self.folder.path / "base.png").convert("RGB")
         self._original: Image.Image | None = None
         self._x4: tuple[str, Any] | None = None  # stage III (--upscaler), loaded on first use
+        # what a plan has encoded: it asks for the same prompts more than once (the route, the
+        # guider, the start), and an LM text encoder is the slow part; None outside a plan
+        self._encoded: dict[tuple, Any] | None = None
 
     @property
     def upscaler(self) -> SRStage | None:
@@ -150,14 +153,27 @@ class Editor:
         if warn:
             warn_long_prompts(self.backbone, prompts)
         geo = self.placement.geometry(hw)
-        return self.backbone.encode(prompts, geo, guidance).chunk(len(prompts))
+        key = ("encode", tuple(prompts), tuple(hw), guidance)
+        return self._once(
+            key, lambda: self.backbone.encode(prompts, geo, guidance).chunk(len(prompts))
+        )
 
     def negative(
         self, cfg: EditConfig, hw: tuple[int, int], guidance: float | None = None
     ) -> Conditioning:
-        return self.backbone.encode_negative(
-            cfg.negative_prompt, self.placement.geometry(hw), guidance
+        geo = self.placement.geometry(hw)
+        key = ("negative", cfg.negative_prompt, tuple(hw), guidance)
+        return self._once(
+            key, lambda: self.backbone.encode_negative(cfg.negative_prompt, geo, guidance)
         )
+
+    def _once(self, key: tuple, make):
+        """``make()``, or inside a plan what the plan already made under ``key``."""
+        if self._encoded is None:
+            return make()
+        if key not in self._encoded:
+            self._encoded[key] = make()
+        return self._encoded[key]
 
     def _stage3(self, ref: str):
         """The x4 upscaler ``ref`` (stage III), loaded on first use and kept."""
@@ -232,6 +248,20 @@ class Editor:
         (the grid's row; single-step samplers only). ``limits``: the work one call may ask for
         (the CLI's checks, unitune.checks). Applies the plan's checkpoint to the model state:
         run a plan before making the next one."""
+        self._encoded = {}  # each prompt encoded once in this plan
+        try:
+            return self._plan(prompt, cfg, mask, t0s, limits)
+        finally:
+            self._encoded = None
+
+    def _plan(
+        self,
+        prompt: str,
+        cfg: EditConfig,
+        mask: str | Path | None,
+        t0s: tuple[float, ...] | None,
+        limits: WorkLimits,
+    ) -> EditPlan:
         check_prompt(prompt, limits, required=False)  # "": the tuned prompt alone
         cfg.validate(limits=limits)
         for t in t0s or ():
