@@ -154,10 +154,11 @@ def check_best_of(
     tune_dir: str | Path | None = None,
     sweeping: bool = False,
     balance: float = 1.0,
+    route: str = "off",
     limits: WorkLimits = WorkLimits(),
 ) -> None:
-    """`edit --best-of N`: N candidates (seeds, at most limits.max_seeds), not with --params nor a
-    cascade tune; --sweep-*, --keep-all and --balance only with it."""
+    """`edit --best-of N`: N candidates (seeds, at most limits.max_seeds), not with --params, a
+    cascade tune nor --route auto; --sweep-*, --keep-all and --balance only with it."""
     from .config import RankConfig
     from .config_checks import _finite, _int
 
@@ -167,6 +168,12 @@ def check_best_of(
         _int(best_of, "--best-of", 1, limits.max_seeds, "e.g. --best-of 8", "max_seeds")
     if best_of and params:
         raise UserError("--best-of samples new candidates; --params reproduces one", "drop one")
+    if best_of and route == "auto":
+        raise UserError(
+            "--route auto does not combine with --best-of: a routed local edit starts from the "
+            "photo's inversion, so every candidate is the same image",
+            "drop --best-of, or --route",
+        )
     if best_of and tune_dir is not None and is_cascade(tune_dir):  # its judge: one model, one size
         raise UserError(
             "--best-of does not rank a cascade tune's edits (DeepFloyd IF)",

@@ -347,18 +347,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
     else:
         prompt, cfg, mask = args.prompt, _edit_config(args), args.mask
     sweeping = bool(args.sweep_t0 or args.sweep_checkpoints or args.keep_all)
-    if args.best_of and cfg.route == "auto":
-        raise UserError(
-            "--route auto does not combine with --best-of: a routed local edit starts from the "
-            "photo's inversion, so every candidate is the same image",
-            "drop --best-of, or --route",
-        )
     check_best_of(
         args.best_of,
         params=bool(args.params),
         tune_dir=args.tune,
         sweeping=sweeping,
         balance=args.balance,
+        route=cfg.route,
     )
     if args.fidelity is not None:
         explicit = [f"--{k}" for k in ("checkpoint", "t0", "cfg") if k in vars(args)]
