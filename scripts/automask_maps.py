@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 m = raw_map(ed, e.prompt, ec)
                 region = 1 - keep_mask(item.scene, e, tuple(m.shape), bc.mask_margin)[0, 0]
                 mn = m / m.mean()
+                mask = automask.for_map(m[None, None], ec)[0, 0]
+                tight = 1 - keep_mask(item.scene, e, tuple(m.shape), 0.0)[0, 0]
                 rows.append(
                     {
                         "scene": item.sid,
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                             float(automask.threshold_map(m[None, None], 0.5).mean()), 3
                         ),
                         "otsu_frac": round(float(automask.otsu_map(m[None, None]).mean()), 3),
+                        # the mask the edit samples in (cut and dilated as `ec` says): its area,
+                        # and how much of the region without the bench's margin (the object's
+                        # own box) it marks: what the mask misses cannot change
+                        "mask_frac": round(float(mask.mean()), 3),
+                        "region_marked": round(float(mask[tight > 0].mean()), 3),
                     }
                 )
                 if name == next(iter(SETTINGS)):
@@ -129,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                     "spread",
                     "diffedit_frac",
                     "otsu_frac",
+                    "mask_frac",
+                    "region_marked",
                 )
             } | {
                 "spread_min": min(r["spread"] for r in rs),

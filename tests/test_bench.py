@@ -76,8 +76,15 @@ def test_presets_sizes_and_grids():
     # the route samples the edit default's point for global edits; a preset without the route
     # keeps the fingerprint it had before the route existed (its runs stay reusable)
     routed = [o for m, o in plan(QUICK) if m == "unitune+route"]
-    assert routed == [dict(checkpoint=32, t0=0.9, cfg=7.5, route="auto")]
+    assert routed == [
+        dict(checkpoint=32, t0=0.9, cfg=7.5, route="auto", route_spread=0.85)
+        | dict(route_t0=0.8, route_cfg=3.0)
+    ]
     assert replace(amr, route_unitune=((32, 0.8, 3.0),)).fingerprint() == amr.fingerprint()
+    assert replace(amr, route_settings=()).fingerprint() == amr.fingerprint()
+    # ... and a run with the route is not reused once the route's own settings change
+    moved = replace(QUICK, route_settings=(("route_t0", 0.9),))
+    assert moved.fingerprint() != QUICK.fingerprint()
 
 
 def _scene_with(obj: Obj) -> Scene:

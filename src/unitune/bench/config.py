@@ -149,6 +149,13 @@ class BenchConfig:
     # "unitune+route": the (checkpoint, t0, CFG) a global edit samples (the edit default); a
     # local one samples EditConfig's route_t0 / route_cfg at that checkpoint
     route_unitune: tuple[tuple[int, float, float], ...] = ((32, 0.9, 7.5),)
+    # ... and the route's own settings (EditConfig's: the spread cut, a local edit's t0 and CFG),
+    # named here so that a scene's results are not reused after they change
+    route_settings: tuple[tuple[str, float], ...] = (
+        ("route_spread", EditConfig.route_spread),
+        ("route_t0", EditConfig.route_t0),
+        ("route_cfg", EditConfig.route_cfg),
+    )
     tune_extra: tuple[tuple[str, Any], ...] = ()  # TuneConfig overrides, e.g. (("method", "lora"),)
     save_samples: bool = True  # keep every sample as WORK/<scene>/samples/*.png (best-of-N, audits)
     # the time-to-quality study (bench/time_to_quality.py): when set, each scene is tuned once
@@ -207,7 +214,7 @@ class BenchConfig:
         if not d["tune_extra"]:  # absent when empty: fingerprints of runs made before it existed
             del d["tune_extra"]
         if "unitune+route" not in d["keep_methods"]:  # runs made before the route existed
-            del d["route_unitune"]
+            del d["route_unitune"], d["route_settings"]
         if not d["keep_methods"]:  # likewise the keep methods and inversion's reconstruction
             for k in ("keep_methods", "keep_unitune", "keep_sdedit", "recon_inversion_cfgs"):
                 del d[k]
@@ -319,6 +326,19 @@ ROUTE_CHECK = replace(
     keep_methods=("unitune+inversion-neg+automask", "unitune+inversion-neg"),
     keep_unitune=((32, 0.8, 3.0),),
 )
+# Candidates for the route's local branch (scripts/route_local.py), on the route check's 40 scenes
+# and tunes: negative-prompt inversion and the noise start (seeds give different images), each
+# inside the automatic mask, at t0 {0.8, 0.9, 1} x CFG {3, 7.5}; 2 seeds (the noise start's; an
+# inversion samples one), and the default for the pairing (the route check's other configs are
+# not sampled again: its records are merged in by scene, edit and seed)
+ROUTE_LOCAL = replace(
+    ROUTE_CHECK,
+    n_scenes=40,
+    seeds=(0, 1),
+    sdedit_t0s=(),
+    keep_methods=("unitune+inversion-neg+automask", "unitune+automask"),
+    keep_unitune=tuple(product((32,), (0.8, 0.9, 1.0), (3.0, 7.5))),
+)
 PRESETS = {
     "quick": QUICK,
     "medium": MEDIUM,
@@ -328,4 +348,5 @@ PRESETS = {
     "time-to-quality-40": TIME_TO_QUALITY_40,
     "automask-rules": AUTOMASK_RULES,
     "route-check": ROUTE_CHECK,
+    "route-local": ROUTE_LOCAL,
 }

@@ -92,6 +92,8 @@ def plan(bc: BenchConfig) -> list[tuple[str, dict]]:
         over = keep_overrides(m)
         if m.startswith("sdedit+"):
             over["rare_token"] = False
+        if over.get("route"):
+            over |= dict(bc.route_settings)
         if over.get("start") == "inversion":  # deterministic: every seed gives one sample
             over["seeds"] = tuple(bc.seeds[:1])
         runs += [(m, dict(checkpoint=c, t0=t0, cfg=w, **over)) for c, t0, w in bc.keep_points(m)]
