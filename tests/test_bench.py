@@ -73,6 +73,13 @@ def test_presets_sizes_and_grids():
         amr.seeds,
     )
     assert rc.n_scenes == 2 * amr.n_scenes and len(plan(rc)) == 5
+    # ... and its runs at the full preset's sampling and of the local branch's candidates reuse
+    # those tunes, on the full preset's 40 scenes
+    for name in ("route-check-full", "route-local"):
+        other = PRESETS[name]
+        assert (other.tune_steps, other.save_at, other.n_scenes) == (32, (32,), FULL.n_scenes)
+    assert (PRESETS["route-check-full"].steps, PRESETS["route-check-full"].seeds) == (25, (0, 1))
+    assert len(plan(PRESETS["route-check-full"])) == 5
     # the route samples the edit default's point for global edits; a preset without the route
     # keeps the fingerprint it had before the route existed (its runs stay reusable)
     routed = [o for m, o in plan(QUICK) if m == "unitune+route"]

@@ -326,6 +326,9 @@ ROUTE_CHECK = replace(
     keep_methods=("unitune+inversion-neg+automask", "unitune+inversion-neg"),
     keep_unitune=((32, 0.8, 3.0),),
 )
+# ... and at the full preset's sampling (25 steps, its 2 seeds) on its 40 scenes: what the final
+# defaults are read at, for the route's five configs only (the tunes are the route check's)
+ROUTE_CHECK_FULL = replace(ROUTE_CHECK, n_scenes=FULL.n_scenes, steps=FULL.steps, seeds=FULL.seeds)
 # Candidates for the route's local branch (scripts/route_local.py), on the route check's 40 scenes
 # and tunes: negative-prompt inversion and the noise start (seeds give different images), each
 # inside the automatic mask, at t0 {0.8, 0.9, 1} x CFG {3, 7.5}; 2 seeds (the noise start's; an
@@ -348,5 +351,6 @@ PRESETS = {
     "time-to-quality-40": TIME_TO_QUALITY_40,
     "automask-rules": AUTOMASK_RULES,
     "route-check": ROUTE_CHECK,
+    "route-check-full": ROUTE_CHECK_FULL,
     "route-local": ROUTE_LOCAL,
 }
