@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unitune.bench.suite import make_suite
 from unitune.fileio import atomic_write_json
 
 
@@ -49,6 +50,16 @@ def main() -> None:
                 continue
             config = f"{r['method']}:{r['label']}"
             per.setdefault((r["scene"], r["kind"]), {}).setdefault(config, []).append(r["success"])
+    # what each edit asks for (the suite's default stream: the full preset's): how many objects
+    # its target has, and the shape of the object it edits or adds
+    asks = {
+        (item.sid, e.kind): (
+            len(e.target.objects),
+            None if e.obj is None else e.target.objects[e.obj].shape,
+        )
+        for item in make_suite(1 + max(int(sc[1:]) for sc, _ in per))
+        for e in item.edits
+    }
     edits = []
     for (scene, kind), by_config in sorted(per.items()):
         pooled = [s for v in by_config.values() for s in v]
@@ -60,6 +71,8 @@ def main() -> None:
                 "configs": len(by_config),
                 "pooled success": round(float(np.mean(pooled)), 4),
                 "best config": round(float(max(np.mean(v) for v in by_config.values())), 4),
+                "objects": asks[(scene, kind)][0],
+                "shape": asks[(scene, kind)][1],
             }
         )
     kinds = sorted({e["kind"] for e in edits})
@@ -67,6 +80,14 @@ def main() -> None:
     for kind in kinds:
         es = [e for e in edits if e["kind"] == kind]
         hard = [e for e in es if e["best config"] <= args.hard]
+        # the hard share by the target's object count and by the edited object's shape
+        by = {}
+        for field in ("objects", "shape"):
+            values = sorted({e[field] for e in es}, key=str)
+            group = {v: [e for e in es if e[field] == v] for v in values}
+            by[f"by {field}"] = {
+                str(v): f"{sum(e in hard for e in g)} / {len(g)}" for v, g in group.items()
+            }
         summary[kind] = {
             "edits": len(es),
             "pooled success": round(float(np.mean([e["pooled success"] for e in es])), 3),
@@ -76,6 +97,7 @@ def main() -> None:
             if hard
             else None,
             "hard edits": [e["scene"] for e in hard],
+            **by,
         }
     out = {
         "source": str(args.src),
@@ -94,6 +116,9 @@ def main() -> None:
             f"| {kind} | {s['pooled success']:.3f} | {s['best config, mean']:.3f} | "
             f"{s['hard']} / {s['edits']} | {s['hard, pooled']} |"
         )
+    for kind, s in summary.items():
+        if s["hard"]:
+            print(f"{kind}: hard by objects {s['by objects']}, by shape {s['by shape']}")
 
 
 if __name__ == "__main__":
