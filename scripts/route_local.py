@@ -167,8 +167,28 @@ def main() -> None:
                     "success by kind": by_kind(rest, sc)
                 }
         rows[name] = row
+    # where today's local edits fail: is the edited object outside the mask they sample in?
+    marked = {
+        (r["scene"], r["kind"]): r["region_marked"]
+        for r in json.loads(args.maps.read_text())["rows"]
+        if r["setting"] == args.setting and "region_marked" in r
+    }
+    cover = {}
+    if marked:
+        lo = per_edit(recs, LOCAL)
+        for kind in sorted({k for _, k in lo}):
+            es = [(v[0], marked[k]) for k, v in lo.items() if k[1] == kind and not is_global[k]]
+            cover[kind] = {
+                "local edits": len(es),
+                "failed": int(sum(s < 0.5 for s, _ in es)),
+                "failed, object box < half marked": int(sum(s < 0.5 and m < 0.5 for s, m in es)),
+                "succeeded, object box < half marked": int(
+                    sum(s >= 0.5 and m < 0.5 for s, m in es)
+                ),
+            }
     out = {
         "runs": [str(args.check), str(args.local)],
+        f"the mask's cover of the edited object, {LOCAL}": cover,
         "merge": agreement,
         "spread below which an edit is global": args.spread,
         "read on": sorted(read),
@@ -190,6 +210,8 @@ def main() -> None:
             f"| {t['local']}{mark} | {a['success']:.3f} | {a['fidelity']:.3f} | "
             f"{b['success']:.3f} | {b['fidelity']:.3f} |"
         )
+    for kind, c in cover.items():
+        print(f"mask cover, {kind}: {c}")
     fmt = "{:+.3f} [{:+.3f}, {:+.3f}]"
     for sub in ("held out", "all"):
         print(f"\n{sub}: | route | success | fidelity | vs default: d success | d fidelity |")
