@@ -65,28 +65,39 @@ def by_scene(edits: dict[tuple[str, str], np.ndarray]) -> dict[str, np.ndarray]:
     return {s: np.mean(v, axis=0) for s, v in out.items()}
 
 
+def routed(recs: list[dict], local: str, glob: str, is_global: dict) -> dict:
+    """(scene, kind) -> (success, fidelity) of the route that samples ``glob`` for a global
+    edit and ``local`` for a local one."""
+    lo, gl = per_edit(recs, local), per_edit(recs, glob)
+    return {k: (gl[k] if is_global[k] else v) for k, v in lo.items()}
+
+
+def by_kind(edits: dict, scenes: set[str]) -> dict[str, float]:
+    """Mean success per edit kind of ``edits`` ((scene, kind) -> (success, fidelity)) over
+    ``scenes``."""
+    hits: dict[str, list[float]] = {}
+    for (s, k), v in edits.items():
+        if s in scenes:
+            hits.setdefault(k, []).append(v[0])
+    return {k: round(float(np.mean(h)), 3) for k, h in sorted(hits.items())}
+
+
 def route_rows(recs, is_global, scenes, rng, boot) -> list[dict]:
     """The paired rows (each config alone, then each route) over ``scenes``."""
     recs = [r for r in recs if r["scene"] in scenes]
     base = by_scene(per_edit(recs, DEFAULT))
-    local = per_edit(recs, LOCAL)
-    kinds = sorted({k for _, k in local})
     rows = []
     for config in dict.fromkeys((DEFAULT, LOCAL, *GLOBALS)):  # the default once
         rows.append({"route": config, **paired(base, by_scene(per_edit(recs, config)), rng, boot)})
     sdedit = {c: by_scene(per_edit(recs, c)) for c in GLOBALS if c.startswith("sdedit")}
     for g in GLOBALS:
-        other = per_edit(recs, g)
-        edits = {k: (other[k] if is_global[k] else v) for k, v in local.items()}
+        edits = routed(recs, LOCAL, g, is_global)
         row = {"route": f"global -> {g}; local -> {LOCAL}"}
         row |= paired(base, by_scene(edits), rng, boot)
         for c, b in sdedit.items():  # against SDEdit's frontier points (the untuned baseline)
             p = paired(b, by_scene(edits), rng, boot)
             row[f"vs {c}"] = {m: {"diff": p[m]["diff"], "ci95": p[m]["ci95"]} for m in METRICS}
-        row["success by kind"] = {
-            kind: round(float(np.mean([v[0] for (s, k), v in edits.items() if k == kind])), 3)
-            for kind in kinds
-        }
+        row["success by kind"] = by_kind(edits, scenes)
         rows.append(row)
     return rows
 

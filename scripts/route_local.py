@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from automask_route import DEFAULT, LOCAL, by_scene, per_edit  # noqa: E402
+from automask_route import DEFAULT, LOCAL, by_kind, by_scene, per_edit, routed  # noqa: E402
 from bench_keep import METRICS, paired  # noqa: E402
 
 from unitune.fileio import atomic_write_json  # noqa: E402
@@ -52,31 +52,15 @@ def merge(first: list[dict], second: list[dict]) -> tuple[list[dict], dict]:
     return merged, {"shared samples": len(shared), "differing": len(differ), "first": differ[:5]}
 
 
-def routed(recs: list[dict], local: str, glob: str, is_global: dict) -> dict:
-    """(scene, kind) -> (success, fidelity) of the route that samples ``glob`` for a global
-    edit and ``local`` for a local one."""
-    lo, gl = per_edit(recs, local), per_edit(recs, glob)
-    return {k: (gl[k] if is_global[k] else v) for k, v in lo.items()}
-
-
 def score(edits: dict, scenes: set[str]) -> dict[str, float]:
     per = by_scene({k: v for k, v in edits.items() if k[0] in scenes})
     mean = np.mean(list(per.values()), axis=0)
     return {m: round(float(mean[j]), 4) for j, m in enumerate(METRICS)}
 
 
-def by_kind(edits: dict, scenes: set[str]) -> dict[str, float]:
-    hits: dict[str, list[float]] = {}
-    for (s, k), v in edits.items():
-        if s in scenes:
-            hits.setdefault(k, []).append(v[0])
-    return {k: round(float(np.mean(h)), 3) for k, h in sorted(hits.items())}
-
-
 def compare(base: dict, other: dict, scenes: set[str], boot: int) -> dict:
     rng = np.random.default_rng(0)
-    pick = {k: v for k, v in base.items() if k[0] in scenes}
-    b = by_scene(pick)
+    b = by_scene({k: v for k, v in base.items() if k[0] in scenes})
     o = by_scene({k: v for k, v in other.items() if k[0] in scenes})
     return paired(b, o, rng, boot)
 
@@ -102,11 +86,8 @@ def main() -> None:
     recs, agreement = merge(first, second)
     if agreement["differing"]:
         raise SystemExit(f"the runs disagree on shared samples: {agreement}")
-    is_global = {
-        (r["scene"], r["kind"]): r["spread"] < args.spread
-        for r in json.loads(args.maps.read_text())["rows"]
-        if r["setting"] == args.setting
-    }
+    maps = [r for r in json.loads(args.maps.read_text())["rows"] if r["setting"] == args.setting]
+    is_global = {(r["scene"], r["kind"]): r["spread"] < args.spread for r in maps}
     scenes = sorted({r["scene"] for r in second})
     read, held = set(scenes[: args.read_on]), set(scenes[args.read_on :])
     candidates = sorted(
@@ -150,6 +131,7 @@ def main() -> None:
         ceiling = json.loads(args.hard.read_text())["per kind"]
         hard = {(sc, kind) for kind, v in ceiling.items() for sc in v["hard edits"]}
     today = routed(recs, LOCAL, DEFAULT, is_global)
+    sdedit = {c: per_edit(recs, c) for c in SDEDIT}
     for name, (lo, gl) in contenders.items():
         edits = routed(recs, lo, gl, is_global)
         row = {}
@@ -158,7 +140,7 @@ def main() -> None:
                 **score(edits, sc),
                 "vs the default": compare(default, edits, sc, args.boot),
                 "vs the route today": compare(today, edits, sc, args.boot),
-                **{f"vs {c}": compare(per_edit(recs, c), edits, sc, args.boot) for c in SDEDIT},
+                **{f"vs {c}": compare(b, edits, sc, args.boot) for c, b in sdedit.items()},
                 "success by kind": by_kind(edits, sc),
             }
             if hard:  # the edits the model renders (some config succeeds on most seeds)
@@ -168,11 +150,7 @@ def main() -> None:
                 }
         rows[name] = row
     # where today's local edits fail: is the edited object outside the mask they sample in?
-    marked = {
-        (r["scene"], r["kind"]): r["region_marked"]
-        for r in json.loads(args.maps.read_text())["rows"]
-        if r["setting"] == args.setting and "region_marked" in r
-    }
+    marked = {(r["scene"], r["kind"]): r["region_marked"] for r in maps if "region_marked" in r}
     cover = {}
     if marked:
         lo = per_edit(recs, LOCAL)

@@ -336,7 +336,7 @@ ROUTE_CHECK_FULL = replace(ROUTE_CHECK, n_scenes=FULL.n_scenes, steps=FULL.steps
 # not sampled again: its records are merged in by scene, edit and seed)
 ROUTE_LOCAL = replace(
     ROUTE_CHECK,
-    n_scenes=40,
+    n_scenes=FULL.n_scenes,
     seeds=(0, 1),
     sdedit_t0s=(),
     keep_methods=("unitune+inversion-neg+automask", "unitune+automask"),
